@@ -1,0 +1,205 @@
+import { readFileSync } from 'node:fs';
+import { resolve } from 'node:path';
+import { parse as parseYaml } from 'yaml';
+import { z } from 'zod';
+import { policySchema, type Policy } from './policy.js';
+
+/**
+ * Start-up configuration: secrets and endpoints from the environment, policy
+ * from the YAML file named by SHIPGATE_CONFIG (SPEC §3). Validated once; the
+ * rest of the code receives the typed result and never reads process.env.
+ */
+
+export class ConfigError extends Error {
+  constructor(readonly problems: readonly string[]) {
+    super(`shipgate cannot start, the configuration is invalid:\n${problems.map((p) => `  - ${p}`).join('\n')}`);
+    this.name = 'ConfigError';
+  }
+}
+
+/** How to fix each environment key, shown next to the complaint. */
+const ENV_FIXES: Record<string, string> = {
+  REDIS_URL: 'set it to a redis:// or rediss:// URL, e.g. redis://127.0.0.1:6379',
+  PORT: 'set it to a TCP port number between 1 and 65535',
+  SLACK_BOT_TOKEN: 'set it to the Bot User OAuth Token (xoxb-…) from the Slack app settings',
+  SLACK_SIGNING_SECRET: "set it to the Signing Secret from the Slack app's Basic Information page",
+  SLACK_APP_TOKEN: 'set it to an app-level token (xapp-…) with connections:write, or unset it for HTTP mode',
+  SLACK_API_URL: 'set it to the Web API base URL ending in /api/, e.g. https://slack.com/api/',
+  SHIPGATE_MODEL: 'set it to a Claude model id, e.g. claude-sonnet-4-5',
+  GITHUB_API_URL: 'set it to the REST base URL, e.g. https://api.github.com or https://ghe.example.com/api/v3',
+  GITHUB_APP_ID: 'set it to the numeric App ID, together with GITHUB_APP_PRIVATE_KEY',
+  GITHUB_APP_PRIVATE_KEY: "set it to the App's PEM private key, together with GITHUB_APP_ID",
+  GITHUB_APP_INSTALLATION_ID: 'set it to the numeric installation id, or unset it',
+  PROMETHEUS_URL: 'set it to the Prometheus base URL, e.g. http://prometheus:9090, or unset it',
+  SHIPGATE_CONFIG: 'point it at the policy file (default ./shipgate.yaml)',
+  SHIPGATE_ROLE: 'use all, web or worker',
+  SHIPGATE_REDIS_PREFIX: 'use letters, digits, - and _ only',
+  LOG_LEVEL: 'use one of fatal, error, warn, info, debug, trace, silent',
+};
+
+const optionalText = z
+  .string()
+  .optional()
+  .transform((value) => (value === undefined || value.trim() === '' ? undefined : value.trim()));
+
+const optionalUrl = optionalText.pipe(z.url({ message: 'must be an absolute URL' }).optional());
+
+const envSchema = z
+  .object({
+    REDIS_URL: z
+      .string()
+      .default('redis://127.0.0.1:6379')
+      .pipe(z.url().regex(/^rediss?:\/\//, 'must start with redis:// or rediss://')),
+    PORT: z.coerce.number().int().min(0).max(65535).default(3000),
+    SLACK_BOT_TOKEN: optionalText,
+    SLACK_SIGNING_SECRET: optionalText,
+    SLACK_APP_TOKEN: optionalText.pipe(z.string().startsWith('xapp-', 'must start with xapp-').optional()),
+    SLACK_API_URL: optionalUrl,
+    ANTHROPIC_API_KEY: optionalText,
+    ANTHROPIC_BASE_URL: optionalUrl,
+    SHIPGATE_MODEL: z.string().min(1).default('claude-sonnet-4-5'),
+    GITHUB_TOKEN: optionalText,
+    GITHUB_APP_ID: optionalText.pipe(z.string().regex(/^\d+$/, 'must be a number').optional()),
+    GITHUB_APP_PRIVATE_KEY: optionalText,
+    GITHUB_APP_INSTALLATION_ID: optionalText.pipe(z.string().regex(/^\d+$/, 'must be a number').optional()),
+    GITHUB_API_URL: z.url().default('https://api.github.com'),
+    GITHUB_WEBHOOK_SECRET: optionalText,
+    KUBECONFIG: optionalText,
+    PROMETHEUS_URL: optionalUrl,
+    SHIPGATE_CONFIG: z.string().min(1).default('./shipgate.yaml'),
+    SHIPGATE_ROLE: z.enum(['all', 'web', 'worker']).default('all'),
+    SHIPGATE_REDIS_PREFIX: z
+      .string()
+      .regex(/^[A-Za-z0-9_-]+$/)
+      .default('shipgate'),
+    LOG_LEVEL: z.enum(['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent']).default('info'),
+  })
+  .superRefine((env, ctx) => {
+    if (env.SLACK_BOT_TOKEN !== undefined && env.SLACK_APP_TOKEN === undefined && env.SLACK_SIGNING_SECRET === undefined) {
+      ctx.addIssue({
+        code: 'custom',
+        path: ['SLACK_SIGNING_SECRET'],
+        message: 'is required when SLACK_BOT_TOKEN is set (HTTP mode verifies every request with it)',
+      });
+    }
+    if ((env.SLACK_SIGNING_SECRET !== undefined || env.SLACK_APP_TOKEN !== undefined) && env.SLACK_BOT_TOKEN === undefined) {
+      ctx.addIssue({
+        code: 'custom',
+        path: ['SLACK_BOT_TOKEN'],
+        message: 'is required when SLACK_SIGNING_SECRET or SLACK_APP_TOKEN is set',
+      });
+    }
+    if ((env.GITHUB_APP_ID === undefined) !== (env.GITHUB_APP_PRIVATE_KEY === undefined)) {
+      ctx.addIssue({
+        code: 'custom',
+        path: [env.GITHUB_APP_ID === undefined ? 'GITHUB_APP_ID' : 'GITHUB_APP_PRIVATE_KEY'],
+        message: 'GitHub App credentials need both GITHUB_APP_ID and GITHUB_APP_PRIVATE_KEY',
+      });
+    }
+  });
+
+export type ChatMode = { kind: 'slack-http' } | { kind: 'slack-socket'; appToken: string } | { kind: 'console' };
+
+export interface Config {
+  redisUrl: string;
+  redisPrefix: string;
+  port: number;
+  role: 'all' | 'web' | 'worker';
+  logLevel: 'fatal' | 'error' | 'warn' | 'info' | 'debug' | 'trace' | 'silent';
+  chat: ChatMode;
+  slack: { botToken: string; signingSecret: string | undefined; apiUrl: string | undefined } | undefined;
+  anthropic: { apiKey: string | undefined; baseUrl: string | undefined; model: string };
+  github: {
+    apiUrl: string;
+    token: string | undefined;
+    app: { appId: string; privateKey: string; installationId: string | undefined } | undefined;
+    webhookSecret: string | undefined;
+  };
+  kubeconfig: string | undefined;
+  prometheusUrl: string | undefined;
+  policyPath: string;
+  policy: Policy;
+}
+
+function formatIssues(issues: readonly z.core.$ZodIssue[], describe: (path: string) => string): string[] {
+  return issues.map((issue) => {
+    const path = issue.path.map(String).join('.');
+    return describe(path) ? `${path}: ${issue.message}. ${describe(path)}` : `${path || '(root)'}: ${issue.message}`;
+  });
+}
+
+export interface LoadConfigOptions {
+  readFile?: (path: string) => string;
+  cwd?: string;
+}
+
+/** Parses and validates the policy YAML text; throws ConfigError naming the key. */
+export function parsePolicy(text: string, source: string): Policy {
+  let raw: unknown;
+  try {
+    raw = parseYaml(text);
+  } catch (error) {
+    const reason = error instanceof Error ? error.message : String(error);
+    throw new ConfigError([`${source}: is not valid YAML (${reason}). Fix the syntax at the position given.`]);
+  }
+  const result = policySchema.safeParse(raw ?? {});
+  if (!result.success) {
+    throw new ConfigError(
+      formatIssues(result.error.issues, () => '').map((line) => `${source} → ${line}. See SPEC §3 for the file's shape.`),
+    );
+  }
+  return result.data;
+}
+
+export function loadConfig(env: NodeJS.ProcessEnv = process.env, options: LoadConfigOptions = {}): Config {
+  const parsed = envSchema.safeParse(env);
+  if (!parsed.success) {
+    throw new ConfigError(formatIssues(parsed.error.issues, (key) => (ENV_FIXES[key] ? `Fix: ${ENV_FIXES[key]}` : '')));
+  }
+  const e = parsed.data;
+  const policyPath = resolve(options.cwd ?? process.cwd(), e.SHIPGATE_CONFIG);
+  const readFile = options.readFile ?? ((path: string) => readFileSync(path, 'utf8'));
+  let text: string;
+  try {
+    text = readFile(policyPath);
+  } catch {
+    throw new ConfigError([
+      `SHIPGATE_CONFIG: cannot read the policy file ${policyPath}. Fix: create it (see shipgate.example.yaml) or ${ENV_FIXES.SHIPGATE_CONFIG}`,
+    ]);
+  }
+  const policy = parsePolicy(text, policyPath);
+
+  const chat: ChatMode =
+    e.SLACK_BOT_TOKEN === undefined
+      ? { kind: 'console' }
+      : e.SLACK_APP_TOKEN !== undefined
+        ? { kind: 'slack-socket', appToken: e.SLACK_APP_TOKEN }
+        : { kind: 'slack-http' };
+
+  return {
+    redisUrl: e.REDIS_URL,
+    redisPrefix: e.SHIPGATE_REDIS_PREFIX,
+    port: e.PORT,
+    role: e.SHIPGATE_ROLE,
+    logLevel: e.LOG_LEVEL,
+    chat,
+    slack:
+      e.SLACK_BOT_TOKEN === undefined
+        ? undefined
+        : { botToken: e.SLACK_BOT_TOKEN, signingSecret: e.SLACK_SIGNING_SECRET, apiUrl: e.SLACK_API_URL },
+    anthropic: { apiKey: e.ANTHROPIC_API_KEY, baseUrl: e.ANTHROPIC_BASE_URL, model: e.SHIPGATE_MODEL },
+    github: {
+      apiUrl: e.GITHUB_API_URL,
+      token: e.GITHUB_TOKEN,
+      app:
+        e.GITHUB_APP_ID !== undefined && e.GITHUB_APP_PRIVATE_KEY !== undefined
+          ? { appId: e.GITHUB_APP_ID, privateKey: e.GITHUB_APP_PRIVATE_KEY, installationId: e.GITHUB_APP_INSTALLATION_ID }
+          : undefined,
+      webhookSecret: e.GITHUB_WEBHOOK_SECRET,
+    },
+    kubeconfig: e.KUBECONFIG,
+    prometheusUrl: e.PROMETHEUS_URL,
+    policyPath,
+    policy,
+  };
+}

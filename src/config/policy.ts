@@ -1,0 +1,154 @@
+import { z } from 'zod';
+
+/**
+ * The policy file (`shipgate.yaml`, SPEC §3). Key names here are part of the
+ * product contract: renaming one breaks every adopter's file.
+ */
+
+const repoName = z
+  .string()
+  .regex(/^[A-Za-z0-9_.-]+\/[A-Za-z0-9_.-]+$/, 'must be "owner/name"');
+
+/** Slack user ids start with U or W, user-group ids with S. */
+const principalId = z
+  .string()
+  .regex(/^[UWS][A-Z0-9]{2,}$/, 'must be a Slack user id (U…/W…) or user-group id (S…)');
+
+const channelId = z.string().regex(/^[CGD][A-Z0-9]{2,}$/, 'must be a Slack channel id (C…/G…/D…)');
+
+const checkName = z
+  .string()
+  .regex(/^[a-z0-9][a-z0-9_-]*$/, 'check names are lower-case words (a-z, 0-9, - and _)');
+
+/** "24h", "90m", "30s", "2d" → milliseconds. */
+export const durationSchema = z
+  .string()
+  .regex(/^\d+(s|m|h|d)$/, 'must be a duration like 30m, 24h or 2d')
+  .transform((value) => {
+    const amount = Number(value.slice(0, -1));
+    const unit = value.slice(-1);
+    const factor = unit === 's' ? 1_000 : unit === 'm' ? 60_000 : unit === 'h' ? 3_600_000 : 86_400_000;
+    return amount * factor;
+  });
+
+const repoPolicySchema = z
+  .object({
+    channels: z.array(channelId).optional(),
+    requesters: z.array(principalId).optional(),
+    checks: z.record(checkName, z.string().min(1)).default({}),
+    protectedPaths: z.array(z.string().min(1)).default([]),
+    pipeline: z.string().min(1).optional(),
+  })
+  .strict();
+
+const approvalSchema = z
+  .object({
+    approvers: z.array(principalId).min(1, 'name at least one approver'),
+    minApprovals: z.number().int().min(1).default(1),
+    allowSelfApproval: z.boolean().default(false),
+    expiresAfter: durationSchema.default(86_400_000),
+  })
+  .strict();
+
+const goldenSignalsSchema = z
+  .object({
+    errorRatio: z.object({ query: z.string().min(1), max: z.number().min(0) }).strict().optional(),
+    latencyP95: z.object({ query: z.string().min(1), maxSeconds: z.number().positive() }).strict().optional(),
+  })
+  .strict();
+
+const stageSchema = z
+  .object({
+    name: z.string().regex(/^[a-z0-9][a-z0-9-]*$/, 'stage names are lower-case words (a-z, 0-9 and -)'),
+    kargoStage: z.string().min(1),
+    argocdApps: z.array(z.string().min(1)).default([]),
+    approval: approvalSchema.optional(),
+    goldenSignals: goldenSignalsSchema.optional(),
+  })
+  .strict();
+
+const pipelineSchema = z
+  .object({
+    kargo: z
+      .object({
+        project: z.string().min(1),
+        warehouse: z.string().min(1),
+        match: z.enum(['commit', 'image']).default('commit'),
+      })
+      .strict()
+      .optional(),
+    argocdNamespace: z.string().min(1).default('argocd'),
+    argocdApps: z.array(z.string().min(1)).optional(),
+    stages: z.array(stageSchema).default([]),
+  })
+  .strict();
+
+const budgetsSchema = z
+  .object({
+    maxAgentTurns: z.number().int().positive().default(40),
+    maxCiIterations: z.number().int().positive().default(3),
+    maxTokensPerRun: z.number().int().positive().default(2_000_000),
+    maxCostUsdPerRun: z.number().positive().default(10),
+    maxRunMinutes: z.number().positive().default(240),
+  })
+  .strict();
+
+export const policySchema = z
+  .object({
+    /** Name of the slash command, as registered in the Slack app. */
+    command: z.string().regex(/^\/[a-z0-9_-]+$/, 'must be a slash command like /ship').default('/ship'),
+    /** Per-channel settings; `defaultRepo` lets `/ship <task…>` omit the repository. */
+    channels: z.record(channelId, z.object({ defaultRepo: repoName }).strict()).default({}),
+    repos: z.record(repoName, repoPolicySchema).refine((repos) => Object.keys(repos).length > 0, {
+      message: 'list at least one repository the bot may change',
+    }),
+    pipelines: z.record(z.string(), pipelineSchema).default({}),
+    budgets: budgetsSchema.default({
+      maxAgentTurns: 40,
+      maxCiIterations: 3,
+      maxTokensPerRun: 2_000_000,
+      maxCostUsdPerRun: 10,
+      maxRunMinutes: 240,
+    }),
+  })
+  .strict()
+  .superRefine((policy, ctx) => {
+    for (const [repo, settings] of Object.entries(policy.repos)) {
+      if (settings.pipeline !== undefined && !(settings.pipeline in policy.pipelines)) {
+        ctx.addIssue({
+          code: 'custom',
+          path: ['repos', repo, 'pipeline'],
+          message: `names pipeline "${settings.pipeline}", which is not defined under pipelines`,
+        });
+      }
+    }
+    for (const [channel, settings] of Object.entries(policy.channels)) {
+      if (!(settings.defaultRepo in policy.repos)) {
+        ctx.addIssue({
+          code: 'custom',
+          path: ['channels', channel, 'defaultRepo'],
+          message: `names ${settings.defaultRepo}, which is not listed under repos`,
+        });
+      }
+    }
+    for (const [name, pipeline] of Object.entries(policy.pipelines)) {
+      const seen = new Set<string>();
+      pipeline.stages.forEach((stage, index) => {
+        if (seen.has(stage.name)) {
+          ctx.addIssue({
+            code: 'custom',
+            path: ['pipelines', name, 'stages', index, 'name'],
+            message: `stage "${stage.name}" appears twice`,
+          });
+        }
+        seen.add(stage.name);
+      });
+    }
+  });
+
+export type Policy = z.output<typeof policySchema>;
+export type RepoPolicy = Policy['repos'][string];
+export type PipelinePolicy = Policy['pipelines'][string];
+export type StagePolicy = PipelinePolicy['stages'][number];
+export type ApprovalPolicy = NonNullable<StagePolicy['approval']>;
+export type Budgets = Policy['budgets'];

@@ -1,0 +1,224 @@
+import type { Policy } from '../config/policy.js';
+
+/**
+ * The run (SPEC §1): one change request moving through gates in order. This
+ * module is pure: it builds gate lists from policy and computes state
+ * transitions; persistence and side effects live elsewhere.
+ */
+
+export type GateState = 'pending' | 'running' | 'passed' | 'failed' | 'skipped';
+
+/** The gate kinds of SPEC §1; stage gates are named `stage:<name>`. */
+export type GateKind = 'agent' | 'pr' | 'ci' | 'merge' | 'freight' | 'stage' | 'approval';
+
+export interface Gate {
+  /** `agent`, `pr`, `ci`, `merge`, `freight`, `approval` or `stage:<name>`. */
+  name: string;
+  kind: GateKind;
+  state: GateState;
+  /** One line a person can read: why it passed, failed or is waiting. */
+  summary?: string | undefined;
+  /** True when this shipgate build has no step for the gate yet: it can never be reported as passed. */
+  notConfigured?: boolean | undefined;
+  startedAt?: string | undefined;
+  endedAt?: string | undefined;
+}
+
+export const ACTIVE_RUN_STATES = ['queued', 'running', 'waiting', 'cancelling'] as const;
+export const TERMINAL_RUN_STATES = ['done', 'failed', 'cancelled', 'rejected', 'expired'] as const;
+export type ActiveRunState = (typeof ACTIVE_RUN_STATES)[number];
+export type TerminalRunState = (typeof TERMINAL_RUN_STATES)[number];
+export type RunState = ActiveRunState | TerminalRunState;
+
+export interface Usage {
+  inputTokens: number;
+  outputTokens: number;
+  cacheReadTokens: number;
+  cacheWriteTokens: number;
+  costUsd: number;
+}
+
+export interface RunLinks {
+  pr?: string | undefined;
+  ci?: string | undefined;
+  argocd?: string | undefined;
+  kargo?: string | undefined;
+}
+
+export interface Run {
+  id: string;
+  repo: string;
+  task: string;
+  requester: { userId: string; name?: string | undefined };
+  /** Where the run's card lives; `ts` is set once the root message is posted. */
+  chat: { channel: string; ts?: string | undefined };
+  state: RunState;
+  gates: Gate[];
+  /** Why the run ended, for terminal states. */
+  outcome?: string | undefined;
+  cancel?: { by: string; at: string } | undefined;
+  usage: Usage;
+  links: RunLinks;
+  createdAt: string;
+  updatedAt: string;
+  /** Incremented on every stored change; used for optimistic concurrency and card coalescing. */
+  version: number;
+}
+
+export function isTerminal(state: RunState): state is TerminalRunState {
+  return (TERMINAL_RUN_STATES as readonly string[]).includes(state);
+}
+
+/**
+ * The gates a run on `repo` goes through, derived from policy: the four Git
+ * gates always; Kargo's freight, each stage and the approval before the stage
+ * that asks for one when the repository's pipeline has a Kargo section.
+ */
+export function gatesFor(policy: Policy, repo: string): Gate[] {
+  const names: Array<{ name: string; kind: GateKind }> = [
+    { name: 'agent', kind: 'agent' },
+    { name: 'pr', kind: 'pr' },
+    { name: 'ci', kind: 'ci' },
+    { name: 'merge', kind: 'merge' },
+  ];
+  const pipelineName = policy.repos[repo]?.pipeline;
+  const pipeline = pipelineName === undefined ? undefined : policy.pipelines[pipelineName];
+  if (pipeline?.kargo !== undefined) {
+    names.push({ name: 'freight', kind: 'freight' });
+    for (const stage of pipeline.stages) {
+      if (stage.approval !== undefined) names.push({ name: 'approval', kind: 'approval' });
+      names.push({ name: `stage:${stage.name}`, kind: 'stage' });
+    }
+  }
+  return names.map(({ name, kind }) => ({ name, kind, state: 'pending' }));
+}
+
+export const EMPTY_USAGE: Usage = {
+  inputTokens: 0,
+  outputTokens: 0,
+  cacheReadTokens: 0,
+  cacheWriteTokens: 0,
+  costUsd: 0,
+};
+
+export interface NewRunInput {
+  id: string;
+  repo: string;
+  task: string;
+  requester: { userId: string; name?: string | undefined };
+  channel: string;
+  now: Date;
+}
+
+export function newRun(policy: Policy, input: NewRunInput): Run {
+  const at = input.now.toISOString();
+  return {
+    id: input.id,
+    repo: input.repo,
+    task: input.task,
+    requester: input.requester,
+    chat: { channel: input.channel },
+    state: 'queued',
+    gates: gatesFor(policy, input.repo),
+    usage: { ...EMPTY_USAGE },
+    links: {},
+    createdAt: at,
+    updatedAt: at,
+    version: 0,
+  };
+}
+
+/** The first gate that has not passed or been skipped: the one the run is at. */
+export function currentGate(run: Run): Gate | undefined {
+  return run.gates.find((gate) => gate.state !== 'passed' && gate.state !== 'skipped');
+}
+
+/** A gate step's verdict (SPEC §1: each gate ends passed, failed or skipped, or is still pending). */
+export type GateOutcome =
+  | { kind: 'passed'; summary: string }
+  | { kind: 'failed'; summary: string }
+  | { kind: 'skipped'; summary: string }
+  /** Not decided yet: look again after `recheckAfterMs` without holding a worker. */
+  | { kind: 'pending'; summary: string; recheckAfterMs: number };
+
+function replaceGate(run: Run, name: string, change: (gate: Gate) => Gate): Gate[] {
+  return run.gates.map((gate) => (gate.name === name ? change(gate) : gate));
+}
+
+/** Marks the gate running (idempotent) and the run running. */
+export function startGate(run: Run, name: string, now: Date): Run {
+  return {
+    ...run,
+    state: 'running',
+    gates: replaceGate(run, name, (gate) =>
+      gate.state === 'running' ? gate : { ...gate, state: 'running', startedAt: gate.startedAt ?? now.toISOString() },
+    ),
+  };
+}
+
+/** Applies a step's outcome; a failed gate fails the run, the last passed gate completes it. */
+export function applyOutcome(run: Run, name: string, outcome: GateOutcome, now: Date): Run {
+  const at = now.toISOString();
+  if (outcome.kind === 'pending') {
+    return {
+      ...run,
+      state: 'waiting',
+      gates: replaceGate(run, name, (gate) => ({ ...gate, state: 'running', summary: outcome.summary })),
+    };
+  }
+  const gates = replaceGate(run, name, (gate) => ({
+    ...gate,
+    state: outcome.kind,
+    summary: outcome.summary,
+    notConfigured: undefined,
+    endedAt: at,
+  }));
+  if (outcome.kind === 'failed') {
+    return { ...run, gates, state: 'failed', outcome: `${name} failed: ${outcome.summary}` };
+  }
+  const next = { ...run, gates };
+  return currentGate(next) === undefined ? { ...next, state: 'done', outcome: 'every gate passed' } : next;
+}
+
+/**
+ * A gate this build cannot evaluate yet: it stays pending, marked as not
+ * configured, and the run waits there (a later build resumes it with retry).
+ */
+export function markNotConfigured(run: Run, name: string): Run {
+  return {
+    ...run,
+    state: 'waiting',
+    gates: replaceGate(run, name, (gate) => ({
+      ...gate,
+      state: 'pending',
+      notConfigured: true,
+      summary: 'not configured in this shipgate build',
+    })),
+  };
+}
+
+export function finishRun(run: Run, state: TerminalRunState, outcome: string, now: Date): Run {
+  const at = now.toISOString();
+  return {
+    ...run,
+    state,
+    outcome,
+    gates: run.gates.map((gate) =>
+      gate.state === 'running' ? { ...gate, state: state === 'failed' ? 'failed' : 'pending', endedAt: at } : gate,
+    ),
+  };
+}
+
+/** Retry: reset the failed gate (and anything after it) to pending and queue the run again. */
+export function resetForRetry(run: Run): Run {
+  let reset = false;
+  return {
+    ...run,
+    state: 'queued',
+    outcome: undefined,
+    gates: run.gates.map((gate) => {
+      if (gate.state === 'failed') reset = true;
+      return reset ? { name: gate.name, kind: gate.kind, state: 'pending' } : gate;
+    }),
+  };
+}
