@@ -59,6 +59,8 @@ export interface Run {
   cancel?: { by: string; at: string } | undefined;
   usage: Usage;
   links: RunLinks;
+  /** Sequence of the run's queue jobs: the current one is `<run id>.<jobSeq>` (see queue/queues.ts). */
+  jobSeq: number;
   createdAt: string;
   updatedAt: string;
   /** Incremented on every stored change; used for optimistic concurrency and card coalescing. */
@@ -122,6 +124,7 @@ export function newRun(policy: Policy, input: NewRunInput): Run {
     gates: gatesFor(policy, input.repo),
     usage: { ...EMPTY_USAGE },
     links: {},
+    jobSeq: 0,
     createdAt: at,
     updatedAt: at,
     version: 0,

@@ -1,0 +1,52 @@
+import type { AuditLog } from '../src/audit/audit-log.js';
+import type { Policy } from '../src/config/policy.js';
+import { authoriseCancel, type GroupMembers } from '../src/domain/authorise.js';
+import type { Logger } from '../src/log.js';
+import type { ActionEvent, CommandReply } from '../src/ports/chat.js';
+import type { Cancellation } from '../src/queue/cancellation.js';
+import type { Queues } from '../src/queue/queues.js';
+import type { RunStore } from '../src/store/run-store.js';
+import { requestCancel } from './ship-command.js';
+
+export const CANCEL_ACTION = 'shipgate.cancel';
+
+export interface RunActionDeps {
+  policy: Policy;
+  store: RunStore;
+  audit: AuditLog;
+  queues: Queues;
+  cancellation: Cancellation;
+  groupMembers: GroupMembers;
+  clock: () => Date;
+  log: Logger;
+}
+
+/**
+ * Buttons on the run card. Same rules as the commands: authorise, record,
+ * enqueue; a refused click is answered only to the clicker and audited.
+ */
+export function createRunActions(deps: RunActionDeps): (event: ActionEvent) => Promise<CommandReply> {
+  async function refuse(event: ActionEvent, runId: string, reason: string): Promise<CommandReply> {
+    await deps.audit.append({
+      type: 'action.refused',
+      actor: event.userId,
+      runId,
+      data: { action: event.actionId, reason },
+      key: `action.refused.${event.deliveryId}`,
+    });
+    deps.log.info({ runId, userId: event.userId, action: event.actionId }, 'action refused');
+    return { ephemeral: reason };
+  }
+
+  return async function handleAction(event) {
+    if (event.actionId !== CANCEL_ACTION) {
+      deps.log.warn({ action: event.actionId }, 'unknown action ignored');
+      return { ephemeral: 'This button is not known to this version of shipgate.' };
+    }
+    const run = await deps.store.get(event.value);
+    if (run === undefined) return { ephemeral: `There is no run ${event.value}.` };
+    const decision = await authoriseCancel(deps.policy, { repo: run.repo, requesterId: run.requester.userId }, event.userId, deps.groupMembers);
+    if (!decision.allowed) return refuse(event, run.id, decision.reason);
+    return requestCancel(deps, run, event.userId);
+  };
+}

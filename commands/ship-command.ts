@@ -1,0 +1,188 @@
+import { randomBytes } from 'node:crypto';
+import type { AuditLog } from '../src/audit/audit-log.js';
+import type { Policy } from '../src/config/policy.js';
+import { authoriseCancel, authoriseRunRequest, type GroupMembers } from '../src/domain/authorise.js';
+import { parseCommand } from '../src/domain/command.js';
+import { currentGate, isTerminal, newRun, resetForRetry, type Run } from '../src/domain/run.js';
+import type { Logger } from '../src/log.js';
+import type { Metrics } from '../src/metrics.js';
+import type { CommandEvent, CommandReply } from '../src/ports/chat.js';
+import type { Cancellation } from '../src/queue/cancellation.js';
+import type { Queues } from '../src/queue/queues.js';
+import { renderHelp, renderRunStatus, renderStatusList } from '../src/render/card.js';
+import type { RunStore } from '../src/store/run-store.js';
+
+export interface ShipCommandDeps {
+  policy: Policy;
+  store: RunStore;
+  audit: AuditLog;
+  queues: Queues;
+  cancellation: Cancellation;
+  groupMembers: GroupMembers;
+  clock: () => Date;
+  log: Logger;
+  metrics?: Metrics | undefined;
+  newRunId?: () => string;
+}
+
+/** `sg-` and 8 characters of [0-9a-z]: short enough to type, distinct from words in a task. */
+export function generateRunId(): string {
+  const alphabet = '0123456789abcdefghijklmnopqrstuvwxyz';
+  return `sg-${Array.from(randomBytes(8), (byte) => alphabet[byte % 36]).join('')}`;
+}
+
+/**
+ * The `/ship` command (SPEC §2). It only parses, authorises, writes to Redis
+ * and enqueues; every chat post happens later in the chat worker, so the
+ * adapter can ack well within Slack's 3 s.
+ */
+export function createShipCommand(deps: ShipCommandDeps): (event: CommandEvent) => Promise<CommandReply> {
+  const { policy, store, audit, queues, clock } = deps;
+  const newRunId = deps.newRunId ?? generateRunId;
+
+  async function refuse(event: CommandEvent, reason: string, data: Record<string, unknown> = {}): Promise<CommandReply> {
+    await audit.append({
+      type: 'command.refused',
+      actor: event.userId,
+      data: { channel: event.channelId, text: event.text, reason, ...data },
+      key: `refused.${event.deliveryId}`,
+    });
+    deps.log.info({ userId: event.userId, channel: event.channelId, reason }, 'command refused');
+    return { ephemeral: reason };
+  }
+
+  async function findRun(runId: string): Promise<Run | undefined> {
+    return store.get(runId);
+  }
+
+  async function startRun(event: CommandEvent, repo: string, task: string): Promise<CommandReply> {
+    const decision = await authoriseRunRequest(policy, { repo, channelId: event.channelId, userId: event.userId }, deps.groupMembers);
+    if (!decision.allowed) return refuse(event, decision.reason, { repo });
+
+    const run = newRun(policy, {
+      id: newRunId(),
+      repo,
+      task,
+      requester: { userId: event.userId, name: event.userName },
+      channel: event.channelId,
+      now: clock(),
+    });
+    const created = await store.create(run, `command.${event.deliveryId}`);
+    if (!created.created) {
+      // A redelivery of a command we already took: create nothing, but finish the enqueue steps
+      // (all keyed, so no-ops when done) in case the first delivery died half-way.
+      const existing = await store.get(created.runId);
+      if (existing !== undefined) await enqueue(existing, event);
+      deps.log.info({ runId: created.runId, deliveryId: event.deliveryId }, 'duplicate command delivery');
+      return { ephemeral: `Run ${created.runId} is already queued for this request.` };
+    }
+    await enqueue(run, event);
+    deps.metrics?.runRequested();
+    deps.log.info({ runId: run.id, repo, requester: event.userId }, 'run requested');
+    return { ephemeral: `Queued run ${run.id} on ${repo}. Follow it in the thread of the card in this channel.` };
+  }
+
+  async function enqueue(run: Run, event: CommandEvent): Promise<void> {
+    await audit.append({
+      type: 'run.requested',
+      actor: event.userId,
+      runId: run.id,
+      data: { repo: run.repo, task: run.task, channel: event.channelId, gates: run.gates.map((g) => g.name) },
+      key: `${run.id}.requested`,
+    });
+    await queues.refreshCard(run.id, 0);
+    await queues.scheduleRun(run.id, 0);
+    await audit.append({ type: 'run.queued', actor: 'shipgate', runId: run.id, data: {}, key: `${run.id}.queued` });
+  }
+
+  async function cancel(event: CommandEvent, runId: string): Promise<CommandReply> {
+    const run = await findRun(runId);
+    if (run === undefined) return { ephemeral: `There is no run ${runId}. \`${policy.command} status\` lists the active ones.` };
+    const decision = await authoriseCancel(policy, { repo: run.repo, requesterId: run.requester.userId }, event.userId, deps.groupMembers);
+    if (!decision.allowed) return refuse(event, decision.reason, { runId });
+    return requestCancel(deps, run, event.userId);
+  }
+
+  async function retry(event: CommandEvent, runId: string): Promise<CommandReply> {
+    const run = await findRun(runId);
+    if (run === undefined) return { ephemeral: `There is no run ${runId}.` };
+    if (run.state !== 'failed') {
+      return { ephemeral: `Run ${runId} is ${run.state}; only a failed run can be retried.` };
+    }
+    const decision = await authoriseCancel(policy, { repo: run.repo, requesterId: run.requester.userId }, event.userId, deps.groupMembers);
+    if (!decision.allowed) return refuse(event, decision.reason.replace('cancel', 'retry'), { runId });
+    const change = await store.update(runId, (latest) => (latest.state === 'failed' ? { ...resetForRetry(latest), jobSeq: latest.jobSeq + 1 } : undefined));
+    if (change === undefined || change.before === change.after) return { ephemeral: `Run ${runId} is no longer failed.` };
+    await audit.append({ type: 'run.retried', actor: event.userId, runId, data: { fromGate: currentGate(change.after)?.name ?? null }, key: `${runId}.retried.${change.after.jobSeq}` });
+    await queues.scheduleRun(runId, change.after.jobSeq);
+    return { ephemeral: `Retrying run ${runId} from gate ${currentGate(change.after)?.name ?? 'the start'}.` };
+  }
+
+  async function status(runId: string | undefined): Promise<CommandReply> {
+    const positions = await queues.queuePositions();
+    if (runId !== undefined) {
+      const run = await findRun(runId);
+      if (run === undefined) return { ephemeral: `There is no run ${runId}.` };
+      return { ephemeral: renderRunStatus(run, positions.get(run.id)) };
+    }
+    const runs = await store.listActive();
+    return { ephemeral: renderStatusList(runs.map((run) => ({ run, queuePosition: positions.get(run.id) }))) };
+  }
+
+  async function auditSummary(runId: string): Promise<CommandReply> {
+    const events = await audit.eventsForRun(runId);
+    if (events.length === 0) return { ephemeral: `No audit events for ${runId}.` };
+    const verdict = await audit.verify();
+    const lines = events.map((e) => `${e.at}  ${e.type}  by ${e.actor.startsWith('U') || e.actor.startsWith('W') ? `<@${e.actor}>` : e.actor}`);
+    const chain = verdict.ok ? `hash chain verified (${verdict.count} events)` : `hash chain BROKEN at event #${verdict.broken.seq}: ${verdict.broken.reason}`;
+    return { ephemeral: [`*Audit trail of ${runId}* — ${chain}`, '```', ...lines.slice(-40), '```', 'Full evidence: `npm run audit-log -- export ' + runId + '`'].join('\n') };
+  }
+
+  return async function handleShip(event) {
+    const channelDefaultRepo = policy.channels[event.channelId]?.defaultRepo;
+    const parsed = parseCommand(event.text, { command: policy.command, channelDefaultRepo });
+    switch (parsed.kind) {
+      case 'help':
+        return { ephemeral: renderHelp(policy.command) };
+      case 'error':
+        return refuse(event, parsed.message);
+      case 'status':
+        return status(parsed.runId);
+      case 'cancel':
+        return cancel(event, parsed.runId);
+      case 'retry':
+        return retry(event, parsed.runId);
+      case 'audit':
+        return auditSummary(parsed.runId);
+      case 'run':
+        return startRun(event, parsed.repo, parsed.task);
+    }
+  };
+}
+
+/**
+ * Records the cancel request and wakes the work. Shared by the command and the
+ * Cancel button. The confirmation is posted by the worker once the run's work
+ * has actually stopped (SPEC §2), not here.
+ */
+export async function requestCancel(
+  deps: Pick<ShipCommandDeps, 'store' | 'audit' | 'queues' | 'cancellation' | 'clock' | 'log'>,
+  run: Run,
+  userId: string,
+): Promise<CommandReply> {
+  if (isTerminal(run.state)) return { ephemeral: `Run ${run.id} has already ended (${run.state}).` };
+  if (run.state === 'cancelling') return { ephemeral: `Run ${run.id} is already being cancelled.` };
+  const change = await deps.store.update(run.id, (latest) =>
+    isTerminal(latest.state) || latest.state === 'cancelling'
+      ? undefined
+      : { ...latest, state: 'cancelling', cancel: { by: userId, at: deps.clock().toISOString() } },
+  );
+  if (change === undefined || change.before === change.after) {
+    return { ephemeral: `Run ${run.id} has already ended or is being cancelled.` };
+  }
+  await deps.audit.append({ type: 'run.cancel_requested', actor: userId, runId: run.id, data: { state: change.before.state }, key: `${run.id}.cancel_requested` });
+  await deps.cancellation.publish(run.id);
+  await deps.queues.wakeRun(run.id, change.after.jobSeq);
+  deps.log.info({ runId: run.id, by: userId }, 'cancel requested');
+  return { ephemeral: `Cancelling run ${run.id}. The thread will confirm once its work has stopped.` };
+}

@@ -1,0 +1,135 @@
+import { createInterface } from 'node:readline';
+import type { Readable, Writable } from 'node:stream';
+import type { ChatHandlers, ChatPort } from '../../ports/chat.js';
+import { flattenMrkdwn, toText } from '../../render/text.js';
+
+/** The local person at the terminal, and the channel they type in. Ids follow Slack's shapes so policy applies unchanged. */
+export const CONSOLE_USER = 'ULOCAL';
+export const CONSOLE_CHANNEL = 'CLOCAL';
+
+export interface ConsoleChatOptions {
+  input: Readable;
+  output: Writable;
+  command: string;
+  /** Members of user groups, for trying out group-based policy locally. */
+  userGroups?: Record<string, string[]>;
+}
+
+export interface ConsoleChat {
+  port: ChatPort;
+  start(handlers: ChatHandlers): Promise<void>;
+  /** Resolves when the person closes the input (Ctrl-D or `quit`). */
+  closed: Promise<void>;
+  stop(): Promise<void>;
+}
+
+const HELP = `Console chat: type a slash command, e.g.
+  /ship acme/shop add a /healthz endpoint
+  click cancel <run-id>        press the Cancel button of a run
+  as <user-id> <line>          act as another user, e.g. as U0999 click cancel sg-…
+  quit                         stop shipgate`;
+
+/**
+ * A terminal chat in the Hubot-shell tradition: it implements the same chat
+ * port as Slack, so commands, workers and rendering run unchanged. Messages
+ * are printed as text; buttons are pressed by typing `click <verb> <value>`.
+ */
+export function createConsoleChat(options: ConsoleChatOptions): ConsoleChat {
+  const out = options.output;
+  const messages = new Map<string, { channel: string; threadTs?: string | undefined; key: string }>();
+  let clock = 0;
+  let delivery = 0;
+  const nextTs = () => `${Math.floor(Date.now() / 1000)}.${String(++clock).padStart(6, '0')}`;
+  const print = (text: string) => out.write(`${text}\n`);
+
+  const port: ChatPort = {
+    async postMessage({ channel, threadTs, message, key }) {
+      const ts = nextTs();
+      messages.set(ts, { channel, threadTs, key });
+      const where = threadTs === undefined ? `#${channel}` : `#${channel} thread ${threadTs}`;
+      print(`\n── message ${ts} in ${where} ──\n${toText(message)}`);
+      return { ts };
+    },
+    async updateMessage({ channel, ts, message }) {
+      print(`\n── message ${ts} in #${channel} (updated) ──\n${toText(message)}`);
+    },
+    async postEphemeral({ text }) {
+      print(`\n(only you can see this) ${flattenMrkdwn(text)}`);
+    },
+    async findMessageByKey({ channel, threadTs, key }) {
+      for (const [ts, meta] of messages) {
+        if (meta.channel === channel && meta.threadTs === threadTs && meta.key === key) return { ts };
+      }
+      return undefined;
+    },
+    async userGroupMembers(groupId) {
+      return options.userGroups?.[groupId] ?? [];
+    },
+  };
+
+  let rl: ReturnType<typeof createInterface> | undefined;
+  let resolveClosed: () => void = () => undefined;
+  const closed = new Promise<void>((resolve) => {
+    resolveClosed = resolve;
+  });
+
+  async function handleLine(raw: string, handlers: ChatHandlers): Promise<void> {
+    let line = raw.trim();
+    let user = CONSOLE_USER;
+    const as = /^as\s+([UW][A-Z0-9]+)\s+(.*)$/.exec(line);
+    if (as !== null) {
+      user = as[1] ?? CONSOLE_USER;
+      line = (as[2] ?? '').trim();
+    }
+    if (line === '') return;
+    if (line === 'quit' || line === 'exit') {
+      rl?.close();
+      return;
+    }
+    const id = `console.${process.pid}.${++delivery}`;
+    if (line.startsWith(options.command) && (line.length === options.command.length || line[options.command.length] === ' ')) {
+      const reply = await handlers.onCommand({
+        command: options.command,
+        text: line.slice(options.command.length).trim(),
+        userId: user,
+        channelId: CONSOLE_CHANNEL,
+        deliveryId: id,
+      });
+      if (reply.ephemeral !== undefined) print(`\n(only you can see this) ${flattenMrkdwn(reply.ephemeral)}`);
+      return;
+    }
+    const click = /^click\s+([a-z-]+)\s+(\S+)$/.exec(line);
+    if (click !== null) {
+      const reply = await handlers.onAction({ actionId: `shipgate.${click[1] ?? ''}`, value: click[2] ?? '', userId: user, channelId: CONSOLE_CHANNEL, deliveryId: id });
+      if (reply.ephemeral !== undefined) print(`\n(only you can see this) ${flattenMrkdwn(reply.ephemeral)}`);
+      return;
+    }
+    print(HELP);
+  }
+
+  return {
+    port,
+    closed,
+    async start(handlers) {
+      print(`shipgate console chat — you are ${CONSOLE_USER} in #${CONSOLE_CHANNEL}. Type "help" for help.`);
+      // Read only once handlers exist: lines typed (or piped) earlier wait in the stream.
+      const reader = createInterface({ input: options.input, terminal: false });
+      rl = reader;
+      // Lines are handled one at a time, in order, like a person typing; closing waits for the last one.
+      let queue = Promise.resolve();
+      reader.on('line', (line) => {
+        queue = queue
+          .then(() => handleLine(line, handlers))
+          .catch((error: unknown) => {
+            print(`error: ${error instanceof Error ? error.message : String(error)}`);
+          });
+      });
+      reader.on('close', () => {
+        void queue.then(() => resolveClosed());
+      });
+    },
+    async stop() {
+      rl?.close();
+    },
+  };
+}

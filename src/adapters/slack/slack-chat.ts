@@ -1,0 +1,230 @@
+import bolt from '@slack/bolt';
+import type { Logger as SlackLogger, LogLevel } from '@slack/bolt';
+import type { RequestListener } from 'node:http';
+import { z } from 'zod';
+import type { Logger } from '../../log.js';
+import type { Metrics } from '../../metrics.js';
+import type { ChatHandlers, ChatPort } from '../../ports/chat.js';
+import { toBlockKit } from '../../render/block-kit.js';
+
+const { App, HTTPReceiver, SocketModeReceiver, LogLevel: BoltLogLevel } = bolt;
+
+/** Metadata event type under which shipgate stores a message's idempotency key. */
+export const MESSAGE_KEY_EVENT = 'shipgate_message';
+/** Slack needs an answer within 3 s; answer "busy" before that rather than time out silently. */
+const ACK_DEADLINE_MS = 2_500;
+/** Bounded search for an interrupted post: recent history only. */
+const FIND_PAGES = 3;
+
+export interface SlackChatOptions {
+  botToken: string;
+  signingSecret: string | undefined;
+  appToken: string | undefined;
+  apiUrl: string | undefined;
+  command: string;
+  log: Logger;
+  metrics?: Metrics | undefined;
+}
+
+export interface SlackChat {
+  port: ChatPort;
+  /** Mount at POST /slack/events (HTTP mode only). */
+  requestListener: RequestListener | undefined;
+  /** Wires the handlers; in Socket Mode also opens the connection. */
+  start(handlers: ChatHandlers): Promise<void>;
+  stop(): Promise<void>;
+}
+
+function boltLogger(log: Logger): SlackLogger {
+  let level: LogLevel = BoltLogLevel.INFO;
+  const child = log.child({ component: 'slack' });
+  const text = (parts: unknown[]) => parts.map((p) => (typeof p === 'string' ? p : JSON.stringify(p))).join(' ');
+  return {
+    debug: (...parts) => child.debug({ detail: text(parts) }, 'bolt debug'),
+    info: (...parts) => child.info({ detail: text(parts) }, 'bolt info'),
+    warn: (...parts) => child.warn({ detail: text(parts) }, 'bolt warning'),
+    error: (...parts) => child.error({ detail: text(parts) }, 'bolt error'),
+    setLevel: (next) => {
+      level = next;
+    },
+    getLevel: () => level,
+    setName: () => undefined,
+  };
+}
+
+// Only the fields we use, from Slack's payloads (SPEC: parse at the boundary).
+const slashCommandSchema = z.object({
+  command: z.string(),
+  text: z.string(),
+  user_id: z.string(),
+  user_name: z.string().optional(),
+  channel_id: z.string(),
+  trigger_id: z.string(),
+});
+
+const blockActionSchema = z.object({
+  user: z.object({ id: z.string() }),
+  channel: z.object({ id: z.string() }).optional(),
+  container: z.object({ channel_id: z.string().optional(), message_ts: z.string().optional() }).optional(),
+  actions: z.array(z.object({ action_id: z.string(), value: z.string().optional(), action_ts: z.string() })).min(1),
+});
+
+const postResultSchema = z.object({ ts: z.string() });
+const historySchema = z.object({
+  messages: z
+    .array(
+      z.object({
+        ts: z.string(),
+        metadata: z.object({ event_type: z.string(), event_payload: z.record(z.string(), z.unknown()).optional() }).optional(),
+      }),
+    )
+    .default([]),
+  response_metadata: z.object({ next_cursor: z.string().optional() }).optional(),
+});
+const groupUsersSchema = z.object({ users: z.array(z.string()).default([]) });
+
+/**
+ * The Slack adapter (SPEC §2): Bolt over signed HTTP (or Socket Mode) for
+ * input, Bolt's WebClient for output. Handlers see only the chat port types.
+ */
+export function createSlackChat(options: SlackChatOptions): SlackChat {
+  const logger = boltLogger(options.log);
+  const clientOptions = options.apiUrl === undefined ? {} : { slackApiUrl: options.apiUrl.endsWith('/') ? options.apiUrl : `${options.apiUrl}/` };
+  const httpReceiver =
+    options.appToken === undefined
+      ? new HTTPReceiver({
+          signingSecret: options.signingSecret ?? '',
+          endpoints: '/slack/events',
+          logger,
+          // Ack as soon as the handler calls ack(); the handlers themselves only touch Redis.
+          processBeforeResponse: false,
+        })
+      : undefined;
+  const receiver = httpReceiver ?? new SocketModeReceiver({ appToken: options.appToken ?? '', logger });
+  const app = new App({ token: options.botToken, receiver, logger, clientOptions });
+  const client = app.client;
+
+  async function call<T>(method: string, work: () => Promise<T>): Promise<T> {
+    try {
+      const result = await work();
+      options.metrics?.externalCall('slack', 'ok');
+      return result;
+    } catch (error) {
+      options.metrics?.externalCall('slack', 'error');
+      options.log.warn({ method, err: error }, 'slack call failed');
+      throw error;
+    }
+  }
+
+  const port: ChatPort = {
+    async postMessage({ channel, threadTs, message, key }) {
+      const result = await call('chat.postMessage', () =>
+        client.chat.postMessage({
+          channel,
+          thread_ts: threadTs,
+          text: message.text,
+          blocks: toBlockKit(message),
+          unfurl_links: false,
+          metadata: { event_type: MESSAGE_KEY_EVENT, event_payload: { key } },
+        }),
+      );
+      return { ts: postResultSchema.parse(result).ts };
+    },
+    async updateMessage({ channel, ts, message }) {
+      await call('chat.update', () => client.chat.update({ channel, ts, text: message.text, blocks: toBlockKit(message) }));
+    },
+    async postEphemeral({ channel, user, text, threadTs }) {
+      await call('chat.postEphemeral', () => client.chat.postEphemeral({ channel, user, text, thread_ts: threadTs }));
+    },
+    async findMessageByKey({ channel, threadTs, key }) {
+      let cursor: string | undefined;
+      for (let page = 0; page < FIND_PAGES; page++) {
+        const raw = await call('conversations.history', () =>
+          threadTs === undefined
+            ? client.conversations.history({ channel, limit: 100, cursor, include_all_metadata: true })
+            : client.conversations.replies({ channel, ts: threadTs, limit: 100, cursor, include_all_metadata: true }),
+        );
+        const parsed = historySchema.parse(raw);
+        const found = parsed.messages.find((m) => m.metadata?.event_type === MESSAGE_KEY_EVENT && m.metadata.event_payload?.key === key);
+        if (found !== undefined) return { ts: found.ts };
+        cursor = parsed.response_metadata?.next_cursor;
+        if (cursor === undefined || cursor === '') return undefined;
+      }
+      return undefined;
+    },
+    async userGroupMembers(groupId) {
+      const raw = await call('usergroups.users.list', () => client.usergroups.users.list({ usergroup: groupId }));
+      return groupUsersSchema.parse(raw).users;
+    },
+  };
+
+  async function withDeadline<T>(work: Promise<T>, fallback: T): Promise<T> {
+    let timer: NodeJS.Timeout | undefined;
+    const late = new Promise<T>((resolve) => {
+      timer = setTimeout(() => resolve(fallback), ACK_DEADLINE_MS);
+    });
+    try {
+      return await Promise.race([work, late]);
+    } finally {
+      clearTimeout(timer);
+    }
+  }
+
+  return {
+    port,
+    requestListener: httpReceiver?.requestListener,
+    async start(handlers) {
+      app.command(options.command, async ({ command, ack }) => {
+        const parsed = slashCommandSchema.safeParse(command);
+        if (!parsed.success) {
+          await ack({ response_type: 'ephemeral', text: 'shipgate could not read this command from Slack; please try again.' });
+          return;
+        }
+        const c = parsed.data;
+        const busy = { ephemeral: 'shipgate is busy and could not take the command in time. Nothing was started; please try again.' };
+        const work = handlers.onCommand({ command: c.command, text: c.text, userId: c.user_id, userName: c.user_name, channelId: c.channel_id, deliveryId: c.trigger_id });
+        const reply = await withDeadline(
+          work.catch((error: unknown) => {
+            options.log.error({ err: error }, 'command handler failed');
+            return { ephemeral: 'shipgate hit an internal error; nothing was started. Please try again.' };
+          }),
+          busy,
+        );
+        await ack(reply.ephemeral === undefined ? undefined : { response_type: 'ephemeral', text: reply.ephemeral });
+      });
+
+      app.action({ action_id: /^shipgate\./ }, async ({ body, ack }) => {
+        await ack();
+        const parsed = blockActionSchema.safeParse(body);
+        if (!parsed.success) {
+          options.log.warn({ issues: parsed.error.issues.length }, 'unreadable block action ignored');
+          return;
+        }
+        const b = parsed.data;
+        const action = b.actions[0];
+        const channelId = b.channel?.id ?? b.container?.channel_id;
+        if (action === undefined || channelId === undefined) return;
+        try {
+          const reply = await handlers.onAction({
+            actionId: action.action_id,
+            value: action.value ?? '',
+            userId: b.user.id,
+            channelId,
+            messageTs: b.container?.message_ts,
+            deliveryId: `${action.action_ts}.${b.user.id}`,
+          });
+          if (reply.ephemeral !== undefined) {
+            await port.postEphemeral({ channel: channelId, user: b.user.id, text: reply.ephemeral });
+          }
+        } catch (error) {
+          options.log.error({ err: error, action: action.action_id }, 'action handler failed');
+        }
+      });
+
+      if (httpReceiver === undefined) await app.start();
+    },
+    async stop() {
+      if (httpReceiver === undefined) await app.stop();
+    },
+  };
+}

@@ -1,0 +1,247 @@
+import { once } from 'node:events';
+import type { Server } from 'node:http';
+import type { AddressInfo } from 'node:net';
+import type { Readable, Writable } from 'node:stream';
+import { Worker } from 'bullmq';
+import { createRunActions } from '../commands/run-actions.js';
+import { createShipCommand } from '../commands/ship-command.js';
+import { createChatProcessor } from '../workers/chat-processor.js';
+import type { GateSteps } from '../workers/gate-step.js';
+import { createRunProcessor, failRunAfterRetries } from '../workers/run-processor.js';
+import { createConsoleChat, type ConsoleChat } from './adapters/console/console-chat.js';
+import { createSlackChat, type SlackChat } from './adapters/slack/slack-chat.js';
+import { createAuditLog, type AuditLog } from './audit/audit-log.js';
+import { ConfigError, type Config } from './config/config.js';
+import { cachedGroupMembers } from './domain/group-cache.js';
+import { ACTIVE_RUN_STATES } from './domain/run.js';
+import { createHttpServer } from './http/server.js';
+import type { Logger } from './log.js';
+import { createMetrics, type Metrics } from './metrics.js';
+import type { ChatHandlers, ChatPort } from './ports/chat.js';
+import { createCancellation } from './queue/cancellation.js';
+import { CHAT_QUEUE, RUN_QUEUE, createQueues, type AdvanceJob, type ChatJob, type Queues } from './queue/queues.js';
+import { createRedis, type Redis } from './redis.js';
+import { createRunStore, type RunStore } from './store/run-store.js';
+
+export interface ShipgateOptions {
+  config: Config;
+  log: Logger;
+  clock?: () => Date;
+  /** Gate implementations; a gate without one stays pending as "not configured". */
+  steps?: GateSteps;
+  /** Console chat streams (default stdin/stdout). */
+  console?: { input: Readable; output: Writable };
+  /** Run worker concurrency per process. */
+  concurrency?: number;
+  /** Card update spacing; SPEC §10 asks for at least 3 s. */
+  cardUpdateIntervalMs?: number;
+}
+
+export interface Shipgate {
+  start(): Promise<void>;
+  stop(): Promise<void>;
+  /** The bound HTTP port (useful with PORT=0). */
+  port(): number;
+  /** Resolves when the console chat's input closes (never in Slack mode). */
+  closed: Promise<void>;
+  store: RunStore;
+  audit: AuditLog;
+  queues: Queues;
+  metrics: Metrics;
+}
+
+async function waitForRedis(redis: Redis, url: string): Promise<void> {
+  const deadline = Date.now() + 10_000;
+  for (;;) {
+    try {
+      if ((await redis.ping()) === 'PONG') return;
+    } catch {
+      // retried below until the deadline
+    }
+    if (Date.now() > deadline) {
+      const where = url.replace(/\/\/[^@/]*@/, '//***@');
+      throw new ConfigError([
+        `REDIS_URL: no Redis answers at ${where}. Fix: start one (redis-server, or docker compose up -d redis) or point REDIS_URL at yours.`,
+      ]);
+    }
+    await new Promise((resolve) => setTimeout(resolve, 250));
+  }
+}
+
+/**
+ * Wires shipgate from its configuration: adapters at the edge, logic in the
+ * middle. Roles (SPEC §8): `web` takes chat input and serves HTTP, `worker`
+ * runs the queues, `all` does both. All shared state lives in Redis, so any
+ * number of either can run side by side.
+ */
+export function createShipgate(options: ShipgateOptions): Shipgate {
+  const { config, log } = options;
+  const clock = options.clock ?? (() => new Date());
+  const prefix = config.redisPrefix;
+  const runsWeb = config.role !== 'worker';
+  const runsWorker = config.role !== 'web';
+
+  if (config.chat.kind === 'console' && config.role !== 'all') {
+    throw new ConfigError([
+      `SHIPGATE_ROLE: the console chat needs role all (got ${config.role}). Fix: set SLACK_BOT_TOKEN for split roles, or unset SHIPGATE_ROLE.`,
+    ]);
+  }
+
+  const redis = createRedis(config.redisUrl, 'command');
+  const blocking = createRedis(config.redisUrl, 'blocking');
+  const subscriber = runsWorker ? createRedis(config.redisUrl, 'blocking') : undefined;
+  for (const [name, client] of Object.entries({ redis, blocking, subscriber })) {
+    client?.on('error', (error: Error) => log.warn({ connection: name, err: error }, 'redis connection error'));
+  }
+
+  const metrics = createMetrics();
+  const audit = createAuditLog({ redis, prefix, clock });
+  const queues = createQueues({ connection: blocking, prefix });
+  const store = createRunStore({
+    redis,
+    prefix,
+    clock,
+    onChanged: async ({ after }) => queues.refreshCard(after.id, after.version),
+  });
+
+  let slack: SlackChat | undefined;
+  let consoleChat: ConsoleChat | undefined;
+  let chat: ChatPort;
+  if (config.chat.kind === 'console') {
+    consoleChat = createConsoleChat({
+      input: options.console?.input ?? process.stdin,
+      output: options.console?.output ?? process.stdout,
+      command: config.policy.command,
+    });
+    chat = consoleChat.port;
+  } else {
+    slack = createSlackChat({
+      botToken: config.slack?.botToken ?? '',
+      signingSecret: config.slack?.signingSecret,
+      appToken: config.chat.kind === 'slack-socket' ? config.chat.appToken : undefined,
+      apiUrl: config.slack?.apiUrl,
+      command: config.policy.command,
+      log,
+      metrics,
+    });
+    chat = slack.port;
+  }
+
+  const groupMembers = cachedGroupMembers((id) => chat.userGroupMembers(id), { ttlMs: 60_000, now: () => clock().getTime() });
+  const workers: Worker[] = [];
+  let server: Server | undefined;
+  let cancellationClose: (() => Promise<void>) | undefined;
+  let boundPort = config.port;
+
+  metrics.onCollect(async (set) => {
+    for (const [name, queue] of [
+      [RUN_QUEUE, queues.runs],
+      [CHAT_QUEUE, queues.chat],
+    ] as const) {
+      const counts = await queue.getJobCounts('waiting', 'active', 'delayed', 'failed');
+      for (const [state, value] of Object.entries(counts)) set.queueDepth(name, state, value);
+    }
+    const active = await store.listActive();
+    for (const state of ACTIVE_RUN_STATES) set.activeRuns(state, active.filter((r) => r.state === state).length);
+  });
+
+  async function recoverRuns(): Promise<void> {
+    // Insurance against a crash between recording a run's next job and adding it: make sure every
+    // run that should have a job has one. Adding an existing job id is a no-op.
+    for (const run of await store.listActive()) {
+      if (run.state === 'queued' || run.state === 'running' || run.state === 'cancelling') {
+        await queues.scheduleRun(run.id, run.jobSeq);
+      }
+    }
+  }
+
+  return {
+    store,
+    audit,
+    queues,
+    metrics,
+    closed: consoleChat?.closed ?? new Promise<void>(() => undefined),
+    port: () => boundPort,
+
+    async start() {
+      await waitForRedis(redis, config.redisUrl);
+      const cancellation = await createCancellation({ publisher: redis, subscriber, prefix });
+      cancellationClose = () => cancellation.close();
+
+      if (runsWorker) {
+        const runProcessor = createRunProcessor({ store, audit, queues, steps: options.steps ?? {}, cancellation, clock, log, metrics });
+        const runWorker = new Worker<AdvanceJob>(RUN_QUEUE, runProcessor, {
+          connection: blocking,
+          prefix: `${prefix}:bull`,
+          concurrency: options.concurrency ?? 8,
+        });
+        runWorker.on('failed', (job, error) => {
+          if (job === undefined) return;
+          const exhausted = job.attemptsMade >= (job.opts.attempts ?? 1);
+          log.warn({ runId: job.data.runId, attempt: job.attemptsMade, exhausted, err: error }, 'run job failed');
+          if (exhausted) {
+            failRunAfterRetries({ store, audit, queues, clock, log }, job.data.runId, error.message).catch((err: unknown) =>
+              log.error({ runId: job.data.runId, err }, 'could not record run failure'),
+            );
+          }
+        });
+        const chatProcessor = createChatProcessor({ chat, store, redis, prefix, log, updateIntervalMs: options.cardUpdateIntervalMs });
+        const chatWorker = new Worker<ChatJob>(CHAT_QUEUE, chatProcessor, {
+          connection: blocking,
+          prefix: `${prefix}:bull`,
+          concurrency: 4,
+          // Stay well under Slack's per-workspace write limits (SPEC §10: zero 429s under a burst).
+          limiter: { max: 10, duration: 1_000 },
+        });
+        chatWorker.on('failed', (job, error) => {
+          log.warn({ runId: job?.data.runId, kind: job?.data.kind, attempt: job?.attemptsMade, err: error }, 'chat job failed');
+        });
+        for (const worker of [runWorker, chatWorker]) {
+          worker.on('error', (error) => log.error({ err: error }, 'worker error'));
+        }
+        workers.push(runWorker, chatWorker);
+        await recoverRuns();
+      }
+
+      const handlers: ChatHandlers = {
+        onCommand: createShipCommand({ policy: config.policy, store, audit, queues, cancellation, groupMembers, clock, log, metrics }),
+        onAction: createRunActions({ policy: config.policy, store, audit, queues, cancellation, groupMembers, clock, log }),
+      };
+
+      server = createHttpServer({
+        slack: runsWeb ? slack?.requestListener : undefined,
+        ready: async () => (await redis.ping()) === 'PONG',
+        metrics,
+        log,
+      });
+      server.listen(config.port);
+      await once(server, 'listening');
+      const address = server.address();
+      boundPort = typeof address === 'object' && address !== null ? (address satisfies AddressInfo).port : config.port;
+
+      if (runsWeb) {
+        await slack?.start(handlers);
+        await consoleChat?.start(handlers);
+      }
+      log.info({ role: config.role, chat: config.chat.kind, port: boundPort }, 'shipgate started');
+    },
+
+    async stop() {
+      log.info('shipgate stopping');
+      // Stop taking work first, then let in-flight jobs finish (BullMQ waits for them on close).
+      if (server !== undefined) {
+        const closing = once(server, 'close');
+        server.close();
+        server.closeIdleConnections();
+        await closing;
+      }
+      await slack?.stop();
+      await consoleChat?.stop();
+      await Promise.all(workers.map((worker) => worker.close()));
+      await queues.close();
+      await cancellationClose?.();
+      await Promise.all([redis.quit(), blocking.quit(), subscriber?.quit()]);
+      log.info('shipgate stopped');
+    },
+  };
+}

@@ -1,0 +1,79 @@
+/**
+ * Parses the text after the slash command (SPEC §2). Pure: no policy lookups
+ * beyond the channel default passed in. Sub-command keywords only win when the
+ * rest of the text matches their grammar exactly, so a task such as
+ * "status page shows 500s" in a channel with a default repository stays a task.
+ */
+
+export const RUN_ID_PATTERN = /^sg-[a-z0-9]{8}$/;
+const REPO_PATTERN = /^[A-Za-z0-9_.-]+\/[A-Za-z0-9_.-]+$/;
+/** Longest task we accept; it ends up in prompts, PR bodies and cards. */
+export const MAX_TASK_LENGTH = 4_000;
+
+export type ParsedCommand =
+  | { kind: 'help' }
+  | { kind: 'status'; runId?: string | undefined }
+  | { kind: 'cancel'; runId: string }
+  | { kind: 'retry'; runId: string }
+  | { kind: 'audit'; runId: string }
+  | { kind: 'run'; repo: string; task: string; repoFromChannelDefault: boolean }
+  | { kind: 'error'; message: string };
+
+const RUN_ID_COMMANDS = ['cancel', 'retry', 'audit'] as const;
+
+export function parseCommand(text: string, options: { command: string; channelDefaultRepo?: string | undefined }): ParsedCommand {
+  const trimmed = text.trim();
+  const words = trimmed.split(/\s+/).filter((w) => w !== '');
+  const [first, ...rest] = words;
+  const usage = `Type \`${options.command} help\` for usage.`;
+
+  if (first === undefined) {
+    return { kind: 'error', message: `Tell me what to do: \`${options.command} &lt;owner/repo&gt; &lt;task…&gt;\`. ${usage}` };
+  }
+  const keyword = first.toLowerCase();
+
+  if (keyword === 'help' && rest.length === 0) return { kind: 'help' };
+  if (keyword === 'status' && rest.length === 0) return { kind: 'status' };
+  if (keyword === 'status' && rest.length === 1 && RUN_ID_PATTERN.test(rest[0] ?? '')) {
+    return { kind: 'status', runId: rest[0] };
+  }
+  for (const name of RUN_ID_COMMANDS) {
+    if (keyword !== name) continue;
+    if (rest.length === 1 && RUN_ID_PATTERN.test(rest[0] ?? '')) return { kind: name, runId: rest[0] ?? '' };
+    // Without a default repository these words cannot start a task, so a malformed id is an error, not a task.
+    if (options.channelDefaultRepo === undefined || (rest.length === 1 && /^sg-/i.test(rest[0] ?? ''))) {
+      return {
+        kind: 'error',
+        message: `\`${options.command} ${name}\` needs a run id like \`sg-1a2b3c4d\` (see \`${options.command} status\`). ${usage}`,
+      };
+    }
+  }
+
+  if (REPO_PATTERN.test(first)) {
+    const task = rest.join(' ');
+    return taskOrError(first, task, false, options.command);
+  }
+  if (first.includes('/') && !first.includes(' ') && /^[^/]+\/[^/]+$/.test(first)) {
+    return { kind: 'error', message: `\`${first}\` is not a valid repository name; use \`owner/name\`. ${usage}` };
+  }
+  if (options.channelDefaultRepo !== undefined) {
+    return taskOrError(options.channelDefaultRepo, trimmed.replace(/\s+/g, ' '), true, options.command);
+  }
+  return {
+    kind: 'error',
+    message: `Name the repository first: \`${options.command} &lt;owner/repo&gt; ${trimmed.slice(0, 60)}\`. This channel has no default repository. ${usage}`,
+  };
+}
+
+function taskOrError(repo: string, task: string, fromDefault: boolean, command: string): ParsedCommand {
+  if (task.trim() === '') {
+    return { kind: 'error', message: `Say what to change in ${repo}: \`${command} ${repo} &lt;task…&gt;\`.` };
+  }
+  if (task.length > MAX_TASK_LENGTH) {
+    return {
+      kind: 'error',
+      message: `The task is ${task.length} characters long; keep it under ${MAX_TASK_LENGTH} and link to details instead.`,
+    };
+  }
+  return { kind: 'run', repo, task: task.trim(), repoFromChannelDefault: fromDefault };
+}

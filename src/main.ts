@@ -1,0 +1,55 @@
+import { createShipgate } from './app.js';
+import { ConfigError, loadConfig } from './config/config.js';
+import { createLogger } from './log.js';
+
+/**
+ * Entry point: configuration is read and validated once, here; a bad value
+ * stops the process with a message naming the key and the fix.
+ */
+async function main(): Promise<void> {
+  let config;
+  try {
+    config = loadConfig(process.env);
+  } catch (error) {
+    if (error instanceof ConfigError) {
+      process.stderr.write(`${error.message}\n`);
+      process.exit(78); // EX_CONFIG
+    }
+    throw error;
+  }
+  // In console mode stdout is the chat; logs go to stderr so the conversation stays readable.
+  const log = createLogger({ level: config.logLevel, destination: config.chat.kind === 'console' ? process.stderr : process.stdout });
+  const app = createShipgate({ config, log });
+
+  let stopping = false;
+  const stop = (signal: string) => {
+    if (stopping) return;
+    stopping = true;
+    log.info({ signal }, 'shutdown requested');
+    app.stop().then(
+      () => process.exit(0),
+      (error: unknown) => {
+        log.error({ err: error }, 'unclean shutdown');
+        process.exit(1);
+      },
+    );
+  };
+  process.on('SIGTERM', () => stop('SIGTERM'));
+  process.on('SIGINT', () => stop('SIGINT'));
+
+  try {
+    await app.start();
+  } catch (error) {
+    if (error instanceof ConfigError) {
+      process.stderr.write(`${error.message}\n`);
+      process.exit(78);
+    }
+    throw error;
+  }
+  if (config.chat.kind === 'console') {
+    await app.closed;
+    stop('console closed');
+  }
+}
+
+await main();

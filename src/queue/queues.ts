@@ -1,0 +1,101 @@
+import { Queue } from 'bullmq';
+import type { Redis } from '../redis.js';
+
+/**
+ * BullMQ queues and their typed jobs. Job ids are deterministic so that a
+ * redelivered command, a retried step or a restarted worker adds nothing new
+ * (BullMQ ignores an add whose id already exists). BullMQ forbids ':' in
+ * custom ids, hence the dots.
+ */
+
+export const RUN_QUEUE = 'runs';
+export const CHAT_QUEUE = 'chat';
+
+/** Move a run forward from its current gate. */
+export interface AdvanceJob {
+  runId: string;
+}
+
+export type ReplyContent =
+  | { type: 'gate'; gate: string; outcome: 'passed' | 'failed' | 'skipped'; summary: string }
+  | { type: 'ended' };
+
+export type ChatJob =
+  /** Bring the run's card up to at least `version` (posting the root message first if needed). */
+  | { kind: 'card'; runId: string; version: number }
+  /** One thread reply, posted at most once under `key`. */
+  | { kind: 'reply'; runId: string; key: string; content: ReplyContent };
+
+export function advanceJobId(runId: string, seq: number): string {
+  return `${runId}.${seq}`;
+}
+
+export interface Queues {
+  runs: Queue<AdvanceJob>;
+  chat: Queue<ChatJob>;
+  /** Adds (or wakes) the run's current job: a delayed one is promoted, a missing one created. */
+  wakeRun(runId: string, jobSeq: number): Promise<void>;
+  /** Schedules the run's job number `jobSeq`, optionally after a delay. */
+  scheduleRun(runId: string, jobSeq: number, delayMs?: number): Promise<void>;
+  refreshCard(runId: string, version: number): Promise<void>;
+  reply(runId: string, key: string, content: ReplyContent): Promise<void>;
+  /** 1-based positions of waiting runs, oldest first. */
+  queuePositions(): Promise<Map<string, number>>;
+  close(): Promise<void>;
+}
+
+const RUN_JOB_OPTIONS = {
+  attempts: 8,
+  backoff: { type: 'exponential', delay: 2_000 },
+  removeOnComplete: true,
+  removeOnFail: { age: 7 * 24 * 3600 },
+} as const;
+
+const CHAT_JOB_OPTIONS = {
+  attempts: 10,
+  backoff: { type: 'exponential', delay: 1_000 },
+  removeOnComplete: { age: 3600 },
+  removeOnFail: { age: 7 * 24 * 3600 },
+} as const;
+
+export function createQueues({ connection, prefix }: { connection: Redis; prefix: string }): Queues {
+  const bullPrefix = `${prefix}:bull`;
+  const runs = new Queue<AdvanceJob>(RUN_QUEUE, { connection, prefix: bullPrefix });
+  const chat = new Queue<ChatJob>(CHAT_QUEUE, { connection, prefix: bullPrefix });
+
+  return {
+    runs,
+    chat,
+    async wakeRun(runId, jobSeq) {
+      const id = advanceJobId(runId, jobSeq);
+      const job = await runs.getJob(id);
+      if (job === undefined) {
+        await runs.add('advance', { runId }, { ...RUN_JOB_OPTIONS, jobId: id });
+        return;
+      }
+      const state = await job.getState();
+      if (state === 'delayed') await job.promote();
+      else if (state === 'failed') await job.retry('failed');
+    },
+    async scheduleRun(runId, jobSeq, delayMs = 0) {
+      await runs.add('advance', { runId }, { ...RUN_JOB_OPTIONS, jobId: advanceJobId(runId, jobSeq), delay: delayMs });
+    },
+    async refreshCard(runId, version) {
+      await chat.add('card', { kind: 'card', runId, version }, { ...CHAT_JOB_OPTIONS, jobId: `${runId}.card.${version}` });
+    },
+    async reply(runId, key, content) {
+      await chat.add('reply', { kind: 'reply', runId, key, content }, { ...CHAT_JOB_OPTIONS, jobId: `${runId}.reply.${key}` });
+    },
+    async queuePositions() {
+      const waiting = await runs.getJobs(['waiting', 'prioritized'], 0, -1, true);
+      const positions = new Map<string, number>();
+      for (const job of waiting) {
+        if (!positions.has(job.data.runId)) positions.set(job.data.runId, positions.size + 1);
+      }
+      return positions;
+    },
+    async close() {
+      await Promise.all([runs.close(), chat.close()]);
+    },
+  };
+}

@@ -1,0 +1,121 @@
+import { DelayedError, type Job } from 'bullmq';
+import type { Run } from '../src/domain/run.js';
+import type { Logger } from '../src/log.js';
+import type { ChatPort } from '../src/ports/chat.js';
+import type { ChatJob, ReplyContent } from '../src/queue/queues.js';
+import { renderCard, renderGateReply, renderRunEnded } from '../src/render/card.js';
+import type { MessageView } from '../src/render/view.js';
+import type { Redis } from '../src/redis.js';
+import type { RunStore } from '../src/store/run-store.js';
+
+/** Slack allows roughly one update per second per message; SPEC §10 asks for at most one per 3 s. */
+export const CARD_UPDATE_INTERVAL_MS = 3_000;
+const POST_RECORD_TTL_SECONDS = 30 * 24 * 3600;
+
+export interface ChatProcessorDeps {
+  chat: ChatPort;
+  store: RunStore;
+  redis: Redis;
+  prefix: string;
+  log: Logger;
+  updateIntervalMs?: number;
+}
+
+/**
+ * Everything shipgate writes to a run's thread goes through this outbox, so
+ * that a write is durable (a queued job) and happens once:
+ *
+ * - A post is recorded under its key: `pending` before the call and the
+ *   message ts after it. Finding `pending` means an earlier attempt died
+ *   mid-call; the platform is then asked whether the message landed (by the
+ *   key stored in its metadata) before posting again.
+ * - Card updates are coalesced: every state change enqueues a card job, and a
+ *   job only renders when the card has not already shown that version; a
+ *   per-message slot key spaces updates at least `updateIntervalMs` apart.
+ */
+export function createChatProcessor(deps: ChatProcessorDeps): (job: Job<ChatJob>, token?: string) => Promise<void> {
+  const { chat, store, redis, prefix } = deps;
+  const interval = deps.updateIntervalMs ?? CARD_UPDATE_INTERVAL_MS;
+  const postKey = (key: string) => `${prefix}:posted:${key}`;
+  const renderedKey = (runId: string) => `${prefix}:card:rendered:${runId}`;
+  const slotKey = (runId: string) => `${prefix}:card:slot:${runId}`;
+
+  async function postOnce(input: { channel: string; threadTs?: string | undefined; message: MessageView; key: string }): Promise<string> {
+    const record = await redis.get(postKey(input.key));
+    if (record?.startsWith('ts:') === true) return record.slice(3);
+    if (record === 'pending') {
+      const found = await chat.findMessageByKey({ channel: input.channel, threadTs: input.threadTs, key: input.key });
+      if (found !== undefined) {
+        await redis.set(postKey(input.key), `ts:${found.ts}`, 'EX', POST_RECORD_TTL_SECONDS);
+        return found.ts;
+      }
+    }
+    await redis.set(postKey(input.key), 'pending', 'EX', POST_RECORD_TTL_SECONDS);
+    const { ts } = await chat.postMessage(input);
+    await redis.set(postKey(input.key), `ts:${ts}`, 'EX', POST_RECORD_TTL_SECONDS);
+    return ts;
+  }
+
+  /** Posts the root card if it does not exist yet; returns the run with `chat.ts` set. */
+  async function ensureRoot(run: Run): Promise<Run> {
+    if (run.chat.ts !== undefined) return run;
+    const ts = await postOnce({ channel: run.chat.channel, message: renderCard(run), key: `${run.id}.root` });
+    await redis.set(renderedKey(run.id), String(run.version));
+    await redis.set(slotKey(run.id), '1', 'PX', interval);
+    // Silent: recording where the card lives is not a change the card needs to show.
+    const change = await store.update(run.id, (latest) => (latest.chat.ts === undefined ? { ...latest, chat: { ...latest.chat, ts } } : undefined), { silent: true });
+    return change?.after ?? { ...run, chat: { ...run.chat, ts } };
+  }
+
+  async function delay(job: Job<ChatJob>, token: string | undefined, ms: number): Promise<never> {
+    await job.moveToDelayed(Date.now() + ms, token);
+    throw new DelayedError();
+  }
+
+  async function refreshCard(job: Job<ChatJob>, token: string | undefined, runId: string, version: number): Promise<void> {
+    const run = await store.get(runId);
+    if (run === undefined) return;
+    const rendered = Number((await redis.get(renderedKey(runId))) ?? '-1');
+    if (rendered >= version || rendered >= run.version) return;
+    if (run.chat.ts === undefined) {
+      await ensureRoot(run);
+      return;
+    }
+    const acquired = await redis.set(slotKey(runId), '1', 'PX', interval, 'NX');
+    if (acquired === null) {
+      const wait = await redis.pttl(slotKey(runId));
+      await delay(job, token, Math.max(wait, 50));
+    }
+    await chat.updateMessage({ channel: run.chat.channel, ts: run.chat.ts, message: renderCard(run) });
+    // Only ever move the marker forward: a slower job must not claim an older version was shown last.
+    await redis.eval(
+      "local c = tonumber(redis.call('GET', KEYS[1]) or '-1') if tonumber(ARGV[1]) > c then redis.call('SET', KEYS[1], ARGV[1]) end return 1",
+      1,
+      renderedKey(runId),
+      String(run.version),
+    );
+    deps.log.debug({ runId, version: run.version }, 'card updated');
+  }
+
+  function replyView(run: Run, content: ReplyContent): MessageView {
+    if (content.type === 'ended') return renderRunEnded(run);
+    // Render the outcome carried by the job, not the gate's current state, which may have moved on.
+    const asDecided: Run = {
+      ...run,
+      gates: run.gates.map((gate) => (gate.name === content.gate ? { ...gate, state: content.outcome, summary: content.summary } : gate)),
+    };
+    return renderGateReply(asDecided, content.gate);
+  }
+
+  return async function processChat(job, token) {
+    const data = job.data;
+    if (data.kind === 'card') {
+      await refreshCard(job, token, data.runId, data.version);
+      return;
+    }
+    const run = await store.get(data.runId);
+    if (run === undefined) return;
+    const rooted = await ensureRoot(run);
+    await postOnce({ channel: rooted.chat.channel, threadTs: rooted.chat.ts, message: replyView(rooted, data.content), key: `${run.id}.${data.key}` });
+  };
+}

@@ -1,0 +1,189 @@
+import type { Job } from 'bullmq';
+import type { AuditLog } from '../src/audit/audit-log.js';
+import {
+  applyOutcome,
+  currentGate,
+  finishRun,
+  isTerminal,
+  markNotConfigured,
+  startGate,
+  type GateOutcome,
+  type Run,
+} from '../src/domain/run.js';
+import { RefusedError } from '../src/errors.js';
+import type { Logger } from '../src/log.js';
+import type { Metrics } from '../src/metrics.js';
+import type { Cancellation } from '../src/queue/cancellation.js';
+import { advanceJobId, type AdvanceJob, type Queues } from '../src/queue/queues.js';
+import type { RunStore } from '../src/store/run-store.js';
+import type { GateSteps } from './gate-step.js';
+
+export const BOT_ACTOR = 'shipgate';
+
+export interface RunProcessorDeps {
+  store: RunStore;
+  audit: AuditLog;
+  queues: Queues;
+  steps: GateSteps;
+  cancellation: Cancellation;
+  clock: () => Date;
+  log: Logger;
+  metrics?: Metrics | undefined;
+}
+
+/**
+ * Advances one run through its gates (SPEC §1). Each job moves the run as far
+ * as it can: gates that decide quickly are chained in one job; a gate that is
+ * still pending schedules a delayed job instead of holding the worker.
+ *
+ * Ordering rule for crash safety: the audit event and the thread reply (both
+ * keyed, so idempotent) are written before the state change; a worker killed
+ * in between redoes the step and re-writes the same keys, which are no-ops.
+ */
+export function createRunProcessor(deps: RunProcessorDeps): (job: Job<AdvanceJob>) => Promise<void> {
+  const { store, audit, queues, steps, cancellation, clock } = deps;
+
+  async function finalizeCancel(run: Run, log: Logger): Promise<void> {
+    const by = run.cancel?.by ?? 'unknown';
+    await audit.append({ type: 'run.cancelled', actor: by, runId: run.id, data: { atGate: currentGate(run)?.name ?? null }, key: `${run.id}.cancelled` });
+    await queues.reply(run.id, 'ended', { type: 'ended' });
+    await store.update(run.id, (latest) =>
+      latest.state === 'cancelling' ? finishRun(latest, 'cancelled', `cancelled by <@${by}>`, clock()) : undefined,
+    );
+    deps.metrics?.runEnded('cancelled');
+    log.info({ by }, 'run cancelled');
+  }
+
+  async function endRun(run: Run, log: Logger): Promise<void> {
+    await audit.append({
+      type: run.state === 'done' ? 'run.done' : 'run.failed',
+      actor: BOT_ACTOR,
+      runId: run.id,
+      data: { outcome: run.outcome ?? null },
+      key: `${run.id}.ended.${run.jobSeq}`,
+    });
+    await queues.reply(run.id, `ended.${run.jobSeq}`, { type: 'ended' });
+    deps.metrics?.runEnded(run.state);
+    log.info({ state: run.state, outcome: run.outcome }, 'run ended');
+  }
+
+  async function evaluate(run: Run, gateName: string, signal: AbortSignal, log: Logger): Promise<GateOutcome> {
+    const gate = run.gates.find((g) => g.name === gateName);
+    const step = gate === undefined ? undefined : steps[gate.kind];
+    if (gate === undefined || step === undefined) throw new Error(`no step for gate ${gateName}`);
+    try {
+      return await step.run({ run, gate, signal, log: log.child({ gate: gateName }) });
+    } catch (error) {
+      if (error instanceof RefusedError) return { kind: 'failed', summary: error.message };
+      throw error;
+    }
+  }
+
+  return async function processAdvance(job) {
+    const { runId } = job.data;
+    const log = deps.log.child({ runId, jobId: job.id });
+    const initial = await store.get(runId);
+    if (initial === undefined) {
+      log.warn('job for an unknown run ignored');
+      return;
+    }
+    if (job.id !== advanceJobId(runId, initial.jobSeq)) {
+      // A newer job superseded this one. If this worker died between recording the newer job and
+      // adding it to the queue, it would be missing: make sure it exists (an add with an existing id is a no-op).
+      if (!isTerminal(initial.state)) await queues.scheduleRun(runId, initial.jobSeq, 1_000);
+      log.info({ current: advanceJobId(runId, initial.jobSeq) }, 'superseded run job');
+      return;
+    }
+    const registration = cancellation.register(runId);
+    try {
+      for (;;) {
+        const run = await store.get(runId);
+        if (run === undefined || isTerminal(run.state)) return;
+        if (run.state === 'cancelling') {
+          await finalizeCancel(run, log);
+          return;
+        }
+        const gate = currentGate(run);
+        if (gate === undefined) {
+          const done = await store.update(runId, (latest) =>
+            latest.state === 'cancelling' || isTerminal(latest.state) ? undefined : { ...latest, state: 'done', outcome: 'every gate passed' },
+          );
+          if (done?.after.state === 'done') await endRun(done.after, log);
+          continue;
+        }
+        if (steps[gate.kind] === undefined) {
+          if (gate.notConfigured !== true) {
+            await audit.append({ type: 'gate.not_configured', actor: BOT_ACTOR, runId, data: { gate: gate.name }, key: `${runId}.${gate.name}.not_configured` });
+            await store.update(runId, (latest) =>
+              latest.state === 'cancelling' || isTerminal(latest.state) ? undefined : markNotConfigured(latest, gate.name),
+            );
+            log.warn({ gate: gate.name }, 'gate not configured in this build; run waits there');
+          }
+          return;
+        }
+        let started = run;
+        if (gate.state === 'pending') {
+          // Keyed by the version it starts from: a retry after a crash before the update re-uses the key.
+          await audit.append({ type: 'gate.started', actor: BOT_ACTOR, runId, data: { gate: gate.name }, key: `${runId}.${gate.name}.started.${run.version}` });
+          const change = await store.update(runId, (latest) =>
+            latest.state === 'cancelling' || isTerminal(latest.state) ? undefined : startGate(latest, gate.name, clock()),
+          );
+          if (change === undefined || change.after.state !== 'running') continue;
+          started = change.after;
+        }
+        const attemptKey = started.gates.find((g) => g.name === gate.name)?.startedAt ?? '';
+        const timer = deps.metrics?.gateTimer(gate.kind);
+        const outcome = await evaluate(started, gate.name, registration.signal, log);
+        if (registration.signal.aborted) continue;
+
+        if (outcome.kind !== 'pending') {
+          timer?.(outcome.kind);
+          const key = `${gate.name}.${attemptKey}.${outcome.kind}`;
+          await audit.append({
+            type: `gate.${outcome.kind}`,
+            actor: BOT_ACTOR,
+            runId,
+            data: { gate: gate.name, summary: outcome.summary },
+            key: `${runId}.${key}`,
+          });
+          await queues.reply(runId, key, { type: 'gate', gate: gate.name, outcome: outcome.kind, summary: outcome.summary });
+        }
+        const change = await store.update(runId, (latest) => {
+          if (latest.state === 'cancelling' || isTerminal(latest.state) || currentGate(latest)?.name !== gate.name) return undefined;
+          const applied = applyOutcome(latest, gate.name, outcome, clock());
+          return outcome.kind === 'pending' ? { ...applied, jobSeq: latest.jobSeq + 1 } : applied;
+        });
+        if (change === undefined || change.before === change.after) continue;
+        log.info({ gate: gate.name, outcome: outcome.kind }, `gate ${outcome.kind}`);
+        if (outcome.kind === 'pending') {
+          await queues.scheduleRun(runId, change.after.jobSeq, outcome.recheckAfterMs);
+          return;
+        }
+        if (isTerminal(change.after.state)) {
+          await endRun(change.after, log);
+          return;
+        }
+      }
+    } finally {
+      registration.release();
+    }
+  };
+}
+
+/**
+ * Called when a run job has used up its retries: the run must still reach a
+ * terminal state (SPEC §10), with the reason in the thread.
+ */
+export async function failRunAfterRetries(
+  deps: Pick<RunProcessorDeps, 'store' | 'audit' | 'queues' | 'clock' | 'log'>,
+  runId: string,
+  reason: string,
+): Promise<void> {
+  const change = await deps.store.update(runId, (run) =>
+    isTerminal(run.state) ? undefined : finishRun(run, 'failed', `internal error after retries: ${reason}`, deps.clock()),
+  );
+  if (change === undefined || change.before === change.after) return;
+  await deps.audit.append({ type: 'run.failed', actor: BOT_ACTOR, runId, data: { reason }, key: `${runId}.exhausted.${change.after.jobSeq}` });
+  await deps.queues.reply(runId, `exhausted.${change.after.jobSeq}`, { type: 'ended' });
+  deps.log.error({ runId, reason }, 'run failed after retries');
+}
