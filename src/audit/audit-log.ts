@@ -307,7 +307,8 @@ export function createAuditLog({ redis, prefix, clock, pageSize = DEFAULT_PAGE_S
         ...(key === undefined ? {} : { key }),
         prevHash,
       };
-      const event: AuditEvent = { ...unhashed, hash: hashEvent(unhashed) };
+      // Checked before writing: a row the reader's schema rejects would read as tampering forever after.
+      const event = storedEventSchema.parse({ ...unhashed, hash: hashEvent(unhashed) });
       const reply = scriptReplySchema.parse(
         await runScript(keys, [prevHash, event.hash, String(event.seq), canonicalJson(event), key ?? '']),
       );

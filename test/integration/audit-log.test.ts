@@ -294,6 +294,13 @@ describe('audit log (SPEC §7)', () => {
     await expect(audit.verify()).resolves.toEqual({ ok: true, count: 1 });
   });
 
+  it('rejects an event the reader could not parse back, before writing it', async () => {
+    const unchecked: unknown = { type: 'run.teleported', actor: 'U1', runId: 'r1' };
+    const input = z.object({ type: z.custom<'run.done'>(), actor: z.string(), runId: z.string() }).parse(unchecked);
+    await expect(audit.append(input)).rejects.toThrow();
+    await expect(audit.verify()).resolves.toEqual({ ok: true, count: 0 });
+  });
+
   describe('CLI', () => {
     const env = (): NodeJS.ProcessEnv => ({ REDIS_URL: redisUrl, SHIPGATE_REDIS_PREFIX: prefix });
 

@@ -145,9 +145,9 @@ describe('request bodies follow the upstream samples', () => {
       action_ts: action.action_ts,
       trigger_id: buttonSample.trigger_id,
     });
-    const expected = readSample('bolt-python.block_actions.button.json');
+    const expected = z.looseObject({ container: z.looseObject({}) }).parse(readSample('bolt-python.block_actions.button.json'));
     // The one deliberate difference: our buttons live on channel messages, not ephemeral ones.
-    expect(payload).toEqual(z.looseObject({ container: z.looseObject({}) }).transform((s) => ({ ...s, container: { ...s.container, is_ephemeral: false } })).parse(expected));
+    expect(payload).toEqual({ ...expected, container: { ...expected.container, is_ephemeral: false } });
   });
 });
 

@@ -1,13 +1,10 @@
-import bolt from '@slack/bolt';
-import type { Logger as SlackLogger, LogLevel } from '@slack/bolt';
+import { App, HTTPReceiver, LogLevel, SocketModeReceiver, type Logger as SlackLogger } from '@slack/bolt';
 import type { RequestListener } from 'node:http';
 import { z } from 'zod';
 import type { Logger } from '../../log.js';
 import type { Metrics } from '../../metrics.js';
 import type { ChatHandlers, ChatPort } from '../../ports/chat.js';
 import { toBlockKit } from '../../render/block-kit.js';
-
-const { App, HTTPReceiver, SocketModeReceiver, LogLevel: BoltLogLevel } = bolt;
 
 /** Metadata event type under which shipgate stores a message's idempotency key. */
 export const MESSAGE_KEY_EVENT = 'shipgate_message';
@@ -36,7 +33,7 @@ export interface SlackChat {
 }
 
 function boltLogger(log: Logger): SlackLogger {
-  let level: LogLevel = BoltLogLevel.INFO;
+  let level: LogLevel = LogLevel.INFO;
   const child = log.child({ component: 'slack' });
   const text = (parts: unknown[]) => parts.map((p) => (typeof p === 'string' ? p : JSON.stringify(p))).join(' ');
   return {
