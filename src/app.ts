@@ -50,6 +50,13 @@ export interface Shipgate {
   metrics: Metrics;
 }
 
+/**
+ * A job whose worker was killed is re-run once its lock expires. Locks are
+ * renewed every lockDuration/2 while a job runs, so a shorter lock only
+ * shortens recovery after a crash (default 30 s) without cutting live jobs short.
+ */
+const RECOVERY = { lockDuration: 15_000, stalledInterval: 5_000 } as const;
+
 async function waitForRedis(redis: Redis, url: string): Promise<void> {
   const deadline = Date.now() + 10_000;
   for (;;) {
@@ -174,6 +181,7 @@ export function createShipgate(options: ShipgateOptions): Shipgate {
           connection: blocking,
           prefix: `${prefix}:bull`,
           concurrency: options.concurrency ?? 8,
+          ...RECOVERY,
         });
         runWorker.on('failed', (job, error) => {
           if (job === undefined) return;
@@ -190,6 +198,7 @@ export function createShipgate(options: ShipgateOptions): Shipgate {
           connection: blocking,
           prefix: `${prefix}:bull`,
           concurrency: 4,
+          ...RECOVERY,
           // Stay well under Slack's per-workspace write limits (SPEC §10: zero 429s under a burst).
           limiter: { max: 10, duration: 1_000 },
         });

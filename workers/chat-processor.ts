@@ -40,31 +40,37 @@ export function createChatProcessor(deps: ChatProcessorDeps): (job: Job<ChatJob>
   const renderedKey = (runId: string) => `${prefix}:card:rendered:${runId}`;
   const slotKey = (runId: string) => `${prefix}:card:slot:${runId}`;
 
-  async function postOnce(input: { channel: string; threadTs?: string | undefined; message: MessageView; key: string }): Promise<string> {
+  /** Posts at most once per key; `fresh` is false when an earlier attempt's message was found instead. */
+  async function postOnce(input: { channel: string; threadTs?: string | undefined; message: MessageView; key: string }): Promise<{ ts: string; fresh: boolean }> {
     const record = await redis.get(postKey(input.key));
-    if (record?.startsWith('ts:') === true) return record.slice(3);
+    if (record?.startsWith('ts:') === true) return { ts: record.slice(3), fresh: false };
     if (record === 'pending') {
       const found = await chat.findMessageByKey({ channel: input.channel, threadTs: input.threadTs, key: input.key });
       if (found !== undefined) {
         await redis.set(postKey(input.key), `ts:${found.ts}`, 'EX', POST_RECORD_TTL_SECONDS);
-        return found.ts;
+        return { ts: found.ts, fresh: false };
       }
     }
     await redis.set(postKey(input.key), 'pending', 'EX', POST_RECORD_TTL_SECONDS);
     const { ts } = await chat.postMessage(input);
     await redis.set(postKey(input.key), `ts:${ts}`, 'EX', POST_RECORD_TTL_SECONDS);
-    return ts;
+    return { ts, fresh: true };
   }
 
-  /** Posts the root card if it does not exist yet; returns the run with `chat.ts` set. */
-  async function ensureRoot(run: Run): Promise<Run> {
-    if (run.chat.ts !== undefined) return run;
-    const ts = await postOnce({ channel: run.chat.channel, message: renderCard(run), key: `${run.id}.root` });
-    await redis.set(renderedKey(run.id), String(run.version));
-    await redis.set(slotKey(run.id), '1', 'PX', interval);
+  /**
+   * Posts the root card if it does not exist yet; returns the run with `chat.ts` set, and whether
+   * the card now shows this version (false when an interrupted earlier post was found instead).
+   */
+  async function ensureRoot(run: Run): Promise<{ run: Run; current: boolean }> {
+    if (run.chat.ts !== undefined) return { run, current: false };
+    const { ts, fresh } = await postOnce({ channel: run.chat.channel, message: renderCard(run), key: `${run.id}.root` });
+    if (fresh) {
+      await redis.set(renderedKey(run.id), String(run.version));
+      await redis.set(slotKey(run.id), '1', 'PX', interval);
+    }
     // Silent: recording where the card lives is not a change the card needs to show.
     const change = await store.update(run.id, (latest) => (latest.chat.ts === undefined ? { ...latest, chat: { ...latest.chat, ts } } : undefined), { silent: true });
-    return change?.after ?? { ...run, chat: { ...run.chat, ts } };
+    return { run: change?.after ?? { ...run, chat: { ...run.chat, ts } }, current: fresh };
   }
 
   async function delay(job: Job<ChatJob>, token: string | undefined, ms: number): Promise<never> {
@@ -73,14 +79,14 @@ export function createChatProcessor(deps: ChatProcessorDeps): (job: Job<ChatJob>
   }
 
   async function refreshCard(job: Job<ChatJob>, token: string | undefined, runId: string, version: number): Promise<void> {
-    const run = await store.get(runId);
-    if (run === undefined) return;
+    const stored = await store.get(runId);
+    if (stored === undefined) return;
     const rendered = Number((await redis.get(renderedKey(runId))) ?? '-1');
-    if (rendered >= version || rendered >= run.version) return;
-    if (run.chat.ts === undefined) {
-      await ensureRoot(run);
-      return;
-    }
+    if (rendered >= version || rendered >= stored.version) return;
+    const rooted = await ensureRoot(stored);
+    if (rooted.current) return;
+    const run = rooted.run;
+    if (run.chat.ts === undefined) return;
     const acquired = await redis.set(slotKey(runId), '1', 'PX', interval, 'NX');
     if (acquired === null) {
       const wait = await redis.pttl(slotKey(runId));
@@ -115,7 +121,7 @@ export function createChatProcessor(deps: ChatProcessorDeps): (job: Job<ChatJob>
     }
     const run = await store.get(data.runId);
     if (run === undefined) return;
-    const rooted = await ensureRoot(run);
+    const { run: rooted } = await ensureRoot(run);
     await postOnce({ channel: rooted.chat.channel, threadTs: rooted.chat.ts, message: replyView(rooted, data.content), key: `${run.id}.${data.key}` });
   };
 }

@@ -241,7 +241,10 @@ interface ApiAnswer {
 }
 
 const ok = (fields: JsonObject): ApiAnswer => ({ status: 200, body: { ok: true, ...fields } });
-const fail = (error: string, extra: JsonObject = {}): ApiAnswer => ({ status: 200, body: { ok: false, error, ...extra } });
+const fail = (error: string, extra: JsonObject = {}): ApiAnswer => ({
+  status: 200,
+  body: { ok: false, error, ...extra },
+});
 
 function readBody(req: IncomingMessage): Promise<string> {
   return new Promise((resolveBody, reject) => {
@@ -262,9 +265,12 @@ function send(res: ServerResponse, answer: ApiAnswer): void {
   res.end(payload);
 }
 
-function paginate<T>(items: readonly T[], limitParam: number | undefined, cursor: string | undefined, defaultLimit: number):
-  | { ok: true; page: T[]; nextCursor: string | undefined }
-  | { ok: false } {
+function paginate<T>(
+  items: readonly T[],
+  limitParam: number | undefined,
+  cursor: string | undefined,
+  defaultLimit: number,
+): { ok: true; page: T[]; nextCursor: string | undefined } | { ok: false } {
   let offset = 0;
   if (cursor !== undefined && cursor !== '') {
     try {
@@ -278,7 +284,10 @@ function paginate<T>(items: readonly T[], limitParam: number | undefined, cursor
   // Slack treats limit=0 / absent as its default and caps large values at 999.
   const limit = limitParam === undefined || limitParam === 0 ? defaultLimit : Math.min(limitParam, 999);
   const page = items.slice(offset, offset + limit);
-  const next = offset + limit < items.length ? Buffer.from(JSON.stringify({ offset: offset + limit })).toString('base64url') : undefined;
+  const next =
+    offset + limit < items.length
+      ? Buffer.from(JSON.stringify({ offset: offset + limit })).toString('base64url')
+      : undefined;
   return { ok: true, page, nextCursor: next };
 }
 
@@ -319,7 +328,13 @@ export async function startSlackServer(options: SlackServerOptions = {}): Promis
 
   /** The wire view of a message: no bookkeeping fields, metadata only when asked for. */
   const render = (message: SlackMessage, withMetadata: boolean): JsonObject => {
-    const out: JsonObject = { type: 'message', user: message.user, ts: message.ts, team: message.team, text: message.text ?? '' };
+    const out: JsonObject = {
+      type: 'message',
+      user: message.user,
+      ts: message.ts,
+      team: message.team,
+      text: message.text ?? '',
+    };
     if (message.bot_id !== undefined) out['bot_id'] = message.bot_id;
     if (message.app_id !== undefined) out['app_id'] = message.app_id;
     if (message.subtype !== undefined) out['subtype'] = message.subtype;
@@ -334,12 +349,16 @@ export async function startSlackServer(options: SlackServerOptions = {}): Promis
     }
     if (message.latest_reply !== undefined) out['latest_reply'] = message.latest_reply;
     if (message.edited !== undefined) out['edited'] = { ...message.edited };
-    if (withMetadata && message.metadata !== undefined) out['metadata'] = { event_type: message.metadata.event_type, event_payload: message.metadata.event_payload };
+    if (withMetadata && message.metadata !== undefined)
+      out['metadata'] = { event_type: message.metadata.event_type, event_payload: message.metadata.event_payload };
     return out;
   };
 
   /** Stores a new message; replies update their parent's thread summary like Slack does. */
-  const store = (channel: string, fields: Omit<SlackMessage, 'type' | 'channel' | 'ts' | 'team' | 'updateCount'>): SlackMessage | 'thread_not_found' => {
+  const store = (
+    channel: string,
+    fields: Omit<SlackMessage, 'type' | 'channel' | 'ts' | 'team' | 'updateCount'>,
+  ): SlackMessage | 'thread_not_found' => {
     const list = channelMessages(channel);
     let parent: SlackMessage | undefined;
     if (fields.thread_ts !== undefined) {
@@ -376,11 +395,20 @@ export async function startSlackServer(options: SlackServerOptions = {}): Promis
 
   const methods: Record<string, (params: JsonObject) => ApiAnswer> = {
     'auth.test': () =>
-      ok({ url: 'https://shipgate-test.slack.com/', team: 'shipgate-test', user: 'shipgate', team_id: teamId, user_id: botUserId, bot_id: botId, is_enterprise_install: false }),
+      ok({
+        url: 'https://shipgate-test.slack.com/',
+        team: 'shipgate-test',
+        user: 'shipgate',
+        team_id: teamId,
+        user_id: botUserId,
+        bot_id: botId,
+        is_enterprise_install: false,
+      }),
 
     'chat.postMessage': (params) => {
       const parsed = postMessageSchema.safeParse(params);
-      if (!parsed.success) return fail('invalid_arguments', { response_metadata: { messages: issuesToMessages(parsed.error) } });
+      if (!parsed.success)
+        return fail('invalid_arguments', { response_metadata: { messages: issuesToMessages(parsed.error) } });
       const p = parsed.data;
       if (p.text === undefined && p.blocks === undefined && p.attachments === undefined) return fail('no_text');
       const stored = store(p.channel, {
@@ -400,7 +428,8 @@ export async function startSlackServer(options: SlackServerOptions = {}): Promis
 
     'chat.update': (params) => {
       const parsed = updateSchema.safeParse(params);
-      if (!parsed.success) return fail('invalid_arguments', { response_metadata: { messages: issuesToMessages(parsed.error) } });
+      if (!parsed.success)
+        return fail('invalid_arguments', { response_metadata: { messages: issuesToMessages(parsed.error) } });
       const p = parsed.data;
       const message = channels.get(p.channel)?.find((m) => m.ts === p.ts);
       if (message === undefined) return fail('message_not_found');
@@ -417,7 +446,8 @@ export async function startSlackServer(options: SlackServerOptions = {}): Promis
 
     'chat.postEphemeral': (params) => {
       const parsed = postEphemeralSchema.safeParse(params);
-      if (!parsed.success) return fail('invalid_arguments', { response_metadata: { messages: issuesToMessages(parsed.error) } });
+      if (!parsed.success)
+        return fail('invalid_arguments', { response_metadata: { messages: issuesToMessages(parsed.error) } });
       const p = parsed.data;
       if (p.text === undefined && p.blocks === undefined && p.attachments === undefined) return fail('no_text');
       const ephemeral: SlackEphemeral = {
@@ -435,7 +465,8 @@ export async function startSlackServer(options: SlackServerOptions = {}): Promis
 
     'conversations.history': (params) => {
       const parsed = historySchema.safeParse(params);
-      if (!parsed.success) return fail('invalid_arguments', { response_metadata: { messages: issuesToMessages(parsed.error) } });
+      if (!parsed.success)
+        return fail('invalid_arguments', { response_metadata: { messages: issuesToMessages(parsed.error) } });
       const p = parsed.data;
       const inclusive = p.inclusive === true;
       const after = (ts: string, bound: string): boolean => Number(ts) > Number(bound) || (inclusive && ts === bound);
@@ -443,7 +474,10 @@ export async function startSlackServer(options: SlackServerOptions = {}): Promis
       // History holds top-level messages (and broadcast replies), newest first.
       const visible = (channels.get(p.channel) ?? [])
         .filter((m) => m.thread_ts === undefined || m.thread_ts === m.ts || m.subtype === 'thread_broadcast')
-        .filter((m) => (p.oldest === undefined || after(m.ts, p.oldest)) && (p.latest === undefined || before(m.ts, p.latest)))
+        .filter(
+          (m) =>
+            (p.oldest === undefined || after(m.ts, p.oldest)) && (p.latest === undefined || before(m.ts, p.latest)),
+        )
         .reverse();
       const page = paginate(visible, p.limit, p.cursor, 100);
       if (!page.ok) return fail('invalid_cursor');
@@ -457,7 +491,8 @@ export async function startSlackServer(options: SlackServerOptions = {}): Promis
 
     'conversations.replies': (params) => {
       const parsed = repliesSchema.safeParse(params);
-      if (!parsed.success) return fail('invalid_arguments', { response_metadata: { messages: issuesToMessages(parsed.error) } });
+      if (!parsed.success)
+        return fail('invalid_arguments', { response_metadata: { messages: issuesToMessages(parsed.error) } });
       const p = parsed.data;
       const thread = threadOf(p.channel, p.ts);
       if (thread === undefined) return fail('thread_not_found');
@@ -472,7 +507,8 @@ export async function startSlackServer(options: SlackServerOptions = {}): Promis
 
     'usergroups.users.list': (params) => {
       const parsed = usergroupUsersSchema.safeParse(params);
-      if (!parsed.success) return fail('invalid_arguments', { response_metadata: { messages: issuesToMessages(parsed.error) } });
+      if (!parsed.success)
+        return fail('invalid_arguments', { response_metadata: { messages: issuesToMessages(parsed.error) } });
       const users = userGroups.get(parsed.data.usergroup);
       if (users === undefined) return fail('no_such_subteam');
       return ok({ users: [...users] });
@@ -541,7 +577,8 @@ export async function startSlackServer(options: SlackServerOptions = {}): Promis
     }
     const params = parsedBody.params;
     const record = (answer: ApiAnswer): void => {
-      const error = typeof answer.body === 'object' && typeof answer.body['error'] === 'string' ? answer.body['error'] : undefined;
+      const error =
+        typeof answer.body === 'object' && typeof answer.body['error'] === 'string' ? answer.body['error'] : undefined;
       calls.push({ method, body: params, at, status: answer.status, ...(error !== undefined && { error }) });
     };
 
@@ -567,7 +604,14 @@ export async function startSlackServer(options: SlackServerOptions = {}): Promis
 
   const http = createServer((req, res) => {
     handle(req, res).catch((error: unknown) => {
-      unexpected.push({ httpMethod: req.method ?? '', path: req.url ?? '', contentType: req.headers['content-type'], body: '', at: Date.now(), reason: `fake server crashed: ${String(error)}` });
+      unexpected.push({
+        httpMethod: req.method ?? '',
+        path: req.url ?? '',
+        contentType: req.headers['content-type'],
+        body: '',
+        at: Date.now(),
+        reason: `fake server crashed: ${String(error)}`,
+      });
       changed();
       if (!res.headersSent) send(res, { status: 500, body: 'fake slack server error' });
     });
@@ -598,6 +642,12 @@ export async function startSlackServer(options: SlackServerOptions = {}): Promis
         const check = (): boolean => {
           try {
             const value = predicate(server);
+            if (value instanceof Promise) {
+              // A promise is always truthy: an async predicate would pass without checking anything.
+              cleanup();
+              reject(new Error('slack fake: waitFor takes a synchronous predicate; use eventually() for async checks'));
+              return true;
+            }
             if (isTruthy(value)) {
               cleanup();
               resolveWait(value);
@@ -610,9 +660,14 @@ export async function startSlackServer(options: SlackServerOptions = {}): Promis
         };
         const timer = setTimeout(() => {
           cleanup();
-          const seen = calls.map((c) => `${c.method}${c.error !== undefined ? `(${c.error})` : ''}`).join(', ') || 'none';
+          const seen =
+            calls.map((c) => `${c.method}${c.error !== undefined ? `(${c.error})` : ''}`).join(', ') || 'none';
           const why = lastError instanceof Error ? `; last predicate error: ${lastError.message}` : '';
-          reject(new Error(`slack fake: waitFor${description !== undefined ? ` "${description}"` : ''} timed out after ${timeoutMs} ms; calls so far: ${seen}${why}`));
+          reject(
+            new Error(
+              `slack fake: waitFor${description !== undefined ? ` "${description}"` : ''} timed out after ${timeoutMs} ms; calls so far: ${seen}${why}`,
+            ),
+          );
         }, timeoutMs);
         const onChange = (): void => {
           check();
@@ -634,8 +689,13 @@ export async function startSlackServer(options: SlackServerOptions = {}): Promis
       failures.set(method, queued);
     },
     addUserMessage(channel, message) {
-      const stored = store(channel, { user: message.user, text: message.text, ...(message.thread_ts !== undefined && { thread_ts: message.thread_ts }) });
-      if (stored === 'thread_not_found') throw new Error(`slack fake: no message ${message.thread_ts ?? ''} in ${channel} to reply to`);
+      const stored = store(channel, {
+        user: message.user,
+        text: message.text,
+        ...(message.thread_ts !== undefined && { thread_ts: message.thread_ts }),
+      });
+      if (stored === 'thread_not_found')
+        throw new Error(`slack fake: no message ${message.thread_ts ?? ''} in ${channel} to reply to`);
       changed();
       return stored.ts;
     },

@@ -1,5 +1,6 @@
 import { afterEach, describe, expect, it } from 'vitest';
 import { z } from 'zod';
+import { eventually } from '../helpers/eventually.js';
 import type { SlackMessage } from '../helpers/slack-server.js';
 import { sendBlockAction, sendSlashCommand } from '../helpers/slack-requests.js';
 import { SIGNING_SECRET, startTestBot, type TestBot } from '../helpers/bot.js';
@@ -53,7 +54,7 @@ describe('/ship over signed HTTP', () => {
     expect(text).toContain('<@UALICE>');
     for (const gate of ['agent', 'pr', 'ci', 'merge']) expect(text).toContain(gate);
     // The card message is the run's root: the store knows its ts, so later updates edit it in place.
-    await bot.slack.waitFor(async () => (await bot?.app.store.get(runId))?.chat.ts === root.ts, 5_000, 'card ts recorded');
+    await eventually(async () => (await bot?.app.store.get(runId))?.chat.ts === root.ts, 'card ts recorded', 5_000);
   });
 
   it('rejects a bad signature and a 10-minute-old timestamp with 401 and creates nothing', async () => {
@@ -123,7 +124,7 @@ describe('status and cancel', () => {
 
     const ack = ackText(await ship(bot, `cancel ${runId}`));
     expect(ack).toContain('once its work has stopped');
-    await bot.slack.waitFor(async () => (await bot?.app.store.get(runId))?.state === 'cancelled', 5_000, 'run cancelled');
+    await eventually(async () => (await bot?.app.store.get(runId))?.state === 'cancelled', 'run cancelled', 5_000);
     const confirmation = await bot.slack.waitFor((s) => s.messages('CSHOP').find((m) => m.thread_ts === root.ts && m.ts !== root.ts && /cancel/i.test(m.text ?? '')), 5_000, 'cancel reply');
     expect(confirmation.text).toMatch(/cancel/i);
     await bot.slack.waitFor(() => /cancelled/i.test(cardText(root)) && !cardText(root).includes('shipgate.cancel'), 5_000, 'card shows cancelled without a Cancel button');
@@ -145,7 +146,7 @@ describe('status and cancel', () => {
 
     await click('UALICE');
     await click('UALICE'); // a double click changes nothing more
-    await bot.slack.waitFor(async () => (await bot?.app.store.get(runId))?.state === 'cancelled', 5_000, 'run cancelled');
+    await eventually(async () => (await bot?.app.store.get(runId))?.state === 'cancelled', 'run cancelled', 5_000);
     await new Promise((r) => setTimeout(r, 400));
     const cancelReplies = bot.slack.messages('CSHOP').filter((m) => m.thread_ts === root.ts && m.ts !== root.ts && /cancel/i.test(m.text ?? ''));
     expect(cancelReplies).toHaveLength(1);

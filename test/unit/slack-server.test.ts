@@ -52,7 +52,10 @@ describe('fake Slack Web API through the real WebClient', () => {
 
     // The form body carried blocks/metadata as JSON strings; the record has them decoded.
     const [firstPost] = slack.callsOf('chat.postMessage');
-    expect(firstPost?.body['metadata']).toEqual({ event_type: 'shipgate_run', event_payload: { run_id: 'r-1', gate: 'ci' } });
+    expect(firstPost?.body['metadata']).toEqual({
+      event_type: 'shipgate_run',
+      event_payload: { run_id: 'r-1', gate: 'ci' },
+    });
     expect(firstPost?.body['blocks']).toEqual([{ type: 'section', text: { type: 'mrkdwn', text: '*Run r-1*' } }]);
 
     const stored = slack.messages(CHANNEL);
@@ -63,9 +66,16 @@ describe('fake Slack Web API through the real WebClient', () => {
     expect(stored[0]?.bot_id).toBe('B0BOT');
     expect(stored[0]?.reply_count).toBe(1);
 
-    const withMetadata = await client.conversations.replies({ channel: CHANNEL, ts: rootTs, include_all_metadata: true });
+    const withMetadata = await client.conversations.replies({
+      channel: CHANNEL,
+      ts: rootTs,
+      include_all_metadata: true,
+    });
     expect(withMetadata.messages?.map((m) => m.ts)).toEqual([rootTs, reply.ts]);
-    expect(withMetadata.messages?.[0]?.metadata).toEqual({ event_type: 'shipgate_run', event_payload: { run_id: 'r-1', gate: 'ci' } });
+    expect(withMetadata.messages?.[0]?.metadata).toEqual({
+      event_type: 'shipgate_run',
+      event_payload: { run_id: 'r-1', gate: 'ci' },
+    });
 
     // Like Slack, metadata is only returned when asked for.
     const without = await client.conversations.replies({ channel: CHANNEL, ts: rootTs });
@@ -79,7 +89,9 @@ describe('fake Slack Web API through the real WebClient', () => {
   });
 
   it('rejects a reply to a thread that does not exist', async () => {
-    await expect(client.chat.postMessage({ channel: CHANNEL, thread_ts: '1.000001', text: 'orphan' })).rejects.toMatchObject({
+    await expect(
+      client.chat.postMessage({ channel: CHANNEL, thread_ts: '1.000001', text: 'orphan' }),
+    ).rejects.toMatchObject({
       data: { ok: false, error: 'thread_not_found' },
     });
   });
@@ -112,16 +124,23 @@ describe('fake Slack Web API through the real WebClient', () => {
   });
 
   it('records ephemerals separately from channel messages', async () => {
-    const result = await client.chat.postEphemeral({ channel: CHANNEL, user: 'U123', text: 'Unknown repository acme/nope' });
+    const result = await client.chat.postEphemeral({
+      channel: CHANNEL,
+      user: 'U123',
+      text: 'Unknown repository acme/nope',
+    });
     expect(result.message_ts).toMatch(/^\d+\.\d{6}$/);
     expect(slack.messages(CHANNEL)).toEqual([]);
-    expect(slack.ephemerals).toMatchObject([{ channel: CHANNEL, user: 'U123', text: 'Unknown repository acme/nope', message_ts: result.message_ts }]);
+    expect(slack.ephemerals).toMatchObject([
+      { channel: CHANNEL, user: 'U123', text: 'Unknown repository acme/nope', message_ts: result.message_ts },
+    ]);
   });
 
   it('pages conversations.replies and conversations.history with cursors', async () => {
     const root = await client.chat.postMessage({ channel: CHANNEL, text: 'root' });
     const rootTs = root.ts ?? '';
-    for (let i = 1; i <= 4; i += 1) await client.chat.postMessage({ channel: CHANNEL, thread_ts: rootTs, text: `reply ${i}` });
+    for (let i = 1; i <= 4; i += 1)
+      await client.chat.postMessage({ channel: CHANNEL, thread_ts: rootTs, text: `reply ${i}` });
     await client.chat.postMessage({ channel: CHANNEL, text: 'second root' });
 
     const texts: string[] = [];
@@ -137,18 +156,26 @@ describe('fake Slack Web API through the real WebClient', () => {
     const first = await client.conversations.history({ channel: CHANNEL, limit: 1 });
     expect(first.has_more).toBe(true);
     expect(first.messages?.map((m) => m.text)).toEqual(['second root']);
-    const second = await client.conversations.history({ channel: CHANNEL, limit: 1, cursor: first.response_metadata?.next_cursor ?? '' });
+    const second = await client.conversations.history({
+      channel: CHANNEL,
+      limit: 1,
+      cursor: first.response_metadata?.next_cursor ?? '',
+    });
     expect(second.has_more).toBe(false);
     expect(second.messages?.map((m) => m.text)).toEqual(['root']);
 
-    await expect(client.conversations.history({ channel: CHANNEL, cursor: 'garbage' })).rejects.toMatchObject({ data: { error: 'invalid_cursor' } });
+    await expect(client.conversations.history({ channel: CHANNEL, cursor: 'garbage' })).rejects.toMatchObject({
+      data: { error: 'invalid_cursor' },
+    });
   });
 
   it('lists user group members', async () => {
     slack.setUserGroup('S0APPROVERS', ['U1', 'U2']);
     const result = await client.usergroups.users.list({ usergroup: 'S0APPROVERS' });
     expect(result.users).toEqual(['U1', 'U2']);
-    await expect(client.usergroups.users.list({ usergroup: 'S0NOPE' })).rejects.toMatchObject({ data: { error: 'no_such_subteam' } });
+    await expect(client.usergroups.users.list({ usergroup: 'S0NOPE' })).rejects.toMatchObject({
+      data: { error: 'no_such_subteam' },
+    });
   });
 
   it('rate-limits with 429 + Retry-After and WebClient retries', async () => {
@@ -164,18 +191,25 @@ describe('fake Slack Web API through the real WebClient', () => {
 
   it('gives up on a 429 without Retry-After, as WebClient treats it as fatal', async () => {
     slack.failNext('chat.update', { status: 429, retryAfter: null });
-    await expect(client.chat.update({ channel: CHANNEL, ts: '1700000000.000100', text: 'x' })).rejects.toThrow(/Retry header did not contain a valid timeout/);
+    await expect(client.chat.update({ channel: CHANNEL, ts: '1700000000.000100', text: 'x' })).rejects.toThrow(
+      /Retry header did not contain a valid timeout/,
+    );
     expect(slack.callsOf('chat.update')).toHaveLength(1);
   });
 
   it('answers a queued platform error once, then behaves again', async () => {
     slack.failNext('chat.postMessage', { error: 'channel_not_found' });
-    await expect(client.chat.postMessage({ channel: CHANNEL, text: 'x' })).rejects.toMatchObject({ code: 'slack_webapi_platform_error', data: { error: 'channel_not_found' } });
+    await expect(client.chat.postMessage({ channel: CHANNEL, text: 'x' })).rejects.toMatchObject({
+      code: 'slack_webapi_platform_error',
+      data: { error: 'channel_not_found' },
+    });
     await expect(client.chat.postMessage({ channel: CHANNEL, text: 'y' })).resolves.toMatchObject({ ok: true });
   });
 
   it('records unknown methods in `unexpected`', async () => {
-    await expect(client.apiCall('reactions.add', { channel: CHANNEL, name: 'rocket', timestamp: '1.000001' })).rejects.toMatchObject({
+    await expect(
+      client.apiCall('reactions.add', { channel: CHANNEL, name: 'rocket', timestamp: '1.000001' }),
+    ).rejects.toMatchObject({
       data: { error: 'unknown_method' },
     });
     expect(slack.unexpected).toHaveLength(1);
@@ -191,12 +225,20 @@ describe('fake Slack Web API through the real WebClient', () => {
   });
 
   it('validates arguments like Slack does', async () => {
-    await expect(client.apiCall('chat.postMessage', { channel: CHANNEL })).rejects.toMatchObject({ data: { error: 'no_text' } });
-    await expect(client.apiCall('conversations.replies', { channel: CHANNEL })).rejects.toMatchObject({ data: { error: 'invalid_arguments' } });
+    await expect(client.apiCall('chat.postMessage', { channel: CHANNEL })).rejects.toMatchObject({
+      data: { error: 'no_text' },
+    });
+    await expect(client.apiCall('conversations.replies', { channel: CHANNEL })).rejects.toMatchObject({
+      data: { error: 'invalid_arguments' },
+    });
   });
 
   it('waitFor resolves on a later change and times out with the calls seen', async () => {
-    const waiting = slack.waitFor((s) => s.messages(CHANNEL).find((m) => m.text === 'later'), 2_000, 'the later message');
+    const waiting = slack.waitFor(
+      (s) => s.messages(CHANNEL).find((m) => m.text === 'later'),
+      2_000,
+      'the later message',
+    );
     await client.chat.postMessage({ channel: CHANNEL, text: 'sooner' });
     await client.chat.postMessage({ channel: CHANNEL, text: 'later' });
     await expect(waiting).resolves.toMatchObject({ text: 'later' });
@@ -208,7 +250,11 @@ describe('fake Slack Web API through the real WebClient', () => {
 
   it('serves response_url posts', async () => {
     const responseUrl = slack.newResponseUrl();
-    const res = await fetch(responseUrl, { method: 'POST', headers: { 'content-type': 'application/json' }, body: JSON.stringify({ response_type: 'ephemeral', text: 'nope' }) });
+    const res = await fetch(responseUrl, {
+      method: 'POST',
+      headers: { 'content-type': 'application/json' },
+      body: JSON.stringify({ response_type: 'ephemeral', text: 'nope' }),
+    });
     expect(res.status).toBe(200);
     expect(slack.responseUrlPosts).toMatchObject([{ body: { response_type: 'ephemeral', text: 'nope' } }]);
   });

@@ -8,7 +8,13 @@ import { App, LogLevel, isValidSlackRequest, verifySlackRequest, type Logger } f
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { z } from 'zod';
 import { startSlackServer, type SlackServer } from '../helpers/slack-server.js';
-import { blockActionPayload, sendBlockAction, sendSlashCommand, signSlackRequest, slashCommandBody } from '../helpers/slack-requests.js';
+import {
+  blockActionPayload,
+  sendBlockAction,
+  sendSlashCommand,
+  signSlackRequest,
+  slashCommandBody,
+} from '../helpers/slack-requests.js';
 
 /**
  * Our signing helper must produce exactly what Slack produces, or every bot test that goes
@@ -16,7 +22,15 @@ import { blockActionPayload, sendBlockAction, sendSlashCommand, signSlackRequest
  * samples are read from the shared upstream samples (SPEC §9) so they stay the source of truth.
  */
 
-const samplesDir = join(dirname(fileURLToPath(import.meta.url)), '..', '..', '..', 'shared', 'upstream-samples', 'slack');
+const samplesDir = join(
+  dirname(fileURLToPath(import.meta.url)),
+  '..',
+  '..',
+  '..',
+  'shared',
+  'upstream-samples',
+  'slack',
+);
 const readSample = (name: string): unknown => JSON.parse(readFileSync(join(samplesDir, name), 'utf8'));
 
 const vector = z
@@ -39,7 +53,9 @@ const buttonSample = z
     container: z.object({ message_ts: z.string(), channel_id: z.string(), is_ephemeral: z.boolean() }),
     channel: z.object({ id: z.string() }),
     response_url: z.string(),
-    actions: z.array(z.object({ action_id: z.string(), block_id: z.string(), value: z.string(), action_ts: z.string() })).length(1),
+    actions: z
+      .array(z.object({ action_id: z.string(), block_id: z.string(), value: z.string(), action_ts: z.string() }))
+      .length(1),
   })
   .loose()
   .parse(readSample('bolt-python.block_actions.button.json'));
@@ -145,7 +161,9 @@ describe('request bodies follow the upstream samples', () => {
       action_ts: action.action_ts,
       trigger_id: buttonSample.trigger_id,
     });
-    const expected = z.looseObject({ container: z.looseObject({}) }).parse(readSample('bolt-python.block_actions.button.json'));
+    const expected = z
+      .looseObject({ container: z.looseObject({}) })
+      .parse(readSample('bolt-python.block_actions.button.json'));
     // The one deliberate difference: our buttons live on channel messages, not ephemeral ones.
     expect(payload).toEqual({ ...expected, container: { ...expected.container, is_ephemeral: false } });
   });
@@ -187,7 +205,12 @@ describe('a real Bolt app accepts our signed requests', () => {
   });
 
   it('runs the command handler and returns the ack body', async () => {
-    const result = await sendSlashCommand(eventsUrl, signingSecret, { text: 'help', user_id: 'U42', channel_id: 'C42' }, { retryNum: 1, retryReason: 'http_timeout' });
+    const result = await sendSlashCommand(
+      eventsUrl,
+      signingSecret,
+      { text: 'help', user_id: 'U42', channel_id: 'C42' },
+      { retryNum: 1, retryReason: 'http_timeout' },
+    );
     expect(result.status).toBe(200);
     expect(result.json).toEqual({ response_type: 'ephemeral', text: 'got help' });
     expect(seen).toContainEqual({ kind: 'command', retryNum: 1, detail: 'U42:help' });
@@ -198,9 +221,18 @@ describe('a real Bolt app accepts our signed requests', () => {
 
   it('answers 401 to a bad signature and never runs the handler', async () => {
     const before = seen.length;
-    const result = await sendSlashCommand(eventsUrl, signingSecret, { text: 'help', user_id: 'U42', channel_id: 'C42' }, { signature: 'v0=deadbeef' });
+    const result = await sendSlashCommand(
+      eventsUrl,
+      signingSecret,
+      { text: 'help', user_id: 'U42', channel_id: 'C42' },
+      { signature: 'v0=deadbeef' },
+    );
     expect(result.status).toBe(401);
-    const wrongSecret = await sendSlashCommand(eventsUrl, 'not-the-secret', { text: 'help', user_id: 'U42', channel_id: 'C42' });
+    const wrongSecret = await sendSlashCommand(eventsUrl, 'not-the-secret', {
+      text: 'help',
+      user_id: 'U42',
+      channel_id: 'C42',
+    });
     expect(wrongSecret.status).toBe(401);
     expect(seen.length).toBe(before);
   });

@@ -1,0 +1,86 @@
+import { spawn, type ChildProcessWithoutNullStreams } from 'node:child_process';
+import { mkdtempSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join, resolve } from 'node:path';
+
+/** The repository root: spawned shipgate processes run from here, as `npm start` would. */
+export const ROOT = resolve(import.meta.dirname, '../..');
+
+export interface ShipgateProcess {
+  child: ChildProcessWithoutNullStreams;
+  /** Everything written to stdout so far. */
+  stdout(): string;
+  stderr(): string;
+  /** Resolves when stdout matches; rejects with the output so far on timeout or exit. */
+  waitForOutput(pattern: RegExp, timeoutMs?: number): Promise<RegExpExecArray>;
+  exited: Promise<number | null>;
+}
+
+export function writePolicyFile(text: string): string {
+  const dir = mkdtempSync(join(tmpdir(), 'shipgate-policy-'));
+  const path = join(dir, 'shipgate.yaml');
+  writeFileSync(path, text);
+  return path;
+}
+
+/** Spawns `src/main.ts` the way `npm start` runs it, with exactly the given environment. */
+export function spawnShipgate(env: Record<string, string>): ShipgateProcess {
+  const child = spawn(process.execPath, ['--import', 'tsx', 'src/main.ts'], {
+    cwd: ROOT,
+    env: { PATH: process.env.PATH ?? '', HOME: process.env.HOME ?? '', ...env },
+    stdio: ['pipe', 'pipe', 'pipe'],
+  });
+  let out = '';
+  let err = '';
+  child.stdout.on('data', (chunk: Buffer) => (out += chunk.toString()));
+  child.stderr.on('data', (chunk: Buffer) => (err += chunk.toString()));
+  const exited = new Promise<number | null>((resolveExit) => child.once('exit', (code) => resolveExit(code)));
+  return {
+    child,
+    stdout: () => out,
+    stderr: () => err,
+    exited,
+    waitForOutput(pattern, timeoutMs = 20_000) {
+      return new Promise((resolveMatch, reject) => {
+        const check = () => {
+          const match = pattern.exec(out);
+          if (match !== null) {
+            cleanup();
+            resolveMatch(match);
+          }
+        };
+        const timer = setTimeout(() => {
+          cleanup();
+          reject(new Error(`timed out waiting for ${String(pattern)}\n--- stdout ---\n${out}\n--- stderr ---\n${err}`));
+        }, timeoutMs);
+        const onExit = () => {
+          cleanup();
+          reject(new Error(`shipgate exited before printing ${String(pattern)}\n--- stdout ---\n${out}\n--- stderr ---\n${err}`));
+        };
+        const cleanup = () => {
+          clearTimeout(timer);
+          child.stdout.off('data', check);
+          child.off('exit', onExit);
+        };
+        child.stdout.on('data', check);
+        child.once('exit', onExit);
+        check();
+      });
+    },
+  };
+}
+
+/** Polls GET /healthz until the process serves HTTP. */
+export async function waitForHealthy(port: number, timeoutMs = 20_000): Promise<void> {
+  const deadline = Date.now() + timeoutMs;
+  for (;;) {
+    try {
+      const response = await fetch(`http://127.0.0.1:${port}/healthz`);
+      if (response.ok) return;
+    } catch {
+      // not listening yet
+    }
+    if (Date.now() > deadline) throw new Error(`shipgate on port ${port} did not become healthy`);
+    await new Promise((r) => setTimeout(r, 100));
+  }
+}
