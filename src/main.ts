@@ -1,5 +1,6 @@
 import { createShipgate } from './app.js';
 import { ConfigError, loadConfig } from './config/config.js';
+import { startDevRedisIfNeeded } from './dev-redis.js';
 import { createLogger } from './log.js';
 
 /**
@@ -19,6 +20,12 @@ async function main(): Promise<void> {
   }
   // In console mode stdout is the chat; logs go to stderr so the conversation stays readable.
   const log = createLogger({ level: config.logLevel, destination: config.chat.kind === 'console' ? process.stderr : process.stdout });
+  // The console chat is for trying shipgate out: on a machine without Redis, bring a private one.
+  const devRedis = config.chat.kind === 'console' && config.redisUrlIsDefault ? await startDevRedisIfNeeded(config.redisUrl) : undefined;
+  if (devRedis !== undefined) {
+    log.warn({ redisUrl: devRedis.url }, 'no Redis at the default address: started a private redis-server; runs vanish when shipgate stops');
+    config = { ...config, redisUrl: devRedis.url };
+  }
   const app = createShipgate({ config, log });
 
   let stopping = false;
@@ -27,7 +34,10 @@ async function main(): Promise<void> {
     stopping = true;
     log.info({ signal }, 'shutdown requested');
     app.stop().then(
-      () => process.exit(0),
+      () => {
+        devRedis?.stop();
+        process.exit(0);
+      },
       (error: unknown) => {
         log.error({ err: error }, 'unclean shutdown');
         process.exit(1);

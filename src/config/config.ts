@@ -102,6 +102,8 @@ export type ChatMode = { kind: 'slack-http' } | { kind: 'slack-socket'; appToken
 
 export interface Config {
   redisUrl: string;
+  /** True when REDIS_URL was not set: the console chat may then start a private redis-server. */
+  redisUrlIsDefault: boolean;
   redisPrefix: string;
   port: number;
   role: 'all' | 'web' | 'worker';
@@ -152,7 +154,9 @@ export function parsePolicy(text: string, source: string): Policy {
 }
 
 export function loadConfig(env: NodeJS.ProcessEnv = process.env, options: LoadConfigOptions = {}): Config {
-  const parsed = envSchema.safeParse(env);
+  // `KEY=` in an env file means "not set": drop empty values so defaults apply.
+  const present = Object.fromEntries(Object.entries(env).filter(([, value]) => value !== undefined && value.trim() !== ''));
+  const parsed = envSchema.safeParse(present);
   if (!parsed.success) {
     throw new ConfigError(formatIssues(parsed.error.issues, (key) => (ENV_FIXES[key] ? `Fix: ${ENV_FIXES[key]}` : '')));
   }
@@ -178,6 +182,7 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env, options: LoadCo
 
   return {
     redisUrl: e.REDIS_URL,
+    redisUrlIsDefault: present.REDIS_URL === undefined,
     redisPrefix: e.SHIPGATE_REDIS_PREFIX,
     port: e.PORT,
     role: e.SHIPGATE_ROLE,
