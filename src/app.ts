@@ -1,4 +1,6 @@
 import { once } from 'node:events';
+import { tmpdir } from 'node:os';
+import { basename, join } from 'node:path';
 import type { Server } from 'node:http';
 import type { AddressInfo } from 'node:net';
 import type { Readable, Writable } from 'node:stream';
@@ -8,6 +10,11 @@ import { createShipCommand } from '../commands/ship-command.js';
 import { createChatProcessor } from '../workers/chat-processor.js';
 import type { GateSteps } from '../workers/gate-step.js';
 import { createRunProcessor, failRunAfterRetries } from '../workers/run-processor.js';
+import { createAgentStep, workspaceDir } from '../workers/steps/agent-step.js';
+import { createPrStep } from '../workers/steps/pr-step.js';
+import { createAnthropicModel } from './adapters/anthropic/anthropic-model.js';
+import { createGitHubRest } from './adapters/github/github-rest.js';
+import { createGit } from './git/git.js';
 import { createConsoleChat, type ConsoleChat } from './adapters/console/console-chat.js';
 import { createSlackChat, type SlackChat } from './adapters/slack/slack-chat.js';
 import { createAuditLog, type AuditLog } from './audit/audit-log.js';
@@ -35,6 +42,10 @@ export interface ShipgateOptions {
   concurrency?: number;
   /** Card update spacing; SPEC §10 asks for at least 3 s. */
   cardUpdateIntervalMs?: number;
+  /** Where run workspaces are cloned (default: <tmpdir>/shipgate-workspaces). */
+  workRoot?: string;
+  /** Retry pacing for outside APIs; tests shrink the waits. */
+  tuning?: { githubRetryAfterBaseMs?: number; githubLimiterId?: string; modelMaxRetries?: number; checkTimeoutMs?: number };
 }
 
 export interface Shipgate {
@@ -134,6 +145,41 @@ export function createShipgate(options: ShipgateOptions): Shipgate {
     chat = slack.port;
   }
 
+  // The real gates, when their outside systems are configured; otherwise those gates stay "not configured".
+  const git = createGit({ log });
+  const workRoot = options.workRoot ?? join(tmpdir(), 'shipgate-workspaces');
+  const githubAuth =
+    config.github.app !== undefined
+      ? { kind: 'app' as const, appId: config.github.app.appId, privateKey: config.github.app.privateKey, installationId: config.github.app.installationId }
+      : config.github.token !== undefined
+        ? { kind: 'token' as const, token: config.github.token }
+        : undefined;
+  const modelConfigured = config.anthropic.apiKey !== undefined || config.anthropic.baseUrl !== undefined;
+  const steps: GateSteps = { ...options.steps };
+  if (githubAuth !== undefined && modelConfigured) {
+    const github = createGitHubRest({
+      apiUrl: config.github.apiUrl,
+      auth: githubAuth,
+      log,
+      metrics,
+      retry: { retryAfterBaseMs: options.tuning?.githubRetryAfterBaseMs },
+      limiterId: options.tuning?.githubLimiterId,
+    });
+    const model = createAnthropicModel({ apiKey: config.anthropic.apiKey, baseUrl: config.anthropic.baseUrl, log, metrics, maxRetries: options.tuning?.modelMaxRetries });
+    steps.agent ??= createAgentStep({
+      policy: config.policy,
+      policyFileName: basename(config.policyPath),
+      github,
+      git,
+      model,
+      modelId: config.anthropic.model,
+      workRoot,
+      clock,
+      checkTimeoutMs: options.tuning?.checkTimeoutMs,
+    });
+    steps.pr ??= createPrStep({ github, chat });
+  }
+
   const groupMembers = cachedGroupMembers((id) => chat.userGroupMembers(id), { ttlMs: 60_000, now: () => clock().getTime() });
   const workers: Worker[] = [];
   let server: Server | undefined;
@@ -176,7 +222,18 @@ export function createShipgate(options: ShipgateOptions): Shipgate {
       cancellationClose = () => cancellation.close();
 
       if (runsWorker) {
-        const runProcessor = createRunProcessor({ store, audit, queues, steps: options.steps ?? {}, cancellation, clock, log, metrics });
+        const runProcessor = createRunProcessor({
+          store,
+          audit,
+          queues,
+          steps,
+          cancellation,
+          clock,
+          log,
+          metrics,
+          // A finished run's working copy is no longer needed; a crash before this leaves it for the next run's clean-up.
+          onRunEnded: async (run) => git.removeWorkspace(workspaceDir(workRoot, run.id)),
+        });
         const runWorker = new Worker<AdvanceJob>(RUN_QUEUE, runProcessor, {
           connection: blocking,
           prefix: `${prefix}:bull`,
@@ -250,6 +307,7 @@ export function createShipgate(options: ShipgateOptions): Shipgate {
       await queues.close();
       await cancellationClose?.();
       await Promise.all([redis.quit(), blocking.quit(), subscriber?.quit()]);
+      await git.close();
       log.info('shipgate stopped');
     },
   };

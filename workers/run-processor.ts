@@ -29,6 +29,8 @@ export interface RunProcessorDeps {
   clock: () => Date;
   log: Logger;
   metrics?: Metrics | undefined;
+  /** Clean-up once a run is terminal (e.g. removing its workspace); failures are logged, not retried. */
+  onRunEnded?: ((run: Run) => Promise<void>) | undefined;
 }
 
 /**
@@ -43,6 +45,14 @@ export interface RunProcessorDeps {
 export function createRunProcessor(deps: RunProcessorDeps): (job: Job<AdvanceJob>) => Promise<void> {
   const { store, audit, queues, steps, cancellation, clock } = deps;
 
+  async function cleanUp(run: Run, log: Logger): Promise<void> {
+    try {
+      await deps.onRunEnded?.(run);
+    } catch (error) {
+      log.warn({ err: error }, 'clean-up after the run failed');
+    }
+  }
+
   async function finalizeCancel(run: Run, log: Logger): Promise<void> {
     const by = run.cancel?.by ?? 'unknown';
     await audit.append({ type: 'run.cancelled', actor: by, runId: run.id, data: { atGate: currentGate(run)?.name ?? null }, key: `${run.id}.cancelled` });
@@ -52,6 +62,7 @@ export function createRunProcessor(deps: RunProcessorDeps): (job: Job<AdvanceJob
     );
     deps.metrics?.runEnded('cancelled');
     log.info({ by }, 'run cancelled');
+    await cleanUp(run, log);
   }
 
   async function endRun(run: Run, log: Logger): Promise<void> {
@@ -65,14 +76,20 @@ export function createRunProcessor(deps: RunProcessorDeps): (job: Job<AdvanceJob
     await queues.reply(run.id, `ended.${run.jobSeq}`, { type: 'ended' });
     deps.metrics?.runEnded(run.state);
     log.info({ state: run.state, outcome: run.outcome }, 'run ended');
+    await cleanUp(run, log);
   }
 
   async function evaluate(run: Run, gateName: string, signal: AbortSignal, log: Logger): Promise<GateOutcome> {
     const gate = run.gates.find((g) => g.name === gateName);
     const step = gate === undefined ? undefined : steps[gate.kind];
     if (gate === undefined || step === undefined) throw new Error(`no step for gate ${gateName}`);
+    const record = async (change: (latest: Run) => Partial<Pick<Run, 'artifacts' | 'links' | 'usage' | 'activity'>>): Promise<Run> => {
+      const stored = await store.update(run.id, (latest) => (isTerminal(latest.state) ? undefined : { ...latest, ...change(latest) }));
+      if (stored === undefined) throw new Error(`run ${run.id} disappeared`);
+      return stored.after;
+    };
     try {
-      return await step.run({ run, gate, signal, log: log.child({ gate: gateName }) });
+      return await step.run({ run, gate, signal, log: log.child({ gate: gateName }), record });
     } catch (error) {
       if (error instanceof RefusedError) return { kind: 'failed', summary: error.message };
       throw error;

@@ -45,6 +45,20 @@ export interface RunLinks {
   kargo?: string | undefined;
 }
 
+/** What the gates produced, recorded as they go so a restarted step resumes instead of redoing work. */
+export interface RunArtifacts {
+  branch?: string | undefined;
+  /** The commit the agent gate produced and pushed. */
+  commitSha?: string | undefined;
+  /** The agent's own summary of its change. */
+  summary?: string | undefined;
+  diffStat?: string | undefined;
+  checks?: Array<{ name: string; passed: boolean }> | undefined;
+  prNumber?: number | undefined;
+  /** Model turns used so far (budgets.maxAgentTurns counts these across iterations). */
+  agentTurns?: number | undefined;
+}
+
 export interface Run {
   id: string;
   repo: string;
@@ -59,6 +73,9 @@ export interface Run {
   cancel?: { by: string; at: string } | undefined;
   usage: Usage;
   links: RunLinks;
+  artifacts: RunArtifacts;
+  /** What the run is doing right now, for the card (e.g. "str_replace /repo/src/app.ts"). */
+  activity?: string | undefined;
   /** Sequence of the run's queue jobs: the current one is `<run id>.<jobSeq>` (see queue/queues.ts). */
   jobSeq: number;
   createdAt: string;
@@ -124,6 +141,7 @@ export function newRun(policy: Policy, input: NewRunInput): Run {
     gates: gatesFor(policy, input.repo),
     usage: { ...EMPTY_USAGE },
     links: {},
+    artifacts: {},
     jobSeq: 0,
     createdAt: at,
     updatedAt: at,

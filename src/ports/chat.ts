@@ -18,6 +18,8 @@ export interface ChatPort {
   postEphemeral(input: { channel: string; user: string; text: string; threadTs?: string | undefined }): Promise<void>;
   /** Finds a message this bot posted with `key`, in the channel or in the thread `threadTs`. */
   findMessageByKey(input: { channel: string; threadTs?: string | undefined; key: string }): Promise<{ ts: string } | undefined>;
+  /** A link a person can open to reach the message (used in PR bodies to point back to the thread). */
+  permalink(input: { channel: string; ts: string }): Promise<string | undefined>;
   /** Members of a user group (Slack `S…` ids); used to authorise requesters and approvers. */
   userGroupMembers(groupId: string): Promise<string[]>;
 }

@@ -248,6 +248,10 @@ export function renderCard(run: Run): MessageView {
   blocks.push({ type: 'divider' });
   if (run.gates.length > 0) blocks.push({ type: 'section', text: gateLines(run, CARD_SUMMARY_MAX_CHARS) });
 
+  if (!isTerminal(run.state) && run.activity !== undefined && run.activity !== '') {
+    const turn = run.artifacts.agentTurns === undefined ? '' : `turn ${run.artifacts.agentTurns} · `;
+    blocks.push({ type: 'context', text: `Now: ${turn}${escapeMrkdwn(truncate(oneLine(run.activity), 200))}` });
+  }
   const links = linksLine(run.links);
   if (links !== undefined) blocks.push({ type: 'context', text: links });
   const usage = formatUsage(run.usage);

@@ -191,6 +191,7 @@ const historySchema = z.object({
   ...pageSchema,
 });
 const repliesSchema = z.object({ channel: z.string().min(1), ts: tsSchema, ...pageSchema });
+const permalinkSchema = z.object({ channel: z.string().min(1), message_ts: z.string().min(1) });
 const usergroupUsersSchema = z.object({ usergroup: z.string().min(1), include_disabled: boolish.optional() });
 
 /** Decodes a form field; JSON-bearing fields become objects, a malformed one stays a string (and fails validation). */
@@ -503,6 +504,15 @@ export async function startSlackServer(options: SlackServerOptions = {}): Promis
         has_more: page.nextCursor !== undefined,
         ...(page.nextCursor !== undefined && { response_metadata: { next_cursor: page.nextCursor } }),
       });
+    },
+
+    'chat.getPermalink': (params) => {
+      const parsed = permalinkSchema.safeParse(params);
+      if (!parsed.success)
+        return fail('invalid_arguments', { response_metadata: { messages: issuesToMessages(parsed.error) } });
+      const { channel, message_ts } = parsed.data;
+      if (!(channels.get(channel) ?? []).some((m) => m.ts === message_ts)) return fail('message_not_found');
+      return ok({ channel, permalink: `https://fake.slack.test/archives/${channel}/p${message_ts.replace('.', '')}` });
     },
 
     'usergroups.users.list': (params) => {

@@ -62,6 +62,9 @@ export function createConsoleChat(options: ConsoleChatOptions): ConsoleChat {
       }
       return undefined;
     },
+    async permalink({ channel, ts }) {
+      return `console://${channel}/${ts}`;
+    },
     async userGroupMembers(groupId) {
       return options.userGroups?.[groupId] ?? [];
     },

@@ -78,6 +78,7 @@ const historySchema = z.object({
     .default([]),
   response_metadata: z.object({ next_cursor: z.string().optional() }).optional(),
 });
+const permalinkSchema = z.object({ permalink: z.string().optional() });
 const groupUsersSchema = z.object({ users: z.array(z.string()).default([]) });
 
 /**
@@ -148,6 +149,10 @@ export function createSlackChat(options: SlackChatOptions): SlackChat {
         if (cursor === undefined || cursor === '') return undefined;
       }
       return undefined;
+    },
+    async permalink({ channel, ts }) {
+      const raw = await call('chat.getPermalink', () => client.chat.getPermalink({ channel, message_ts: ts }));
+      return permalinkSchema.parse(raw).permalink;
     },
     async userGroupMembers(groupId) {
       const raw = await call('usergroups.users.list', () => client.usergroups.users.list({ usergroup: groupId }));

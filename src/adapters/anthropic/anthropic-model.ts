@@ -1,0 +1,54 @@
+import Anthropic from '@anthropic-ai/sdk';
+import { ExternalOutageError, RefusedError } from '../../errors.js';
+import type { Logger } from '../../log.js';
+import type { Metrics } from '../../metrics.js';
+import type { ModelPort } from '../../ports/model.js';
+
+export interface AnthropicModelOptions {
+  apiKey: string | undefined;
+  baseUrl: string | undefined;
+  log: Logger;
+  metrics?: Metrics | undefined;
+  /** SDK-level retries for 408/409/429/5xx/529 with backoff (honouring retry-after). */
+  maxRetries?: number;
+  timeoutMs?: number;
+}
+
+/**
+ * The real @anthropic-ai/sdk client behind the model port. Rate limits and
+ * overload (429/529) are retried by the SDK; if they persist, the step fails
+ * as an outage and the queue retries it later. A request the API rejects
+ * (400, 401, 403, 404) cannot succeed by retrying: the gate fails with the reason.
+ */
+export function createAnthropicModel(options: AnthropicModelOptions): ModelPort {
+  const client = new Anthropic({
+    apiKey: options.apiKey ?? null,
+    baseURL: options.baseUrl ?? null,
+    maxRetries: options.maxRetries ?? 4,
+    timeout: options.timeoutMs ?? 10 * 60_000,
+  });
+  return {
+    async createMessage(request, { signal }) {
+      try {
+        const message = await client.messages.create(request, { signal });
+        options.metrics?.externalCall('anthropic', '200');
+        return message;
+      } catch (error) {
+        if (error instanceof Anthropic.APIUserAbortError) throw error;
+        if (error instanceof Anthropic.APIError) {
+          const status = error.status ?? 0;
+          options.metrics?.externalCall('anthropic', String(status || 'network'));
+          options.log.warn({ status, type: error.type }, 'model call failed');
+          if (status === 400 || status === 404 || status === 413 || status === 422) {
+            throw new RefusedError(`the model API rejected the request (${status}): ${error.message}`);
+          }
+          if (status === 401 || status === 403) {
+            throw new RefusedError(`the model API refused our credentials (${status}); check ANTHROPIC_API_KEY`);
+          }
+          throw new ExternalOutageError('anthropic', `still failing after retries (${status || 'network error'}): ${error.message}`, { cause: error });
+        }
+        throw error;
+      }
+    },
+  };
+}

@@ -1,0 +1,758 @@
+import { spawn } from 'node:child_process';
+import { randomBytes } from 'node:crypto';
+import { copyFile, mkdir, mkdtemp, readdir, realpath, rm, stat } from 'node:fs/promises';
+import { homedir, tmpdir } from 'node:os';
+import { dirname, isAbsolute, join, parse as parsePath, resolve } from 'node:path';
+import picomatch from 'picomatch';
+import { RefusedError } from '../errors.js';
+import { scrubSecrets, type Logger } from '../log.js';
+
+/**
+ * The git layer (SPEC §4, Git bullet). Every run works in its own clone on
+ * `shipgate/<run-id>-<slug>`; this module is the only code that talks to git,
+ * and it is where the branch guarantees live: whatever the model, the
+ * repository content or the chat says, nothing here pushes anything but the
+ * run's own branch, and nothing here ever forces.
+ *
+ * Repository content is untrusted, so git runs with no global or system
+ * config, a throwaway HOME, hooks disabled and only PATH from our
+ * environment. Credentials reach git only through the environment of the one
+ * network command that needs them (never argv, never .git/config, never the
+ * remote URL) and are scrubbed from every error.
+ *
+ * Every operation is idempotent so a worker killed between clone, commit and
+ * push resumes without a second branch or commit.
+ */
+
+export const BRANCH_PREFIX = 'shipgate/';
+const SLUG_MAX = 40;
+const SLUG_FALLBACK = 'change';
+
+export interface GitIdentity {
+  name: string;
+  email: string;
+}
+
+export const DEFAULT_IDENTITY: GitIdentity = {
+  name: 'shipgate[bot]',
+  email: 'shipgate-bot@users.noreply.github.com',
+};
+
+/** HTTP Basic credentials for the remote (for GitHub: `x-access-token` and an installation token). */
+export interface GitCredentials {
+  username: string;
+  password: string;
+}
+
+export type GitErrorKind = 'failed' | 'rejected' | 'timeout';
+
+/**
+ * A git command failed. `command` and `stderr` are scrubbed of the credentials
+ * passed to the command and of anything that looks like a secret, so the error
+ * can be logged and shown in chat as is. `kind` is `rejected` when the remote
+ * refused the update (non-fast-forward and the like): retrying cannot help and
+ * forcing is never an option.
+ */
+export class GitError extends Error {
+  override name = 'GitError';
+  constructor(
+    message: string,
+    readonly command: readonly string[],
+    readonly exitCode: number | null,
+    readonly stderr: string,
+    readonly kind: GitErrorKind = 'failed',
+  ) {
+    super(message);
+  }
+}
+
+/** The git layer refused to push (not the run's branch, default or protected branch): a policy refusal, not retryable. */
+export class PushRefusedError extends RefusedError {
+  override name = 'PushRefusedError';
+  constructor(
+    readonly branch: string,
+    reason: string,
+  ) {
+    super(`refusing to push to ${JSON.stringify(branch)}: ${reason}`);
+  }
+}
+
+// ---------------------------------------------------------------------------
+// Branch names
+
+const RUN_ID_PATTERN = /^[A-Za-z0-9][A-Za-z0-9-]{0,63}$/;
+const SLUG_PATTERN = /^[a-z0-9]+(?:-[a-z0-9]+)*$/;
+
+/** Lower-case kebab of the task's first words: at most 40 characters of [a-z0-9-], never empty. */
+export function slugify(task: string): string {
+  const words = task
+    .normalize('NFKD')
+    .replace(/[\u0300-\u036f]/g, '') // "café" → "cafe" rather than "caf"
+    .toLowerCase()
+    .split(/[^a-z0-9]+/)
+    .filter((word) => word !== '');
+  let slug = '';
+  for (const word of words) {
+    const next = slug === '' ? word : `${slug}-${word}`;
+    if (next.length > SLUG_MAX) {
+      // Cut at a word boundary; only a single over-long first word gets truncated.
+      if (slug === '') slug = word.slice(0, SLUG_MAX);
+      break;
+    }
+    slug = next;
+  }
+  return slug === '' ? SLUG_FALLBACK : slug;
+}
+
+/** `shipgate/<runId>-<slug>`: the run id right after the prefix so a branch always leads back to its run. */
+export function branchName(runId: string, task: string): string {
+  if (!RUN_ID_PATTERN.test(runId)) throw new Error(`not a usable run id for a branch name: ${JSON.stringify(runId)}`);
+  return `${BRANCH_PREFIX}${runId}-${slugify(task)}`;
+}
+
+/** Whether `ref` (`shipgate/…` or `refs/heads/shipgate/…`) is a branch `branchName` could have made for `runId`. */
+export function isRunBranch(ref: string, runId: string): boolean {
+  if (!RUN_ID_PATTERN.test(runId)) return false;
+  const branch = ref.startsWith('refs/heads/') ? ref.slice('refs/heads/'.length) : ref;
+  const prefix = `${BRANCH_PREFIX}${runId}-`;
+  if (!branch.startsWith(prefix)) return false;
+  const slug = branch.slice(prefix.length);
+  return slug.length <= SLUG_MAX && SLUG_PATTERN.test(slug);
+}
+
+/**
+ * A conservative subset of git's ref-name rules (git-check-ref-format): the
+ * name ends up in a refspec, so nothing that could change the refspec's
+ * meaning (`+`, `:`, `*`, whitespace, a leading `-`) gets through.
+ */
+export function isSafeBranchName(branch: string): boolean {
+  if (branch.length === 0 || branch.length > 200) return false;
+  if (!/^[A-Za-z0-9._/-]+$/.test(branch)) return false;
+  if (branch.startsWith('-') || branch.includes('..') || branch.includes('//')) return false;
+  if (branch.startsWith('/') || branch.endsWith('/') || branch.endsWith('.')) return false;
+  return branch.split('/').every((part) => !part.startsWith('.') && !part.endsWith('.lock'));
+}
+
+export interface PushTarget {
+  branch: string;
+  defaultBranch: string;
+  /** Exact names or globs (`release/*`); compared case-insensitively so `Main` does not slip past `main`. */
+  protectedBranches?: readonly string[] | undefined;
+  /** When given, the branch must also be this run's branch. */
+  runId?: string | undefined;
+}
+
+/** Why the git layer would refuse to push to `branch`, or undefined when the push is allowed. */
+export function pushRefusal(target: PushTarget): string | undefined {
+  const { branch, defaultBranch } = target;
+  if (!isSafeBranchName(branch)) return 'not a valid branch name';
+  if (!branch.startsWith(BRANCH_PREFIX) || branch.length === BRANCH_PREFIX.length) {
+    return `only ${BRANCH_PREFIX}* branches may be pushed`;
+  }
+  if (branch.toLowerCase() === defaultBranch.toLowerCase()) return 'it is the default branch';
+  for (const pattern of target.protectedBranches ?? []) {
+    if (
+      branch.toLowerCase() === pattern.toLowerCase() ||
+      picomatch.isMatch(branch, pattern, { nocase: true, dot: true })
+    ) {
+      return `it is a protected branch (${pattern})`;
+    }
+  }
+  if (target.runId !== undefined && !isRunBranch(branch, target.runId)) return `it is not run ${target.runId}'s branch`;
+  return undefined;
+}
+
+// ---------------------------------------------------------------------------
+// Clone URLs
+
+const ALLOWED_PROTOCOLS = new Set(['https:', 'http:', 'file:']);
+
+/**
+ * The clone URL is stored in .git/config verbatim, so it must carry no
+ * credentials; and only transports that cannot run commands are accepted
+ * (`ext::`, and ssh whose prompts and agent we do not control, are out).
+ */
+export function cloneUrlProblem(cloneUrl: string): string | undefined {
+  let url: URL;
+  try {
+    url = new URL(cloneUrl);
+  } catch {
+    return 'not an absolute URL';
+  }
+  if (!ALLOWED_PROTOCOLS.has(url.protocol)) return `protocol ${url.protocol} is not allowed`;
+  if (url.username !== '' || url.password !== '') return 'the URL carries credentials';
+  if (/[\s\0]/.test(cloneUrl)) return 'the URL contains whitespace';
+  return undefined;
+}
+
+function assertCloneUrl(cloneUrl: string): void {
+  const problem = cloneUrlProblem(cloneUrl);
+  // The URL itself is not echoed back: a URL with userinfo is exactly what must not reach a log.
+  if (problem !== undefined) throw new RefusedError(`unusable clone URL: ${problem}`);
+}
+
+// ---------------------------------------------------------------------------
+// Running git
+
+/**
+ * Passed to every invocation. `-c` on the command line beats the repository's
+ * .git/config, so a hooksPath or fsmonitor a check may have written there
+ * still never runs; `credential.helper=` empties the helper list so nothing
+ * can store a credential; automatic gc would detach a process that outlives
+ * the workspace.
+ */
+const SAFE_CONFIG = [
+  'core.hooksPath=/dev/null',
+  'core.fsmonitor=false',
+  'credential.helper=',
+  'protocol.ext.allow=never',
+  'submodule.recurse=false',
+  'gc.auto=0',
+  'maintenance.auto=false',
+  'advice.detachedHead=false',
+  'commit.gpgSign=false',
+  'tag.gpgSign=false',
+  'push.gpgSign=false',
+];
+
+const STDOUT_CAP = 64 * 1024 * 1024;
+const STDERR_TAIL = 8 * 1024;
+
+interface RunOptions {
+  /** The workspace the command works on; pins git to it (no discovery of an enclosing repository). */
+  workspace?: string;
+  cwd?: string;
+  /** Exit codes that are answers rather than failures (`diff --quiet` → 1). */
+  okCodes?: readonly number[];
+  credentials?: GitCredentials | undefined;
+  env?: Record<string, string>;
+  input?: string;
+  config?: readonly string[];
+}
+
+interface RunResult {
+  stdout: string;
+  stderr: string;
+  code: number;
+}
+
+export interface GitOptions {
+  log?: Logger | undefined;
+  /** Default bot identity for commits. */
+  identity?: GitIdentity | undefined;
+  /** The git binary (default `git` on PATH). */
+  gitPath?: string | undefined;
+  /** Per-command timeout (default 10 minutes: clones of big repositories are slow). */
+  timeoutMs?: number | undefined;
+}
+
+export interface PrepareWorkspaceInput {
+  dir: string;
+  cloneUrl: string;
+  defaultBranch: string;
+  branch: string;
+  /** For private repositories: supplied to clone/fetch the same transient way as to push, never stored. */
+  credentials?: GitCredentials | undefined;
+}
+
+export interface PrepareWorkspaceResult {
+  /** True when earlier work of the run was picked up (an existing workspace or the pushed run branch). */
+  resumed: boolean;
+  /** Where the run branch came from. */
+  source: 'existing-workspace' | 'remote-run-branch' | 'default-branch';
+  head: string;
+}
+
+export interface CommitAllInput {
+  dir: string;
+  message: string;
+  /** Appended as git trailers, e.g. `{ 'Shipgate-Run': runId, 'Requested-by': 'Ada <U123>' }`. */
+  trailers: Record<string, string>;
+  identity?: GitIdentity | undefined;
+}
+
+export interface PushInput extends PushTarget {
+  dir: string;
+  credentials: GitCredentials;
+}
+
+export interface DiffStatFile {
+  path: string;
+  insertions: number;
+  deletions: number;
+  binary: boolean;
+}
+
+export interface DiffStat {
+  files: DiffStatFile[];
+  insertions: number;
+  deletions: number;
+}
+
+export interface Git {
+  /** Clone (or reuse) the run's workspace on `branch`. Idempotent: call it again after any crash. */
+  prepareWorkspace(input: PrepareWorkspaceInput): Promise<PrepareWorkspaceResult>;
+  /** Paths that differ between `base` (default HEAD) and the working tree: staged, unstaged and untracked, not ignored. Sorted. */
+  changedFiles(dir: string, base?: string): Promise<string[]>;
+  /** Line counts per file between `base` (default HEAD) and the working tree, untracked files included. */
+  diffStat(dir: string, base?: string): Promise<DiffStat>;
+  /** Stage everything and commit as the bot with trailers; nothing to commit returns HEAD with `created: false`. */
+  commitAll(input: CommitAllInput): Promise<{ sha: string; created: boolean }>;
+  /** Push HEAD to the run branch, never forced; `pushed: false` when the remote branch already is HEAD. */
+  push(input: PushInput): Promise<{ pushed: boolean; sha: string }>;
+  headSha(dir: string): Promise<string>;
+  currentBranch(dir: string): Promise<string | undefined>;
+  removeWorkspace(dir: string): Promise<void>;
+  /** Remove the throwaway HOME. */
+  close(): Promise<void>;
+}
+
+function basicAuthHeader(credentials: GitCredentials): string {
+  return `Authorization: Basic ${Buffer.from(`${credentials.username}:${credentials.password}`).toString('base64')}`;
+}
+
+function secretsOf(credentials: GitCredentials | undefined): string[] {
+  if (credentials === undefined) return [];
+  const pair = `${credentials.username}:${credentials.password}`;
+  return [
+    pair,
+    Buffer.from(pair).toString('base64'),
+    encodeURIComponent(credentials.password),
+    credentials.password,
+  ].filter((secret) => secret.length >= 4);
+}
+
+/** Removes the given secrets, URL userinfo, Authorization headers and token-shaped strings. */
+export function scrubGitText(text: string, secrets: readonly string[] = []): string {
+  let out = text;
+  // Longest first, so a secret that contains another is removed whole.
+  for (const secret of [...secrets].sort((a, b) => b.length - a.length)) out = out.split(secret).join('[REDACTED]');
+  out = out.replace(/(\b[a-z][a-z0-9+.-]*:\/\/)[^/\s@]+@/gi, '$1[REDACTED]@');
+  out = out.replace(/(authorization:\s*)\S+(\s+\S+)?/gi, '$1[REDACTED]');
+  return scrubSecrets(out);
+}
+
+function tail(text: string): string {
+  return text.length > STDERR_TAIL ? text.slice(-STDERR_TAIL) : text;
+}
+
+/** rm -rf with guards: a bug upstream must not turn into deleting a home directory or `/`. */
+function assertRemovable(dir: string): string {
+  if (!isAbsolute(dir)) throw new Error(`workspace path must be absolute: ${dir}`);
+  const full = resolve(dir);
+  const depth = full.slice(parsePath(full).root.length).split(/[\\/]/).filter(Boolean).length;
+  if (depth < 2 || full === resolve(homedir()) || full === resolve(tmpdir())) {
+    throw new Error(`refusing to remove ${full} as a workspace`);
+  }
+  return full;
+}
+
+async function exists(path: string): Promise<boolean> {
+  try {
+    await stat(path);
+    return true;
+  } catch {
+    return false;
+  }
+}
+
+function singleLine(value: string): string {
+  // Trailer values come from chat (display names): one line, no control characters.
+  // eslint-disable-next-line no-control-regex
+  return value.replace(/[\u0000-\u001f\u007f]+/g, ' ').trim();
+}
+
+function assertIdentity(identity: GitIdentity): void {
+  for (const value of [identity.name, identity.email]) {
+    // eslint-disable-next-line no-control-regex
+    if (value.trim() === '' || /[<>\u0000-\u001f]/.test(value))
+      throw new Error(`invalid git identity: ${JSON.stringify(identity)}`);
+  }
+}
+
+/** A base for diffs: a ref or sha, never something git could read as an option. */
+function assertRev(rev: string): void {
+  if (rev === '' || rev.startsWith('-') || /[\s\0]/.test(rev)) {
+    throw new Error(`invalid revision: ${JSON.stringify(rev)}`);
+  }
+}
+
+export function createGit(options: GitOptions = {}): Git {
+  const log = options.log;
+  const gitPath = options.gitPath ?? 'git';
+  const timeoutMs = options.timeoutMs ?? 10 * 60_000;
+  const defaultIdentity = options.identity ?? DEFAULT_IDENTITY;
+  assertIdentity(defaultIdentity);
+
+  let home: Promise<string> | undefined;
+  const getHome = () => (home ??= mkdtemp(join(tmpdir(), 'shipgate-git-home-')));
+
+  async function git(args: readonly string[], opts: RunOptions = {}): Promise<RunResult> {
+    const secrets = secretsOf(opts.credentials);
+    const env: Record<string, string> = {
+      // Built from nothing: no token, key or GIT_* variable of ours reaches git or its children.
+      PATH: process.env.PATH ?? '/usr/local/bin:/usr/bin:/bin',
+      HOME: await getHome(),
+      GIT_CONFIG_GLOBAL: '/dev/null',
+      GIT_CONFIG_NOSYSTEM: '1',
+      GIT_TERMINAL_PROMPT: '0',
+      // Stable English messages, so errors read the same everywhere.
+      LC_ALL: 'C',
+      ...opts.env,
+    };
+    if (opts.credentials !== undefined) {
+      // Config through the environment (git ≥ 2.31) rather than `-c`: argv is world-readable in /proc,
+      // this process's environment is not, and it lives only as long as this one command.
+      env.GIT_CONFIG_COUNT = '1';
+      env.GIT_CONFIG_KEY_0 = 'http.extraHeader';
+      env.GIT_CONFIG_VALUE_0 = basicAuthHeader(opts.credentials);
+    }
+    const pin =
+      opts.workspace === undefined ? [] : ['--git-dir', join(opts.workspace, '.git'), '--work-tree', opts.workspace];
+    const fullArgs = [...pin, ...[...SAFE_CONFIG, ...(opts.config ?? [])].flatMap((c) => ['-c', c]), ...args];
+    const shown = ['git', ...args.map((a) => scrubGitText(a, secrets))];
+    const started = Date.now();
+
+    const result = await new Promise<RunResult & { timedOut: boolean }>((resolveRun, reject) => {
+      const child = spawn(gitPath, fullArgs, {
+        cwd: opts.cwd ?? opts.workspace ?? tmpdir(),
+        env,
+        stdio: ['pipe', 'pipe', 'pipe'],
+      });
+      const out: Buffer[] = [];
+      let outLength = 0;
+      let err = '';
+      let timedOut = false;
+      const timer = setTimeout(() => {
+        timedOut = true;
+        child.kill('SIGKILL');
+      }, timeoutMs);
+      child.stdout.on('data', (chunk: Buffer) => {
+        outLength += chunk.length;
+        if (outLength <= STDOUT_CAP) out.push(chunk);
+      });
+      child.stderr.setEncoding('utf8');
+      child.stderr.on('data', (chunk: string) => {
+        err = tail(err + chunk);
+      });
+      child.on('error', (error) => {
+        clearTimeout(timer);
+        reject(error);
+      });
+      child.on('close', (code) => {
+        clearTimeout(timer);
+        resolveRun({ stdout: Buffer.concat(out).toString('utf8'), stderr: err, code: code ?? -1, timedOut });
+      });
+      // stdin is always a pipe that is closed at once, so nothing can ever wait for a prompt answer.
+      child.stdin.on('error', () => undefined);
+      child.stdin.end(opts.input ?? '');
+    }).catch((error: unknown) => {
+      throw new GitError(
+        `could not run git: ${error instanceof Error ? error.message : String(error)}`,
+        shown,
+        null,
+        '',
+      );
+    });
+
+    const stderr = scrubGitText(result.stderr.trim(), secrets);
+    log?.debug({ git: shown.slice(1, 3).join(' '), code: result.code, ms: Date.now() - started }, 'git');
+    if (result.timedOut) {
+      throw new GitError(
+        `${shown.slice(0, 2).join(' ')} timed out after ${timeoutMs} ms`,
+        shown,
+        null,
+        stderr,
+        'timeout',
+      );
+    }
+    if (result.code !== 0 && !(opts.okCodes ?? []).includes(result.code)) {
+      const lastLine = stderr.split('\n').filter(Boolean).at(-1) ?? `exit code ${result.code}`;
+      throw new GitError(`${shown.slice(0, 2).join(' ')} failed: ${lastLine}`, shown, result.code, stderr);
+    }
+    return { stdout: result.stdout, stderr, code: result.code };
+  }
+
+  async function revParse(dir: string, rev: string): Promise<string | undefined> {
+    const { stdout, code } = await git(['rev-parse', '--verify', '--quiet', '--end-of-options', `${rev}^{commit}`], {
+      workspace: dir,
+      okCodes: [1],
+    });
+    return code === 0 ? stdout.trim() : undefined;
+  }
+
+  async function headSha(dir: string): Promise<string> {
+    const sha = await revParse(resolve(dir), 'HEAD');
+    if (sha === undefined) throw new GitError('HEAD does not point at a commit', ['git', 'rev-parse', 'HEAD'], 1, '');
+    return sha;
+  }
+
+  async function currentBranch(dir: string): Promise<string | undefined> {
+    const { stdout, code } = await git(['symbolic-ref', '--quiet', '--short', 'HEAD'], {
+      workspace: resolve(dir),
+      okCodes: [1],
+    });
+    return code === 0 ? stdout.trim() : undefined;
+  }
+
+  async function originUrl(dir: string): Promise<string | undefined> {
+    const { stdout, code } = await git(['config', '--get', 'remote.origin.url'], { workspace: dir, okCodes: [1] });
+    return code === 0 ? stdout.trim() : undefined;
+  }
+
+  /** The workspace is reusable only if it is exactly this run's clone, on the run branch, with a commit checked out. */
+  async function reusable(dir: string, cloneUrl: string, branch: string): Promise<string | undefined> {
+    const gitDir = join(dir, '.git');
+    if (!(await exists(join(gitDir, 'HEAD')))) return undefined;
+    try {
+      if ((await realpath(gitDir)) !== join(await realpath(dir), '.git')) return undefined;
+      if ((await originUrl(dir)) !== cloneUrl) return undefined;
+      if ((await currentBranch(dir)) !== branch) return undefined;
+      return await revParse(dir, 'HEAD');
+    } catch (error) {
+      // A half-written clone can make git fail outright: treat it as partial and clone again.
+      if (error instanceof GitError) return undefined;
+      throw error;
+    }
+  }
+
+  /**
+   * A worker killed mid-`add` or mid-`commit` leaves lock files behind that make every later command
+   * fail. One run's workspace is only ever used by the worker holding that run's job, so at
+   * prepare time any lock is stale.
+   */
+  async function removeStaleLocks(dir: string, branch: string): Promise<void> {
+    const gitDir = join(dir, '.git');
+    const locks = ['index.lock', 'HEAD.lock', 'config.lock', 'packed-refs.lock', `refs/heads/${branch}.lock`];
+    await Promise.all(locks.map((lock) => rm(join(gitDir, lock), { force: true })));
+    for (const entry of await readdir(gitDir)) {
+      if (entry.startsWith('shipgate-index-')) await rm(join(gitDir, entry), { force: true });
+    }
+  }
+
+  async function remoteBranchSha(
+    dir: string,
+    branch: string,
+    credentials: GitCredentials | undefined,
+  ): Promise<string | undefined> {
+    const ref = `refs/heads/${branch}`;
+    const { stdout } = await git(['ls-remote', '--refs', 'origin', ref], { workspace: dir, credentials });
+    // ls-remote patterns match ref tails; only the exact ref counts.
+    for (const line of stdout.split('\n')) {
+      const [sha, name] = line.split('\t');
+      if (name === ref && sha !== undefined && /^[0-9a-f]{40,64}$/.test(sha)) return sha;
+    }
+    return undefined;
+  }
+
+  async function prepareWorkspace(input: PrepareWorkspaceInput): Promise<PrepareWorkspaceResult> {
+    const { cloneUrl, defaultBranch, branch, credentials } = input;
+    assertCloneUrl(cloneUrl);
+    if (!isSafeBranchName(defaultBranch))
+      throw new RefusedError(`invalid default branch name: ${JSON.stringify(defaultBranch)}`);
+    const refusal = pushRefusal({ branch, defaultBranch });
+    // A workspace on a branch the run could never push is a bug upstream; fail before cloning.
+    if (refusal !== undefined) throw new PushRefusedError(branch, refusal);
+    const dir = assertRemovable(input.dir);
+
+    const existing = await reusable(dir, cloneUrl, branch);
+    if (existing !== undefined) {
+      await removeStaleLocks(dir, branch);
+      log?.info({ dir, branch }, 'git: reusing workspace');
+      return { resumed: true, source: 'existing-workspace', head: existing };
+    }
+
+    // Whatever is there is a partial clone (or something else entirely): start over.
+    await rm(dir, { recursive: true, force: true });
+    await mkdir(dirname(dir), { recursive: true });
+    await git(
+      // `--template=` copies no sample hooks; `--` keeps the URL and path from ever being read as options.
+      ['clone', '--no-tags', '--single-branch', '--template=', '--branch', defaultBranch, '--', cloneUrl, dir],
+      { cwd: dirname(dir), credentials },
+    );
+
+    // An earlier attempt may have pushed the run branch before dying: continue from it instead of
+    // growing a second, divergent history from the default branch.
+    const remoteSha = await remoteBranchSha(dir, branch, credentials);
+    let start = `refs/remotes/origin/${defaultBranch}`;
+    if (remoteSha !== undefined) {
+      start = `refs/remotes/origin/${branch}`;
+      await git(['fetch', '--no-tags', '--no-write-fetch-head', 'origin', `refs/heads/${branch}:${start}`], {
+        workspace: dir,
+        credentials,
+      });
+    }
+    await git(['checkout', '--quiet', '--no-track', '-b', branch, start], { workspace: dir });
+    const head = await headSha(dir);
+    log?.info({ dir, branch, fromRemote: remoteSha !== undefined }, 'git: workspace ready');
+    return remoteSha === undefined
+      ? { resumed: false, source: 'default-branch', head }
+      : { resumed: true, source: 'remote-run-branch', head };
+  }
+
+  /**
+   * Runs `fn` against a scratch index holding the whole working tree (tracked,
+   * modified and untracked, minus ignored), so diffs against any base see what
+   * a commit would contain without touching the real index. Copying the real
+   * index keeps git's stat cache, so unchanged files are not re-hashed.
+   */
+  async function withWorkingTreeIndex<T>(dir: string, fn: (env: Record<string, string>) => Promise<T>): Promise<T> {
+    const indexPath = join(dir, '.git', `shipgate-index-${randomBytes(6).toString('hex')}`);
+    try {
+      await copyFile(join(dir, '.git', 'index'), indexPath);
+    } catch (error) {
+      if ((error as NodeJS.ErrnoException).code !== 'ENOENT') throw error;
+    }
+    const env = { GIT_INDEX_FILE: indexPath };
+    try {
+      await git(['add', '--all'], { workspace: dir, env });
+      return await fn(env);
+    } finally {
+      await rm(indexPath, { force: true });
+      await rm(`${indexPath}.lock`, { force: true });
+    }
+  }
+
+  async function changedFiles(dirInput: string, base = 'HEAD'): Promise<string[]> {
+    assertRev(base);
+    const dir = resolve(dirInput);
+    return withWorkingTreeIndex(dir, async (env) => {
+      // --no-renames: a rename is reported as both paths, so a move out of a protected path is still seen.
+      const { stdout } = await git(
+        [
+          'diff',
+          '--cached',
+          '--name-only',
+          '-z',
+          '--no-renames',
+          '--no-ext-diff',
+          '--no-textconv',
+          '--end-of-options',
+          base,
+          '--',
+        ],
+        { workspace: dir, env },
+      );
+      return [...new Set(stdout.split('\0').filter(Boolean))].sort();
+    });
+  }
+
+  async function diffStat(dirInput: string, base = 'HEAD'): Promise<DiffStat> {
+    assertRev(base);
+    const dir = resolve(dirInput);
+    return withWorkingTreeIndex(dir, async (env) => {
+      const { stdout } = await git(
+        [
+          'diff',
+          '--cached',
+          '--numstat',
+          '-z',
+          '--no-renames',
+          '--no-ext-diff',
+          '--no-textconv',
+          '--end-of-options',
+          base,
+          '--',
+        ],
+        { workspace: dir, env },
+      );
+      const files: DiffStatFile[] = [];
+      for (const record of stdout.split('\0')) {
+        const match = /^(-|\d+)\t(-|\d+)\t(.+)$/s.exec(record);
+        if (match === null) continue;
+        const [, added = '-', removed = '-', path = ''] = match;
+        const binary = added === '-' || removed === '-';
+        files.push({ path, insertions: binary ? 0 : Number(added), deletions: binary ? 0 : Number(removed), binary });
+      }
+      files.sort((a, b) => (a.path < b.path ? -1 : a.path > b.path ? 1 : 0));
+      return {
+        files,
+        insertions: files.reduce((sum, f) => sum + f.insertions, 0),
+        deletions: files.reduce((sum, f) => sum + f.deletions, 0),
+      };
+    });
+  }
+
+  async function commitAll(input: CommitAllInput): Promise<{ sha: string; created: boolean }> {
+    const dir = resolve(input.dir);
+    const identity = input.identity ?? defaultIdentity;
+    assertIdentity(identity);
+    const message = input.message.trim();
+    if (message === '') throw new Error('commit message is empty');
+    const trailerArgs = Object.entries(input.trailers).flatMap(([key, value]) => {
+      if (!/^[A-Za-z0-9][A-Za-z0-9-]*$/.test(key)) throw new Error(`invalid trailer key: ${JSON.stringify(key)}`);
+      return ['--trailer', `${key}: ${singleLine(value)}`];
+    });
+
+    await git(['add', '--all'], { workspace: dir });
+    const { code } = await git(['diff', '--cached', '--quiet', '--no-ext-diff'], { workspace: dir, okCodes: [1] });
+    if (code === 0) {
+      // Nothing staged: either nothing changed or this commit already happened before a restart.
+      return { sha: await headSha(dir), created: false };
+    }
+    await git(['commit', '--quiet', '--no-verify', '--no-gpg-sign', '--file=-', ...trailerArgs], {
+      workspace: dir,
+      input: `${message}\n`,
+      // Per command, not written anywhere: the bot's identity never depends on a global config.
+      config: [`user.name=${identity.name}`, `user.email=${identity.email}`, 'user.useConfigOnly=true'],
+    });
+    return { sha: await headSha(dir), created: true };
+  }
+
+  async function push(input: PushInput): Promise<{ pushed: boolean; sha: string }> {
+    const { branch, credentials } = input;
+    const refusal = pushRefusal(input);
+    if (refusal !== undefined) throw new PushRefusedError(branch, refusal);
+    const dir = resolve(input.dir);
+
+    // Only the run branch's own work goes out: HEAD must be that branch, not whatever is checked out.
+    const checkedOut = await currentBranch(dir);
+    if (checkedOut !== branch) {
+      throw new PushRefusedError(branch, `the workspace has ${checkedOut ?? 'a detached HEAD'} checked out`);
+    }
+    // Push to the URL itself rather than the remote name, so a pushurl or push refspec in .git/config plays no part.
+    const url = await originUrl(dir);
+    if (url === undefined)
+      throw new GitError('workspace has no origin remote', ['git', 'config', 'remote.origin.url'], 1, '');
+    assertCloneUrl(url);
+    const sha = await headSha(dir);
+
+    // Explicit source sha and destination ref, no `+`, no --force: the remote fast-forwards or says no.
+    const refspec = `${sha}:refs/heads/${branch}`;
+    const result = await git(['push', '--porcelain', '--no-verify', '--no-follow-tags', '--', url, refspec], {
+      workspace: dir,
+      credentials,
+      okCodes: [1],
+    });
+    // Porcelain lines: "<flag>\t<from>:<to>\t<summary>"; `=` up to date, `*` new, ` ` fast-forward, `!` rejected.
+    const line = result.stdout
+      .split('\n')
+      .find((l) => l.includes(`\trefs/heads/${branch}`) || l.includes(`:refs/heads/${branch}\t`));
+    const flag = line?.charAt(0);
+    const shown = ['git', 'push', '--porcelain', '--no-verify', '--no-follow-tags', '--', scrubGitText(url), refspec];
+    if (flag === '!' || (result.code !== 0 && flag !== undefined && flag !== '=')) {
+      const summary = line?.split('\t')[2] ?? 'rejected';
+      throw new GitError(`push to ${branch} was rejected: ${summary}`, shown, result.code, result.stderr, 'rejected');
+    }
+    if (result.code !== 0 || flag === undefined) {
+      const lastLine = result.stderr.split('\n').filter(Boolean).at(-1) ?? `exit code ${result.code}`;
+      throw new GitError(`push to ${branch} failed: ${lastLine}`, shown, result.code, result.stderr);
+    }
+    const pushed = flag !== '=';
+    log?.info({ branch, sha, pushed }, 'git: pushed');
+    return { pushed, sha };
+  }
+
+  async function removeWorkspace(dir: string): Promise<void> {
+    await rm(assertRemovable(dir), { recursive: true, force: true });
+  }
+
+  async function close(): Promise<void> {
+    if (home === undefined) return;
+    const path = await home;
+    home = undefined;
+    await rm(path, { recursive: true, force: true });
+  }
+
+  return { prepareWorkspace, changedFiles, diffStat, commitAll, push, headSha, currentBranch, removeWorkspace, close };
+}

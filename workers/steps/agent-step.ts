@@ -1,0 +1,179 @@
+import { join } from 'node:path';
+import { runAgent, type AgentToolbox, type AgentConversation } from '../../src/agent/agent-loop.js';
+import { createCheckRunner, runCheckToolFor, runCheckTool, type CheckResult } from '../../src/agent/check-runner.js';
+import { EDITOR_TOOL, runEditorCommand } from '../../src/agent/editor-tool.js';
+import { checksFailedMessage, openingMessage, SYSTEM_PROMPT } from '../../src/agent/prompt.js';
+import { createProtectedPaths } from '../../src/agent/protected-paths.js';
+import { createRepoFiles } from '../../src/agent/repo-files.js';
+import { runSearch, SEARCH_TOOL } from '../../src/agent/search-tool.js';
+import type { Policy } from '../../src/config/policy.js';
+import type { Run } from '../../src/domain/run.js';
+import { RefusedError } from '../../src/errors.js';
+import { branchName, type Git } from '../../src/git/git.js';
+import type { GitHubPort } from '../../src/ports/github.js';
+import type { ModelPort } from '../../src/ports/model.js';
+import type { GateContext, GateStep } from '../gate-step.js';
+
+export interface AgentStepDeps {
+  policy: Policy;
+  /** Base name of the policy file: protected in every repository (the agent never edits its own gates). */
+  policyFileName: string;
+  github: GitHubPort;
+  git: Git;
+  model: ModelPort;
+  modelId: string;
+  /** Where per-run workspaces live (`<workRoot>/<run id>`). */
+  workRoot: string;
+  clock: () => Date;
+  checkTimeoutMs?: number;
+  checkOutputCapBytes?: number;
+  /** Rounds of "checks failed, fix them" before the gate fails (bounded by the budgets as well). */
+  maxCheckRounds?: number;
+}
+
+export function workspaceDir(workRoot: string, runId: string): string {
+  return join(workRoot, runId);
+}
+
+function formatFailures(results: readonly CheckResult[]): string {
+  return results
+    .map((r) => `${r.name} ${r.timedOut ? 'timed out' : `exited with ${r.exitCode ?? r.signal ?? 'a signal'}`}\n${r.output.split('\n').slice(-15).join('\n')}`)
+    .join('\n\n');
+}
+
+/**
+ * The `agent` gate (SPEC §1, §4): Claude edits a fresh branch through narrow
+ * tools; then the bot itself runs every configured check, refuses an empty
+ * diff or one that touches a protected path, commits as the bot and pushes
+ * the run branch. Every step is idempotent so a crash anywhere resumes.
+ */
+export function createAgentStep(deps: AgentStepDeps): GateStep {
+  const maxCheckRounds = deps.maxCheckRounds ?? 3;
+
+  return {
+    async run(context: GateContext) {
+      const { run, signal, log, record } = context;
+      const [owner, repo] = run.repo.split('/');
+      const repoPolicy = deps.policy.repos[run.repo];
+      if (owner === undefined || repo === undefined || repoPolicy === undefined) throw new RefusedError(`${run.repo} is not configured`);
+
+      const info = await deps.github.getRepository(owner, repo);
+      const branch = run.artifacts.branch ?? branchName(run.id, run.task);
+      const dir = workspaceDir(deps.workRoot, run.id);
+      const credentials = await deps.github.pushCredentials(owner, repo);
+      const prepared = await deps.git.prepareWorkspace({ dir, cloneUrl: info.cloneUrl, defaultBranch: info.defaultBranch, branch, credentials });
+      let latest = await record((r) => ({ artifacts: { ...r.artifacts, branch }, activity: prepared.resumed ? 'resumed the workspace' : 'cloned the repository' }));
+      log.info({ branch, source: prepared.source }, 'workspace ready');
+
+      const base = `origin/${info.defaultBranch}`;
+      const protectedPaths = createProtectedPaths([...repoPolicy.protectedPaths, deps.policyFileName]);
+      const pushTarget = { branch, defaultBranch: info.defaultBranch };
+
+      // A crash after the commit was recorded: only the push may be missing.
+      if (latest.artifacts.commitSha !== undefined && prepared.head === latest.artifacts.commitSha) {
+        await deps.git.push({ dir, ...pushTarget, credentials });
+        return { kind: 'passed', summary: passSummary(latest) };
+      }
+
+      const files = createRepoFiles({ root: dir, protectedPaths });
+      const checks = createCheckRunner({
+        root: dir,
+        checks: repoPolicy.checks,
+        timeoutMs: deps.checkTimeoutMs ?? 10 * 60_000,
+        outputCapBytes: deps.checkOutputCapBytes ?? 64 * 1024,
+      });
+      const toolbox: AgentToolbox = {
+        definitions: [EDITOR_TOOL, SEARCH_TOOL, runCheckToolFor(checks.names)],
+        async execute(name, input, toolSignal) {
+          if (name === EDITOR_TOOL.name) return runEditorCommand(files, input);
+          if (name === SEARCH_TOOL.name) return runSearch(files, input);
+          if (name === 'run_check') return runCheckTool(checks, input, toolSignal);
+          return { content: `There is no tool named "${name}". Use only the tools you were given.`, isError: true };
+        },
+      };
+      const conversation: AgentConversation = {
+        system: SYSTEM_PROMPT,
+        messages: [{ role: 'user', content: openingMessage(run, checks.names) }],
+      };
+      const budget = {
+        maxTurns: deps.policy.budgets.maxAgentTurns,
+        maxTokens: deps.policy.budgets.maxTokensPerRun,
+        maxCostUsd: deps.policy.budgets.maxCostUsdPerRun,
+        deadline: new Date(Date.parse(run.createdAt) + deps.policy.budgets.maxRunMinutes * 60_000),
+      };
+      let spend = { turns: latest.artifacts.agentTurns ?? 0, usage: latest.usage };
+      const loopDeps = {
+        model: deps.model,
+        modelId: deps.modelId,
+        tools: toolbox,
+        clock: deps.clock,
+        log,
+        onSpend: async (next: typeof spend, activity: string) => {
+          latest = await record((r) => ({ usage: next.usage, activity, artifacts: { ...r.artifacts, agentTurns: next.turns } }));
+        },
+      };
+
+      let summary = '';
+      let results: CheckResult[] = [];
+      for (let round = 1; ; round++) {
+        const outcome = await runAgent(loopDeps, conversation, budget, spend, signal);
+        spend = outcome.spend;
+        summary = outcome.finalText;
+        // The model's claim that checks pass is not evidence: run them all ourselves.
+        latest = await record(() => ({ activity: 'running the repository checks' }));
+        results = [];
+        for (const name of checks.names) results.push(await checks.run(name, signal));
+        const failed = results.filter((r) => r.exitCode !== 0 || r.timedOut);
+        if (failed.length === 0) break;
+        log.info({ round, failed: failed.map((f) => f.name) }, 'checks failed after the agent finished');
+        if (round >= maxCheckRounds) {
+          return { kind: 'failed', summary: `checks still failing after ${round} rounds:\n${formatFailures(failed)}` };
+        }
+        conversation.messages.push({ role: 'user', content: checksFailedMessage(failed) });
+      }
+
+      const changed = await deps.git.changedFiles(dir, base);
+      if (changed.length === 0) {
+        return { kind: 'failed', summary: `the agent finished without changing anything${summary === '' ? '' : `. It said: ${summary.slice(0, 500)}`}` };
+      }
+      const forbidden = changed.filter((path) => protectedPaths.isProtected(path));
+      if (forbidden.length > 0) {
+        // The editor refuses these writes; this catches anything that slipped past (e.g. a check that writes files).
+        return { kind: 'failed', summary: `refused: the change touches protected paths: ${forbidden.join(', ')}` };
+      }
+      const stat = await deps.git.diffStat(dir, base);
+      const diffStat = [
+        ...stat.files.map((f) => `${f.path} | ${f.binary ? 'binary' : `+${f.insertions} -${f.deletions}`}`),
+        `${stat.files.length} file(s) changed, +${stat.insertions} -${stat.deletions}`,
+      ].join('\n');
+
+      const commit = await deps.git.commitAll({
+        dir,
+        message: `${firstLine(run.task)}\n\n${summary}`.trim(),
+        trailers: { 'Shipgate-Run': run.id, 'Requested-by': `${run.requester.name ?? run.requester.userId} <${run.requester.userId}>` },
+      });
+      latest = await record((r) => ({
+        activity: 'pushing the branch',
+        artifacts: { ...r.artifacts, commitSha: commit.sha, summary, diffStat, checks: results.map((c) => ({ name: c.name, passed: true })) },
+      }));
+      await deps.git.push({ dir, ...pushTarget, credentials });
+      log.info({ sha: commit.sha, files: stat.files.length }, 'change committed and pushed');
+      return { kind: 'passed', summary: passSummary(latest) };
+    },
+  };
+}
+
+function firstLine(task: string): string {
+  const line = task.split('\n')[0]?.trim() ?? 'shipgate change';
+  return line.length > 72 ? `${line.slice(0, 71)}…` : line;
+}
+
+function passSummary(run: Run): string {
+  const checks = run.artifacts.checks ?? [];
+  const checkText = checks.length === 0 ? 'no checks configured' : `checks passed: ${checks.map((c) => c.name).join(', ')}`;
+  return [
+    `pushed ${run.artifacts.branch ?? ''} at ${run.artifacts.commitSha?.slice(0, 12) ?? ''} (${checkText})`,
+    run.artifacts.summary === undefined ? '' : `\n${run.artifacts.summary.slice(0, 1_500)}`,
+    run.artifacts.diffStat === undefined ? '' : `\n${run.artifacts.diffStat}`,
+  ].join('');
+}

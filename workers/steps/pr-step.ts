@@ -1,0 +1,74 @@
+import type { Run } from '../../src/domain/run.js';
+import { RefusedError } from '../../src/errors.js';
+import type { ChatPort } from '../../src/ports/chat.js';
+import type { GitHubPort } from '../../src/ports/github.js';
+import type { GateStep } from '../gate-step.js';
+
+export interface PrStepDeps {
+  github: GitHubPort;
+  chat: Pick<ChatPort, 'permalink'>;
+}
+
+const TITLE_MAX = 72;
+
+export function pullRequestTitle(task: string): string {
+  const line = task.split('\n')[0]?.trim() ?? 'shipgate change';
+  return line.length <= TITLE_MAX ? line : `${line.slice(0, TITLE_MAX - 1)}…`;
+}
+
+/** The PR body: the task, the agent's summary, the checks the bot ran, and the way back to the thread. */
+export function pullRequestBody(run: Run, threadUrl: string | undefined): string {
+  const checks = run.artifacts.checks ?? [];
+  const lines = [
+    `Requested by a shipgate run (\`${run.id}\`) in chat${threadUrl === undefined ? '' : `: ${threadUrl}`}.`,
+    '',
+    '### Task',
+    '',
+    ...run.task.split('\n').map((line) => `> ${line}`),
+    '',
+    '### What the agent says it changed',
+    '',
+    run.artifacts.summary?.trim() || '_(no summary)_',
+    '',
+    '### Checks run by shipgate before pushing',
+    '',
+    ...(checks.length === 0 ? ['_(the repository configures no checks)_'] : checks.map((c) => `- ${c.passed ? '✅' : '❌'} \`${c.name}\``)),
+  ];
+  if (run.artifacts.diffStat !== undefined) lines.push('', '### Diffstat', '', '```', run.artifacts.diffStat.trim(), '```');
+  lines.push('', '---', 'This pull request goes through the same review, CI and deployment gates as any other. The bot cannot merge it past them.');
+  return lines.join('\n');
+}
+
+/**
+ * The `pr` gate (SPEC §1): the run's branch was pushed by the agent gate; this
+ * opens its pull request, or adopts the one an earlier attempt opened.
+ */
+export function createPrStep(deps: PrStepDeps): GateStep {
+  return {
+    async run({ run, record, log }) {
+      const [owner, repo] = run.repo.split('/');
+      const { branch, commitSha } = run.artifacts;
+      if (owner === undefined || repo === undefined) throw new RefusedError(`bad repository name ${run.repo}`);
+      if (branch === undefined || commitSha === undefined) throw new RefusedError('the agent gate recorded no pushed branch');
+      const info = await deps.github.getRepository(owner, repo);
+      let pr = await deps.github.findOpenPullRequest(owner, repo, branch);
+      if (pr === undefined) {
+        const threadUrl = run.chat.ts === undefined ? undefined : await deps.chat.permalink({ channel: run.chat.channel, ts: run.chat.ts }).catch(() => undefined);
+        pr = await deps.github.createPullRequest({
+          owner,
+          repo,
+          head: branch,
+          base: info.defaultBranch,
+          title: pullRequestTitle(run.task),
+          body: pullRequestBody(run, threadUrl),
+        });
+        log.info({ pr: pr.number }, 'pull request opened');
+      } else {
+        log.info({ pr: pr.number }, 'pull request already open; adopted');
+      }
+      const opened = pr;
+      await record((latest) => ({ links: { ...latest.links, pr: opened.url }, artifacts: { ...latest.artifacts, prNumber: opened.number }, activity: undefined }));
+      return { kind: 'passed', summary: `pull request #${opened.number} is open: ${opened.url}` };
+    },
+  };
+}
