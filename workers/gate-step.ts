@@ -11,7 +11,7 @@ export interface GateContext {
    * Stores a change to the run (artifacts, links, usage, activity) right away,
    * so progress shows on the card and survives a crash. Returns the stored run.
    */
-  record(change: (run: Run) => Partial<Pick<Run, 'artifacts' | 'links' | 'usage' | 'activity'>>): Promise<Run>;
+  record: (change: (run: Run) => Partial<Pick<Run, 'artifacts' | 'links' | 'usage' | 'activity'>>) => Promise<Run>;
 }
 
 /**

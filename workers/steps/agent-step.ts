@@ -120,7 +120,7 @@ export function createAgentStep(deps: AgentStepDeps): GateStep {
         spend = outcome.spend;
         summary = outcome.finalText;
         // The model's claim that checks pass is not evidence: run them all ourselves.
-        latest = await record(() => ({ activity: 'running the repository checks' }));
+        await record(() => ({ activity: 'running the repository checks' }));
         results = [];
         for (const name of checks.names) results.push(await checks.run(name, signal));
         const failed = results.filter((r) => r.exitCode !== 0 || r.timedOut);

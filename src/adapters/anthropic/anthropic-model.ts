@@ -36,9 +36,10 @@ export function createAnthropicModel(options: AnthropicModelOptions): ModelPort 
       } catch (error) {
         if (error instanceof Anthropic.APIUserAbortError) throw error;
         if (error instanceof Anthropic.APIError) {
-          const status = error.status ?? 0;
+          const raw: unknown = error.status;
+          const status = typeof raw === 'number' ? raw : 0;
           options.metrics?.externalCall('anthropic', String(status || 'network'));
-          options.log.warn({ status, type: error.type }, 'model call failed');
+          options.log.warn({ status, errorName: error.name }, 'model call failed');
           if (status === 400 || status === 404 || status === 413 || status === 422) {
             throw new RefusedError(`the model API rejected the request (${status}): ${error.message}`);
           }
