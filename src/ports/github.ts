@@ -26,3 +26,66 @@ export interface GitHubPort {
   /** Credentials for one git push to this repository; never stored on disk or passed to checks. */
   pushCredentials(owner: string, repo: string): Promise<{ username: string; password: string }>;
 }
+
+/** A check run as the CI gate needs it (GitHub Actions and other apps report through checks). */
+export interface CheckRunInfo {
+  id: number;
+  name: string;
+  /** queued, in_progress, completed, waiting, requested, pending. */
+  status: string;
+  /** success, failure, neutral, cancelled, skipped, timed_out, action_required, stale, startup_failure; null while running. */
+  conclusion: string | null;
+  detailsUrl: string | null;
+  /** The app that reported it, e.g. `github-actions`. */
+  appSlug: string | null;
+  output: { title: string | null; summary: string | null; annotationsCount: number };
+  startedAt: string | null;
+  completedAt: string | null;
+}
+
+/** A commit status (CI systems that report through the statuses API). */
+export interface CommitStatusInfo {
+  context: string;
+  state: 'pending' | 'success' | 'failure' | 'error';
+  description: string | null;
+  targetUrl: string | null;
+  updatedAt: string;
+}
+
+export interface CiSnapshot {
+  checkRuns: CheckRunInfo[];
+  statuses: CommitStatusInfo[];
+}
+
+export interface CheckAnnotation {
+  path: string;
+  startLine: number;
+  endLine: number;
+  level: string;
+  message: string;
+  title: string | null;
+}
+
+export interface PullRequestState extends PullRequestRef {
+  mergeCommitSha: string | null;
+  /** The branch the PR merges into. */
+  base: string;
+}
+
+/** What the CI and merge gates ask of GitHub (issue 4). Reads use conditional requests where GitHub supports them. */
+export interface GitHubCiPort {
+  /** Every check run and commit status of `sha` (all pages); unchanged answers are served from the ETag cache (304s). */
+  ciSnapshot(owner: string, repo: string, sha: string): Promise<CiSnapshot>;
+  /** Required status check names from branch protection; undefined when not readable (no protection, or no permission). */
+  requiredChecks(owner: string, repo: string, branch: string): Promise<string[] | undefined>;
+  checkRunAnnotations(owner: string, repo: string, checkRunId: number): Promise<CheckAnnotation[]>;
+  /** The tail of a GitHub Actions job's log (the job id is the check run id), or undefined when unavailable. */
+  actionsJobLogTail(owner: string, repo: string, jobId: number, maxBytes: number): Promise<string | undefined>;
+  getPullRequest(owner: string, repo: string, number: number): Promise<PullRequestState>;
+}
+
+/** Remembers GitHub answers by URL so that a repeated GET can be sent with If-None-Match (SPEC §5). Shared by all workers. */
+export interface EtagCache {
+  get(key: string): Promise<{ etag: string; body: string } | undefined>;
+  set(key: string, entry: { etag: string; body: string }): Promise<void>;
+}
