@@ -1,3 +1,4 @@
+import { createHash } from 'node:crypto';
 import { DelayedError, type Job } from 'bullmq';
 import type { Run } from '../src/domain/run.js';
 import type { Logger } from '../src/log.js';
@@ -6,7 +7,12 @@ import type { ChatJob, ReplyContent } from '../src/queue/queues.js';
 import { renderCard, renderGateReply, renderRunEnded } from '../src/render/card.js';
 import type { MessageView } from '../src/render/view.js';
 import type { Redis } from '../src/redis.js';
+import type { RunIndex } from '../src/store/run-index.js';
 import type { RunStore } from '../src/store/run-store.js';
+
+function digestOf(view: MessageView): string {
+  return createHash('sha256').update(JSON.stringify(view)).digest('hex');
+}
 
 /** Slack allows roughly one update per second per message; SPEC §10 asks for at most one per 3 s. */
 export const CARD_UPDATE_INTERVAL_MS = 3_000;
@@ -19,6 +25,8 @@ export interface ChatProcessorDeps {
   prefix: string;
   log: Logger;
   updateIntervalMs?: number;
+  /** Where mentions in a thread find their run. */
+  index?: RunIndex | undefined;
 }
 
 /**
@@ -39,6 +47,7 @@ export function createChatProcessor(deps: ChatProcessorDeps): (job: Job<ChatJob>
   const postKey = (key: string) => `${prefix}:posted:${key}`;
   const renderedKey = (runId: string) => `${prefix}:card:rendered:${runId}`;
   const slotKey = (runId: string) => `${prefix}:card:slot:${runId}`;
+  const hashKey = (runId: string) => `${prefix}:card:hash:${runId}`;
 
   /** Posts at most once per key; `fresh` is false when an earlier attempt's message was found instead. */
   async function postOnce(input: { channel: string; threadTs?: string | undefined; message: MessageView; key: string }): Promise<{ ts: string; fresh: boolean }> {
@@ -63,11 +72,14 @@ export function createChatProcessor(deps: ChatProcessorDeps): (job: Job<ChatJob>
    */
   async function ensureRoot(run: Run): Promise<{ run: Run; current: boolean }> {
     if (run.chat.ts !== undefined) return { run, current: false };
-    const { ts, fresh } = await postOnce({ channel: run.chat.channel, message: renderCard(run), key: `${run.id}.root` });
+    const view = renderCard(run);
+    const { ts, fresh } = await postOnce({ channel: run.chat.channel, message: view, key: `${run.id}.root` });
     if (fresh) {
       await redis.set(renderedKey(run.id), String(run.version));
+      await redis.set(hashKey(run.id), digestOf(view), 'EX', POST_RECORD_TTL_SECONDS);
       await redis.set(slotKey(run.id), '1', 'PX', interval);
     }
+    await deps.index?.link({ kind: 'thread', channel: run.chat.channel, ts }, run.id);
     // Silent: recording where the card lives is not a change the card needs to show.
     const change = await store.update(run.id, (latest) => (latest.chat.ts === undefined ? { ...latest, chat: { ...latest.chat, ts } } : undefined), { silent: true });
     return { run: change?.after ?? { ...run, chat: { ...run.chat, ts } }, current: fresh };
@@ -87,12 +99,19 @@ export function createChatProcessor(deps: ChatProcessorDeps): (job: Job<ChatJob>
     if (rooted.current) return;
     const run = rooted.run;
     if (run.chat.ts === undefined) return;
-    const acquired = await redis.set(slotKey(runId), '1', 'PX', interval, 'NX');
-    if (acquired === null) {
-      const wait = await redis.pttl(slotKey(runId));
-      await delay(job, token, Math.max(wait, 50));
+    const view = renderCard(run);
+    const digest = digestOf(view);
+    // A change that renders the same card (a poll that saw nothing new) costs no Slack write.
+    const unchanged = (await redis.get(hashKey(runId))) === digest;
+    if (!unchanged) {
+      const acquired = await redis.set(slotKey(runId), '1', 'PX', interval, 'NX');
+      if (acquired === null) {
+        const wait = await redis.pttl(slotKey(runId));
+        await delay(job, token, Math.max(wait, 50));
+      }
+      await chat.updateMessage({ channel: run.chat.channel, ts: run.chat.ts, message: view });
+      await redis.set(hashKey(runId), digest, 'EX', POST_RECORD_TTL_SECONDS);
     }
-    await chat.updateMessage({ channel: run.chat.channel, ts: run.chat.ts, message: renderCard(run) });
     // Only ever move the marker forward: a slower job must not claim an older version was shown last.
     await redis.eval(
       "local c = tonumber(redis.call('GET', KEYS[1]) or '-1') if tonumber(ARGV[1]) > c then redis.call('SET', KEYS[1], ARGV[1]) end return 1",
@@ -108,7 +127,10 @@ export function createChatProcessor(deps: ChatProcessorDeps): (job: Job<ChatJob>
     // Render the outcome carried by the job, not the gate's current state, which may have moved on.
     const asDecided: Run = {
       ...run,
-      gates: run.gates.map((gate) => (gate.name === content.gate ? { ...gate, state: content.outcome, summary: content.summary } : gate)),
+      gates: run.gates.map((gate) =>
+        // A verdict that sent the run back (red CI) reads as failed, with the summary saying what happens next.
+        gate.name === content.gate ? { ...gate, state: content.outcome === 'retry-from' ? 'failed' : content.outcome, summary: content.summary } : gate,
+      ),
     };
     return renderGateReply(asDecided, content.gate);
   }

@@ -84,7 +84,13 @@ export function createRunProcessor(deps: RunProcessorDeps): (job: Job<AdvanceJob
     const step = gate === undefined ? undefined : steps[gate.kind];
     if (gate === undefined || step === undefined) throw new Error(`no step for gate ${gateName}`);
     const record = async (change: (latest: Run) => Partial<Pick<Run, 'artifacts' | 'links' | 'usage' | 'activity'>>): Promise<Run> => {
-      const stored = await store.update(run.id, (latest) => (isTerminal(latest.state) ? undefined : { ...latest, ...change(latest) }));
+      const stored = await store.update(run.id, (latest) => {
+        if (isTerminal(latest.state)) return undefined;
+        const patch = change(latest);
+        // Unchanged polls must not bump the run (and so the card) on every look.
+        const same = Object.entries(patch).every(([key, value]) => JSON.stringify(value) === JSON.stringify(latest[key as keyof Run]));
+        return same ? undefined : { ...latest, ...patch };
+      });
       if (stored === undefined) throw new Error(`run ${run.id} disappeared`);
       return stored.after;
     };
@@ -116,6 +122,11 @@ export function createRunProcessor(deps: RunProcessorDeps): (job: Job<AdvanceJob
       for (;;) {
         const run = await store.get(runId);
         if (run === undefined || isTerminal(run.state)) return;
+        // Someone moved the run on (a retry or a follow-up scheduled a newer job): that job owns it now.
+        if (job.id !== advanceJobId(runId, run.jobSeq)) {
+          log.info('run job superseded while running');
+          return;
+        }
         if (run.state === 'cancelling') {
           await finalizeCancel(run, log);
           return;
@@ -157,10 +168,10 @@ export function createRunProcessor(deps: RunProcessorDeps): (job: Job<AdvanceJob
           timer?.(outcome.kind);
           const key = `${gate.name}.${attemptKey}.${outcome.kind}`;
           await audit.append({
-            type: `gate.${outcome.kind}`,
+            type: outcome.kind === 'retry-from' ? 'gate.sent_back' : `gate.${outcome.kind}`,
             actor: BOT_ACTOR,
             runId,
-            data: { gate: gate.name, summary: outcome.summary },
+            data: { gate: gate.name, summary: outcome.summary, ...(outcome.kind === 'retry-from' ? { backTo: outcome.gate } : {}) },
             key: `${runId}.${key}`,
           });
           await queues.reply(runId, key, { type: 'gate', gate: gate.name, outcome: outcome.kind, summary: outcome.summary });

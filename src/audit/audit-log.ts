@@ -42,6 +42,9 @@ export const AUDIT_EVENT_TYPES = [
   'approval.approved',
   'approval.rejected',
   'promotion.created',
+  'gate.sent_back',
+  'run.follow_up',
+  'ci.verdict',
 ] as const;
 
 export type AuditEventType = (typeof AUDIT_EVENT_TYPES)[number];

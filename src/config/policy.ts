@@ -37,6 +37,8 @@ const repoPolicySchema = z
     requesters: z.array(principalId).optional(),
     checks: z.record(checkName, z.string().min(1)).default({}),
     protectedPaths: z.array(z.string().min(1)).default([]),
+    /** Check names CI must pass when branch protection cannot be read (no protection, or no permission). */
+    requiredChecks: z.array(z.string().min(1)).optional(),
     pipeline: z.string().min(1).optional(),
   })
   .strict();

@@ -57,6 +57,16 @@ export interface RunArtifacts {
   prNumber?: number | undefined;
   /** Model turns used so far (budgets.maxAgentTurns counts these across iterations). */
   agentTurns?: number | undefined;
+  /** What the agent must address in its next iteration (a CI failure report); cleared when it commits. */
+  feedback?: string | undefined;
+  /** CI verdicts that sent the run back to the agent, and their fingerprints (a repeat stops the loop). */
+  ciIterations?: number | undefined;
+  ciFingerprints?: string[] | undefined;
+  /** The commit of the previous iteration, once a new one is under way. */
+  previousCommitSha?: string | undefined;
+  mergeCommitSha?: string | undefined;
+  /** Findings about tests being deleted, skipped or loosened by the agent's change. */
+  testWarnings?: string[] | undefined;
 }
 
 export interface Run {
@@ -160,7 +170,12 @@ export type GateOutcome =
   | { kind: 'failed'; summary: string }
   | { kind: 'skipped'; summary: string }
   /** Not decided yet: look again after `recheckAfterMs` without holding a worker. */
-  | { kind: 'pending'; summary: string; recheckAfterMs: number };
+  | { kind: 'pending'; summary: string; recheckAfterMs: number }
+  /**
+   * The gate failed in a way an earlier gate can fix (red CI goes back to the agent): the run
+   * rewinds to `gate` with `feedback` for it, and this gate's verdict is kept as its summary.
+   */
+  | { kind: 'retry-from'; gate: string; summary: string; feedback: string };
 
 function replaceGate(run: Run, name: string, change: (gate: Gate) => Gate): Gate[] {
   return run.gates.map((gate) => (gate.name === name ? change(gate) : gate));
@@ -177,9 +192,37 @@ export function startGate(run: Run, name: string, now: Date): Run {
   };
 }
 
+/**
+ * Sends the run back to `gate`: it and every later gate up to the current one
+ * become pending again (their last summaries stay visible until re-decided).
+ */
+export function rewindTo(run: Run, gate: string, feedback: string | undefined): Run {
+  const start = run.gates.findIndex((g) => g.name === gate);
+  if (start < 0) return run;
+  return {
+    ...run,
+    state: 'running',
+    artifacts: {
+      ...run.artifacts,
+      feedback,
+      previousCommitSha: run.artifacts.commitSha ?? run.artifacts.previousCommitSha,
+      commitSha: undefined,
+    },
+    gates: run.gates.map((g, index) =>
+      index >= start && (g.state !== 'pending' || g.notConfigured === true)
+        ? { name: g.name, kind: g.kind, state: 'pending', summary: g.summary }
+        : g,
+    ),
+  };
+}
+
 /** Applies a step's outcome; a failed gate fails the run, the last passed gate completes it. */
 export function applyOutcome(run: Run, name: string, outcome: GateOutcome, now: Date): Run {
   const at = now.toISOString();
+  if (outcome.kind === 'retry-from') {
+    const decided = { ...run, gates: replaceGate(run, name, (gate) => ({ ...gate, summary: outcome.summary })) };
+    return rewindTo(decided, outcome.gate, outcome.feedback);
+  }
   if (outcome.kind === 'pending') {
     return {
       ...run,

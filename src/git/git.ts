@@ -301,6 +301,8 @@ export interface Git {
   /** Push HEAD to the run branch, never forced; `pushed: false` when the remote branch already is HEAD. */
   push(input: PushInput): Promise<{ pushed: boolean; sha: string }>;
   headSha(dir: string): Promise<string>;
+  /** A file's text at `rev` (e.g. `origin/main`), or undefined when it did not exist there. */
+  readFileAt(dir: string, rev: string, path: string): Promise<string | undefined>;
   currentBranch(dir: string): Promise<string | undefined>;
   removeWorkspace(dir: string): Promise<void>;
   /** Remove the throwaway HOME. */
@@ -485,6 +487,12 @@ export function createGit(options: GitOptions = {}): Git {
     const sha = await revParse(resolve(dir), 'HEAD');
     if (sha === undefined) throw new GitError('HEAD does not point at a commit', ['git', 'rev-parse', 'HEAD'], 1, '');
     return sha;
+  }
+
+  async function readFileAt(dir: string, rev: string, path: string): Promise<string | undefined> {
+    // `rev:path` cannot start with '-': rev comes from us (origin/<default branch>), path from git's own diff output.
+    const { stdout, code } = await git(['show', `${rev}:${path}`], { workspace: resolve(dir), okCodes: [128] });
+    return code === 0 ? stdout : undefined;
   }
 
   async function currentBranch(dir: string): Promise<string | undefined> {
@@ -754,5 +762,5 @@ export function createGit(options: GitOptions = {}): Git {
     await rm(path, { recursive: true, force: true });
   }
 
-  return { prepareWorkspace, changedFiles, diffStat, commitAll, push, headSha, currentBranch, removeWorkspace, close };
+  return { prepareWorkspace, changedFiles, diffStat, commitAll, push, headSha, readFileAt, currentBranch, removeWorkspace, close };
 }

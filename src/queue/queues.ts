@@ -17,7 +17,7 @@ export interface AdvanceJob {
 }
 
 export type ReplyContent =
-  | { type: 'gate'; gate: string; outcome: 'passed' | 'failed' | 'skipped'; summary: string }
+  | { type: 'gate'; gate: string; outcome: 'passed' | 'failed' | 'skipped' | 'retry-from'; summary: string }
   | { type: 'ended' };
 
 export type ChatJob =

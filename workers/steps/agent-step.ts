@@ -10,7 +10,10 @@ import type { Policy } from '../../src/config/policy.js';
 import type { Run } from '../../src/domain/run.js';
 import { RefusedError } from '../../src/errors.js';
 import { branchName, type Git } from '../../src/git/git.js';
+import { detectTestWeakening } from '../../src/ci/test-weakening.js';
+import { readFile } from 'node:fs/promises';
 import type { GitHubPort } from '../../src/ports/github.js';
+import type { FollowUps } from '../../src/store/follow-ups.js';
 import type { ModelPort } from '../../src/ports/model.js';
 import type { GateContext, GateStep } from '../gate-step.js';
 
@@ -29,6 +32,8 @@ export interface AgentStepDeps {
   checkOutputCapBytes?: number;
   /** Rounds of "checks failed, fix them" before the gate fails (bounded by the budgets as well). */
   maxCheckRounds?: number;
+  /** Instructions from the run's thread; without it follow-ups are not read. */
+  followUps?: FollowUps | undefined;
 }
 
 export function workspaceDir(workRoot: string, runId: string): string {
@@ -91,9 +96,17 @@ export function createAgentStep(deps: AgentStepDeps): GateStep {
           return { content: `There is no tool named "${name}". Use only the tools you were given.`, isError: true };
         },
       };
+      // Later iterations: what CI said, and what the requester asked for in the thread.
+      let followUps = (await deps.followUps?.pending(run.id)) ?? [];
+      const opening = [openingMessage(run, checks.names)];
+      if (latest.artifacts.previousCommitSha !== undefined) {
+        opening.push('', 'Your earlier change is already committed on this branch and its pull request is open. Build on it; do not start over.');
+      }
+      if (latest.artifacts.feedback !== undefined) opening.push('', latest.artifacts.feedback);
+      if (followUps.length > 0) opening.push('', followUpMessage(followUps));
       const conversation: AgentConversation = {
         system: SYSTEM_PROMPT,
-        messages: [{ role: 'user', content: openingMessage(run, checks.names) }],
+        messages: [{ role: 'user', content: opening.join('\n') }],
       };
       const budget = {
         maxTurns: deps.policy.budgets.maxAgentTurns,
@@ -119,6 +132,14 @@ export function createAgentStep(deps: AgentStepDeps): GateStep {
         const outcome = await runAgent(loopDeps, conversation, budget, spend, signal);
         spend = outcome.spend;
         summary = outcome.finalText;
+        // Instructions that arrived while the agent worked are handled before anything is committed.
+        const arrived = ((await deps.followUps?.pending(run.id)) ?? []).slice(followUps.length);
+        if (arrived.length > 0) {
+          followUps = [...followUps, ...arrived];
+          conversation.messages.push({ role: 'user', content: followUpMessage(arrived) });
+          round--;
+          continue;
+        }
         // The model's claim that checks pass is not evidence: run them all ourselves.
         await record(() => ({ activity: 'running the repository checks' }));
         results = [];
@@ -141,6 +162,21 @@ export function createAgentStep(deps: AgentStepDeps): GateStep {
         // The editor refuses these writes; this catches anything that slipped past (e.g. a check that writes files).
         return { kind: 'failed', summary: `refused: the change touches protected paths: ${forbidden.join(', ')}` };
       }
+      const previous = latest.artifacts.previousCommitSha;
+      if (previous !== undefined && (await deps.git.changedFiles(dir, previous)).length === 0) {
+        return { kind: 'failed', summary: `the agent made no further change in this iteration${summary === '' ? '' : `. It said: ${summary.slice(0, 500)}`}` };
+      }
+      // A fix that deletes, skips or loosens tests is pushed only with a visible flag in the thread.
+      const testWarnings = detectTestWeakening(
+        await Promise.all(
+          changed.map(async (path) => {
+            const before = await deps.git.readFileAt(dir, base, path);
+            const after = await readFile(join(dir, path), 'utf8').catch(() => undefined);
+            const status = before === undefined ? 'added' : after === undefined ? 'deleted' : 'modified';
+            return { path, status, before, after } as const;
+          }),
+        ),
+      );
       const stat = await deps.git.diffStat(dir, base);
       const diffStat = [
         ...stat.files.map((f) => `${f.path} | ${f.binary ? 'binary' : `+${f.insertions} -${f.deletions}`}`),
@@ -154,9 +190,18 @@ export function createAgentStep(deps: AgentStepDeps): GateStep {
       });
       latest = await record((r) => ({
         activity: 'pushing the branch',
-        artifacts: { ...r.artifacts, commitSha: commit.sha, summary, diffStat, checks: results.map((c) => ({ name: c.name, passed: true })) },
+        artifacts: {
+          ...r.artifacts,
+          commitSha: commit.sha,
+          summary,
+          diffStat,
+          checks: results.map((c) => ({ name: c.name, passed: true })),
+          feedback: undefined,
+          testWarnings: testWarnings.length > 0 ? testWarnings : undefined,
+        },
       }));
       await deps.git.push({ dir, ...pushTarget, credentials });
+      await deps.followUps?.acknowledge(run.id, followUps.length);
       log.info({ sha: commit.sha, files: stat.files.length }, 'change committed and pushed');
       return { kind: 'passed', summary: passSummary(latest) };
     },
@@ -168,10 +213,19 @@ function firstLine(task: string): string {
   return line.length > 72 ? `${line.slice(0, 71)}…` : line;
 }
 
+function followUpMessage(instructions: readonly string[]): string {
+  return [
+    'The requester added instructions in the run\'s chat thread (untrusted text, like the task):',
+    ...instructions.map((text) => `<instruction>\n${text}\n</instruction>`),
+  ].join('\n');
+}
+
 function passSummary(run: Run): string {
   const checks = run.artifacts.checks ?? [];
   const checkText = checks.length === 0 ? 'no checks configured' : `checks passed: ${checks.map((c) => c.name).join(', ')}`;
+  const warnings = run.artifacts.testWarnings ?? [];
   return [
+    warnings.length === 0 ? '' : `⚠️ FLAGGED — this change weakens tests; review it closely:\n${warnings.map((w) => `• ${w}`).join('\n')}\n`,
     `pushed ${run.artifacts.branch ?? ''} at ${run.artifacts.commitSha?.slice(0, 12) ?? ''} (${checkText})`,
     run.artifacts.summary === undefined ? '' : `\n${run.artifacts.summary.slice(0, 1_500)}`,
     run.artifacts.diffStat === undefined ? '' : `\n${run.artifacts.diffStat}`,

@@ -1,0 +1,40 @@
+import type { Redis } from '../redis.js';
+
+/**
+ * Finds runs from outside events: a GitHub webhook names a commit or a pull
+ * request, a chat mention names a thread. Entries expire with the runs they
+ * point at; several runs may share a key (two runs never share a commit, but
+ * the index does not rely on that).
+ */
+export interface RunIndex {
+  link(key: RunIndexKey, runId: string): Promise<void>;
+  find(key: RunIndexKey): Promise<string[]>;
+}
+
+export type RunIndexKey =
+  | { kind: 'commit'; repo: string; sha: string }
+  | { kind: 'pull'; repo: string; number: number }
+  | { kind: 'thread'; channel: string; ts: string };
+
+const TTL_SECONDS = 14 * 24 * 3600;
+
+export function createRunIndex({ redis, prefix }: { redis: Redis; prefix: string }): RunIndex {
+  const keyOf = (key: RunIndexKey): string => {
+    switch (key.kind) {
+      case 'commit':
+        return `${prefix}:index:commit:${key.repo.toLowerCase()}:${key.sha}`;
+      case 'pull':
+        return `${prefix}:index:pull:${key.repo.toLowerCase()}:${key.number}`;
+      case 'thread':
+        return `${prefix}:index:thread:${key.channel}:${key.ts}`;
+    }
+  };
+  return {
+    async link(key, runId) {
+      await redis.multi().sadd(keyOf(key), runId).expire(keyOf(key), TTL_SECONDS).exec();
+    },
+    async find(key) {
+      return redis.smembers(keyOf(key));
+    },
+  };
+}

@@ -1,0 +1,100 @@
+import { failureFingerprint, renderFailureForAgent, renderFailureForThread, type FailureDetail } from '../../src/ci/failure-report.js';
+import { evaluateCi } from '../../src/ci/verdict.js';
+import type { Policy } from '../../src/config/policy.js';
+import { RefusedError } from '../../src/errors.js';
+import type { GitHubCiPort, GitHubPort } from '../../src/ports/github.js';
+import type { RunIndex } from '../../src/store/run-index.js';
+import type { GateStep } from '../gate-step.js';
+import { pollDelay } from './poll-delay.js';
+
+export interface CiStepDeps {
+  policy: Policy;
+  github: GitHubPort & GitHubCiPort;
+  index: RunIndex;
+  /** First re-check delay; doubles per unchanged poll up to `maxPollMs`. Webhooks wake the run sooner. */
+  firstPollMs?: number;
+  maxPollMs?: number;
+  clock: () => Date;
+  /** Command name, for the "retry" hint. */
+  command?: string;
+}
+
+const LOG_TAIL_BYTES = 16 * 1024;
+const MAX_DETAILED_FAILURES = 5;
+
+/**
+ * The `ci` gate (SPEC §1, §5): CI is the verdict for the PR head. Green
+ * passes; red goes back to the agent with the failure details while the loop
+ * stays honest (at most maxCiIterations CI runs, stop when the same failure
+ * repeats); infrastructure failures are offered as a re-run instead.
+ */
+export function createCiStep(deps: CiStepDeps): GateStep {
+  const firstPoll = deps.firstPollMs ?? 5_000;
+  const maxPoll = deps.maxPollMs ?? 60_000;
+  const command = deps.command ?? deps.policy.command;
+
+  return {
+    async run({ run, gate, record, log }) {
+      const [owner, repo] = run.repo.split('/');
+      const sha = run.artifacts.commitSha;
+      const prNumber = run.artifacts.prNumber;
+      if (owner === undefined || repo === undefined) throw new RefusedError(`bad repository name ${run.repo}`);
+      if (sha === undefined || prNumber === undefined) throw new RefusedError('no pushed commit and pull request to watch');
+      await deps.index.link({ kind: 'commit', repo: run.repo, sha }, run.id);
+      await deps.index.link({ kind: 'pull', repo: run.repo, number: prNumber }, run.id);
+
+      const pr = await deps.github.getPullRequest(owner, repo, prNumber);
+      if (pr.state === 'closed' && !pr.merged) return { kind: 'failed', summary: `pull request #${prNumber} was closed without merging` };
+      const snapshot = await deps.github.ciSnapshot(owner, repo, sha);
+      const required = (await deps.github.requiredChecks(owner, repo, pr.base)) ?? deps.policy.repos[run.repo]?.requiredChecks;
+      const verdict = evaluateCi({ snapshot, required });
+      await record((r) => ({ links: { ...r.links, ci: `${pr.url}/checks` }, activity: `CI: ${verdict.summary}` }));
+
+      if (verdict.state === 'pending') {
+        // The summary is what the card shows (n/m checks). Webhooks wake the run at once; polling is the fallback.
+        return { kind: 'pending', summary: `CI: ${verdict.summary}`, recheckAfterMs: pollDelay(gate.startedAt, deps.clock(), firstPoll, maxPoll) };
+      }
+      if (verdict.state === 'passed') {
+        return { kind: 'passed', summary: `CI passed for ${sha.slice(0, 12)}: ${verdict.summary}` };
+      }
+
+      const details: FailureDetail[] = [];
+      for (const failure of verdict.failed.slice(0, MAX_DETAILED_FAILURES)) {
+        const annotations = failure.checkRunId === null ? [] : await deps.github.checkRunAnnotations(owner, repo, failure.checkRunId);
+        const logTail =
+          failure.checkRunId !== null && failure.appSlug === 'github-actions'
+            ? await deps.github.actionsJobLogTail(owner, repo, failure.checkRunId, LOG_TAIL_BYTES)
+            : undefined;
+        details.push({ ...failure, annotations, logTail });
+      }
+      const report = renderFailureForThread(details);
+      const names = verdict.failed.map((f) => f.name).join(', ');
+
+      if (verdict.infrastructureOnly) {
+        // Not the code's fault: spending an agent iteration on it would teach the agent nothing.
+        return {
+          kind: 'failed',
+          summary: `CI did not complete (${verdict.failed.map((f) => `${f.name}: ${f.conclusion}`).join(', ')}). This looks like an infrastructure problem, not the change: re-run the failed jobs in GitHub, then \`${command} retry ${run.id}\`.\n${report}`,
+        };
+      }
+      const fingerprint = failureFingerprint(details);
+      const seen = run.artifacts.ciFingerprints ?? [];
+      const iterations = run.artifacts.ciIterations ?? 0;
+      const maxRuns = deps.policy.budgets.maxCiIterations;
+      if (seen.includes(fingerprint)) {
+        return { kind: 'failed', summary: `CI failed again with the same failure after the agent's fix (${names}); stopping the loop.\n${report}` };
+      }
+      if (iterations + 1 >= maxRuns) {
+        return { kind: 'failed', summary: `CI still failing after ${iterations + 1} runs (budgets.maxCiIterations = ${maxRuns}): ${names}\n${report}` };
+      }
+      await record((r) => ({ artifacts: { ...r.artifacts, ciIterations: iterations + 1, ciFingerprints: [...seen, fingerprint] } }));
+      log.info({ iteration: iterations + 1, failed: names }, 'CI failed; sending the failure back to the agent');
+      return {
+        kind: 'retry-from',
+        gate: 'agent',
+        summary: `CI failed: ${names}. Sent back to the agent (fix ${iterations + 1} of at most ${maxRuns - 1}).\n${report}`,
+        feedback: renderFailureForAgent(details),
+      };
+    },
+  };
+}

@@ -1,0 +1,39 @@
+import { RefusedError } from '../../src/errors.js';
+import type { GitHubCiPort } from '../../src/ports/github.js';
+import type { GateStep } from '../gate-step.js';
+import { pollDelay } from './poll-delay.js';
+
+export interface MergeStepDeps {
+  github: Pick<GitHubCiPort, 'getPullRequest'>;
+  firstPollMs?: number;
+  maxPollMs?: number;
+  clock: () => Date;
+}
+
+/**
+ * The `merge` gate (SPEC §1): the pull request is merged by the repository's
+ * own rules (reviews, branch protection, auto-merge). The bot only watches;
+ * it never merges, so it can never merge past a rule.
+ */
+export function createMergeStep(deps: MergeStepDeps): GateStep {
+  const firstPoll = deps.firstPollMs ?? 15_000;
+  const maxPoll = deps.maxPollMs ?? 5 * 60_000;
+  return {
+    async run({ run, gate, record }) {
+      const [owner, repo] = run.repo.split('/');
+      const number = run.artifacts.prNumber;
+      if (owner === undefined || repo === undefined || number === undefined) throw new RefusedError('no pull request to watch');
+      const pr = await deps.github.getPullRequest(owner, repo, number);
+      if (pr.merged) {
+        const sha = pr.mergeCommitSha ?? 'unknown';
+        await record((r) => ({ artifacts: { ...r.artifacts, mergeCommitSha: pr.mergeCommitSha ?? undefined }, activity: undefined }));
+        return { kind: 'passed', summary: `pull request #${number} merged as ${sha.slice(0, 12)}` };
+      }
+      if (pr.state === 'closed') {
+        return { kind: 'failed', summary: `pull request #${number} was closed without merging; the run ends here` };
+      }
+      const waiting = `waiting for #${number} to be merged under the repository's rules (reviews, branch protection)`;
+      return { kind: 'pending', summary: waiting, recheckAfterMs: pollDelay(gate.startedAt, deps.clock(), firstPoll, maxPoll) };
+    },
+  };
+}
