@@ -6,11 +6,14 @@ import type { AddressInfo } from 'node:net';
 import type { Readable, Writable } from 'node:stream';
 import { Worker } from 'bullmq';
 import { createRunActions } from '../commands/run-actions.js';
+import { createFollowUpHandler } from '../commands/follow-up.js';
 import { createShipCommand } from '../commands/ship-command.js';
 import { createChatProcessor } from '../workers/chat-processor.js';
 import type { GateSteps } from '../workers/gate-step.js';
 import { createRunProcessor, failRunAfterRetries } from '../workers/run-processor.js';
 import { createAgentStep, workspaceDir } from '../workers/steps/agent-step.js';
+import { createCiStep } from '../workers/steps/ci-step.js';
+import { createMergeStep } from '../workers/steps/merge-step.js';
 import { createPrStep } from '../workers/steps/pr-step.js';
 import { createAnthropicModel } from './adapters/anthropic/anthropic-model.js';
 import { createGitHubRest } from './adapters/github/github-rest.js';
@@ -21,6 +24,7 @@ import { createAuditLog, type AuditLog } from './audit/audit-log.js';
 import { ConfigError, type Config } from './config/config.js';
 import { cachedGroupMembers } from './domain/group-cache.js';
 import { ACTIVE_RUN_STATES } from './domain/run.js';
+import { createGitHubWebhookListener, type GitHubEvent } from './http/github-webhooks.js';
 import { createHttpServer } from './http/server.js';
 import type { Logger } from './log.js';
 import { createMetrics, type Metrics } from './metrics.js';
@@ -28,6 +32,9 @@ import type { ChatHandlers, ChatPort } from './ports/chat.js';
 import { createCancellation } from './queue/cancellation.js';
 import { CHAT_QUEUE, RUN_QUEUE, createQueues, type AdvanceJob, type ChatJob, type Queues } from './queue/queues.js';
 import { createRedis, type Redis } from './redis.js';
+import { createEtagCache } from './store/etag-cache.js';
+import { createFollowUps } from './store/follow-ups.js';
+import { createRunIndex, type RunIndexKey } from './store/run-index.js';
 import { createRunStore, type RunStore } from './store/run-store.js';
 
 export interface ShipgateOptions {
@@ -45,7 +52,14 @@ export interface ShipgateOptions {
   /** Where run workspaces are cloned (default: <tmpdir>/shipgate-workspaces). */
   workRoot?: string;
   /** Retry pacing for outside APIs; tests shrink the waits. */
-  tuning?: { githubRetryAfterBaseMs?: number; githubLimiterId?: string; modelMaxRetries?: number; checkTimeoutMs?: number };
+  tuning?: {
+    githubRetryAfterBaseMs?: number;
+    githubLimiterId?: string;
+    modelMaxRetries?: number;
+    checkTimeoutMs?: number;
+    /** First re-check of CI and merge (default 5 s and 15 s); polling is the fallback when webhooks are missed. */
+    firstPollMs?: number;
+  };
 }
 
 export interface Shipgate {
@@ -122,6 +136,9 @@ export function createShipgate(options: ShipgateOptions): Shipgate {
     onChanged: async ({ after }) => queues.refreshCard(after.id, after.version),
   });
 
+  const index = createRunIndex({ redis, prefix });
+  const followUps = createFollowUps({ redis, prefix });
+
   let slack: SlackChat | undefined;
   let consoleChat: ConsoleChat | undefined;
   let chat: ChatPort;
@@ -164,6 +181,8 @@ export function createShipgate(options: ShipgateOptions): Shipgate {
       metrics,
       retry: { retryAfterBaseMs: options.tuning?.githubRetryAfterBaseMs },
       limiterId: options.tuning?.githubLimiterId,
+      // Shared by every worker, so a poll by any of them can be a 304 (SPEC §10).
+      etagCache: createEtagCache({ redis, prefix }),
     });
     const model = createAnthropicModel({ apiKey: config.anthropic.apiKey, baseUrl: config.anthropic.baseUrl, log, metrics, maxRetries: options.tuning?.modelMaxRetries });
     steps.agent ??= createAgentStep({
@@ -176,8 +195,11 @@ export function createShipgate(options: ShipgateOptions): Shipgate {
       workRoot,
       clock,
       checkTimeoutMs: options.tuning?.checkTimeoutMs,
+      followUps,
     });
     steps.pr ??= createPrStep({ github, chat });
+    steps.ci ??= createCiStep({ policy: config.policy, github, index, clock, firstPollMs: options.tuning?.firstPollMs });
+    steps.merge ??= createMergeStep({ github, clock, firstPollMs: options.tuning?.firstPollMs });
   }
 
   const groupMembers = cachedGroupMembers((id) => chat.userGroupMembers(id), { ttlMs: 60_000, now: () => clock().getTime() });
@@ -197,6 +219,19 @@ export function createShipgate(options: ShipgateOptions): Shipgate {
     const active = await store.listActive();
     for (const state of ACTIVE_RUN_STATES) set.activeRuns(state, active.filter((r) => r.state === state).length);
   });
+
+  /** A GitHub event about a commit or PR we watch: look at the run now instead of at its next poll. */
+  async function onGitHubEvent(event: GitHubEvent): Promise<void> {
+    const keys: RunIndexKey[] = [{ kind: 'commit', repo: event.repo, sha: event.headSha }];
+    if (event.kind === 'pull_request') keys.push({ kind: 'pull', repo: event.repo, number: event.number });
+    const runIds = new Set((await Promise.all(keys.map((key) => index.find(key)))).flat());
+    for (const runId of runIds) {
+      const run = await store.get(runId);
+      if (run === undefined || run.state !== 'waiting') continue;
+      await queues.wakeRun(runId, run.jobSeq);
+      log.info({ runId, event: event.kind, deliveryId: event.deliveryId }, 'webhook woke the run');
+    }
+  }
 
   async function recoverRuns(): Promise<void> {
     // Insurance against a crash between recording a run's next job and adding it: make sure every
@@ -250,7 +285,7 @@ export function createShipgate(options: ShipgateOptions): Shipgate {
             );
           }
         });
-        const chatProcessor = createChatProcessor({ chat, store, redis, prefix, log, updateIntervalMs: options.cardUpdateIntervalMs });
+        const chatProcessor = createChatProcessor({ chat, store, redis, prefix, log, updateIntervalMs: options.cardUpdateIntervalMs, index, command: config.policy.command });
         const chatWorker = new Worker<ChatJob>(CHAT_QUEUE, chatProcessor, {
           connection: blocking,
           prefix: `${prefix}:bull`,
@@ -272,11 +307,22 @@ export function createShipgate(options: ShipgateOptions): Shipgate {
       const handlers: ChatHandlers = {
         onCommand: createShipCommand({ policy: config.policy, store, audit, queues, cancellation, groupMembers, clock, log, metrics }),
         onAction: createRunActions({ policy: config.policy, store, audit, queues, cancellation, groupMembers, clock, log }),
+        onMention: createFollowUpHandler({ store, audit, queues, followUps, index, command: config.policy.command, log }),
       };
 
       server = createHttpServer({
         slack: runsWeb ? slack?.requestListener : undefined,
-        ready: async () => (await redis.ping()) === 'PONG',
+        github:
+          runsWeb && config.github.webhookSecret !== undefined
+            ? createGitHubWebhookListener({ secret: config.github.webhookSecret, log, onEvent: onGitHubEvent })
+            : undefined,
+        ready: async () => {
+          // Answer from the connection state first: while Redis is down a PING waits through
+          // maxRetriesPerRequest reconnect attempts, whose backoff grows to 5 s each.
+          if (redis.status !== 'ready') return false;
+          const timeout = new Promise<'timeout'>((resolve) => setTimeout(resolve, 1_000, 'timeout').unref());
+          return (await Promise.race([redis.ping(), timeout])) === 'PONG';
+        },
         metrics,
         log,
       });

@@ -46,6 +46,8 @@ export function createLogger(options: { level: string; destination?: Destination
         level: (label) => ({ level: label }),
       },
       hooks: {
+        // Last line of defence: whatever path a secret took into the record, it does not reach the output.
+        streamWrite: (line) => scrubSecrets(line),
         // Error messages from SDKs sometimes echo a token back; scrub the message text too.
         logMethod(args, method) {
           const scrubbed = args.map((arg) => (typeof arg === 'string' ? scrubSecrets(arg) : arg));

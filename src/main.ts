@@ -1,4 +1,4 @@
-import { createShipgate } from './app.js';
+import { createShipgate, type Shipgate } from './app.js';
 import { ConfigError, loadConfig } from './config/config.js';
 import { startDevRedisIfNeeded } from './dev-redis.js';
 import { createLogger } from './log.js';
@@ -26,13 +26,27 @@ async function main(): Promise<void> {
     log.warn({ redisUrl: devRedis.url }, 'no Redis at the default address: started a private redis-server; runs vanish when shipgate stops');
     config = { ...config, redisUrl: devRedis.url };
   }
-  const app = createShipgate({ config, log });
+  let app: Shipgate;
+  try {
+    app = createShipgate({ config, log });
+  } catch (error) {
+    if (error instanceof ConfigError) {
+      process.stderr.write(`${error.message}\n`);
+      process.exit(78);
+    }
+    throw error;
+  }
 
   let stopping = false;
   const stop = (signal: string) => {
     if (stopping) return;
     stopping = true;
     log.info({ signal }, 'shutdown requested');
+    // BullMQ's Worker.close() can hang after a Redis outage (taskforcesh/bullmq#4656): do not hang with it.
+    setTimeout(() => {
+      log.error('shutdown did not finish in 25 s; exiting');
+      process.exit(1);
+    }, 25_000).unref();
     app.stop().then(
       () => {
         devRedis?.stop();

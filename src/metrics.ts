@@ -18,7 +18,7 @@ export interface Metrics {
 
 export function createMetrics(): Metrics {
   const registry = new Registry();
-  collectDefaultMetrics({ register: registry, prefix: 'shipgate_process_' });
+  collectDefaultMetrics({ register: registry, prefix: 'shipgate_' });
   const collectors: Array<Parameters<Metrics['onCollect']>[0]> = [];
 
   const runsEnded = new Counter({ name: 'shipgate_runs_ended_total', help: 'Runs that reached a terminal state', labelNames: ['state'], registers: [registry] });
@@ -33,20 +33,10 @@ export function createMetrics(): Metrics {
   const external = new Counter({ name: 'shipgate_external_calls_total', help: 'Calls to outside systems by system and status', labelNames: ['system', 'status'], registers: [registry] });
   const tokens = new Counter({ name: 'shipgate_model_tokens_total', help: 'Model tokens by kind', labelNames: ['kind'], registers: [registry] });
   const cost = new Counter({ name: 'shipgate_model_cost_usd_total', help: 'Model cost in USD', registers: [registry] });
-  const activeRuns = new Gauge({
-    name: 'shipgate_runs_active',
-    help: 'Runs not yet in a terminal state, by state',
-    labelNames: ['state'],
-    registers: [],
-  });
-  // Registered first and filled by the collectors at scrape time; activeRuns is registered after it
-  // so both gauges carry the values of this scrape.
-  const queueDepth: Gauge = new Gauge({
-    name: 'shipgate_queue_jobs',
-    help: 'Jobs in each queue by state',
-    labelNames: ['queue', 'state'],
-    registers: [registry],
-    async collect() {
+  // prom-client collects metrics of one scrape in parallel: both gauges share one collection pass.
+  let collecting: Promise<void> | undefined;
+  const collectOnce = (): Promise<void> => {
+    collecting ??= (async () => {
       activeRuns.reset();
       for (const collect of collectors) {
         await collect({
@@ -54,9 +44,25 @@ export function createMetrics(): Metrics {
           activeRuns: (state, value) => activeRuns.set({ state }, value),
         });
       }
-    },
+    })().finally(() => {
+      collecting = undefined;
+    });
+    return collecting;
+  };
+  const activeRuns: Gauge = new Gauge({
+    name: 'shipgate_runs_active',
+    help: 'Runs not yet in a terminal state, by state',
+    labelNames: ['state'],
+    registers: [registry],
+    collect: collectOnce,
   });
-  registry.registerMetric(activeRuns);
+  const queueDepth: Gauge = new Gauge({
+    name: 'shipgate_queue_jobs',
+    help: 'Jobs in each queue by state',
+    labelNames: ['queue', 'state'],
+    registers: [registry],
+    collect: collectOnce,
+  });
 
   return {
     registry,

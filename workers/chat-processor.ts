@@ -1,6 +1,6 @@
 import { createHash } from 'node:crypto';
 import { DelayedError, type Job } from 'bullmq';
-import type { Run } from '../src/domain/run.js';
+import { isTerminal, type Run } from '../src/domain/run.js';
 import type { Logger } from '../src/log.js';
 import type { ChatPort } from '../src/ports/chat.js';
 import type { ChatJob, ReplyContent } from '../src/queue/queues.js';
@@ -25,6 +25,8 @@ export interface ChatProcessorDeps {
   prefix: string;
   log: Logger;
   updateIntervalMs?: number;
+  /** The slash command's name, for hints such as "/ship retry <id>". */
+  command?: string | undefined;
   /** Where mentions in a thread find their run. */
   index?: RunIndex | undefined;
 }
@@ -123,7 +125,7 @@ export function createChatProcessor(deps: ChatProcessorDeps): (job: Job<ChatJob>
   }
 
   function replyView(run: Run, content: ReplyContent): MessageView {
-    if (content.type === 'ended') return renderRunEnded(run);
+    if (content.type === 'ended') return renderRunEnded(run, deps.command);
     // Render the outcome carried by the job, not the gate's current state, which may have moved on.
     const asDecided: Run = {
       ...run,
@@ -143,6 +145,9 @@ export function createChatProcessor(deps: ChatProcessorDeps): (job: Job<ChatJob>
     }
     const run = await store.get(data.runId);
     if (run === undefined) return;
+    // The run processor enqueues the 'ended' reply before it stores the end (crash-safety order);
+    // rendering now could announce "is cancelling". Wait until the terminal state is stored.
+    if (data.content.type === 'ended' && !isTerminal(run.state)) await delay(job, token, 250);
     const { run: rooted } = await ensureRoot(run);
     await postOnce({ channel: rooted.chat.channel, threadTs: rooted.chat.ts, message: replyView(rooted, data.content), key: `${run.id}.${data.key}` });
   };

@@ -58,7 +58,7 @@ export function createRunProcessor(deps: RunProcessorDeps): (job: Job<AdvanceJob
     await audit.append({ type: 'run.cancelled', actor: by, runId: run.id, data: { atGate: currentGate(run)?.name ?? null }, key: `${run.id}.cancelled` });
     await queues.reply(run.id, 'ended', { type: 'ended' });
     await store.update(run.id, (latest) =>
-      latest.state === 'cancelling' ? finishRun(latest, 'cancelled', `cancelled by <@${by}>`, clock()) : undefined,
+      latest.state === 'cancelling' ? finishRun(latest, 'cancelled', 'cancelled on request', clock()) : undefined,
     );
     deps.metrics?.runEnded('cancelled');
     log.info({ by }, 'run cancelled');

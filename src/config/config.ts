@@ -126,7 +126,9 @@ export interface Config {
 function formatIssues(issues: readonly z.core.$ZodIssue[], describe: (path: string) => string): string[] {
   return issues.map((issue) => {
     const path = issue.path.map(String).join('.');
-    return describe(path) ? `${path}: ${issue.message}. ${describe(path)}` : `${path || '(root)'}: ${issue.message}`;
+    // A bad record key (e.g. a repo named "shop" instead of "acme/shop") says why the key is wrong.
+    const message = issue.code === 'invalid_key' ? `the key ${issue.issues.map((inner) => inner.message).join('; ')}` : issue.message;
+    return describe(path) ? `${path}: ${message}. ${describe(path)}` : `${path || '(root)'}: ${message}`;
   });
 }
 
@@ -147,7 +149,7 @@ export function parsePolicy(text: string, source: string): Policy {
   const result = policySchema.safeParse(raw ?? {});
   if (!result.success) {
     throw new ConfigError(
-      formatIssues(result.error.issues, () => '').map((line) => `${source} → ${line}. See SPEC §3 for the file's shape.`),
+      formatIssues(result.error.issues, () => '').map((line) => `${source} → ${line}. See shipgate.example.yaml for the file's shape.`),
     );
   }
   return result.data;

@@ -34,14 +34,18 @@ export function parseCommand(text: string, options: { command: string; channelDe
 
   if (keyword === 'help' && rest.length === 0) return { kind: 'help' };
   if (keyword === 'status' && rest.length === 0) return { kind: 'status' };
+  const idShaped = /^sg-/i.test(rest[0] ?? '');
   if (keyword === 'status' && rest.length === 1 && RUN_ID_PATTERN.test(rest[0] ?? '')) {
     return { kind: 'status', runId: rest[0] };
+  }
+  if (keyword === 'status' && idShaped) {
+    return { kind: 'error', message: `\`${options.command} status\` takes a run id like \`sg-1a2b3c4d\`. ${usage}` };
   }
   for (const name of RUN_ID_COMMANDS) {
     if (keyword !== name) continue;
     if (rest.length === 1 && RUN_ID_PATTERN.test(rest[0] ?? '')) return { kind: name, runId: rest[0] ?? '' };
     // Without a default repository these words cannot start a task, so a malformed id is an error, not a task.
-    if (options.channelDefaultRepo === undefined || (rest.length === 1 && /^sg-/i.test(rest[0] ?? ''))) {
+    if (options.channelDefaultRepo === undefined || rest.length === 0 || idShaped) {
       return {
         kind: 'error',
         message: `\`${options.command} ${name}\` needs a run id like \`sg-1a2b3c4d\` (see \`${options.command} status\`). ${usage}`,

@@ -5,6 +5,8 @@ import type { Metrics } from '../metrics.js';
 export interface HttpServerDeps {
   /** Bolt's listener for POST /slack/events, in Slack HTTP mode. */
   slack?: RequestListener | undefined;
+  /** The signed GitHub webhook listener (createGitHubWebhookListener); it answers 405 to non-POST itself. */
+  github?: RequestListener | undefined;
   /** Resolves when the process can serve (Redis answers). */
   ready: () => Promise<boolean>;
   metrics: Metrics;
@@ -12,8 +14,8 @@ export interface HttpServerDeps {
 }
 
 /**
- * One HTTP server for everything on PORT (SPEC §3): Slack events, health,
- * readiness and metrics. GitHub webhooks join here with the CI gate.
+ * One HTTP server for everything on PORT (SPEC §3): Slack events, GitHub
+ * webhooks, health, readiness and metrics.
  */
 export function createHttpServer(deps: HttpServerDeps): Server {
   return createServer((req, res) => {
@@ -24,6 +26,10 @@ export function createHttpServer(deps: HttpServerDeps): Server {
     };
     if (path === '/slack/events' && deps.slack !== undefined) {
       deps.slack(req, res);
+      return;
+    }
+    if (path === '/github/webhooks' && deps.github !== undefined) {
+      deps.github(req, res);
       return;
     }
     if (req.method === 'GET' && path === '/healthz') {

@@ -47,6 +47,29 @@ export interface ActionEvent {
   deliveryId: string;
 }
 
+/**
+ * A mention of the bot by a person (SPEC §2): inside a run's thread it is a
+ * follow-up instruction for that run's agent. Adapters drop mentions written
+ * by bots (shipgate included) before they get here.
+ */
+export interface MentionEvent {
+  /** The instruction, with the leading mention of the bot removed. */
+  text: string;
+  userId: string;
+  channelId: string;
+  /** The thread's root ts (the run's card) when the mention was a thread reply. */
+  threadTs: string | undefined;
+  /** The mention message's own ts. */
+  ts: string;
+  /** Identical on redelivery (Slack's Events API event_id); makes retries no-ops. */
+  deliveryId: string;
+  /**
+   * Set by adapters that address runs by id instead of by thread (the console);
+   * when present it wins over channel + threadTs.
+   */
+  runId?: string | undefined;
+}
+
 /** What the adapter sends back to the person who typed or clicked, right away. */
 export interface CommandReply {
   /** Only the requester sees it (errors, help, status). */
@@ -57,4 +80,6 @@ export interface CommandReply {
 export interface ChatHandlers {
   onCommand(event: CommandEvent): Promise<CommandReply>;
   onAction(event: ActionEvent): Promise<CommandReply>;
+  /** Optional: without it adapters acknowledge mentions and do nothing. */
+  onMention?(event: MentionEvent): Promise<CommandReply>;
 }

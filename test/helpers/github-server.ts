@@ -65,10 +65,71 @@ export interface StoredPull {
   head: { ref: string; sha: string; owner: string };
   base: { ref: string };
   merged: boolean;
+  /** Set by `mergePull`; while unmerged the answer carries a test-merge sha, as GitHub's does. */
+  mergeCommitSha?: string | null;
   draft: boolean;
   htmlUrl: string;
   createdAt: string;
   updatedAt: string;
+}
+
+/**
+ * A check run as a test describes it: any REST field (snake_case, as GitHub sends them), only
+ * `name` required. Defaults are what GitHub Actions would report (app `github-actions`).
+ */
+export interface CheckRunSetup {
+  name: string;
+  /** Default: the id of this sha's earlier run with the same name (an update), else a new one (a new run). */
+  id?: number;
+  status?: 'queued' | 'in_progress' | 'completed' | 'waiting' | 'requested' | 'pending';
+  /** Default `success` when `status` is `completed`, else null; a conclusion alone implies `completed`. */
+  conclusion?: string | null;
+  details_url?: string | null;
+  html_url?: string;
+  external_id?: string;
+  started_at?: string | null;
+  completed_at?: string | null;
+  /** `annotations_count` defaults to the number given to `setAnnotations` for this run. */
+  output?: { title?: string | null; summary?: string | null; text?: string | null; annotations_count?: number };
+  app?: { id?: number; slug?: string; name?: string } | null;
+  check_suite?: { id: number };
+}
+
+export interface CommitStatusSetup {
+  context?: string;
+  state: 'pending' | 'success' | 'failure' | 'error';
+  description?: string | null;
+  target_url?: string | null;
+  /** Default: increasing in the order given (statuses are append-only on GitHub). */
+  id?: number;
+  created_at?: string;
+  updated_at?: string;
+}
+
+export interface AnnotationSetup {
+  path: string;
+  message: string;
+  start_line?: number;
+  end_line?: number;
+  start_column?: number | null;
+  end_column?: number | null;
+  annotation_level?: 'notice' | 'warning' | 'failure';
+  title?: string | null;
+  raw_details?: string | null;
+}
+
+/** One rule of `GET /repos/{o}/{r}/rules/branches/{branch}` (see `requiredStatusChecksRule`). */
+export interface BranchRuleSetup {
+  type: string;
+  parameters?: JsonObject;
+  ruleset_id?: number;
+}
+
+export interface LogDownload {
+  path: string;
+  /** Whether the download request carried an Authorization header (it must not: the URL is pre-signed). */
+  authorization: boolean;
+  at: number;
 }
 
 export interface IssuedToken {
@@ -139,6 +200,24 @@ export interface GitHubServer {
   countStatuses(filter?: RequestFilter): Record<number, number>;
   /** Adds a route (`/repos/:owner/:repo/commits/:ref/check-runs`); answers to GET get ETags. */
   route(method: string, pattern: string, handler: RouteHandler, options?: { auth?: RouteAuth }): void;
+  /**
+   * Replaces the check runs of a commit (`GET …/commits/:ref/check-runs`), in the order given.
+   * Returns their ids and names (ids for `setAnnotations` and `setJobLog`).
+   */
+  setCheckRuns(fullName: string, sha: string, runs: CheckRunSetup[]): Array<{ id: number; name: string }>;
+  /** Replaces the statuses of a commit, given oldest first; `GET …/commits/:ref/statuses` lists them newest first. */
+  setStatuses(fullName: string, sha: string, statuses: CommitStatusSetup[]): void;
+  setAnnotations(checkRunId: number, annotations: AnnotationSetup[]): void;
+  /** The log `GET …/actions/jobs/:id/logs` redirects to; jobs without one answer 404 (as expired logs do 410). */
+  setJobLog(jobId: number, text: string): void;
+  /** Required status checks of classic branch protection; undefined = branch not protected (404). */
+  setRequiredChecks(fullName: string, branch: string, contexts: string[] | undefined): void;
+  /** Active ruleset rules of a branch; unset = `[]`. */
+  setBranchRules(fullName: string, branch: string, rules: BranchRuleSetup[]): void;
+  mergePull(fullName: string, number: number, mergeCommitSha: string): void;
+  closePull(fullName: string, number: number): void;
+  /** Requests to the log download URLs (outside the API; no rate limit, no auth). */
+  readonly logDownloads: readonly LogDownload[];
   close(): Promise<void>;
 }
 
@@ -170,6 +249,19 @@ export function secondaryRateLimit(options: { retryAfterSeconds?: number; status
       documentation_url: `${DOCS}/overview/rate-limits-for-the-rest-api#about-secondary-rate-limits`,
       status: String(status),
     },
+  };
+}
+
+/** A ruleset rule requiring these status checks, as `GET …/rules/branches/:branch` lists it. */
+export function requiredStatusChecksRule(contexts: string[], rulesetId?: number): BranchRuleSetup {
+  return {
+    type: 'required_status_checks',
+    parameters: {
+      strict_required_status_checks_policy: false,
+      do_not_enforce_on_create: false,
+      required_status_checks: contexts.map((context) => ({ context })),
+    },
+    ...(rulesetId === undefined ? {} : { ruleset_id: rulesetId }),
   };
 }
 
@@ -374,6 +466,10 @@ export async function startGitHubServer(options: GitHubServerOptions = {}): Prom
       updated_at: pull.updatedAt,
       closed_at: pull.state === 'closed' ? pull.updatedAt : null,
       merged_at: pull.merged ? pull.updatedAt : null,
+      // Unmerged: GitHub's test merge commit (on no branch), which clients must not take for the merge.
+      merge_commit_sha:
+        pull.mergeCommitSha ??
+        createHash('sha1').update(`test-merge:${repository.fullName}#${pull.number}:${pull.head.sha}`).digest('hex'),
       draft: pull.draft,
       head: {
         label: `${pull.head.owner}:${pull.head.ref}`,
@@ -623,6 +719,310 @@ export async function startGitHubServer(options: GitHubServerOptions = {}): Prom
     { auth: 'app' },
   );
 
+  // --- CI state (issue 4): check runs, statuses, annotations, job logs, protection, rulesets ---
+
+  interface StoredCheckRun {
+    id: number;
+    name: string;
+    startedAt: string | null;
+    completedAt: string | null;
+    /** The REST JSON; `annotations_count` is filled in when answering unless the test fixed it. */
+    render: () => JsonObject;
+  }
+  interface StoredStatus {
+    setup: CommitStatusSetup;
+    id: number;
+    createdAt: string;
+    json: JsonObject;
+  }
+  const ciKey = (fullName: string, ref: string): string => `${fullName.toLowerCase()}@${ref}`;
+  const branchKey = (fullName: string, branch: string): string => `${fullName.toLowerCase()}#${branch}`;
+  const checkRuns = new Map<string, StoredCheckRun[]>();
+  const checkRunRepository = new Map<number, { fullName: string; sha: string }>();
+  const statuses = new Map<string, StoredStatus[]>();
+  const annotations = new Map<number, AnnotationSetup[]>();
+  const jobLogs = new Map<number, string>();
+  const downloads = new Map<string, { text: string; expiresAt: number }>();
+  const logDownloads: LogDownload[] = [];
+  const requiredChecks = new Map<string, string[]>();
+  const branchRules = new Map<string, JsonObject[]>();
+  // Realistically large ids: GitHub's check run and status ids are well past 2^32.
+  let nextCheckRunId = 21_000_000_001;
+  let nextStatusId = 30_000_000_001;
+  /** How long a log download URL stays valid (GitHub's signed URLs last about a minute). */
+  const DOWNLOAD_TTL_MS = 60_000;
+  const GITHUB_ACTIONS_APP = { id: 15368, slug: 'github-actions', name: 'GitHub Actions' };
+
+  function requireRepository(fullName: string): Repository {
+    const repository = repositories.get(fullName.toLowerCase());
+    if (repository === undefined) throw new Error(`github fake: unknown repository ${fullName} (setRepository first)`);
+    return repository;
+  }
+
+  /** Pagination as GitHub does it: `per_page` (default 30), `page`, and a `Link` header with prev/next/last/first. */
+  function paginate<T>(
+    items: T[],
+    query: URLSearchParams,
+    path: string,
+    maxPerPage = 100,
+  ): { slice: T[]; headers: Record<string, string> } {
+    const perPage = Math.min(Math.max(Number(query.get('per_page') ?? 30) || 30, 1), maxPerPage);
+    const page = Math.max(Number(query.get('page') ?? 1) || 1, 1);
+    const last = Math.max(Math.ceil(items.length / perPage), 1);
+    const link = (n: number): string => {
+      const next = new URLSearchParams(query);
+      next.set('page', String(n));
+      return `<${origin}${prefix}${path}?${next.toString()}>`;
+    };
+    const rels: string[] = [];
+    if (page > 1) rels.push(`${link(Math.min(page - 1, last))}; rel="prev"`);
+    if (page < last) rels.push(`${link(page + 1)}; rel="next"`, `${link(last)}; rel="last"`);
+    if (page > 1) rels.push(`${link(1)}; rel="first"`);
+    return {
+      slice: items.slice((page - 1) * perPage, page * perPage),
+      headers: rels.length === 0 ? {} : { link: rels.join(', ') },
+    };
+  }
+
+  function setCheckRuns(fullName: string, sha: string, runs: CheckRunSetup[]): Array<{ id: number; name: string }> {
+    const repository = requireRepository(fullName);
+    const api = `${origin}${prefix}/repos/${repository.fullName}`;
+    const previous = checkRuns.get(ciKey(fullName, sha)) ?? [];
+    const now = isoSeconds(new Date());
+    const suiteId = Number.parseInt(
+      createHash('sha1').update(`${repository.fullName}@${sha}`).digest('hex').slice(0, 8),
+      16,
+    );
+    const used = new Set<number>();
+    const stored = runs.map((run): StoredCheckRun => {
+      // Same name, no id: the same run moving on (queued → completed), so its id and start time stay.
+      const prior = previous.find((p) =>
+        run.id !== undefined ? p.id === run.id : p.name === run.name && !used.has(p.id),
+      );
+      const id = run.id ?? prior?.id ?? nextCheckRunId++;
+      used.add(id);
+      const status = run.status ?? (run.conclusion !== undefined && run.conclusion !== null ? 'completed' : 'queued');
+      const conclusion = run.conclusion !== undefined ? run.conclusion : status === 'completed' ? 'success' : null;
+      const startedAt = run.started_at !== undefined ? run.started_at : (prior?.startedAt ?? now);
+      const completedAt =
+        run.completed_at !== undefined ? run.completed_at : status === 'completed' ? (prior?.completedAt ?? now) : null;
+      const htmlUrl = run.html_url ?? `${repository.htmlUrl}/actions/runs/${suiteId}/job/${id}`;
+      const app: JsonObject | null =
+        run.app === null
+          ? null
+          : {
+              id: run.app?.id ?? GITHUB_ACTIONS_APP.id,
+              slug: run.app?.slug ?? GITHUB_ACTIONS_APP.slug,
+              node_id: Buffer.from(`03:App${run.app?.id ?? GITHUB_ACTIONS_APP.id}`).toString('base64'),
+              owner: { login: 'github', id: 9919, type: 'Organization' },
+              name: run.app?.name ?? GITHUB_ACTIONS_APP.name,
+              description: '',
+              external_url: 'https://help.github.com/en/actions',
+              html_url: `https://github.com/apps/${run.app?.slug ?? GITHUB_ACTIONS_APP.slug}`,
+            };
+      checkRunRepository.set(id, { fullName: repository.fullName, sha });
+      return {
+        id,
+        name: run.name,
+        startedAt,
+        completedAt,
+        render: () => ({
+          id,
+          name: run.name,
+          node_id: Buffer.from(`04:CheckRun${id}`).toString('base64'),
+          head_sha: sha,
+          external_id: run.external_id ?? '',
+          url: `${api}/check-runs/${id}`,
+          html_url: htmlUrl,
+          details_url: run.details_url !== undefined ? run.details_url : htmlUrl,
+          status,
+          conclusion,
+          started_at: startedAt,
+          completed_at: completedAt,
+          output: {
+            title: run.output?.title ?? null,
+            summary: run.output?.summary ?? null,
+            text: run.output?.text ?? null,
+            annotations_count: run.output?.annotations_count ?? annotations.get(id)?.length ?? 0,
+            annotations_url: `${api}/check-runs/${id}/annotations`,
+          },
+          check_suite: { id: run.check_suite?.id ?? suiteId },
+          app,
+          pull_requests: [],
+        }),
+      };
+    });
+    checkRuns.set(ciKey(fullName, sha), stored);
+    return stored.map(({ id, name }) => ({ id, name }));
+  }
+
+  function setStatuses(fullName: string, sha: string, setups: CommitStatusSetup[]): void {
+    const repository = requireRepository(fullName);
+    const previous = statuses.get(ciKey(fullName, sha)) ?? [];
+    const now = isoSeconds(new Date());
+    const stored = setups.map((setup, index): StoredStatus => {
+      // An unchanged entry keeps its id and times, so re-setting the same list changes no ETag.
+      const prior = previous[index];
+      const same = prior !== undefined && JSON.stringify(setup) === JSON.stringify(prior.setup);
+      const id = setup.id ?? (same ? prior.id : nextStatusId++);
+      const createdAt = setup.created_at ?? (same ? prior.createdAt : now);
+      return {
+        setup,
+        id,
+        createdAt,
+        json: {
+          url: `${origin}${prefix}/repos/${repository.fullName}/statuses/${sha}`,
+          avatar_url: 'https://avatars.githubusercontent.com/u/9919?v=4',
+          id,
+          node_id: Buffer.from(`011:StatusContext${id}`).toString('base64'),
+          state: setup.state,
+          description: setup.description ?? null,
+          target_url: setup.target_url ?? null,
+          context: setup.context ?? 'default',
+          created_at: createdAt,
+          updated_at: setup.updated_at ?? createdAt,
+          creator: { login: 'ci-bot', id: 3, type: 'Bot' },
+        },
+      };
+    });
+    statuses.set(ciKey(fullName, sha), stored);
+  }
+
+  function pullOf(fullName: string, number: number): { repository: Repository; pull: StoredPull } {
+    const repository = requireRepository(fullName);
+    const pull = repository.pulls.find((p) => p.number === number);
+    if (pull === undefined) throw new Error(`github fake: no pull request #${number} in ${fullName}`);
+    return { repository, pull };
+  }
+
+  addRoute('GET', '/repos/:owner/:repo/commits/:ref/check-runs', ({ params, query }) => {
+    const repository = repositoryOf(params);
+    if (repository === undefined) return notFound(`${DOCS}/checks/runs#list-check-runs-for-a-git-reference`);
+    const ref = params.ref ?? '';
+    const filter = query.get('filter') ?? 'latest';
+    if (filter !== 'latest' && filter !== 'all') {
+      return validationFailed(
+        [{ resource: 'CheckRun', field: 'filter', code: 'invalid' }],
+        `${DOCS}/checks/runs#list-check-runs-for-a-git-reference`,
+      );
+    }
+    let runs = checkRuns.get(ciKey(repository.fullName, ref)) ?? [];
+    if (filter === 'latest') {
+      // A re-run is a new check run with the same name; `latest` keeps only the newest attempt.
+      const newest = new Map<string, number>();
+      for (const run of runs) newest.set(run.name, Math.max(newest.get(run.name) ?? 0, run.id));
+      runs = runs.filter((run) => newest.get(run.name) === run.id);
+    }
+    const checkName = query.get('check_name');
+    const rendered = runs
+      .filter((run) => checkName === null || run.name === checkName)
+      .map((run) => run.render())
+      .filter((run) => query.get('status') === null || run.status === query.get('status'));
+    const { slice, headers } = paginate(
+      rendered,
+      query,
+      `/repos/${repository.fullName}/commits/${encodeURIComponent(ref)}/check-runs`,
+    );
+    return { status: 200, body: { total_count: rendered.length, check_runs: slice }, headers };
+  });
+
+  addRoute('GET', '/repos/:owner/:repo/commits/:ref/statuses', ({ params, query }) => {
+    const repository = repositoryOf(params);
+    if (repository === undefined) return notFound(`${DOCS}/commits/statuses#list-commit-statuses-for-a-reference`);
+    const ref = params.ref ?? '';
+    const newestFirst = [...(statuses.get(ciKey(repository.fullName, ref)) ?? [])].reverse().map((s) => s.json);
+    const { slice, headers } = paginate(
+      newestFirst,
+      query,
+      `/repos/${repository.fullName}/commits/${encodeURIComponent(ref)}/statuses`,
+    );
+    return { status: 200, body: slice, headers };
+  });
+
+  addRoute('GET', '/repos/:owner/:repo/check-runs/:id/annotations', ({ params, query }) => {
+    const docs = `${DOCS}/checks/runs#list-check-run-annotations`;
+    const repository = repositoryOf(params);
+    const id = Number(params.id);
+    const owner = checkRunRepository.get(id);
+    const list = annotations.get(id);
+    const known = owner !== undefined && owner.fullName.toLowerCase() === repository?.fullName.toLowerCase();
+    if (repository === undefined || (!known && list === undefined)) return notFound(docs);
+    const blob = `${repository.htmlUrl}/blob/${owner?.sha ?? 'HEAD'}`;
+    const rendered = (list ?? []).map((a): JsonObject => ({
+      path: a.path,
+      blob_href: `${blob}/${a.path}`,
+      start_line: a.start_line ?? 1,
+      start_column: a.start_column ?? null,
+      end_line: a.end_line ?? a.start_line ?? 1,
+      end_column: a.end_column ?? null,
+      annotation_level: a.annotation_level ?? 'failure',
+      title: a.title ?? null,
+      message: a.message,
+      raw_details: a.raw_details ?? null,
+    }));
+    const { slice, headers } = paginate(rendered, query, `/repos/${repository.fullName}/check-runs/${id}/annotations`);
+    return { status: 200, body: slice, headers };
+  });
+
+  addRoute('GET', '/repos/:owner/:repo/actions/jobs/:id/logs', ({ params }) => {
+    const docs = `${DOCS}/actions/workflow-jobs#download-job-logs-for-a-workflow-run`;
+    const repository = repositoryOf(params);
+    const text = jobLogs.get(Number(params.id));
+    if (repository === undefined || text === undefined) return notFound(docs);
+    // GitHub redirects to a pre-signed URL on another host; here a one-minute URL on this server,
+    // so a client that followed with its Authorization header would be seen doing it.
+    const token = randomBytes(16).toString('hex');
+    downloads.set(token, { text, expiresAt: Date.now() + DOWNLOAD_TTL_MS });
+    return {
+      status: 302,
+      headers: { location: `${origin}/_downloads/${token}?sv=2024-01-01&sig=${token.slice(0, 8)}` },
+    };
+  });
+
+  addRoute('GET', '/repos/:owner/:repo/branches/:branch/protection/required_status_checks', ({ params }) => {
+    const docs = `${DOCS}/branches/branch-protection#get-status-checks-protection`;
+    const repository = repositoryOf(params);
+    const branch = params.branch ?? '';
+    const contexts = repository === undefined ? undefined : requiredChecks.get(branchKey(repository.fullName, branch));
+    if (repository === undefined) return notFound(docs);
+    if (contexts === undefined) return { status: 404, body: errorBody(404, 'Branch not protected', docs) };
+    const url = `${origin}${prefix}/repos/${repository.fullName}/branches/${encodeURIComponent(branch)}/protection/required_status_checks`;
+    return {
+      status: 200,
+      body: {
+        url,
+        strict: true,
+        contexts,
+        contexts_url: `${url}/contexts`,
+        checks: contexts.map((context) => ({ context, app_id: null })),
+      },
+    };
+  });
+
+  addRoute('GET', '/repos/:owner/:repo/rules/branches/:branch', ({ params, query }) => {
+    const repository = repositoryOf(params);
+    if (repository === undefined) return notFound(`${DOCS}/repos/rules#get-rules-for-a-branch`);
+    const branch = params.branch ?? '';
+    const rules = branchRules.get(branchKey(repository.fullName, branch)) ?? [];
+    const { slice, headers } = paginate(
+      rules,
+      query,
+      `/repos/${repository.fullName}/rules/branches/${encodeURIComponent(branch)}`,
+    );
+    return { status: 200, body: slice, headers };
+  });
+
+  /** A log download (outside the API: no rate limit, no auth, not a route). Undefined when not one. */
+  function download(pathname: string, headers: Record<string, string>): RouteAnswer | undefined {
+    const match = /^\/_downloads\/([0-9a-f]+)$/.exec(pathname);
+    if (match === null) return undefined;
+    logDownloads.push({ path: pathname, authorization: headers.authorization !== undefined, at: Date.now() });
+    const entry = downloads.get(match[1] ?? '');
+    // Blob storage answers an expired signature with 403 (no JSON: plain text like the log).
+    if (entry === undefined || entry.expiresAt < Date.now()) return { status: 403, body: 'AuthenticationFailed' };
+    return { status: 200, body: entry.text };
+  }
+
   // --- request handling ------------------------------------------------------------------
 
   /** Undefined when allowed; otherwise the 401/404 answer GitHub would give. */
@@ -729,6 +1129,19 @@ export async function startGitHubServer(options: GitHubServerOptions = {}): Prom
       response.end(text);
     };
 
+    const downloaded = method === 'GET' ? download(url.pathname, headers) : undefined;
+    if (downloaded !== undefined) {
+      // Served as blob storage would: plain text, no x-ratelimit-* headers, nothing charged.
+      const text = typeof downloaded.body === 'string' ? downloaded.body : '';
+      record.status = downloaded.status;
+      response.writeHead(downloaded.status, {
+        'content-type': downloaded.status === 200 ? 'text/plain; charset=utf-8' : 'application/xml',
+        'content-length': String(Buffer.byteLength(text)),
+      });
+      response.end(text);
+      return;
+    }
+
     const failureIndex = failures.findIndex((f) => f.method === method && pathMatches(f.path, path));
     if (failureIndex >= 0) {
       const [failure] = failures.splice(failureIndex, 1);
@@ -834,6 +1247,45 @@ export async function startGitHubServer(options: GitHubServerOptions = {}): Prom
       return counts;
     },
     route: addRoute,
+    setCheckRuns,
+    setStatuses,
+    setAnnotations(checkRunId, list) {
+      annotations.set(checkRunId, list);
+    },
+    setJobLog(jobId, text) {
+      jobLogs.set(jobId, text);
+    },
+    setRequiredChecks(fullName, branch, contexts) {
+      requireRepository(fullName);
+      if (contexts === undefined) requiredChecks.delete(branchKey(fullName, branch));
+      else requiredChecks.set(branchKey(fullName, branch), [...contexts]);
+    },
+    setBranchRules(fullName, branch, rules) {
+      const repository = requireRepository(fullName);
+      branchRules.set(
+        branchKey(fullName, branch),
+        rules.map((rule, index): JsonObject => ({
+          type: rule.type,
+          ...(rule.parameters === undefined ? {} : { parameters: rule.parameters }),
+          ruleset_source_type: 'Repository',
+          ruleset_source: repository.fullName,
+          ruleset_id: rule.ruleset_id ?? 100 + index,
+        })),
+      );
+    },
+    mergePull(fullName, number, mergeCommitSha) {
+      const { pull } = pullOf(fullName, number);
+      pull.state = 'closed';
+      pull.merged = true;
+      pull.mergeCommitSha = mergeCommitSha;
+      pull.updatedAt = isoSeconds(new Date());
+    },
+    closePull(fullName, number) {
+      const { pull } = pullOf(fullName, number);
+      pull.state = 'closed';
+      pull.updatedAt = isoSeconds(new Date());
+    },
+    logDownloads,
     close() {
       return new Promise<void>((resolve, reject) => {
         http.close((error) => (error ? reject(error) : resolve()));

@@ -72,6 +72,7 @@ function crashingGit(real: Git, point: CrashPoint, crashed: { done: boolean }): 
     commitAll: (input) => dieAfter('commitAll', real.commitAll(input)),
     push: (input) => dieAfter('push', real.push(input)),
     headSha: (dir) => real.headSha(dir),
+    readFileAt: (dir, rev, path) => real.readFileAt(dir, rev, path),
     currentBranch: (dir) => real.currentBranch(dir),
     removeWorkspace: (dir) => real.removeWorkspace(dir),
     close: () => real.close(),

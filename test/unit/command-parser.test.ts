@@ -22,11 +22,19 @@ describe('parseCommand: starting a run', () => {
   });
 
   it('accepts the characters GitHub allows in names (dots, dashes, underscores)', () => {
-    expect(parseCommand('my-org.io/web_app.v2 bump deps', NO_DEFAULT)).toMatchObject({ kind: 'run', repo: 'my-org.io/web_app.v2', task: 'bump deps' });
+    expect(parseCommand('my-org.io/web_app.v2 bump deps', NO_DEFAULT)).toMatchObject({
+      kind: 'run',
+      repo: 'my-org.io/web_app.v2',
+      task: 'bump deps',
+    });
   });
 
   it('trims surrounding whitespace and collapses runs of whitespace in the task', () => {
-    expect(parseCommand('  acme/shop   fix\n the   footer  ', NO_DEFAULT)).toMatchObject({ kind: 'run', repo: 'acme/shop', task: 'fix the footer' });
+    expect(parseCommand('  acme/shop   fix\n the   footer  ', NO_DEFAULT)).toMatchObject({
+      kind: 'run',
+      repo: 'acme/shop',
+      task: 'fix the footer',
+    });
   });
 
   it('an explicit repository wins over the channel default', () => {
@@ -65,11 +73,14 @@ describe('parseCommand: starting a run', () => {
     expect(errorMessage(parseCommand('', WITH_DEFAULT))).toContain('Tell me what to do');
   });
 
-  it.each(['acme/shop!', 'acme/sh$p', 'acme/@shop'])('rejects the malformed repository %j, saying to use owner/name', (repo) => {
-    const message = errorMessage(parseCommand(`${repo} fix it`, NO_DEFAULT));
-    expect(message).toContain('not a valid repository name');
-    expect(message).toContain('owner/name');
-  });
+  it.each(['acme/shop!', 'acme/sh$p', 'acme/@shop'])(
+    'rejects the malformed repository %j, saying to use owner/name',
+    (repo) => {
+      const message = errorMessage(parseCommand(`${repo} fix it`, NO_DEFAULT));
+      expect(message).toContain('not a valid repository name');
+      expect(message).toContain('owner/name');
+    },
+  );
 
   it('rejects a task longer than the limit, saying how long it was', () => {
     const longTask = 'x'.repeat(MAX_TASK_LENGTH + 1);
@@ -108,12 +119,16 @@ describe('parseCommand: keywords', () => {
     expect(message).toContain('/ship status');
   });
 
-  it.each(['cancel 42', 'cancel sg-123', 'cancel SG-1A2B3C4D', 'retry sg-1a2b3c4d5', 'audit run-1a2b3c4d', 'cancel sg-1a2b3c4d sg-00000000'])(
-    'rejects the malformed run id in %j',
-    (text) => {
-      expect(errorMessage(parseCommand(text, NO_DEFAULT))).toContain('needs a run id like');
-    },
-  );
+  it.each([
+    'cancel 42',
+    'cancel sg-123',
+    'cancel SG-1A2B3C4D',
+    'retry sg-1a2b3c4d5',
+    'audit run-1a2b3c4d',
+    'cancel sg-1a2b3c4d sg-00000000',
+  ])('rejects the malformed run id in %j', (text) => {
+    expect(errorMessage(parseCommand(text, NO_DEFAULT))).toContain('needs a run id like');
+  });
 
   it('rejects an sg- id of the wrong shape even where the channel has a default repository', () => {
     expect(errorMessage(parseCommand('cancel sg-123', WITH_DEFAULT))).toContain('needs a run id like');
@@ -128,7 +143,12 @@ describe('parseCommand: keywords that are really tasks', () => {
     'retry logic in the payment client is too aggressive',
     'audit log page needs paging',
   ])('%j is a task in a channel with a default repository', (text) => {
-    expect(parseCommand(text, WITH_DEFAULT)).toEqual({ kind: 'run', repo: 'acme/docs', task: text, repoFromChannelDefault: true });
+    expect(parseCommand(text, WITH_DEFAULT)).toEqual({
+      kind: 'run',
+      repo: 'acme/docs',
+      task: text,
+      repoFromChannelDefault: true,
+    });
   });
 
   it('"status page shows 500s" without a default asks for the repository instead of showing status', () => {
@@ -136,6 +156,10 @@ describe('parseCommand: keywords that are really tasks', () => {
   });
 
   it('keywords after an explicit repository belong to the task', () => {
-    expect(parseCommand('acme/shop cancel the banner', NO_DEFAULT)).toMatchObject({ kind: 'run', repo: 'acme/shop', task: 'cancel the banner' });
+    expect(parseCommand('acme/shop cancel the banner', NO_DEFAULT)).toMatchObject({
+      kind: 'run',
+      repo: 'acme/shop',
+      task: 'cancel the banner',
+    });
   });
 });

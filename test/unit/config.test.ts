@@ -58,7 +58,12 @@ describe('loadConfig: defaults', () => {
   it('reads the policy from SHIPGATE_CONFIG and takes PORT, REDIS_URL and SHIPGATE_ROLE from the environment', () => {
     const seen: string[] = [];
     const config = loadConfig(
-      { SHIPGATE_CONFIG: 'conf/policy.yaml', PORT: '8080', REDIS_URL: 'rediss://cache.internal:6380/2', SHIPGATE_ROLE: 'worker' },
+      {
+        SHIPGATE_CONFIG: 'conf/policy.yaml',
+        PORT: '8080',
+        REDIS_URL: 'rediss://cache.internal:6380/2',
+        SHIPGATE_ROLE: 'worker',
+      },
       {
         readFile: (path) => {
           seen.push(path);
@@ -80,7 +85,11 @@ describe('loadConfig: defaults', () => {
 
 describe('loadConfig: Slack mode', () => {
   it('uses HTTP mode with a bot token and signing secret', () => {
-    const config = load({ SLACK_BOT_TOKEN: 'xoxb-1-2', SLACK_SIGNING_SECRET: 'shh', SLACK_API_URL: 'http://127.0.0.1:9/api/' });
+    const config = load({
+      SLACK_BOT_TOKEN: 'xoxb-1-2',
+      SLACK_SIGNING_SECRET: 'shh',
+      SLACK_API_URL: 'http://127.0.0.1:9/api/',
+    });
     expect(config.chat).toEqual({ kind: 'slack-http' });
     expect(config.slack).toEqual({ botToken: 'xoxb-1-2', signingSecret: 'shh', apiUrl: 'http://127.0.0.1:9/api/' });
   });
@@ -99,12 +108,27 @@ describe('loadConfig: every environment error names the key and a fix', () => {
     ['PORT out of range', { PORT: '70000' }, 'PORT', 'between 1 and 65535'],
     ['a bot token without a signing secret', { SLACK_BOT_TOKEN: 'xoxb-1-2' }, 'SLACK_SIGNING_SECRET', 'Signing Secret'],
     ['a signing secret without a bot token', { SLACK_SIGNING_SECRET: 'shh' }, 'SLACK_BOT_TOKEN', 'xoxb-'],
-    ['an app token that is not xapp-', { SLACK_BOT_TOKEN: 'xoxb-1-2', SLACK_APP_TOKEN: 'xoxb-3-4' }, 'SLACK_APP_TOKEN', 'xapp-'],
+    [
+      'an app token that is not xapp-',
+      { SLACK_BOT_TOKEN: 'xoxb-1-2', SLACK_APP_TOKEN: 'xoxb-3-4' },
+      'SLACK_APP_TOKEN',
+      'xapp-',
+    ],
     ['SLACK_API_URL not a URL', { SLACK_API_URL: 'slack' }, 'SLACK_API_URL', 'https://slack.com/api/'],
     ['an unknown role', { SHIPGATE_ROLE: 'both' }, 'SHIPGATE_ROLE', 'all, web or worker'],
     ['an unknown log level', { LOG_LEVEL: 'verbose' }, 'LOG_LEVEL', 'fatal, error, warn, info'],
-    ['a GitHub App id without its key', { GITHUB_APP_ID: '123' }, 'GITHUB_APP_PRIVATE_KEY', 'together with GITHUB_APP_ID'],
-    ['a non-numeric GitHub App id', { GITHUB_APP_ID: 'my-app', GITHUB_APP_PRIVATE_KEY: 'pem' }, 'GITHUB_APP_ID', 'numeric App ID'],
+    [
+      'a GitHub App id without its key',
+      { GITHUB_APP_ID: '123' },
+      'GITHUB_APP_PRIVATE_KEY',
+      'together with GITHUB_APP_ID',
+    ],
+    [
+      'a non-numeric GitHub App id',
+      { GITHUB_APP_ID: 'my-app', GITHUB_APP_PRIVATE_KEY: 'pem' },
+      'GITHUB_APP_ID',
+      'numeric App ID',
+    ],
     ['a Redis prefix with a colon', { SHIPGATE_REDIS_PREFIX: 'ship:gate' }, 'SHIPGATE_REDIS_PREFIX', 'letters, digits'],
   ])('%s', (_case, env, key, fix) => {
     const error = configError(() => load(env));
@@ -153,7 +177,9 @@ describe('parsePolicy', () => {
       maxCostUsdPerRun: 10,
       maxRunMinutes: 240,
     });
-    expect(parsePolicy(`${MINIMAL_POLICY}budgets: { maxCiIterations: 5, maxCostUsdPerRun: 2.5 }\n`, 'p').budgets).toEqual({
+    expect(
+      parsePolicy(`${MINIMAL_POLICY}budgets: { maxCiIterations: 5, maxCostUsdPerRun: 2.5 }\n`, 'p').budgets,
+    ).toEqual({
       maxAgentTurns: 40,
       maxCiIterations: 5,
       maxTokensPerRun: 2_000_000,
@@ -238,7 +264,9 @@ budgets: { maxAgentTurns: 40, maxCiIterations: 3, maxTokensPerRun: 2000000, maxC
     expect(message).toContain('channels.CDOCS.defaultRepo');
     expect(message).toContain('acme/docs');
     expect(message).toContain('not listed under repos');
-    expect(parsePolicy('channels:\n  CDOCS: { defaultRepo: acme/shop }\nrepos:\n  acme/shop: {}\n', 'p').channels).toEqual({
+    expect(
+      parsePolicy('channels:\n  CDOCS: { defaultRepo: acme/shop }\nrepos:\n  acme/shop: {}\n', 'p').channels,
+    ).toEqual({
       CDOCS: { defaultRepo: 'acme/shop' },
     });
   });
@@ -258,9 +286,24 @@ budgets: { maxAgentTurns: 40, maxCiIterations: 3, maxTokensPerRun: 2000000, maxC
   });
 
   it.each([
-    ['a requester that is a user name', 'repos:\n  acme/shop: { requesters: [alice] }\n', 'repos.acme/shop.requesters.0', 'Slack user id'],
-    ['a lower-case user id', 'repos:\n  acme/shop: { requesters: [u0123] }\n', 'repos.acme/shop.requesters.0', 'Slack user id'],
-    ['a channel given by name', 'repos:\n  acme/shop: { channels: ["#general"] }\n', 'repos.acme/shop.channels.0', 'Slack channel id'],
+    [
+      'a requester that is a user name',
+      'repos:\n  acme/shop: { requesters: [alice] }\n',
+      'repos.acme/shop.requesters.0',
+      'Slack user id',
+    ],
+    [
+      'a lower-case user id',
+      'repos:\n  acme/shop: { requesters: [u0123] }\n',
+      'repos.acme/shop.requesters.0',
+      'Slack user id',
+    ],
+    [
+      'a channel given by name',
+      'repos:\n  acme/shop: { channels: ["#general"] }\n',
+      'repos.acme/shop.channels.0',
+      'Slack channel id',
+    ],
     [
       'an approver that is a channel',
       'repos:\n  acme/shop: { pipeline: shop }\npipelines:\n  shop:\n    stages:\n      - { name: prod, kargoStage: prod, approval: { approvers: [C0123] } }\n',
@@ -282,7 +325,11 @@ budgets: { maxAgentTurns: 40, maxCiIterations: 3, maxTokensPerRun: 2000000, maxC
   it.each([
     ['an unknown top-level key', `${MINIMAL_POLICY}budget: { maxAgentTurns: 5 }\n`, '"budget"'],
     ['an unknown repository key', 'repos:\n  acme/shop: { protected_paths: ["deploy/**"] }\n', 'repos.acme/shop'],
-    ['an unknown stage key', 'repos:\n  acme/shop: { pipeline: shop }\npipelines:\n  shop:\n    stages:\n      - { name: dev, kargoStage: dev, argoApps: [x] }\n', 'pipelines.shop.stages.0'],
+    [
+      'an unknown stage key',
+      'repos:\n  acme/shop: { pipeline: shop }\npipelines:\n  shop:\n    stages:\n      - { name: dev, kargoStage: dev, argoApps: [x] }\n',
+      'pipelines.shop.stages.0',
+    ],
   ])('rejects %s instead of silently ignoring it', (_case, yaml, where) => {
     const message = policyError(yaml);
     expect(message).toContain(where);

@@ -47,7 +47,11 @@ describe('createLogger', () => {
     out.log.info(
       {
         token: 'xoxb-111-secret-top',
-        slack: { botToken: 'xoxb-222-secret-nested', signingSecret: 'signing-secret-value', appToken: 'xapp-1-A1-secret' },
+        slack: {
+          botToken: 'xoxb-222-secret-nested',
+          signingSecret: 'signing-secret-value',
+          appToken: 'xapp-1-A1-secret',
+        },
         anthropic: { apiKey: 'sk-ant-api03-secretkey' },
         github: { privateKey: '-----BEGIN RSA PRIVATE KEY-----abc', webhookSecret: 'hook-secret-value' },
         headers: { authorization: 'Bearer ghp_bearer-secret' },
@@ -85,7 +89,9 @@ describe('createLogger', () => {
 
   it('scrubs tokens that an error echoes in its message and stack', async () => {
     const out = capture();
-    const error = new Error(`An API error occurred: invalid_auth for ${SLACK_TOKEN} (GitHub said bad credentials for ${GITHUB_TOKEN})`);
+    const error = new Error(
+      `An API error occurred: invalid_auth for ${SLACK_TOKEN} (GitHub said bad credentials for ${GITHUB_TOKEN})`,
+    );
     out.log.error({ err: error, runId: 'sg-1a2b3c4d' }, 'slack call failed');
     await flushed();
     const raw = out.raw();
@@ -94,7 +100,9 @@ describe('createLogger', () => {
     const errSchema = z.object({ err: z.object({ type: z.string(), message: z.string(), stack: z.string() }) });
     const { err } = errSchema.parse(out.lines()[0]);
     expect(err.type).toBe('Error');
-    expect(err.message).toBe('An API error occurred: invalid_auth for [REDACTED] (GitHub said bad credentials for [REDACTED])');
+    expect(err.message).toBe(
+      'An API error occurred: invalid_auth for [REDACTED] (GitHub said bad credentials for [REDACTED])',
+    );
     // The stack still points at the code, only the secret is gone.
     expect(err.stack).toContain('[REDACTED]');
     expect(err.stack).toContain('log.test.ts');
@@ -112,7 +120,11 @@ describe('createLogger', () => {
   it('scrubs tokens in the message text and its interpolated arguments', async () => {
     const out = capture();
     out.log.warn(`retrying with ${SLACK_TOKEN}`);
-    out.log.warn({ runId: 'sg-1a2b3c4d' }, 'clone of %s failed', `https://x-access-token:${GITHUB_TOKEN}@github.com/acme/shop.git`);
+    out.log.warn(
+      { runId: 'sg-1a2b3c4d' },
+      'clone of %s failed',
+      `https://x-access-token:${GITHUB_TOKEN}@github.com/acme/shop.git`,
+    );
     await flushed();
     expect(out.raw()).not.toContain(SLACK_TOKEN);
     expect(out.raw()).not.toContain(GITHUB_TOKEN);

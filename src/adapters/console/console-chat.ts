@@ -26,13 +26,15 @@ export interface ConsoleChat {
 const HELP = `Console chat: type a slash command, e.g.
   /ship acme/shop add a /healthz endpoint
   click cancel <run-id>        press the Cancel button of a run
+  reply <run-id> <text…>       mention the bot in a run's thread (a follow-up for its agent)
   as <user-id> <line>          act as another user, e.g. as U0999 click cancel sg-…
   quit                         stop shipgate`;
 
 /**
  * A terminal chat in the Hubot-shell tradition: it implements the same chat
  * port as Slack, so commands, workers and rendering run unchanged. Messages
- * are printed as text; buttons are pressed by typing `click <verb> <value>`.
+ * are printed as text; buttons are pressed by typing `click <verb> <value>`,
+ * and a follow-up in a run's thread is `reply <run-id> <text…>`.
  */
 export function createConsoleChat(options: ConsoleChatOptions): ConsoleChat {
   const out = options.output;
@@ -105,6 +107,25 @@ export function createConsoleChat(options: ConsoleChatOptions): ConsoleChat {
     if (click !== null) {
       const reply = await handlers.onAction({ actionId: `shipgate.${click[1] ?? ''}`, value: click[2] ?? '', userId: user, channelId: CONSOLE_CHANNEL, deliveryId: id });
       if (reply.ephemeral !== undefined) print(`\n(only you can see this) ${flattenMrkdwn(reply.ephemeral)}`);
+      return;
+    }
+    const followUp = /^reply\s+(\S+)\s+(\S.*)$/.exec(line);
+    if (followUp !== null) {
+      if (handlers.onMention === undefined) {
+        print('\n(only you can see this) Follow-ups in a run are not available in this build.');
+        return;
+      }
+      // The console has no thread to point at, so the run is named by id instead (MentionEvent.runId).
+      const answer = await handlers.onMention({
+        text: (followUp[2] ?? '').trim(),
+        userId: user,
+        channelId: CONSOLE_CHANNEL,
+        threadTs: undefined,
+        ts: nextTs(),
+        deliveryId: id,
+        runId: followUp[1] ?? '',
+      });
+      if (answer.ephemeral !== undefined) print(`\n(only you can see this) ${flattenMrkdwn(answer.ephemeral)}`);
       return;
     }
     print(HELP);

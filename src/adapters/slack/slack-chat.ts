@@ -66,6 +66,29 @@ const blockActionSchema = z.object({
   actions: z.array(z.object({ action_id: z.string(), value: z.string().optional(), action_ts: z.string() })).min(1),
 });
 
+// An Events API envelope and its app_mention event; `user` is absent on some bot posts.
+const eventEnvelopeSchema = z.object({ event_id: z.string().min(1) });
+const appMentionSchema = z.object({
+  text: z.string().default(''),
+  user: z.string().optional(),
+  channel: z.string(),
+  thread_ts: z.string().optional(),
+  ts: z.string(),
+  bot_id: z.string().optional(),
+  subtype: z.string().optional(),
+});
+
+/**
+ * Removes the leading `<@U…>` (or `<@U…|name>`) that addressed the bot. With
+ * the bot's id unknown (auth.test failed) any leading user mention goes, since
+ * an app_mention event is by definition addressed to this bot.
+ */
+export function stripLeadingMention(text: string, botUserId: string | undefined): string {
+  const match = /^\s*<@([A-Z0-9]+)(?:\|[^>]*)?>[\s:,]*/.exec(text);
+  if (match === null || (botUserId !== undefined && match[1] !== botUserId)) return text.trim();
+  return text.slice(match[0].length).trim();
+}
+
 const postResultSchema = z.object({ ts: z.string() });
 const historySchema = z.object({
   messages: z
@@ -220,6 +243,41 @@ export function createSlackChat(options: SlackChatOptions): SlackChat {
           }
         } catch (error) {
           options.log.error({ err: error, action: action.action_id }, 'action handler failed');
+        }
+      });
+
+      // Bolt acks Events API deliveries before listeners run, so this may take its time.
+      app.event('app_mention', async ({ event, body, context }) => {
+        const parsed = appMentionSchema.safeParse(event);
+        const envelope = eventEnvelopeSchema.safeParse(body);
+        if (!parsed.success || !envelope.success) {
+          options.log.warn({ issues: (parsed.error?.issues.length ?? 0) + (envelope.error?.issues.length ?? 0) }, 'unreadable app_mention ignored');
+          return;
+        }
+        const m = parsed.data;
+        // Guardrail: only people give instructions. Bots (shipgate's own posts included) never trigger
+        // anything, whatever they write, so one bot cannot drive another or loop on itself.
+        const botUserId = context.botUserId;
+        if (m.bot_id !== undefined || m.subtype === 'bot_message' || m.user === undefined || m.user === botUserId) {
+          options.log.debug({ channel: m.channel, ts: m.ts }, 'mention by a bot ignored');
+          return;
+        }
+        if (handlers.onMention === undefined) return;
+        const user = m.user;
+        try {
+          const reply = await handlers.onMention({
+            text: stripLeadingMention(m.text, botUserId),
+            userId: user,
+            channelId: m.channel,
+            threadTs: m.thread_ts,
+            ts: m.ts,
+            deliveryId: envelope.data.event_id,
+          });
+          if (reply.ephemeral !== undefined) {
+            await port.postEphemeral({ channel: m.channel, user, text: reply.ephemeral, threadTs: m.thread_ts });
+          }
+        } catch (error) {
+          options.log.error({ err: error, channel: m.channel, ts: m.ts }, 'mention handler failed');
         }
       });
 
