@@ -34,6 +34,9 @@ import { CHAT_QUEUE, RUN_QUEUE, createQueues, type AdvanceJob, type ChatJob, typ
 import { createRedis, type Redis } from './redis.js';
 import { createEtagCache } from './store/etag-cache.js';
 import { createFollowUps } from './store/follow-ups.js';
+import { createPokes } from './store/pokes.js';
+import { createTtlCache } from './store/ttl-cache.js';
+import { createWriteLimiter } from './store/write-limiter.js';
 import { createRunIndex, type RunIndexKey } from './store/run-index.js';
 import { createRunStore, type RunStore } from './store/run-store.js';
 
@@ -138,6 +141,7 @@ export function createShipgate(options: ShipgateOptions): Shipgate {
 
   const index = createRunIndex({ redis, prefix });
   const followUps = createFollowUps({ redis, prefix });
+  const pokes = createPokes({ redis, prefix });
 
   let slack: SlackChat | undefined;
   let consoleChat: ConsoleChat | undefined;
@@ -198,7 +202,14 @@ export function createShipgate(options: ShipgateOptions): Shipgate {
       followUps,
     });
     steps.pr ??= createPrStep({ github, chat });
-    steps.ci ??= createCiStep({ policy: config.policy, github, index, clock, firstPollMs: options.tuning?.firstPollMs });
+    steps.ci ??= createCiStep({
+      policy: config.policy,
+      github,
+      index,
+      clock,
+      firstPollMs: options.tuning?.firstPollMs,
+      requiredChecksCache: createTtlCache({ redis, prefix, ttlSeconds: 600 }),
+    });
     steps.merge ??= createMergeStep({ github, clock, firstPollMs: options.tuning?.firstPollMs });
   }
 
@@ -227,8 +238,10 @@ export function createShipgate(options: ShipgateOptions): Shipgate {
     const runIds = new Set((await Promise.all(keys.map((key) => index.find(key)))).flat());
     for (const runId of runIds) {
       const run = await store.get(runId);
-      if (run === undefined || run.state !== 'waiting') continue;
-      await queues.wakeRun(runId, run.jobSeq);
+      if (run === undefined || (run.state !== 'waiting' && run.state !== 'running')) continue;
+      // If the gate is being evaluated right now, the poke makes it look again as soon as it ends pending.
+      await pokes.poke(runId);
+      if (run.state === 'waiting') await queues.wakeRun(runId, run.jobSeq);
       log.info({ runId, event: event.kind, deliveryId: event.deliveryId }, 'webhook woke the run');
     }
   }
@@ -266,6 +279,7 @@ export function createShipgate(options: ShipgateOptions): Shipgate {
           clock,
           log,
           metrics,
+          pokes,
           // A finished run's working copy is no longer needed; a crash before this leaves it for the next run's clean-up.
           onRunEnded: async (run) => git.removeWorkspace(workspaceDir(workRoot, run.id)),
         });
@@ -285,14 +299,17 @@ export function createShipgate(options: ShipgateOptions): Shipgate {
             );
           }
         });
-        const chatProcessor = createChatProcessor({ chat, store, redis, prefix, log, updateIntervalMs: options.cardUpdateIntervalMs, index, command: config.policy.command });
+        const chatProcessor = createChatProcessor({ chat, store, redis, prefix, log, updateIntervalMs: options.cardUpdateIntervalMs,
+          index,
+          command: config.policy.command,
+          // Stay well under Slack's per-workspace write limits (SPEC §10: zero 429s under a burst).
+          writes: createWriteLimiter({ redis, prefix, perSecond: 10 }),
+        });
         const chatWorker = new Worker<ChatJob>(CHAT_QUEUE, chatProcessor, {
           connection: blocking,
           prefix: `${prefix}:bull`,
           concurrency: 4,
           ...RECOVERY,
-          // Stay well under Slack's per-workspace write limits (SPEC §10: zero 429s under a burst).
-          limiter: { max: 10, duration: 1_000 },
         });
         chatWorker.on('failed', (job, error) => {
           log.warn({ runId: job?.data.runId, kind: job?.data.kind, attempt: job?.attemptsMade, err: error }, 'chat job failed');

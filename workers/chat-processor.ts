@@ -8,6 +8,7 @@ import { renderCard, renderGateReply, renderRunEnded } from '../src/render/card.
 import type { MessageView } from '../src/render/view.js';
 import type { Redis } from '../src/redis.js';
 import type { RunIndex } from '../src/store/run-index.js';
+import type { WriteLimiter } from '../src/store/write-limiter.js';
 import type { RunStore } from '../src/store/run-store.js';
 
 function digestOf(view: MessageView): string {
@@ -25,6 +26,8 @@ export interface ChatProcessorDeps {
   prefix: string;
   log: Logger;
   updateIntervalMs?: number;
+  /** Shared pacing of chat writes; without it writes are not paced. */
+  writes?: WriteLimiter | undefined;
   /** The slash command's name, for hints such as "/ship retry <id>". */
   command?: string | undefined;
   /** Where mentions in a thread find their run. */
@@ -62,6 +65,7 @@ export function createChatProcessor(deps: ChatProcessorDeps): (job: Job<ChatJob>
         return { ts: found.ts, fresh: false };
       }
     }
+    await deps.writes?.take();
     await redis.set(postKey(input.key), 'pending', 'EX', POST_RECORD_TTL_SECONDS);
     const { ts } = await chat.postMessage(input);
     await redis.set(postKey(input.key), `ts:${ts}`, 'EX', POST_RECORD_TTL_SECONDS);
@@ -111,6 +115,7 @@ export function createChatProcessor(deps: ChatProcessorDeps): (job: Job<ChatJob>
         const wait = await redis.pttl(slotKey(runId));
         await delay(job, token, Math.max(wait, 50));
       }
+      await deps.writes?.take();
       await chat.updateMessage({ channel: run.chat.channel, ts: run.chat.ts, message: view });
       await redis.set(hashKey(runId), digest, 'EX', POST_RECORD_TTL_SECONDS);
     }

@@ -15,6 +15,7 @@ import type { Logger } from '../src/log.js';
 import type { Metrics } from '../src/metrics.js';
 import type { Cancellation } from '../src/queue/cancellation.js';
 import { advanceJobId, type AdvanceJob, type Queues } from '../src/queue/queues.js';
+import type { Pokes } from '../src/store/pokes.js';
 import type { RunStore } from '../src/store/run-store.js';
 import type { GateSteps } from './gate-step.js';
 
@@ -29,6 +30,8 @@ export interface RunProcessorDeps {
   clock: () => Date;
   log: Logger;
   metrics?: Metrics | undefined;
+  /** Webhook marks: a pending gate that was poked while it ran re-checks at once. */
+  pokes?: Pokes | undefined;
   /** Clean-up once a run is terminal (e.g. removing its workspace); failures are logged, not retried. */
   onRunEnded?: ((run: Run) => Promise<void>) | undefined;
 }
@@ -184,7 +187,8 @@ export function createRunProcessor(deps: RunProcessorDeps): (job: Job<AdvanceJob
         if (change === undefined || change.before === change.after) continue;
         log.info({ gate: gate.name, outcome: outcome.kind }, `gate ${outcome.kind}`);
         if (outcome.kind === 'pending') {
-          await queues.scheduleRun(runId, change.after.jobSeq, outcome.recheckAfterMs);
+          const poked = (await deps.pokes?.take(runId)) === true;
+          await queues.scheduleRun(runId, change.after.jobSeq, poked ? 0 : outcome.recheckAfterMs);
           return;
         }
         if (isTerminal(change.after.state)) {

@@ -4,6 +4,7 @@ import type { Policy } from '../../src/config/policy.js';
 import { RefusedError } from '../../src/errors.js';
 import type { GitHubCiPort, GitHubPort } from '../../src/ports/github.js';
 import type { RunIndex } from '../../src/store/run-index.js';
+import type { TtlCache } from '../../src/store/ttl-cache.js';
 import type { GateStep } from '../gate-step.js';
 import { pollDelay } from './poll-delay.js';
 
@@ -11,6 +12,11 @@ export interface CiStepDeps {
   policy: Policy;
   github: GitHubPort & GitHubCiPort;
   index: RunIndex;
+  /**
+   * Required checks per repository and branch. Branch protection answers 404 without an ETag when a
+   * branch is unprotected, so reading it on every poll would cost a rate-limited request each time.
+   */
+  requiredChecksCache?: TtlCache | undefined;
   /** First re-check delay; doubles per unchanged poll up to `maxPollMs`. Webhooks wake the run sooner. */
   firstPollMs?: number;
   maxPollMs?: number;
@@ -33,6 +39,18 @@ export function createCiStep(deps: CiStepDeps): GateStep {
   const maxPoll = deps.maxPollMs ?? 60_000;
   const command = deps.command ?? deps.policy.command;
 
+  async function requiredChecks(owner: string, repo: string, branch: string): Promise<string[] | undefined> {
+    const key = `required-checks:${owner}/${repo}:${branch}`;
+    const cached = await deps.requiredChecksCache?.get(key);
+    if (cached !== undefined) {
+      const parsed: unknown = JSON.parse(cached);
+      return Array.isArray(parsed) ? parsed.filter((name): name is string => typeof name === 'string') : undefined;
+    }
+    const fresh = await deps.github.requiredChecks(owner, repo, branch);
+    await deps.requiredChecksCache?.set(key, JSON.stringify(fresh ?? null));
+    return fresh;
+  }
+
   return {
     async run({ run, gate, record, log }) {
       const [owner, repo] = run.repo.split('/');
@@ -46,7 +64,7 @@ export function createCiStep(deps: CiStepDeps): GateStep {
       const pr = await deps.github.getPullRequest(owner, repo, prNumber);
       if (pr.state === 'closed' && !pr.merged) return { kind: 'failed', summary: `pull request #${prNumber} was closed without merging` };
       const snapshot = await deps.github.ciSnapshot(owner, repo, sha);
-      const required = (await deps.github.requiredChecks(owner, repo, pr.base)) ?? deps.policy.repos[run.repo]?.requiredChecks;
+      const required = (await requiredChecks(owner, repo, pr.base)) ?? deps.policy.repos[run.repo]?.requiredChecks;
       const verdict = evaluateCi({ snapshot, required });
       await record((r) => ({ links: { ...r.links, ci: `${pr.url}/checks` }, activity: `CI: ${verdict.summary}` }));
 
