@@ -10,11 +10,13 @@
 ARG NODE_IMAGE=node:22-bookworm-slim
 
 # --- production dependencies only ---------------------------------------------
+# `npm install` rather than `npm ci`: the lockfile cannot record other platforms' optional
+# binaries that some registry mirrors do not serve, and `npm ci` refuses it for that (see .ci/run).
 FROM ${NODE_IMAGE} AS deps
 WORKDIR /app
 COPY package.json package-lock.json ./
 RUN --mount=type=cache,target=/root/.npm \
-    npm ci --omit=dev --no-audit --no-fund
+    npm install --omit=dev --no-audit --no-fund
 
 # --- runtime ------------------------------------------------------------------
 FROM ${NODE_IMAGE} AS runtime
