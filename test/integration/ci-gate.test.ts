@@ -140,6 +140,23 @@ describe('the CI gate and the fix loop', () => {
     expect(w.model.requests).toHaveLength(2);
   });
 
+  it('flags in the thread a fix that deletes a test instead of fixing the code', async () => {
+    const w = await start('weakening');
+    const remove = { content: [{ type: 'tool_use' as const, id: 'd1', name: 'str_replace_based_edit_tool', input: { command: 'create', path: '/repo/test/health.test.js', file_text: '// removed\n' } }] };
+    w.model.script(create('c1', "module.exports = () => 'healthy';\n"), done('first try'), remove, done('Made the test pass.'));
+    const runId = await w.ship('acme/shop add a health module');
+    const first = await pushedCommit(w, runId);
+    const [failed] = w.github.setCheckRuns('acme/shop', first, [{ name: 'test', conclusion: 'failure' }]);
+    w.github.setAnnotations(failed?.id ?? 0, [{ path: 'test/health.test.js', start_line: 1, message: "expected 'healthy' to be 'ok'" }]);
+    await pushedCommit(w, runId, first);
+    expect((await runOf(w, runId)).artifacts.testWarnings?.join(' ')).toMatch(/assert/i);
+    await w.bot.slack.waitFor(
+      (s) => s.messages('CSHOP').some((m) => (m.text ?? '').startsWith('agent ') && JSON.stringify(m.blocks ?? []).includes('FLAGGED')),
+      5_000,
+      'flagged agent reply',
+    );
+  });
+
   it('a closed pull request ends the run with a clear message', async () => {
     const w = await start('closed');
     w.model.script(create('c1', "module.exports = () => 'ok';\n"), done('done'));
