@@ -1,25 +1,11 @@
-import type { AuditLog } from '../src/audit/audit-log.js';
-import type { Policy } from '../src/config/policy.js';
-import { authoriseCancel, type GroupMembers } from '../src/domain/authorise.js';
-import type { Logger } from '../src/log.js';
+import { authoriseCancel } from '../src/domain/authorise.js';
 import type { ActionEvent, CommandReply } from '../src/ports/chat.js';
-import type { Cancellation } from '../src/queue/cancellation.js';
-import type { Queues } from '../src/queue/queues.js';
-import type { RunStore } from '../src/store/run-store.js';
-import { requestCancel } from './ship-command.js';
+import { requestCancel, type ShipCommandDeps } from './ship-command.js';
 
 export const CANCEL_ACTION = 'shipgate.cancel';
 
-export interface RunActionDeps {
-  policy: Policy;
-  store: RunStore;
-  audit: AuditLog;
-  queues: Queues;
-  cancellation: Cancellation;
-  groupMembers: GroupMembers;
-  clock: () => Date;
-  log: Logger;
-}
+/** The same collaborators as the /ship command, minus what only starting a run needs. */
+export type RunActionDeps = Omit<ShipCommandDeps, 'metrics' | 'newRunId'>;
 
 /**
  * Buttons on the run card. Same rules as the commands: authorise, record,

@@ -12,7 +12,8 @@ import { Redis } from 'ioredis';
  * REDIS_URL: production state must not live in a throwaway process.
  */
 
-async function answers(url: string): Promise<boolean> {
+/** True when a Redis at `url` answers PING (one attempt, no retries). */
+export async function redisAnswers(url: string): Promise<boolean> {
   const client = new Redis(url, { lazyConnect: true, maxRetriesPerRequest: 0, retryStrategy: () => null, connectTimeout: 1_000 });
   client.on('error', () => undefined);
   try {
@@ -25,7 +26,8 @@ async function answers(url: string): Promise<boolean> {
   }
 }
 
-async function freePort(): Promise<number> {
+/** A TCP port on 127.0.0.1 that was free a moment ago. */
+export async function freePort(): Promise<number> {
   return new Promise((resolve, reject) => {
     const server = createServer();
     server.once('error', reject);
@@ -44,7 +46,7 @@ export interface DevRedis {
 
 /** Returns undefined when the default Redis answers (use it) or redis-server is not installed. */
 export async function startDevRedisIfNeeded(defaultUrl: string): Promise<DevRedis | undefined> {
-  if (await answers(defaultUrl)) return undefined;
+  if (await redisAnswers(defaultUrl)) return undefined;
   const port = await freePort();
   const dir = mkdtempSync(join(tmpdir(), 'shipgate-dev-redis-'));
   const child = spawn('redis-server', ['--port', String(port), '--bind', '127.0.0.1', '--save', '', '--appendonly', 'no', '--dir', dir], {
@@ -56,7 +58,7 @@ export async function startDevRedisIfNeeded(defaultUrl: string): Promise<DevRedi
   });
   if (failed) return undefined;
   const url = `redis://127.0.0.1:${port}`;
-  for (let attempt = 0; attempt < 100 && !(await answers(url)); attempt++) {
+  for (let attempt = 0; attempt < 100 && !(await redisAnswers(url)); attempt++) {
     await new Promise((r) => setTimeout(r, 50));
   }
   return {
