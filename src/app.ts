@@ -10,7 +10,7 @@ import { createFollowUpHandler } from '../commands/follow-up.js';
 import { createShipCommand } from '../commands/ship-command.js';
 import { createChatProcessor } from '../workers/chat-processor.js';
 import type { GateSteps } from '../workers/gate-step.js';
-import { createRunProcessor, failRunAfterRetries } from '../workers/run-processor.js';
+import { createRunProcessor, failRun } from '../workers/run-processor.js';
 import { createAgentStep, workspaceDir } from '../workers/steps/agent-step.js';
 import { createCiStep } from '../workers/steps/ci-step.js';
 import { createMergeStep } from '../workers/steps/merge-step.js';
@@ -246,12 +246,16 @@ export function createShipgate(options: ShipgateOptions): Shipgate {
     }
   }
 
+  // A finished run's working copy is no longer needed.
+  const onRunEnded = async (run: { id: string }): Promise<void> => git.removeWorkspace(workspaceDir(workRoot, run.id));
+
   async function recoverRuns(): Promise<void> {
     // Insurance against a crash between recording a run's next job and adding it: make sure every
     // run that should have a job has one. Adding an existing job id is a no-op.
     for (const run of await store.listActive()) {
       if (run.state === 'queued' || run.state === 'running' || run.state === 'cancelling') {
-        await queues.scheduleRun(run.id, run.jobSeq);
+        // wakeRun also retries a job BullMQ failed for good (e.g. stalled twice).
+        await queues.wakeRun(run.id, run.jobSeq);
       }
     }
   }
@@ -280,8 +284,8 @@ export function createShipgate(options: ShipgateOptions): Shipgate {
           log,
           metrics,
           pokes,
-          // A finished run's working copy is no longer needed; a crash before this leaves it for the next run's clean-up.
-          onRunEnded: async (run) => git.removeWorkspace(workspaceDir(workRoot, run.id)),
+          onRunEnded,
+          maxRunMinutes: config.policy.budgets.maxRunMinutes,
         });
         const runWorker = new Worker<AdvanceJob>(RUN_QUEUE, runProcessor, {
           connection: blocking,
@@ -291,13 +295,15 @@ export function createShipgate(options: ShipgateOptions): Shipgate {
         });
         runWorker.on('failed', (job, error) => {
           if (job === undefined) return;
-          const exhausted = job.attemptsMade >= (job.opts.attempts ?? 1);
-          log.warn({ runId: job.data.runId, attempt: job.attemptsMade, exhausted, err: error }, 'run job failed');
-          if (exhausted) {
-            failRunAfterRetries({ store, audit, queues, clock, log }, job.data.runId, error.message).catch((err: unknown) =>
-              log.error({ runId: job.data.runId, err }, 'could not record run failure'),
-            );
-          }
+          log.warn({ runId: job.data.runId, attempt: job.attemptsMade, err: error }, 'run job failed');
+          // A job that will not be retried (attempts used up, or stalled twice, which BullMQ fails
+          // without counting an attempt) must still end its run.
+          job
+            .getState()
+            .then(async (state) => {
+              if (state === 'failed') await failRun({ store, audit, queues, clock, log, onRunEnded }, job.data.runId, `internal error after retries: ${error.message}`);
+            })
+            .catch((err: unknown) => log.error({ runId: job.data.runId, err }, 'could not record run failure'));
         });
         const chatProcessor = createChatProcessor({ chat, store, redis, prefix, log, updateIntervalMs: options.cardUpdateIntervalMs,
           index,

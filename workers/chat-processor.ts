@@ -76,8 +76,12 @@ export function createChatProcessor(deps: ChatProcessorDeps): (job: Job<ChatJob>
    * Posts the root card if it does not exist yet; returns the run with `chat.ts` set, and whether
    * the card now shows this version (false when an interrupted earlier post was found instead).
    */
-  async function ensureRoot(run: Run): Promise<{ run: Run; current: boolean }> {
+  async function ensureRoot(run: Run, job: Job<ChatJob>, token: string | undefined): Promise<{ run: Run; current: boolean }> {
     if (run.chat.ts !== undefined) return { run, current: false };
+    // Two jobs of one run (the first card and the first change) may both get here: one posts, the
+    // other waits for it. The lease expires, so a holder that died does not block the run.
+    const lease = await redis.set(`${prefix}:root-lease:${run.id}`, '1', 'PX', 30_000, 'NX');
+    if (lease === null) await delay(job, token, 300);
     const view = renderCard(run);
     const { ts, fresh } = await postOnce({ channel: run.chat.channel, message: view, key: `${run.id}.root` });
     if (fresh) {
@@ -101,7 +105,7 @@ export function createChatProcessor(deps: ChatProcessorDeps): (job: Job<ChatJob>
     if (stored === undefined) return;
     const rendered = Number((await redis.get(renderedKey(runId))) ?? '-1');
     if (rendered >= version || rendered >= stored.version) return;
-    const rooted = await ensureRoot(stored);
+    const rooted = await ensureRoot(stored, job, token);
     if (rooted.current) return;
     const run = rooted.run;
     if (run.chat.ts === undefined) return;
@@ -153,7 +157,7 @@ export function createChatProcessor(deps: ChatProcessorDeps): (job: Job<ChatJob>
     // The run processor enqueues the 'ended' reply before it stores the end (crash-safety order);
     // rendering now could announce "is cancelling". Wait until the terminal state is stored.
     if (data.content.type === 'ended' && !isTerminal(run.state)) await delay(job, token, 250);
-    const { run: rooted } = await ensureRoot(run);
+    const { run: rooted } = await ensureRoot(run, job, token);
     await postOnce({ channel: rooted.chat.channel, threadTs: rooted.chat.ts, message: replyView(rooted, data.content), key: `${run.id}.${data.key}` });
   };
 }

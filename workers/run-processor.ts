@@ -30,6 +30,8 @@ export interface RunProcessorDeps {
   clock: () => Date;
   log: Logger;
   metrics?: Metrics | undefined;
+  /** budgets.maxRunMinutes: a gate still pending after this fails the run. */
+  maxRunMinutes?: number | undefined;
   /** Webhook marks: a pending gate that was poked while it ran re-checks at once. */
   pokes?: Pokes | undefined;
   /** Clean-up once a run is terminal (e.g. removing its workspace); failures are logged, not retried. */
@@ -120,11 +122,20 @@ export function createRunProcessor(deps: RunProcessorDeps): (job: Job<AdvanceJob
       log.info({ current: advanceJobId(runId, initial.jobSeq) }, 'superseded run job');
       return;
     }
+    const ownSeq = initial.jobSeq;
+    /** True while the run still has `gateName` as its current gate and this job's sequence. */
+    const owns = (run: Run, gateName: string): boolean => run.jobSeq === ownSeq && currentGate(run)?.name === gateName;
     const registration = cancellation.register(runId);
     try {
       for (;;) {
         const run = await store.get(runId);
-        if (run === undefined || isTerminal(run.state)) return;
+        if (run === undefined) return;
+        if (isTerminal(run.state)) {
+          // A worker may have died between storing the end and writing its audit event and reply;
+          // both are keyed, so doing it again is a no-op when it did not.
+          if (run.state === 'done' || run.state === 'failed') await endRun(run, log);
+          return;
+        }
         // Someone moved the run on (a retry or a follow-up scheduled a newer job): that job owns it now.
         if (job.id !== advanceJobId(runId, run.jobSeq)) {
           log.info('run job superseded while running');
@@ -149,6 +160,8 @@ export function createRunProcessor(deps: RunProcessorDeps): (job: Job<AdvanceJob
               latest.state === 'cancelling' || isTerminal(latest.state) ? undefined : markNotConfigured(latest, gate.name),
             );
             log.warn({ gate: gate.name }, 'gate not configured in this build; run waits there');
+            // Look once more: a cancel that landed meanwhile must be finished by this job.
+            continue;
           }
           return;
         }
@@ -157,7 +170,7 @@ export function createRunProcessor(deps: RunProcessorDeps): (job: Job<AdvanceJob
           // Keyed by the version it starts from: a retry after a crash before the update re-uses the key.
           await audit.append({ type: 'gate.started', actor: BOT_ACTOR, runId, data: { gate: gate.name }, key: `${runId}.${gate.name}.started.${run.version}` });
           const change = await store.update(runId, (latest) =>
-            latest.state === 'cancelling' || isTerminal(latest.state) ? undefined : startGate(latest, gate.name, clock()),
+            latest.state === 'cancelling' || isTerminal(latest.state) || !owns(latest, gate.name) ? undefined : startGate(latest, gate.name, clock()),
           );
           if (change === undefined || change.after.state !== 'running') continue;
           started = change.after;
@@ -166,6 +179,10 @@ export function createRunProcessor(deps: RunProcessorDeps): (job: Job<AdvanceJob
         const timer = deps.metrics?.gateTimer(gate.kind);
         const outcome = await evaluate(started, gate.name, registration.signal, log);
         if (registration.signal.aborted) continue;
+        // The run may have moved on while the step ran (a follow-up rewound it, a retry took over):
+        // then this verdict is stale and must leave no trace, not even an audit event or a reply.
+        const now = await store.get(runId);
+        if (now === undefined || !owns(now, gate.name)) continue;
 
         if (outcome.kind !== 'pending') {
           timer?.(outcome.kind);
@@ -186,6 +203,11 @@ export function createRunProcessor(deps: RunProcessorDeps): (job: Job<AdvanceJob
         });
         if (change === undefined || change.before === change.after) continue;
         log.info({ gate: gate.name, outcome: outcome.kind }, `gate ${outcome.kind}`);
+        if (outcome.kind === 'pending' && deps.maxRunMinutes !== undefined && clock().getTime() > Date.parse(change.after.createdAt) + deps.maxRunMinutes * 60_000) {
+          // Budgets are hard limits (SPEC §1): a run does not wait forever for CI or a merge.
+          await failRun(deps, runId, `the run passed its time limit of ${deps.maxRunMinutes} minutes (budgets.maxRunMinutes) while ${gate.name} was still pending`);
+          return;
+        }
         if (outcome.kind === 'pending') {
           const poked = (await deps.pokes?.take(runId)) === true;
           await queues.scheduleRun(runId, change.after.jobSeq, poked ? 0 : outcome.recheckAfterMs);
@@ -203,19 +225,23 @@ export function createRunProcessor(deps: RunProcessorDeps): (job: Job<AdvanceJob
 }
 
 /**
- * Called when a run job has used up its retries: the run must still reach a
- * terminal state (SPEC §10), with the reason in the thread.
+ * Ends a run as failed from outside its normal flow (retries used up, time
+ * limit): the run must still reach a terminal state (SPEC §10) with the
+ * reason in the thread. Audit event and reply come first, keyed, so a crash
+ * in between leaves nothing half-done.
  */
-export async function failRunAfterRetries(
-  deps: Pick<RunProcessorDeps, 'store' | 'audit' | 'queues' | 'clock' | 'log'>,
+export async function failRun(
+  deps: Pick<RunProcessorDeps, 'store' | 'audit' | 'queues' | 'clock' | 'log' | 'onRunEnded'>,
   runId: string,
-  reason: string,
+  outcome: string,
 ): Promise<void> {
-  const change = await deps.store.update(runId, (run) =>
-    isTerminal(run.state) ? undefined : finishRun(run, 'failed', `internal error after retries: ${reason}`, deps.clock()),
-  );
+  const run = await deps.store.get(runId);
+  if (run === undefined || isTerminal(run.state)) return;
+  const key = `${runId}.forced-end.${run.jobSeq}`;
+  await deps.audit.append({ type: 'run.failed', actor: BOT_ACTOR, runId, data: { reason: outcome }, key });
+  await deps.queues.reply(runId, `forced-end.${run.jobSeq}`, { type: 'ended' });
+  const change = await deps.store.update(runId, (latest) => (isTerminal(latest.state) ? undefined : finishRun(latest, 'failed', outcome, deps.clock())));
   if (change === undefined || change.before === change.after) return;
-  await deps.audit.append({ type: 'run.failed', actor: BOT_ACTOR, runId, data: { reason }, key: `${runId}.exhausted.${change.after.jobSeq}` });
-  await deps.queues.reply(runId, `exhausted.${change.after.jobSeq}`, { type: 'ended' });
-  deps.log.error({ runId, reason }, 'run failed after retries');
+  deps.log.error({ runId, outcome }, 'run failed');
+  await deps.onRunEnded?.(change.after).catch((error: unknown) => deps.log.warn({ runId, err: error }, 'clean-up after the run failed'));
 }

@@ -175,7 +175,7 @@ export type GateOutcome =
    * The gate failed in a way an earlier gate can fix (red CI goes back to the agent): the run
    * rewinds to `gate` with `feedback` for it, and this gate's verdict is kept as its summary.
    */
-  | { kind: 'retry-from'; gate: string; summary: string; feedback: string };
+  | { kind: 'retry-from'; gate: string; summary: string; feedback: string; artifacts?: Partial<RunArtifacts> | undefined };
 
 function replaceGate(run: Run, name: string, change: (gate: Gate) => Gate): Gate[] {
   return run.gates.map((gate) => (gate.name === name ? change(gate) : gate));
@@ -220,7 +220,12 @@ export function rewindTo(run: Run, gate: string, feedback: string | undefined): 
 export function applyOutcome(run: Run, name: string, outcome: GateOutcome, now: Date): Run {
   const at = now.toISOString();
   if (outcome.kind === 'retry-from') {
-    const decided = { ...run, gates: replaceGate(run, name, (gate) => ({ ...gate, summary: outcome.summary })) };
+    // The loop's bookkeeping (iterations, fingerprints) lands in the same update as the rewind.
+    const decided = {
+      ...run,
+      artifacts: { ...run.artifacts, ...outcome.artifacts },
+      gates: replaceGate(run, name, (gate) => ({ ...gate, summary: outcome.summary })),
+    };
     return rewindTo(decided, outcome.gate, outcome.feedback);
   }
   if (outcome.kind === 'pending') {

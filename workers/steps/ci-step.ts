@@ -105,13 +105,13 @@ export function createCiStep(deps: CiStepDeps): GateStep {
       if (iterations + 1 >= maxRuns) {
         return { kind: 'failed', summary: `CI still failing after ${iterations + 1} runs (budgets.maxCiIterations = ${maxRuns}): ${names}\n${report}` };
       }
-      await record((r) => ({ artifacts: { ...r.artifacts, ciIterations: iterations + 1, ciFingerprints: [...seen, fingerprint] } }));
       log.info({ iteration: iterations + 1, failed: names }, 'CI failed; sending the failure back to the agent');
       return {
         kind: 'retry-from',
         gate: 'agent',
         summary: `CI failed: ${names}. Sent back to the agent (fix ${iterations + 1} of at most ${maxRuns - 1}).\n${report}`,
         feedback: renderFailureForAgent(details),
+        artifacts: { ciIterations: iterations + 1, ciFingerprints: [...seen, fingerprint] },
       };
     },
   };
