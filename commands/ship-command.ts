@@ -72,27 +72,21 @@ export function createShipCommand(deps: ShipCommandDeps): (event: CommandEvent) 
       // A redelivery of a command we already took: create nothing, but finish the enqueue steps
       // (all keyed, so no-ops when done) in case the first delivery died half-way.
       const existing = await store.get(created.runId);
-      if (existing !== undefined) await enqueue(existing, event);
+      if (existing !== undefined) await enqueue(existing);
       deps.log.info({ runId: created.runId, deliveryId: event.deliveryId }, 'duplicate command delivery');
       return { ephemeral: `Run ${created.runId} is already queued for this request.` };
     }
-    await enqueue(run, event);
+    await enqueue(run);
     deps.metrics?.runRequested();
     deps.log.info({ runId: run.id, repo, requester: event.userId }, 'run requested');
     return { ephemeral: `Queued run ${run.id} on ${repo}. Follow it in the thread of the card in this channel.` };
   }
 
-  async function enqueue(run: Run, event: CommandEvent): Promise<void> {
-    await audit.append({
-      type: 'run.requested',
-      actor: event.userId,
-      runId: run.id,
-      data: { repo: run.repo, task: run.task, channel: event.channelId, gates: run.gates.map((g) => g.name) },
-      key: `${run.id}.requested`,
-    });
+  // Only Redis writes that make the run durable happen before the ack; its audit events
+  // (requested, queued) are written by the worker from the stored run, keyed, so none is lost.
+  async function enqueue(run: Run): Promise<void> {
     await queues.refreshCard(run.id, 0);
     await queues.scheduleRun(run.id, 0);
-    await audit.append({ type: 'run.queued', actor: 'shipgate', runId: run.id, data: {}, key: `${run.id}.queued` });
   }
 
   async function cancel(event: CommandEvent, runId: string): Promise<CommandReply> {

@@ -122,6 +122,18 @@ export function createRunProcessor(deps: RunProcessorDeps): (job: Job<AdvanceJob
       log.info({ current: advanceJobId(runId, initial.jobSeq) }, 'superseded run job');
       return;
     }
+    // The command that created the run answered Slack without touching the audit chain; record the
+    // request here, from the stored run (keyed: the first job of the run writes it once).
+    if (initial.jobSeq === 0) {
+      await audit.append({
+        type: 'run.requested',
+        actor: initial.requester.userId,
+        runId,
+        data: { repo: initial.repo, task: initial.task, channel: initial.chat.channel, gates: initial.gates.map((g) => g.name), at: initial.createdAt },
+        key: `${runId}.requested`,
+      });
+      await audit.append({ type: 'run.queued', actor: BOT_ACTOR, runId, data: {}, key: `${runId}.queued` });
+    }
     const ownSeq = initial.jobSeq;
     /** True while the run still has `gateName` as its current gate and this job's sequence. */
     const owns = (run: Run, gateName: string): boolean => run.jobSeq === ownSeq && currentGate(run)?.name === gateName;

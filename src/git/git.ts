@@ -274,6 +274,10 @@ export interface CommitAllInput {
 export interface PushInput extends PushTarget {
   dir: string;
   credentials: GitCredentials;
+  /** Where to push: the repository's clone URL as the API gave it, never what the workspace's config says. */
+  remoteUrl: string;
+  /** The commit that was verified (checks, protected paths); exactly this commit is pushed. */
+  sha: string;
 }
 
 export interface DiffStatFile {
@@ -301,6 +305,10 @@ export interface Git {
   /** Push HEAD to the run branch, never forced; `pushed: false` when the remote branch already is HEAD. */
   push(input: PushInput): Promise<{ pushed: boolean; sha: string }>;
   headSha(dir: string): Promise<string>;
+  /** The best common ancestor of two commits (the run branch's fork point from the default branch). */
+  mergeBase(dir: string, a: string, b: string): Promise<string>;
+  /** Paths changed between two commits (no working tree involved), without rename detection. */
+  committedFiles(dir: string, from: string, to: string): Promise<string[]>;
   /** A file's text at `rev` (e.g. `origin/main`), or undefined when it did not exist there. */
   readFileAt(dir: string, rev: string, path: string): Promise<string | undefined>;
   currentBranch(dir: string): Promise<string | undefined>;
@@ -487,6 +495,15 @@ export function createGit(options: GitOptions = {}): Git {
     const sha = await revParse(resolve(dir), 'HEAD');
     if (sha === undefined) throw new GitError('HEAD does not point at a commit', ['git', 'rev-parse', 'HEAD'], 1, '');
     return sha;
+  }
+
+  async function mergeBase(dir: string, a: string, b: string): Promise<string> {
+    return (await git(['merge-base', '--end-of-options', a, b], { workspace: resolve(dir) })).stdout.trim();
+  }
+
+  async function committedFiles(dir: string, from: string, to: string): Promise<string[]> {
+    const { stdout } = await git(['diff', '--name-only', '--no-renames', '-z', '--end-of-options', from, to, '--'], { workspace: resolve(dir) });
+    return stdout.split('\0').filter((path) => path !== '').sort();
   }
 
   async function readFileAt(dir: string, rev: string, path: string): Promise<string | undefined> {
@@ -713,22 +730,38 @@ export function createGit(options: GitOptions = {}): Git {
     if (refusal !== undefined) throw new PushRefusedError(branch, refusal);
     const dir = resolve(input.dir);
 
-    // Only the run branch's own work goes out: HEAD must be that branch, not whatever is checked out.
-    const checkedOut = await currentBranch(dir);
-    if (checkedOut !== branch) {
-      throw new PushRefusedError(branch, `the workspace has ${checkedOut ?? 'a detached HEAD'} checked out`);
-    }
-    // Push to the URL itself rather than the remote name, so a pushurl or push refspec in .git/config plays no part.
-    const url = await originUrl(dir);
-    if (url === undefined)
-      throw new GitError('workspace has no origin remote', ['git', 'config', 'remote.origin.url'], 1, '');
-    assertCloneUrl(url);
-    const sha = await headSha(dir);
+    assertCloneUrl(input.remoteUrl);
+    const url = input.remoteUrl;
+    const sha = input.sha;
+    if (!/^[0-9a-f]{40}$/.test(sha)) throw new PushRefusedError(branch, 'the commit to push is not a full sha');
 
+    // The workspace is not trusted at push time: repository checks ran code in it, and that code could
+    // have rewritten .git/config (remote URL, url.*.insteadOf, http.proxy) to send our token elsewhere,
+    // or moved the branch. So the verified commit is copied into a bare repository of our own, with no
+    // configuration but ours, and pushed from there to the URL the API gave us.
+    const clean = await mkdtemp(join(tmpdir(), 'shipgate-push-'));
+    try {
+      await git(['init', '--quiet', '--bare', '--template=', clean]);
+      try {
+        await git(['--git-dir', clean, 'fetch', '--quiet', '--no-tags', '--', dir, `refs/heads/${branch}:refs/shipgate/candidate`]);
+      } catch (error) {
+        if (error instanceof GitError) throw new PushRefusedError(branch, 'the workspace has no such branch to push');
+        throw error;
+      }
+      const fetched = (await git(['--git-dir', clean, 'rev-parse', '--verify', 'refs/shipgate/candidate^{commit}'])).stdout.trim();
+      if (fetched !== sha) {
+        throw new PushRefusedError(branch, `the workspace branch moved after verification (${fetched.slice(0, 12)} is not ${sha.slice(0, 12)})`);
+      }
+      return await pushFrom(clean, url, sha, branch, credentials);
+    } finally {
+      await rm(clean, { recursive: true, force: true });
+    }
+  }
+
+  async function pushFrom(gitDir: string, url: string, sha: string, branch: string, credentials: GitCredentials): Promise<{ pushed: boolean; sha: string }> {
     // Explicit source sha and destination ref, no `+`, no --force: the remote fast-forwards or says no.
     const refspec = `${sha}:refs/heads/${branch}`;
-    const result = await git(['push', '--porcelain', '--no-verify', '--no-follow-tags', '--', url, refspec], {
-      workspace: dir,
+    const result = await git(['--git-dir', gitDir, 'push', '--porcelain', '--no-verify', '--no-follow-tags', '--', url, refspec], {
       credentials,
       okCodes: [1],
     });
@@ -762,5 +795,5 @@ export function createGit(options: GitOptions = {}): Git {
     await rm(path, { recursive: true, force: true });
   }
 
-  return { prepareWorkspace, changedFiles, diffStat, commitAll, push, headSha, readFileAt, currentBranch, removeWorkspace, close };
+  return { prepareWorkspace, changedFiles, diffStat, commitAll, push, headSha, mergeBase, committedFiles, readFileAt, currentBranch, removeWorkspace, close };
 }

@@ -1,3 +1,4 @@
+import { execFileSync } from 'node:child_process';
 import { execFile, spawn } from 'node:child_process';
 import { chmod, mkdir, mkdtemp, readdir, readFile, rm, stat, writeFile } from 'node:fs/promises';
 import { createServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http';
@@ -24,6 +25,16 @@ import {
  * temporary directories are the remotes, over file:// and, for credentials,
  * over smart HTTP served by git's own http-backend.
  */
+
+
+/** What the agent step passes: the clone URL the workspace came from (as the API gave it) and the verified HEAD. */
+function target(dir: string): { remoteUrl: string; sha: string } {
+  const read = (...args: string[]) =>
+    execFileSync('git', ['-C', dir, ...args], { env: { PATH: process.env.PATH ?? '', GIT_CONFIG_GLOBAL: '/dev/null', GIT_CONFIG_NOSYSTEM: '1' } })
+      .toString()
+      .trim();
+  return { remoteUrl: read('config', '--get', 'remote.origin.url'), sha: read('rev-parse', 'HEAD') };
+}
 
 const execFileAsync = promisify(execFile);
 
@@ -211,6 +222,7 @@ describe('workspace, commit and push over file://', () => {
     });
 
     const pushed = await git.push({
+      ...target(dir),
       dir,
       branch: BRANCH,
       defaultBranch: 'main',
@@ -238,7 +250,7 @@ describe('workspace, commit and push over file://', () => {
     expect(trailers).toBe(`Shipgate-Run: ${RUN_ID}\nRequested-by: Ada Lovelace <U012ADA>`);
 
     // The same HEAD again is a no-op.
-    expect(await git.push({ dir, branch: BRANCH, defaultBranch: 'main', credentials: CREDENTIALS })).toEqual({
+    expect(await git.push({ ...target(dir), dir, branch: BRANCH, defaultBranch: 'main', credentials: CREDENTIALS })).toEqual({
       pushed: false,
       sha: commit.sha,
     });
@@ -290,14 +302,14 @@ describe('workspace, commit and push over file://', () => {
       { branch: BRANCH, defaultBranch: 'main', runId: 'sg-someone00' },
     ];
     for (const attempt of attempts) {
-      const error = await git.push({ dir, credentials: CREDENTIALS, ...attempt }).catch((e: unknown) => e);
+      const error = await git.push({ ...target(dir), dir, credentials: CREDENTIALS, ...attempt }).catch((e: unknown) => e);
       expect(error, attempt.branch).toBeInstanceOf(PushRefusedError);
       expect(error).toBeInstanceOf(RefusedError);
     }
     // A valid shipgate branch that is not what the workspace has checked out: its HEAD is not that branch's work.
     const other = branchName('sg-other000', 'other');
     await expect(
-      git.push({ dir, branch: other, defaultBranch: 'main', credentials: CREDENTIALS }),
+      git.push({ ...target(dir), dir, branch: other, defaultBranch: 'main', credentials: CREDENTIALS }),
     ).rejects.toBeInstanceOf(PushRefusedError);
     expect(await remoteRefs(remote.bare)).toBe(before);
 
@@ -324,7 +336,7 @@ describe('workspace, commit and push over file://', () => {
     await writeFile(join(dir, 'ours.txt'), 'ours\n');
     await git.commitAll({ dir, message: 'Ours', trailers: TRAILERS });
     const error = await git
-      .push({ dir, branch: BRANCH, defaultBranch: 'main', credentials: CREDENTIALS })
+      .push({ ...target(dir), dir, branch: BRANCH, defaultBranch: 'main', credentials: CREDENTIALS })
       .catch((e: unknown) => e);
     expect(error).toBeInstanceOf(GitError);
     expect(error).not.toBeInstanceOf(PushRefusedError);
@@ -350,7 +362,7 @@ describe('workspace, commit and push over file://', () => {
     await writeFile(join(dir, '.git', 'index.lock'), '');
     expect((await git.prepareWorkspace(input)).source).toBe('existing-workspace');
     const first = await git.commitAll({ dir, message: 'First', trailers: TRAILERS });
-    await git.push({ dir, branch: BRANCH, defaultBranch: 'main', credentials: CREDENTIALS });
+    await git.push({ ...target(dir), dir, branch: BRANCH, defaultBranch: 'main', credentials: CREDENTIALS });
 
     // The worker dies and the workspace is gone; the run branch is on the remote.
     await rm(dir, { recursive: true, force: true });
@@ -364,14 +376,14 @@ describe('workspace, commit and push over file://', () => {
       sha: first.sha,
       created: false,
     });
-    expect((await git.push({ dir, branch: BRANCH, defaultBranch: 'main', credentials: CREDENTIALS })).pushed).toBe(
+    expect((await git.push({ ...target(dir), dir, branch: BRANCH, defaultBranch: 'main', credentials: CREDENTIALS })).pushed).toBe(
       false,
     );
 
     await writeFile(join(dir, 'more.txt'), 'more\n');
     const second = await git.commitAll({ dir, message: 'Second', trailers: TRAILERS });
     expect(await sh(dir, 'rev-parse', 'HEAD~1')).toBe(first.sha);
-    expect((await git.push({ dir, branch: BRANCH, defaultBranch: 'main', credentials: CREDENTIALS })).pushed).toBe(
+    expect((await git.push({ ...target(dir), dir, branch: BRANCH, defaultBranch: 'main', credentials: CREDENTIALS })).pushed).toBe(
       true,
     );
 
@@ -451,7 +463,7 @@ describe('workspace, commit and push over file://', () => {
       await wrapped.prepareWorkspace({ dir, cloneUrl: remote.url, defaultBranch: 'main', branch: BRANCH });
       await writeFile(join(dir, 'f.txt'), 'f\n');
       await wrapped.commitAll({ dir, message: 'F', trailers: TRAILERS });
-      await wrapped.push({ dir, branch: BRANCH, defaultBranch: 'main', credentials: CREDENTIALS });
+      await wrapped.push({ ...target(dir), dir, branch: BRANCH, defaultBranch: 'main', credentials: CREDENTIALS });
     } finally {
       process.env = saved;
       await wrapped.close();
@@ -535,7 +547,7 @@ describe('workspace, commit and push over file://', () => {
     await writeFile(join(dir, 'change.txt'), 'x\n');
     await git.changedFiles(dir);
     await git.commitAll({ dir, message: 'Change', trailers: TRAILERS });
-    await git.push({ dir, branch: BRANCH, defaultBranch: 'main', credentials: CREDENTIALS });
+    await git.push({ ...target(dir), dir, branch: BRANCH, defaultBranch: 'main', credentials: CREDENTIALS });
     await rm(dir, { recursive: true, force: true });
     await git.prepareWorkspace({ dir, cloneUrl: remote.url, defaultBranch: 'main', branch: BRANCH });
     expect((await readdir(root)).filter((n) => n.startsWith('ran-'))).toEqual([]);
@@ -648,7 +660,7 @@ describe('credentials over smart HTTP', () => {
     // Wrong credentials: refused by the server, reported without the password.
     const wrong = { username: CREDENTIALS.username, password: 'pw-WRONG-0c9d8e7f6a' };
     const error = await git
-      .push({ dir, branch: BRANCH, defaultBranch: 'main', credentials: wrong })
+      .push({ ...target(dir), dir, branch: BRANCH, defaultBranch: 'main', credentials: wrong })
       .catch((e: unknown) => e);
     expect(error).toBeInstanceOf(GitError);
     expect((error as GitError).kind).toBe('failed');
@@ -656,7 +668,7 @@ describe('credentials over smart HTTP', () => {
     expect(JSON.stringify({ message, command, stderr })).not.toContain(wrong.password);
 
     http.seen.length = 0;
-    expect(await git.push({ dir, branch: BRANCH, defaultBranch: 'main', credentials: CREDENTIALS })).toEqual({
+    expect(await git.push({ ...target(dir), dir, branch: BRANCH, defaultBranch: 'main', credentials: CREDENTIALS })).toEqual({
       pushed: true,
       sha: commit.sha,
     });

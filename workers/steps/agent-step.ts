@@ -70,13 +70,15 @@ export function createAgentStep(deps: AgentStepDeps): GateStep {
       let latest = await record((r) => ({ artifacts: { ...r.artifacts, branch }, activity: prepared.resumed ? 'resumed the workspace' : 'cloned the repository' }));
       log.info({ branch, source: prepared.source }, 'workspace ready');
 
-      const base = `origin/${info.defaultBranch}`;
+      // Diffs are taken from where the run branch forked, not from today's default branch: after a
+      // re-clone origin/<default> may have moved on, and upstream changes are not the agent's.
+      const base = await deps.git.mergeBase(dir, `origin/${info.defaultBranch}`, 'HEAD');
       const protectedPaths = createProtectedPaths([...repoPolicy.protectedPaths, deps.policyFileName]);
-      const pushTarget = { branch, defaultBranch: info.defaultBranch };
+      const pushTarget = { branch, defaultBranch: info.defaultBranch, runId: run.id, remoteUrl: info.cloneUrl };
 
       // A crash after the commit was recorded: only the push may be missing.
       if (latest.artifacts.commitSha !== undefined && prepared.head === latest.artifacts.commitSha) {
-        await deps.git.push({ dir, ...pushTarget, credentials });
+        await deps.git.push({ dir, ...pushTarget, credentials, sha: latest.artifacts.commitSha });
         return { kind: 'passed', summary: passSummary(latest) };
       }
 
@@ -183,11 +185,17 @@ export function createAgentStep(deps: AgentStepDeps): GateStep {
         `${stat.files.length} file(s) changed, +${stat.insertions} -${stat.deletions}`,
       ].join('\n');
 
-      const commit = await deps.git.commitAll({
+      const committed = await deps.git.commitAll({
         dir,
         message: `${firstLine(run.task)}\n\n${summary}`.trim(),
         trailers: { 'Shipgate-Run': run.id, 'Requested-by': `${run.requester.name ?? run.requester.userId} <${run.requester.userId}>` },
       });
+      // What goes out is the commit, not the working tree: check the commit itself, since a process a
+      // check left behind could have changed files after the checks above.
+      const inCommit = await deps.git.committedFiles(dir, base, committed.sha);
+      const sneaked = inCommit.filter((path) => protectedPaths.isProtected(path));
+      if (sneaked.length > 0) return { kind: 'failed', summary: `refused: the commit touches protected paths: ${sneaked.join(', ')}` };
+      const commit = committed;
       latest = await record((r) => ({
         activity: 'pushing the branch',
         artifacts: {
@@ -200,7 +208,7 @@ export function createAgentStep(deps: AgentStepDeps): GateStep {
           testWarnings: testWarnings.length > 0 ? testWarnings : undefined,
         },
       }));
-      await deps.git.push({ dir, ...pushTarget, credentials });
+      await deps.git.push({ dir, ...pushTarget, credentials, sha: commit.sha });
       await deps.followUps?.acknowledge(run.id, followUps.length);
       log.info({ sha: commit.sha, files: stat.files.length }, 'change committed and pushed');
       return { kind: 'passed', summary: passSummary(latest) };

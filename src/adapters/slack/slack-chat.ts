@@ -206,12 +206,13 @@ export function createSlackChat(options: SlackChatOptions): SlackChat {
           return;
         }
         const c = parsed.data;
-        const busy = { ephemeral: 'shipgate is busy and could not take the command in time. Nothing was started; please try again.' };
+        // The work goes on after this answer, so it must not claim that nothing happened.
+        const busy = { ephemeral: `shipgate is slow to answer right now; your command may still be taken. Check \`${options.command} status\` before trying again.` };
         const work = handlers.onCommand({ command: c.command, text: c.text, userId: c.user_id, userName: c.user_name, channelId: c.channel_id, deliveryId: c.trigger_id });
         const reply = await withDeadline(
           work.catch((error: unknown) => {
             options.log.error({ err: error }, 'command handler failed');
-            return { ephemeral: 'shipgate hit an internal error; nothing was started. Please try again.' };
+            return { ephemeral: `shipgate hit an internal error. Check \`${options.command} status\` to see whether your run started before trying again.` };
           }),
           busy,
         );
