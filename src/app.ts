@@ -209,6 +209,7 @@ export function createShipgate(options: ShipgateOptions): Shipgate {
       clock,
       firstPollMs: options.tuning?.firstPollMs,
       requiredChecksCache: createTtlCache({ redis, prefix, ttlSeconds: 600 }),
+      followUps,
     });
     steps.merge ??= createMergeStep({ github, clock, firstPollMs: options.tuning?.firstPollMs });
   }

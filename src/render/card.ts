@@ -249,7 +249,7 @@ export function renderCard(run: Run): MessageView {
   if (run.gates.length > 0) blocks.push({ type: 'section', text: gateLines(run, CARD_SUMMARY_MAX_CHARS) });
 
   if (!isTerminal(run.state) && run.activity !== undefined && run.activity !== '') {
-    const turn = run.artifacts.agentTurns === undefined ? '' : `turn ${run.artifacts.agentTurns} · `;
+    const turn = run.artifacts.agentTurns === undefined || currentGate(run)?.name !== 'agent' ? '' : `turn ${run.artifacts.agentTurns} · `;
     blocks.push({ type: 'context', text: `Now: ${turn}${escapeMrkdwn(truncate(oneLine(run.activity), 200))}` });
   }
   const links = linksLine(run.links);

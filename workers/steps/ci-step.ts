@@ -3,6 +3,7 @@ import { evaluateCi } from '../../src/ci/verdict.js';
 import type { Policy } from '../../src/config/policy.js';
 import { RefusedError } from '../../src/errors.js';
 import type { GitHubCiPort, GitHubPort } from '../../src/ports/github.js';
+import type { FollowUps } from '../../src/store/follow-ups.js';
 import type { RunIndex } from '../../src/store/run-index.js';
 import type { TtlCache } from '../../src/store/ttl-cache.js';
 import type { GateStep } from '../gate-step.js';
@@ -17,6 +18,8 @@ export interface CiStepDeps {
    * branch is unprotected, so reading it on every poll would cost a rate-limited request each time.
    */
   requiredChecksCache?: TtlCache | undefined;
+  /** Instructions that reached the thread after the agent last read them send the run back first. */
+  followUps?: FollowUps | undefined;
   /** First re-check delay; doubles per unchanged poll up to `maxPollMs`. Webhooks wake the run sooner. */
   firstPollMs?: number;
   maxPollMs?: number;
@@ -58,6 +61,15 @@ export function createCiStep(deps: CiStepDeps): GateStep {
       const prNumber = run.artifacts.prNumber;
       if (owner === undefined || repo === undefined) throw new RefusedError(`bad repository name ${run.repo}`);
       if (sha === undefined || prNumber === undefined) throw new RefusedError('no pushed commit and pull request to watch');
+      const waiting = (await deps.followUps?.pending(run.id)) ?? [];
+      if (waiting.length > 0) {
+        return {
+          kind: 'retry-from',
+          gate: 'agent',
+          summary: 'the requester added instructions in the thread; the agent works on them before CI decides',
+          feedback: run.artifacts.feedback ?? '',
+        };
+      }
       await deps.index.link({ kind: 'commit', repo: run.repo, sha }, run.id);
       await deps.index.link({ kind: 'pull', repo: run.repo, number: prNumber }, run.id);
 

@@ -33,6 +33,7 @@ export function createMergeStep(deps: MergeStepDeps): GateStep {
         return { kind: 'failed', summary: `pull request #${number} was closed without merging; the run ends here` };
       }
       const waiting = `waiting for #${number} to be merged under the repository's rules (reviews, branch protection)`;
+      await record(() => ({ activity: `waiting for #${number} to be merged` }));
       return { kind: 'pending', summary: waiting, recheckAfterMs: pollDelay(gate.startedAt, deps.clock(), firstPoll, maxPoll) };
     },
   };

@@ -1,8 +1,21 @@
 import Anthropic from '@anthropic-ai/sdk';
+import { z } from 'zod';
 import { ExternalOutageError, RefusedError } from '../../errors.js';
 import type { Logger } from '../../log.js';
 import type { Metrics } from '../../metrics.js';
 import type { ModelPort } from '../../ports/model.js';
+
+const count = z.number().int().nonnegative();
+const responseSchema = z.object({
+  content: z.array(z.object({ type: z.string() })),
+  stop_reason: z.string().nullable(),
+  usage: z.object({
+    input_tokens: count,
+    output_tokens: count,
+    cache_creation_input_tokens: count.nullable().optional(),
+    cache_read_input_tokens: count.nullable().optional(),
+  }),
+});
 
 export interface AnthropicModelOptions {
   apiKey: string | undefined;
@@ -32,6 +45,10 @@ export function createAnthropicModel(options: AnthropicModelOptions): ModelPort 
       try {
         const message = await client.messages.create(request, { signal });
         options.metrics?.externalCall('anthropic', '200');
+        // Budgets are computed from usage: an answer without it (a misbehaving gateway behind
+        // ANTHROPIC_BASE_URL) would turn every budget check into a comparison with NaN.
+        const checked = responseSchema.safeParse(message);
+        if (!checked.success) throw new ExternalOutageError('anthropic', `malformed answer: ${checked.error.issues.map((i) => i.path.join('.')).join(', ')}`);
         return message;
       } catch (error) {
         if (error instanceof Anthropic.APIUserAbortError) throw error;
