@@ -502,8 +502,10 @@ export function createGit(options: GitOptions = {}): Git {
   }
 
   async function committedFiles(dir: string, from: string, to: string): Promise<string[]> {
-    const { stdout } = await git(['diff', '--name-only', '--no-renames', '-z', '--end-of-options', from, to, '--'], { workspace: resolve(dir) });
-    return stdout.split('\0').filter((path) => path !== '').sort();
+    assertRev(from);
+    assertRev(to);
+    const stdout = await hardenedDiff(resolve(dir), '--name-only', [from, to]);
+    return [...new Set(stdout.split('\0').filter(Boolean))].sort();
   }
 
   async function readFileAt(dir: string, rev: string, path: string): Promise<string | undefined> {
@@ -638,26 +640,22 @@ export function createGit(options: GitOptions = {}): Git {
     }
   }
 
+  /**
+   * `git diff` with the flags that keep untrusted repository configuration out of it (no external
+   * diff drivers or textconv programs) and renames shown as both paths, so a move out of a
+   * protected path is still seen. `range` is `[base]` with `--cached` (working tree) or `[from, to]`.
+   */
+  async function hardenedDiff(dir: string, format: '--name-only' | '--numstat', range: readonly string[], env?: Record<string, string>): Promise<string> {
+    const cached = range.length === 1 ? ['--cached'] : [];
+    const args = ['diff', ...cached, format, '-z', '--no-renames', '--no-ext-diff', '--no-textconv', '--end-of-options', ...range, '--'];
+    return (await git(args, env === undefined ? { workspace: dir } : { workspace: dir, env })).stdout;
+  }
+
   async function changedFiles(dirInput: string, base = 'HEAD'): Promise<string[]> {
     assertRev(base);
     const dir = resolve(dirInput);
     return withWorkingTreeIndex(dir, async (env) => {
-      // --no-renames: a rename is reported as both paths, so a move out of a protected path is still seen.
-      const { stdout } = await git(
-        [
-          'diff',
-          '--cached',
-          '--name-only',
-          '-z',
-          '--no-renames',
-          '--no-ext-diff',
-          '--no-textconv',
-          '--end-of-options',
-          base,
-          '--',
-        ],
-        { workspace: dir, env },
-      );
+      const stdout = await hardenedDiff(dir, '--name-only', [base], env);
       return [...new Set(stdout.split('\0').filter(Boolean))].sort();
     });
   }
@@ -666,21 +664,7 @@ export function createGit(options: GitOptions = {}): Git {
     assertRev(base);
     const dir = resolve(dirInput);
     return withWorkingTreeIndex(dir, async (env) => {
-      const { stdout } = await git(
-        [
-          'diff',
-          '--cached',
-          '--numstat',
-          '-z',
-          '--no-renames',
-          '--no-ext-diff',
-          '--no-textconv',
-          '--end-of-options',
-          base,
-          '--',
-        ],
-        { workspace: dir, env },
-      );
+      const stdout = await hardenedDiff(dir, '--numstat', [base], env);
       const files: DiffStatFile[] = [];
       for (const record of stdout.split('\0')) {
         const match = /^(-|\d+)\t(-|\d+)\t(.+)$/s.exec(record);
