@@ -40,18 +40,14 @@ const checkRunSchema = z.object({
   }),
   repository: repositorySchema,
 });
-const checkSuiteSchema = z.object({
-  check_suite: z.object({ head_sha: z.string().min(1) }),
-  repository: repositorySchema,
-});
-const workflowRunSchema = z.object({
-  workflow_run: z.object({ head_sha: z.string().min(1) }),
-  repository: repositorySchema,
-});
-const workflowJobSchema = z.object({
-  workflow_job: z.object({ head_sha: z.string().min(1) }),
-  repository: repositorySchema,
-});
+/** Events that only say "the checks of this commit changed": where each one carries the commit. */
+const sha = z.object({ head_sha: z.string().min(1) });
+const headShaSchemas = {
+  check_suite: z.object({ check_suite: sha, repository: repositorySchema }).transform((p) => ({ repo: p.repository.full_name, headSha: p.check_suite.head_sha })),
+  workflow_run: z.object({ workflow_run: sha, repository: repositorySchema }).transform((p) => ({ repo: p.repository.full_name, headSha: p.workflow_run.head_sha })),
+  workflow_job: z.object({ workflow_job: sha, repository: repositorySchema }).transform((p) => ({ repo: p.repository.full_name, headSha: p.workflow_job.head_sha })),
+};
+
 const pullRequestSchema = z.object({
   action: z.string(),
   number: z.number().int().positive(),
@@ -130,47 +126,12 @@ function parseEvent(name: string, payload: unknown, deliveryId: string): Parsed 
         detail: { check: run.name, status: run.status, conclusion: run.conclusion ?? null },
       };
     }
-    case 'check_suite': {
-      const parsed = checkSuiteSchema.safeParse(payload);
-      if (!parsed.success) return { kind: 'invalid', issues: parsed.error.issues.length };
-      return {
-        kind: 'event',
-        event: {
-          kind: 'checks',
-          repo: parsed.data.repository.full_name,
-          headSha: parsed.data.check_suite.head_sha,
-          deliveryId,
-        },
-        detail: {},
-      };
-    }
-    case 'workflow_run': {
-      const parsed = workflowRunSchema.safeParse(payload);
-      if (!parsed.success) return { kind: 'invalid', issues: parsed.error.issues.length };
-      return {
-        kind: 'event',
-        event: {
-          kind: 'checks',
-          repo: parsed.data.repository.full_name,
-          headSha: parsed.data.workflow_run.head_sha,
-          deliveryId,
-        },
-        detail: {},
-      };
-    }
+    case 'check_suite':
+    case 'workflow_run':
     case 'workflow_job': {
-      const parsed = workflowJobSchema.safeParse(payload);
+      const parsed = headShaSchemas[name].safeParse(payload);
       if (!parsed.success) return { kind: 'invalid', issues: parsed.error.issues.length };
-      return {
-        kind: 'event',
-        event: {
-          kind: 'checks',
-          repo: parsed.data.repository.full_name,
-          headSha: parsed.data.workflow_job.head_sha,
-          deliveryId,
-        },
-        detail: {},
-      };
+      return { kind: 'event', event: { kind: 'checks', repo: parsed.data.repo, headSha: parsed.data.headSha, deliveryId }, detail: {} };
     }
     case 'pull_request': {
       const parsed = pullRequestSchema.safeParse(payload);
