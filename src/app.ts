@@ -31,7 +31,7 @@ import { createMetrics, type Metrics } from './metrics.js';
 import type { ChatHandlers, ChatPort } from './ports/chat.js';
 import { createCancellation } from './queue/cancellation.js';
 import { CHAT_QUEUE, RUN_QUEUE, createQueues, type AdvanceJob, type ChatJob, type Queues } from './queue/queues.js';
-import { createRedis, type Redis } from './redis.js';
+import { bullConnection, createRedis, type Redis } from './redis.js';
 import { createEtagCache } from './store/etag-cache.js';
 import { createFollowUps } from './store/follow-ups.js';
 import { createPokes } from './store/pokes.js';
@@ -123,9 +123,10 @@ export function createShipgate(options: ShipgateOptions): Shipgate {
   }
 
   const redis = createRedis(config.redisUrl, 'command');
-  const blocking = createRedis(config.redisUrl, 'blocking');
   const subscriber = runsWorker ? createRedis(config.redisUrl, 'blocking') : undefined;
-  for (const [name, client] of Object.entries({ redis, blocking, subscriber })) {
+  // BullMQ objects get options, not a client: each owns and closes its own connections.
+  const blocking = bullConnection(config.redisUrl);
+  for (const [name, client] of Object.entries({ redis, subscriber })) {
     client?.on('error', (error: Error) => log.warn({ connection: name, err: error }, 'redis connection error'));
   }
 
@@ -376,7 +377,7 @@ export function createShipgate(options: ShipgateOptions): Shipgate {
       await Promise.all(workers.map((worker) => worker.close()));
       await queues.close();
       await cancellationClose?.();
-      await Promise.all([redis.quit(), blocking.quit(), subscriber?.quit()]);
+      await Promise.all([redis.quit(), subscriber?.quit()]);
       await git.close();
       log.info('shipgate stopped');
     },

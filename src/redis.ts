@@ -1,4 +1,4 @@
-import { Redis } from 'ioredis';
+import { Redis, type RedisOptions } from 'ioredis';
 
 export type { Redis } from 'ioredis';
 
@@ -15,4 +15,24 @@ export function createRedis(url: string, purpose: 'blocking' | 'command'): Redis
     // Reconnect forever with a capped backoff: Redis restarts must not kill the bot.
     retryStrategy: (attempt) => Math.min(attempt * 200, 5_000),
   });
+}
+
+/**
+ * Connection options for BullMQ objects, from REDIS_URL. Giving BullMQ options rather than a
+ * client lets each Queue and Worker own its connections and close them itself; a client shared
+ * with us could be quit while BullMQ still had a command to send (an unhandled rejection).
+ */
+export function bullConnection(url: string): RedisOptions {
+  const parsed = new URL(url);
+  const db = parsed.pathname.replace('/', '');
+  return {
+    host: parsed.hostname.replace(/^\[|\]$/g, ''),
+    port: parsed.port === '' ? 6379 : Number(parsed.port),
+    ...(parsed.username === '' ? {} : { username: decodeURIComponent(parsed.username) }),
+    ...(parsed.password === '' ? {} : { password: decodeURIComponent(parsed.password) }),
+    ...(db === '' ? {} : { db: Number(db) }),
+    ...(parsed.protocol === 'rediss:' ? { tls: {} } : {}),
+    maxRetriesPerRequest: null,
+    retryStrategy: (attempt: number) => Math.min(attempt * 200, 5_000),
+  };
 }

@@ -1,5 +1,5 @@
 import { Queue } from 'bullmq';
-import type { Redis } from '../redis.js';
+import type { RedisOptions } from 'ioredis';
 
 /**
  * BullMQ queues and their typed jobs. Job ids are deterministic so that a
@@ -58,7 +58,7 @@ const CHAT_JOB_OPTIONS = {
   removeOnFail: { age: 7 * 24 * 3600 },
 } as const;
 
-export function createQueues({ connection, prefix }: { connection: Redis; prefix: string }): Queues {
+export function createQueues({ connection, prefix }: { connection: RedisOptions; prefix: string }): Queues {
   const bullPrefix = `${prefix}:bull`;
   const runs = new Queue<AdvanceJob>(RUN_QUEUE, { connection, prefix: bullPrefix });
   const chat = new Queue<ChatJob>(CHAT_QUEUE, { connection, prefix: bullPrefix });
