@@ -38,11 +38,17 @@ export async function spawnRedis(): Promise<SpawnedRedis> {
   });
   const url = `redis://127.0.0.1:${port}`;
   const deadline = Date.now() + 10_000;
-  for (;;) {
-    const up = await Promise.race([answers(url), spawnError]);
-    if (up) break;
-    if (Date.now() > deadline) throw new Error(`redis-server on port ${port} did not answer within 10 s`);
-    await new Promise((r) => setTimeout(r, 50));
+  try {
+    for (;;) {
+      const up = await Promise.race([answers(url), spawnError]);
+      if (up) break;
+      if (Date.now() > deadline) throw new Error(`redis-server on port ${port} did not answer within 10 s`);
+      await new Promise((r) => setTimeout(r, 50));
+    }
+  } catch (error) {
+    child.kill('SIGKILL');
+    rmSync(dir, { recursive: true, force: true });
+    throw error;
   }
   return {
     url,
