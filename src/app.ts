@@ -125,14 +125,14 @@ export function createShipgate(options: ShipgateOptions): Shipgate {
   const redis = createRedis(config.redisUrl, 'command');
   const subscriber = runsWorker ? createRedis(config.redisUrl, 'blocking') : undefined;
   // BullMQ objects get options, not a client: each owns and closes its own connections.
-  const blocking = bullConnection(config.redisUrl);
+  const bullmq = bullConnection(config.redisUrl);
   for (const [name, client] of Object.entries({ redis, subscriber })) {
     client?.on('error', (error: Error) => log.warn({ connection: name, err: error }, 'redis connection error'));
   }
 
   const metrics = createMetrics();
   const audit = createAuditLog({ redis, prefix, clock });
-  const queues = createQueues({ connection: blocking, prefix });
+  const queues = createQueues({ connection: bullmq, prefix });
   const store = createRunStore({
     redis,
     prefix,
@@ -290,7 +290,7 @@ export function createShipgate(options: ShipgateOptions): Shipgate {
           maxRunMinutes: config.policy.budgets.maxRunMinutes,
         });
         const runWorker = new Worker<AdvanceJob>(RUN_QUEUE, runProcessor, {
-          connection: blocking,
+          connection: bullmq,
           prefix: `${prefix}:bull`,
           concurrency: options.concurrency ?? 8,
           ...RECOVERY,
@@ -314,7 +314,7 @@ export function createShipgate(options: ShipgateOptions): Shipgate {
           writes: createWriteLimiter({ redis, prefix, perSecond: 10 }),
         });
         const chatWorker = new Worker<ChatJob>(CHAT_QUEUE, chatProcessor, {
-          connection: blocking,
+          connection: bullmq,
           prefix: `${prefix}:bull`,
           concurrency: 4,
           ...RECOVERY,
