@@ -171,7 +171,7 @@ export function createRunProcessor(deps: RunProcessorDeps): (job: Job<AdvanceJob
             await store.update(runId, (latest) =>
               latest.state === 'cancelling' || isTerminal(latest.state) ? undefined : markNotConfigured(latest, gate.name),
             );
-            log.warn({ gate: gate.name }, 'gate not configured in this build; run waits there');
+            log.warn({ gate: gate.name }, 'gate not configured; run waits there');
             // Look once more: a cancel that landed meanwhile must be finished by this job.
             continue;
           }

@@ -261,7 +261,7 @@ export function markNotConfigured(run: Run, name: string): Run {
       ...gate,
       state: 'pending',
       notConfigured: true,
-      summary: 'not configured in this shipgate build',
+      summary: 'not configured: this shipgate lacks the credentials for it (see README) or does not have the gate yet',
     })),
   };
 }
