@@ -84,3 +84,13 @@ export async function waitForHealthy(port: number, timeoutMs = 20_000): Promise<
     await new Promise((r) => setTimeout(r, 100));
   }
 }
+
+/** SIGKILLs every process still running and waits for each to exit. */
+export async function killAll(processes: readonly ShipgateProcess[]): Promise<void> {
+  for (const p of processes) {
+    if (p.child.exitCode === null && p.child.signalCode === null) {
+      p.child.kill('SIGKILL');
+      await p.exited;
+    }
+  }
+}

@@ -1,5 +1,5 @@
 import { randomBytes, randomUUID } from 'node:crypto';
-import { readFileSync } from 'node:fs';
+import { sampleJson } from '../helpers/samples.js';
 import { Redis } from 'ioredis';
 import { afterAll, afterEach, beforeAll, beforeEach, describe, expect, inject, it } from 'vitest';
 import { z } from 'zod';
@@ -20,13 +20,12 @@ import { testPrefix } from '../helpers/ids.js';
 const redisUrl = inject('redisUrl');
 const TOKEN = randomBytes(20).toString('hex');
 const SHA = 'ce587453ced02b1526dfb4cb910479d431683101';
-const SAMPLES = new URL('../../../shared/upstream-samples/github/', import.meta.url);
 
 const CHECK_RUNS = '/repos/:owner/:repo/commits/:ref/check-runs';
 const STATUSES = '/repos/:owner/:repo/commits/:ref/statuses';
 
 function sample(name: string): unknown {
-  return JSON.parse(readFileSync(new URL(name, SAMPLES), 'utf8'));
+  return sampleJson('github', name);
 }
 
 const sampleCheckRun = z

@@ -1,5 +1,5 @@
 import { createHmac, randomUUID } from 'node:crypto';
-import { readFileSync } from 'node:fs';
+import { sampleText } from '../helpers/samples.js';
 import type { Server } from 'node:http';
 import { PassThrough } from 'node:stream';
 import { afterAll, beforeAll, beforeEach, describe, expect, it } from 'vitest';
@@ -21,10 +21,9 @@ import { eventually } from '../helpers/eventually.js';
  */
 
 const SECRET = 'test-github-webhook-secret-0123456789';
-const SAMPLES = new URL('../../../shared/upstream-samples/github/', import.meta.url);
 
 function sample(name: string): string {
-  return readFileSync(new URL(`webhook.${name}.json`, SAMPLES), 'utf8');
+  return sampleText('github', `webhook.${name}.json`);
 }
 
 /** `sha256=` + hex HMAC-SHA256 of the raw body (https://docs.github.com/webhooks/using-webhooks/validating-webhook-deliveries). */

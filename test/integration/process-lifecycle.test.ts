@@ -10,7 +10,7 @@ import { createRunStore } from '../../src/store/run-store.js';
 import { BOT_TOKEN, SIGNING_SECRET, TEST_POLICY, startTestBot, testEnv, type TestBot } from '../helpers/bot.js';
 import { freePort, spawnRedis, type SpawnedRedis } from '../helpers/global-redis.js';
 import { testPrefix } from '../helpers/ids.js';
-import { spawnShipgate, waitForHealthy, writePolicyFile, type ShipgateProcess } from '../helpers/process.js';
+import { killAll, spawnShipgate, waitForHealthy, writePolicyFile, type ShipgateProcess } from '../helpers/process.js';
 import { sendSlashCommand } from '../helpers/slack-requests.js';
 import { startSlackServer, type SlackServer } from '../helpers/slack-server.js';
 
@@ -30,12 +30,7 @@ let strandedApp: Shipgate | undefined;
 let redis: Redis | undefined;
 
 afterEach(async () => {
-  for (const p of processes.splice(0)) {
-    if (p.child.exitCode === null && p.child.signalCode === null) {
-      p.child.kill('SIGKILL');
-      await p.exited;
-    }
-  }
+  await killAll(processes.splice(0));
   await bot?.stop();
   bot = undefined;
   await slack?.close();

@@ -7,7 +7,7 @@ import { freePort } from '../helpers/global-redis.js';
 import { SIGNING_SECRET, TEST_POLICY, testEnv } from '../helpers/bot.js';
 import { testPrefix } from '../helpers/ids.js';
 import { eventually } from '../helpers/eventually.js';
-import { spawnShipgate, waitForHealthy, writePolicyFile, type ShipgateProcess } from '../helpers/process.js';
+import { killAll, spawnShipgate, waitForHealthy, writePolicyFile, type ShipgateProcess } from '../helpers/process.js';
 import { sendSlashCommand } from '../helpers/slack-requests.js';
 import { startSlackServer, type SlackServer } from '../helpers/slack-server.js';
 
@@ -21,12 +21,7 @@ let slack: SlackServer | undefined;
 let redis: Redis | undefined;
 
 afterEach(async () => {
-  for (const p of processes.splice(0)) {
-    if (p.child.exitCode === null && p.child.signalCode === null) {
-      p.child.kill('SIGKILL');
-      await p.exited;
-    }
-  }
+  await killAll(processes.splice(0));
   await slack?.close();
   redis?.disconnect();
 });

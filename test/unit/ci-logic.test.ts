@@ -1,6 +1,3 @@
-import { readFileSync } from 'node:fs';
-import { dirname, join } from 'node:path';
-import { fileURLToPath } from 'node:url';
 import { describe, expect, it } from 'vitest';
 import { z } from 'zod';
 import {
@@ -12,6 +9,7 @@ import {
 } from '../../src/ci/failure-report.js';
 import { detectTestWeakening, isTestFile, type FileChange } from '../../src/ci/test-weakening.js';
 import { evaluateCi, type FailedCheck } from '../../src/ci/verdict.js';
+import { sampleJson } from '../helpers/samples.js';
 import type { CheckAnnotation, CheckRunInfo, CiSnapshot, CommitStatusInfo } from '../../src/ports/github.js';
 
 /**
@@ -20,16 +18,7 @@ import type { CheckAnnotation, CheckRunInfo, CiSnapshot, CommitStatusInfo } from
  * adapter has to map them, so the verdict is tested against real shapes.
  */
 
-const samplesDir = join(
-  dirname(fileURLToPath(import.meta.url)),
-  '..',
-  '..',
-  '..',
-  'shared',
-  'upstream-samples',
-  'github',
-);
-const readSample = (name: string): unknown => JSON.parse(readFileSync(join(samplesDir, name), 'utf8'));
+const readSample = (name: string): unknown => sampleJson('github', name);
 
 const restCheckRun = z.object({
   id: z.number(),

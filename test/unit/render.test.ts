@@ -1,6 +1,6 @@
 import type { KnownBlock } from '@slack/types';
 import { describe, expect, it } from 'vitest';
-import { parsePolicy } from '../../src/config/config.js';
+import { PIPELINE_POLICY } from '../helpers/policies.js';
 import { applyOutcome, finishRun, markNotConfigured, newRun, startGate, type Run } from '../../src/domain/run.js';
 import { toBlockKit } from '../../src/render/block-kit.js';
 import {
@@ -16,20 +16,7 @@ import {
 import { flattenMrkdwn, toText } from '../../src/render/text.js';
 import type { MessageView } from '../../src/render/view.js';
 
-const policy = parsePolicy(
-  `
-repos:
-  acme/shop: { pipeline: shop }
-  acme/lib: {}
-pipelines:
-  shop:
-    kargo: { project: shop, warehouse: shop }
-    stages:
-      - { name: dev, kargoStage: dev }
-      - { name: prod, kargoStage: prod, approval: { approvers: [U0999] } }
-`,
-  'test',
-);
+const policy = PIPELINE_POLICY;
 
 const t0 = new Date('2025-01-01T00:00:00Z');
 

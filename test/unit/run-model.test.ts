@@ -1,21 +1,8 @@
 import { describe, expect, it } from 'vitest';
-import { parsePolicy } from '../../src/config/config.js';
+import { PIPELINE_POLICY } from '../helpers/policies.js';
 import { applyOutcome, currentGate, gatesFor, markNotConfigured, newRun } from '../../src/domain/run.js';
 
-const policy = parsePolicy(
-  `
-repos:
-  acme/shop: { pipeline: shop }
-  acme/lib: {}
-pipelines:
-  shop:
-    kargo: { project: shop, warehouse: shop }
-    stages:
-      - { name: dev, kargoStage: dev }
-      - { name: prod, kargoStage: prod, approval: { approvers: [U0999] } }
-`,
-  'test',
-);
+const policy = PIPELINE_POLICY;
 
 describe('gatesFor', () => {
   it('puts freight, stages and the approval before the stage that asks for it', () => {

@@ -1,7 +1,4 @@
-import { readFileSync } from 'node:fs';
 import type { AddressInfo } from 'node:net';
-import { dirname, join } from 'node:path';
-import { fileURLToPath } from 'node:url';
 // Named imports on purpose: a default import of this CJS package is the whole module under Node
 // but only the App class under vitest (it honours `exports.default` because of `__esModule`).
 import { App, LogLevel, isValidSlackRequest, verifySlackRequest, type Logger } from '@slack/bolt';
@@ -15,6 +12,7 @@ import {
   signSlackRequest,
   slashCommandBody,
 } from '../helpers/slack-requests.js';
+import { sampleJson } from '../helpers/samples.js';
 
 /**
  * Our signing helper must produce exactly what Slack produces, or every bot test that goes
@@ -22,16 +20,7 @@ import {
  * samples are read from the shared upstream samples (SPEC §9) so they stay the source of truth.
  */
 
-const samplesDir = join(
-  dirname(fileURLToPath(import.meta.url)),
-  '..',
-  '..',
-  '..',
-  'shared',
-  'upstream-samples',
-  'slack',
-);
-const readSample = (name: string): unknown => JSON.parse(readFileSync(join(samplesDir, name), 'utf8'));
+const readSample = (name: string): unknown => sampleJson('slack', name);
 
 const vector = z
   .object({
