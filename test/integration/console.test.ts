@@ -2,7 +2,7 @@ import { afterEach, describe, expect, inject, it } from 'vitest';
 import { z } from 'zod';
 import { eventually } from '../helpers/eventually.js';
 import { testPrefix } from '../helpers/ids.js';
-import { spawnShipgate, writePolicyFile, type ShipgateProcess } from '../helpers/process.js';
+import { killAll, spawnShipgate, writePolicyFile, type ShipgateProcess } from '../helpers/process.js';
 
 /**
  * SPEC §2: the console adapter is a terminal chat behind the same chat port
@@ -23,10 +23,7 @@ let proc: ShipgateProcess | undefined;
 afterEach(async () => {
   const p = proc;
   proc = undefined;
-  if (p !== undefined && p.child.exitCode === null && p.child.signalCode === null) {
-    p.child.kill('SIGKILL');
-    await p.exited;
-  }
+  if (p !== undefined) await killAll([p]);
 });
 
 function startConsole(name: string): ShipgateProcess {
