@@ -95,6 +95,15 @@ const budgetsSchema = z
   })
   .strict();
 
+const limitsSchema = z
+  .object({
+    /** Runs one person may have active (queued or not yet terminal) at once. */
+    activeRunsPerUser: z.number().int().positive().default(3),
+    /** Runs this installation may have active at once. */
+    activeRuns: z.number().int().positive().default(50),
+  })
+  .strict();
+
 export const policySchema = z
   .object({
     /** Name of the slash command, as registered in the Slack app. */
@@ -105,6 +114,12 @@ export const policySchema = z
       message: 'list at least one repository the bot may change',
     }),
     pipelines: z.record(z.string(), pipelineSchema).default({}),
+    /**
+     * Where repository code (checks, local CI) runs. `bubblewrap` (the default) isolates each check in its
+     * own namespaces as an unprivileged user; `none` runs checks unsandboxed and must be written explicitly.
+     */
+    sandbox: z.enum(['bubblewrap', 'none']).default('bubblewrap'),
+    limits: limitsSchema.default({ activeRunsPerUser: 3, activeRuns: 50 }),
     budgets: budgetsSchema.default({
       maxAgentTurns: 40,
       maxCiIterations: 3,
@@ -154,3 +169,5 @@ export type PipelinePolicy = Policy['pipelines'][string];
 export type StagePolicy = PipelinePolicy['stages'][number];
 export type ApprovalPolicy = NonNullable<StagePolicy['approval']>;
 export type Budgets = Policy['budgets'];
+export type Limits = Policy['limits'];
+export type SandboxKind = Policy['sandbox'];
