@@ -18,6 +18,9 @@ import { createPrStep } from '../workers/steps/pr-step.js';
 import { createAnthropicModel } from './adapters/anthropic/anthropic-model.js';
 import { createGitHubRest } from './adapters/github/github-rest.js';
 import { createGit } from './git/git.js';
+import { createBubblewrapSandbox } from './adapters/sandbox/bubblewrap-sandbox.js';
+import { createUnsandboxed } from './adapters/sandbox/unsandboxed.js';
+import { SandboxUnavailableError, type SandboxPort } from './ports/sandbox.js';
 import { createConsoleChat, type ConsoleChat } from './adapters/console/console-chat.js';
 import { createSlackChat, type SlackChat } from './adapters/slack/slack-chat.js';
 import { createAuditLog, type AuditLog } from './audit/audit-log.js';
@@ -54,6 +57,8 @@ export interface ShipgateOptions {
   cardUpdateIntervalMs?: number;
   /** Where run workspaces are cloned (default: <tmpdir>/shipgate-workspaces). */
   workRoot?: string;
+  /** Where repository code runs (default: from the policy's `sandbox`). */
+  sandbox?: SandboxPort;
   /** Retry pacing for outside APIs; tests shrink the waits. */
   tuning?: {
     githubRetryAfterBaseMs?: number;
@@ -167,6 +172,9 @@ export function createShipgate(options: ShipgateOptions): Shipgate {
     chat = slack.port;
   }
 
+  // Repository code (checks) runs only here; `none` only when the policy says so in as many words.
+  const sandbox = options.sandbox ?? (config.policy.sandbox === 'none' ? createUnsandboxed() : createBubblewrapSandbox({ workerUid: process.getuid?.() ?? 0 }));
+
   // The real gates, when their outside systems are configured; otherwise those gates stay "not configured".
   const git = createGit({ log });
   const workRoot = options.workRoot ?? join(tmpdir(), 'shipgate-workspaces');
@@ -201,6 +209,7 @@ export function createShipgate(options: ShipgateOptions): Shipgate {
       clock,
       checkTimeoutMs: options.tuning?.checkTimeoutMs,
       followUps,
+      sandbox,
     });
     steps.pr ??= createPrStep({ github, chat });
     steps.ci ??= createCiStep({
@@ -276,6 +285,13 @@ export function createShipgate(options: ShipgateOptions): Shipgate {
       cancellationClose = () => cancellation.close();
 
       if (runsWorker) {
+        try {
+          await sandbox.probe();
+        } catch (error) {
+          if (error instanceof SandboxUnavailableError) throw new ConfigError([`sandbox: ${error.message}.`]);
+          throw error;
+        }
+        if (!sandbox.isolated) log.warn({ sandbox: sandbox.kind }, 'checks run UNSANDBOXED (policy sandbox: none): repository code runs as the worker');
         const runProcessor = createRunProcessor({
           store,
           audit,
@@ -310,6 +326,7 @@ export function createShipgate(options: ShipgateOptions): Shipgate {
         const chatProcessor = createChatProcessor({ chat, store, redis, prefix, log, updateIntervalMs: options.cardUpdateIntervalMs,
           index,
           command: config.policy.command,
+          unsandboxedChecks: !sandbox.isolated,
           // Stay well under Slack's per-workspace write limits (SPEC §10: zero 429s under a burst).
           writes: createWriteLimiter({ redis, prefix, perSecond: 10 }),
         });

@@ -32,6 +32,8 @@ export interface ChatProcessorDeps {
   command?: string | undefined;
   /** Where mentions in a thread find their run. */
   index?: RunIndex | undefined;
+  /** The policy says `sandbox: none`: every card says that checks run unsandboxed. */
+  unsandboxedChecks?: boolean | undefined;
 }
 
 /**
@@ -49,6 +51,7 @@ export interface ChatProcessorDeps {
 export function createChatProcessor(deps: ChatProcessorDeps): (job: Job<ChatJob>, token?: string) => Promise<void> {
   const { chat, store, redis, prefix } = deps;
   const interval = deps.updateIntervalMs ?? CARD_UPDATE_INTERVAL_MS;
+  const cardOptions = { unsandboxedChecks: deps.unsandboxedChecks === true };
   const postKey = (key: string) => `${prefix}:posted:${key}`;
   const renderedKey = (runId: string) => `${prefix}:card:rendered:${runId}`;
   const slotKey = (runId: string) => `${prefix}:card:slot:${runId}`;
@@ -82,7 +85,7 @@ export function createChatProcessor(deps: ChatProcessorDeps): (job: Job<ChatJob>
     // other waits for it. The lease expires, so a holder that died does not block the run.
     const lease = await redis.set(`${prefix}:root-lease:${run.id}`, '1', 'PX', 30_000, 'NX');
     if (lease === null) await delay(job, token, 300);
-    const view = renderCard(run);
+    const view = renderCard(run, cardOptions);
     const { ts, fresh } = await postOnce({ channel: run.chat.channel, message: view, key: `${run.id}.root` });
     if (fresh) {
       await redis.set(renderedKey(run.id), String(run.version));
@@ -109,7 +112,7 @@ export function createChatProcessor(deps: ChatProcessorDeps): (job: Job<ChatJob>
     if (rooted.current) return;
     const run = rooted.run;
     if (run.chat.ts === undefined) return;
-    const view = renderCard(run);
+    const view = renderCard(run, cardOptions);
     const digest = digestOf(view);
     // A change that renders the same card (a poll that saw nothing new) costs no Slack write.
     const unchanged = (await redis.get(hashKey(runId))) === digest;

@@ -1,20 +1,14 @@
 import type Anthropic from '@anthropic-ai/sdk';
-import { spawn } from 'node:child_process';
-import { realpathSync } from 'node:fs';
-import { mkdtemp, rm } from 'node:fs/promises';
-import { tmpdir } from 'node:os';
-import { join } from 'node:path';
-import { performance } from 'node:perf_hooks';
 import { z } from 'zod';
+import { SandboxUnavailableError, type SandboxPort } from '../ports/sandbox.js';
 import type { ToolResult } from './editor-tool.js';
-import { ToolRefusal, VIRTUAL_ROOT } from './repo-files.js';
-
-const DEFAULT_PATH = '/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin';
+import { ToolRefusal } from './repo-files.js';
 
 const RUN_CHECK_DESCRIPTION =
   "Run one of the repository's configured checks (for example lint or test) by name, in /repo, and get its exit " +
   'code and the end of its output. Only checks configured for this repository in the shipgate policy can be run; ' +
-  'there is no shell and no other command. Checks run with a time limit and without credentials. When you finish, ' +
+  'there is no shell and no other command. Checks run in a sandbox on a copy of /repo (what they write is discarded), ' +
+  'without network or credentials and with a time limit. When you finish, ' +
   'the bot runs every configured check again itself.';
 
 /** The tool in its generic form; prefer `runCheckToolFor`, which names the repository's checks. */
@@ -57,13 +51,16 @@ export interface CheckResult {
 }
 
 export interface CheckRunnerOptions {
+  /** The working tree the checks see (a copy of it, at /repo). */
   root: string;
   /** Check name → shell command, from the repository policy (`checks`). */
   checks: Record<string, string>;
   timeoutMs: number;
   outputCapBytes: number;
-  /** Only its PATH is used; it exists so that callers (and tests) can choose the PATH. */
-  baseEnv?: Record<string, string>;
+  /** Where the commands run: every check is repository code, so it never runs outside the sandbox port. */
+  sandbox: SandboxPort;
+  /** Removes secret values and token shapes from the output before anyone (the model, chat, logs) sees it. */
+  scrub?: ((text: string) => string) | undefined;
 }
 
 export interface CheckRunner {
@@ -76,63 +73,16 @@ function shorten(text: string, max = 60): string {
   return text.length <= max ? text : `${text.slice(0, max)}…`;
 }
 
-/** Keeps the last `cap` bytes of a stream, and how many bytes there were in all. */
-function createTail(cap: number) {
-  let chunks: Buffer[] = [];
-  let kept = 0;
-  let total = 0;
-  return {
-    push(chunk: Buffer): void {
-      chunks.push(chunk);
-      kept += chunk.length;
-      total += chunk.length;
-      if (kept > cap * 2) {
-        const joined = Buffer.concat(chunks);
-        chunks = [joined.subarray(joined.length - cap)];
-        kept = cap;
-      }
-    },
-    get total(): number {
-      return total;
-    },
-    bytes(): Buffer {
-      const joined = Buffer.concat(chunks);
-      return joined.length > cap ? joined.subarray(joined.length - cap) : joined;
-    },
-  };
-}
-
-function killGroup(pid: number | undefined): void {
-  if (pid === undefined) return;
-  try {
-    // Negative pid: the whole process group the detached shell leads, so `npm test`'s
-    // grandchildren die with it instead of running on unsupervised.
-    process.kill(-pid, 'SIGKILL');
-  } catch {
-    // ESRCH: the group is already gone.
-  }
-}
-
 /**
  * Runs the repository's configured checks (SPEC §4): a fixed command from the
- * policy, never one from the model; a scrubbed environment that carries no
- * token or key of the worker; a timeout and an abort that kill the whole
- * process group; output capped to its tail, where failures are reported.
+ * policy, never one from the model, in the sandbox (a copy of the tree, no
+ * credentials, nothing left running afterwards), with a timeout and the
+ * output capped to its tail, where failures are reported, and scrubbed.
  */
 export function createCheckRunner(options: CheckRunnerOptions): CheckRunner {
-  const { root, checks, timeoutMs, outputCapBytes } = options;
+  const { root, checks, timeoutMs, outputCapBytes, sandbox } = options;
+  const scrub = options.scrub ?? ((text: string) => text);
   const names = Object.keys(checks);
-  const rootSpellings = [...new Set([realpathSync.native(root), root.replace(/\/+$/, '')])]
-    .filter((spelling) => spelling.length > 1)
-    .sort((a, b) => b.length - a.length);
-  // Slack so that a path cut at the tail's edge is still redacted whole.
-  const margin = Math.max(0, ...rootSpellings.map((spelling) => Buffer.byteLength(spelling)));
-
-  function redact(text: string, home: string): string {
-    let result = text;
-    for (const spelling of rootSpellings) result = result.split(spelling).join(VIRTUAL_ROOT);
-    return result.split(home).join('$HOME');
-  }
 
   async function run(name: string, signal?: AbortSignal): Promise<CheckResult> {
     if (!Object.hasOwn(checks, name)) {
@@ -144,85 +94,29 @@ export function createCheckRunner(options: CheckRunnerOptions): CheckRunner {
     }
     const command = checks[name] ?? '';
     signal?.throwIfAborted();
-
-    const home = await mkdtemp(join(tmpdir(), 'shipgate-check-home-'));
-    // Built from nothing: process.env holds the bot's Slack, GitHub and Anthropic credentials,
-    // and a check runs repository code the model may have written.
-    const env: Record<string, string> = {
-      PATH: options.baseEnv?.PATH ?? process.env.PATH ?? DEFAULT_PATH,
-      HOME: home,
-      LANG: 'C.UTF-8',
-      LC_ALL: 'C.UTF-8',
-      CI: 'true',
-    };
-    const started = performance.now();
-    const tail = createTail(outputCapBytes + margin);
+    let result;
     try {
-      const outcome = await new Promise<{ exitCode: number | null; signal: NodeJS.Signals | null; timedOut: boolean }>(
-        (resolve, reject) => {
-          const child = spawn('/bin/sh', ['-c', command], {
-            cwd: root,
-            env,
-            detached: true,
-            stdio: ['ignore', 'pipe', 'pipe'],
-          });
-          let timedOut = false;
-          let exit: { code: number | null; signal: NodeJS.Signals | null } | undefined;
-          const timer = setTimeout(() => {
-            timedOut = true;
-            killGroup(child.pid);
-          }, timeoutMs);
-          const onAbort = (): void => killGroup(child.pid);
-          signal?.addEventListener('abort', onAbort, { once: true });
-          const finish = (): void => {
-            clearTimeout(timer);
-            signal?.removeEventListener('abort', onAbort);
-          };
-
-          child.stdout.on('data', (chunk: Buffer) => tail.push(chunk));
-          child.stderr.on('data', (chunk: Buffer) => tail.push(chunk));
-          child.once('error', (error: NodeJS.ErrnoException) => {
-            finish();
-            killGroup(child.pid);
-            // The error's own message names the real workspace path.
-            reject(new Error(`check "${name}" could not start (${error.code ?? error.name})`));
-          });
-          child.once('exit', (code, exitSignal) => {
-            exit = { code, signal: exitSignal };
-            // Background processes the check left behind would hold the output pipes open
-            // (and outlive the check): end the rest of the group now.
-            killGroup(child.pid);
-          });
-          child.once('close', (code, closeSignal) => {
-            finish();
-            if (signal?.aborted) {
-              reject(signal.reason instanceof Error ? signal.reason : new Error(`check "${name}" was aborted`));
-              return;
-            }
-            resolve({ exitCode: exit?.code ?? code, signal: exit?.signal ?? closeSignal, timedOut });
-          });
-        },
-      );
-
-      let output = redact(tail.bytes().toString('utf8'), home);
-      if (tail.total > outputCapBytes) {
-        const bytes = Buffer.from(output, 'utf8');
-        output =
-          bytes.length > outputCapBytes ? bytes.subarray(bytes.length - outputCapBytes).toString('utf8') : output;
-        output = `[output truncated: the first ${tail.total - outputCapBytes} bytes are omitted]\n${output}`;
-      }
-      return {
-        name,
-        command,
-        exitCode: outcome.exitCode,
-        signal: outcome.signal,
-        timedOut: outcome.timedOut,
-        output,
-        durationMs: Math.round(performance.now() - started),
-      };
-    } finally {
-      await rm(home, { recursive: true, force: true });
+      result = await sandbox.run({ tree: root, command, timeoutMs, outputCapBytes, signal });
+    } catch (error) {
+      if (signal?.aborted) throw signal.reason instanceof Error ? signal.reason : new Error(`check "${name}" was aborted`);
+      if (error instanceof SandboxUnavailableError) throw error;
+      // The error's own message may name the real scratch path.
+      throw new Error(`check "${name}" could not start (${error instanceof Error ? error.name : 'unknown error'})`, { cause: error });
     }
+    // Scrubbed after the tail is joined, so a secret split across two chunks is still seen whole.
+    let output = scrub(result.output);
+    if (result.outputBytes > outputCapBytes) {
+      output = `[output truncated: the first ${result.outputBytes - Buffer.byteLength(result.output)} bytes are omitted]\n${output}`;
+    }
+    return {
+      name,
+      command,
+      exitCode: result.exitCode,
+      signal: result.signal,
+      timedOut: result.timedOut,
+      output,
+      durationMs: result.durationMs,
+    };
   }
 
   return { names, run };

@@ -1,6 +1,6 @@
 import { spawn } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
-import { copyFile, mkdir, mkdtemp, readdir, realpath, rm, stat } from 'node:fs/promises';
+import { copyFile, mkdir, mkdtemp, readdir, realpath, rm, stat, writeFile } from 'node:fs/promises';
 import { homedir, tmpdir } from 'node:os';
 import { dirname, isAbsolute, join, parse as parsePath, resolve } from 'node:path';
 import picomatch from 'picomatch';
@@ -14,9 +14,16 @@ import { scrubSecrets, type Logger } from '../log.js';
  * repository content or the chat says, nothing here pushes anything but the
  * run's own branch, and nothing here ever forces.
  *
- * Repository content is untrusted, so git runs with no global or system
- * config, a throwaway HOME, hooks disabled and only PATH from our
- * environment. Credentials reach git only through the environment of the one
+ * Repository content is untrusted, and so is anything in a working tree
+ * (SPEC §4, "The workspace's git state is untrusted"). The working tree has no
+ * `.git`: the git directory is the bot's own, beside it (`<dir>.git`), and
+ * nothing else ever writes there; checks run on a copy of the tree in the
+ * sandbox. git runs with no global or system config, a throwaway HOME, hooks,
+ * fsmonitor and replace objects disabled, every attribute the tree's
+ * `.gitattributes` could set (filters, eol conversion, encodings, ident)
+ * neutralised by the git directory's own `info/attributes`, commits made with
+ * plumbing (`commit-tree`: no hooks, no trailer commands, trailers written by
+ * the bot), and only PATH from our environment. Credentials reach git only through the environment of the one
  * network command that needs them (never argv, never .git/config, never the
  * remote URL) and are scrubbed from every error.
  *
@@ -203,6 +210,12 @@ function assertCloneUrl(cloneUrl: string): void {
  */
 const SAFE_CONFIG = [
   'core.hooksPath=/dev/null',
+  'core.attributesFile=/dev/null',
+  'core.excludesFile=/dev/null',
+  'core.autocrlf=false',
+  'core.safecrlf=false',
+  'core.symlinks=true',
+  'core.sparseCheckout=false',
   'core.fsmonitor=false',
   'credential.helper=',
   'protocol.ext.allow=never',
@@ -214,6 +227,15 @@ const SAFE_CONFIG = [
   'tag.gpgSign=false',
   'push.gpgSign=false',
 ];
+
+/**
+ * `$GIT_DIR/info/attributes` has the highest precedence of all attribute
+ * files, so these lines override whatever the tree's `.gitattributes` says:
+ * bytes go into the repository exactly as they are in the tree (no filter,
+ * no eol or encoding conversion, no `$Id$` expansion) and out of it the same
+ * way, so what is committed and pushed is what the checks saw.
+ */
+const NEUTRAL_ATTRIBUTES = '* -text -filter -ident !eol !working-tree-encoding !diff !merge !export-ignore !export-subst\n';
 
 const STDOUT_CAP = 64 * 1024 * 1024;
 const STDERR_TAIL = 8 * 1024;
@@ -293,6 +315,11 @@ export interface DiffStat {
   deletions: number;
 }
 
+/** The bot's own git directory for a working tree: beside it, never inside (the tree has no `.git`). */
+export function gitDirOf(dir: string): string {
+  return `${resolve(dir)}.git`;
+}
+
 export interface Git {
   /** Clone (or reuse) the run's workspace on `branch`. Idempotent: call it again after any crash. */
   prepareWorkspace(input: PrepareWorkspaceInput): Promise<PrepareWorkspaceResult>;
@@ -300,7 +327,7 @@ export interface Git {
   changedFiles(dir: string, base?: string): Promise<string[]>;
   /** Line counts per file between `base` (default HEAD) and the working tree, untracked files included. */
   diffStat(dir: string, base?: string): Promise<DiffStat>;
-  /** Stage everything and commit as the bot with trailers; nothing to commit returns HEAD with `created: false`. */
+  /** Commit the whole working tree as the bot with trailers; nothing to commit returns HEAD with `created: false`. */
   commitAll(input: CommitAllInput): Promise<{ sha: string; created: boolean }>;
   /** Push HEAD to the run branch, never forced; `pushed: false` when the remote branch already is HEAD. */
   push(input: PushInput): Promise<{ pushed: boolean; sha: string }>;
@@ -408,6 +435,9 @@ export function createGit(options: GitOptions = {}): Git {
       GIT_TERMINAL_PROMPT: '0',
       // Stable English messages, so errors read the same everywhere.
       LC_ALL: 'C',
+      // A refs/replace/* object would let one tree be shown in place of another.
+      GIT_NO_REPLACE_OBJECTS: '1',
+      GIT_ATTR_NOSYSTEM: '1',
       ...opts.env,
     };
     if (opts.credentials !== undefined) {
@@ -418,7 +448,7 @@ export function createGit(options: GitOptions = {}): Git {
       env.GIT_CONFIG_VALUE_0 = basicAuthHeader(opts.credentials);
     }
     const pin =
-      opts.workspace === undefined ? [] : ['--git-dir', join(opts.workspace, '.git'), '--work-tree', opts.workspace];
+      opts.workspace === undefined ? [] : ['--git-dir', gitDirOf(opts.workspace), '--work-tree', opts.workspace];
     const fullArgs = [...pin, ...[...SAFE_CONFIG, ...(opts.config ?? [])].flatMap((c) => ['-c', c]), ...args];
     const shown = ['git', ...args.map((a) => scrubGitText(a, secrets))];
     const started = Date.now();
@@ -510,7 +540,7 @@ export function createGit(options: GitOptions = {}): Git {
 
   async function readFileAt(dir: string, rev: string, path: string): Promise<string | undefined> {
     // `rev:path` cannot start with '-': rev comes from us (origin/<default branch>), path from git's own diff output.
-    const { stdout, code } = await git(['show', `${rev}:${path}`], { workspace: resolve(dir), okCodes: [128] });
+    const { stdout, code } = await git(['cat-file', 'blob', `${rev}:${path}`], { workspace: resolve(dir), okCodes: [128] });
     return code === 0 ? stdout : undefined;
   }
 
@@ -529,10 +559,12 @@ export function createGit(options: GitOptions = {}): Git {
 
   /** The workspace is reusable only if it is exactly this run's clone, on the run branch, with a commit checked out. */
   async function reusable(dir: string, cloneUrl: string, branch: string): Promise<string | undefined> {
-    const gitDir = join(dir, '.git');
-    if (!(await exists(join(gitDir, 'HEAD')))) return undefined;
+    const gitDir = gitDirOf(dir);
+    if (!(await exists(join(gitDir, 'HEAD'))) || !(await exists(dir))) return undefined;
+    // A `.git` in the tree was never ours (the tree is made without one): start over.
+    if (await exists(join(dir, '.git'))) return undefined;
     try {
-      if ((await realpath(gitDir)) !== join(await realpath(dir), '.git')) return undefined;
+      if ((await realpath(gitDir)) !== `${await realpath(dir)}.git`) return undefined;
       if ((await originUrl(dir)) !== cloneUrl) return undefined;
       if ((await currentBranch(dir)) !== branch) return undefined;
       return await revParse(dir, 'HEAD');
@@ -549,12 +581,21 @@ export function createGit(options: GitOptions = {}): Git {
    * prepare time any lock is stale.
    */
   async function removeStaleLocks(dir: string, branch: string): Promise<void> {
-    const gitDir = join(dir, '.git');
+    const gitDir = gitDirOf(dir);
     const locks = ['index.lock', 'HEAD.lock', 'config.lock', 'packed-refs.lock', `refs/heads/${branch}.lock`];
     await Promise.all(locks.map((lock) => rm(join(gitDir, lock), { force: true })));
     for (const entry of await readdir(gitDir)) {
       if (entry.startsWith('shipgate-index-')) await rm(join(gitDir, entry), { force: true });
     }
+  }
+
+  async function fetchDefaultBranch(dir: string, defaultBranch: string, credentials: GitCredentials | undefined): Promise<void> {
+    const ref = `refs/remotes/origin/${defaultBranch}`;
+    // `+`: the local copy of the default branch follows the remote wherever it went; it is never pushed.
+    await git(['fetch', '--quiet', '--no-tags', '--no-write-fetch-head', 'origin', `+refs/heads/${defaultBranch}:${ref}`], {
+      workspace: dir,
+      credentials,
+    });
   }
 
   async function remoteBranchSha(
@@ -585,18 +626,24 @@ export function createGit(options: GitOptions = {}): Git {
     const existing = await reusable(dir, cloneUrl, branch);
     if (existing !== undefined) {
       await removeStaleLocks(dir, branch);
+      // Diffs are taken against the base branch as the remote has it now, not as a cached copy says.
+      await fetchDefaultBranch(dir, defaultBranch, credentials);
       log?.info({ dir, branch }, 'git: reusing workspace');
       return { resumed: true, source: 'existing-workspace', head: existing };
     }
 
     // Whatever is there is a partial clone (or something else entirely): start over.
-    await rm(dir, { recursive: true, force: true });
+    const gitDir = gitDirOf(dir);
+    await Promise.all([rm(dir, { recursive: true, force: true }), rm(gitDir, { recursive: true, force: true })]);
     await mkdir(dirname(dir), { recursive: true });
-    await git(
-      // `--template=` copies no sample hooks; `--` keeps the URL and path from ever being read as options.
-      ['clone', '--no-tags', '--single-branch', '--template=', '--branch', defaultBranch, '--', cloneUrl, dir],
-      { cwd: dirname(dir), credentials },
-    );
+    // `--template=` copies no sample hooks; bare, because the work tree is always named explicitly.
+    await git(['init', '--quiet', '--bare', '--template=', '--', gitDir], { cwd: dirname(dir) });
+    await mkdir(join(gitDir, 'info'), { recursive: true });
+    await writeFile(join(gitDir, 'info', 'attributes'), NEUTRAL_ATTRIBUTES);
+    await mkdir(dir);
+    await git(['config', 'core.bare', 'false'], { workspace: dir });
+    await git(['config', 'remote.origin.url', cloneUrl], { workspace: dir });
+    await fetchDefaultBranch(dir, defaultBranch, credentials);
 
     // An earlier attempt may have pushed the run branch before dying: continue from it instead of
     // growing a second, divergent history from the default branch.
@@ -624,15 +671,15 @@ export function createGit(options: GitOptions = {}): Git {
    * index keeps git's stat cache, so unchanged files are not re-hashed.
    */
   async function withWorkingTreeIndex<T>(dir: string, fn: (env: Record<string, string>) => Promise<T>): Promise<T> {
-    const indexPath = join(dir, '.git', `shipgate-index-${randomBytes(6).toString('hex')}`);
+    const indexPath = join(gitDirOf(dir), `shipgate-index-${randomBytes(6).toString('hex')}`);
     try {
-      await copyFile(join(dir, '.git', 'index'), indexPath);
+      await copyFile(join(gitDirOf(dir), 'index'), indexPath);
     } catch (error) {
       if ((error as NodeJS.ErrnoException).code !== 'ENOENT') throw error;
     }
     const env = { GIT_INDEX_FILE: indexPath };
     try {
-      await git(['add', '--all'], { workspace: dir, env });
+      await git(['add', '--all', '--force'], { workspace: dir, env });
       return await fn(env);
     } finally {
       await rm(indexPath, { force: true });
@@ -688,24 +735,36 @@ export function createGit(options: GitOptions = {}): Git {
     assertIdentity(identity);
     const message = input.message.trim();
     if (message === '') throw new Error('commit message is empty');
-    const trailerArgs = Object.entries(input.trailers).flatMap(([key, value]) => {
+    const trailerLines = Object.entries(input.trailers).map(([key, value]) => {
       if (!/^[A-Za-z0-9][A-Za-z0-9-]*$/.test(key)) throw new Error(`invalid trailer key: ${JSON.stringify(key)}`);
-      return ['--trailer', `${key}: ${singleLine(value)}`];
+      return `${key}: ${singleLine(value)}`;
     });
 
-    await git(['add', '--all'], { workspace: dir });
-    const { code } = await git(['diff', '--cached', '--quiet', '--no-ext-diff'], { workspace: dir, okCodes: [1] });
-    if (code === 0) {
-      // Nothing staged: either nothing changed or this commit already happened before a restart.
-      return { sha: await headSha(dir), created: false };
+    // The whole tree, ignored files included: exactly what the checks saw is what gets committed.
+    await git(['add', '--all', '--force'], { workspace: dir });
+    const tree = (await git(['write-tree'], { workspace: dir })).stdout.trim();
+    const head = await headSha(dir);
+    const headTree = (await git(['rev-parse', '--verify', `${head}^{tree}`], { workspace: dir })).stdout.trim();
+    if (tree === headTree) {
+      // Nothing to commit: either nothing changed or this commit already happened before a restart.
+      return { sha: head, created: false };
     }
-    await git(['commit', '--quiet', '--no-verify', '--no-gpg-sign', '--file=-', ...trailerArgs], {
-      workspace: dir,
-      input: `${message}\n`,
-      // Per command, not written anywhere: the bot's identity never depends on a global config.
-      config: [`user.name=${identity.name}`, `user.email=${identity.email}`, 'user.useConfigOnly=true'],
-    });
-    return { sha: await headSha(dir), created: true };
+    // Plumbing, not `git commit`: no hooks, no `trailer.*.cmd`, no commit template; the trailers are the
+    // bot's own lines in the last paragraph, so they are the only trailers the commit has.
+    const body = trailerLines.length === 0 ? `${message}\n` : `${message}\n\n${trailerLines.join('\n')}\n`;
+    const sha = (
+      await git(['commit-tree', tree, '-p', head, '-F', '-'], {
+        workspace: dir,
+        input: body,
+        // Per command, not written anywhere: the bot's identity never depends on a global config.
+        config: [`user.name=${identity.name}`, `user.email=${identity.email}`, 'user.useConfigOnly=true'],
+      })
+    ).stdout.trim();
+    const branch = await currentBranch(dir);
+    if (branch === undefined) throw new GitError('HEAD is not on a branch; refusing to commit', ['git', 'commit-tree'], 1, '');
+    // Compare-and-swap on the branch: a concurrent writer would make this fail rather than lose a commit.
+    await git(['update-ref', '-m', 'shipgate: commit', '--', `refs/heads/${branch}`, sha, head], { workspace: dir });
+    return { sha, created: true };
   }
 
   async function push(input: PushInput): Promise<{ pushed: boolean; sha: string }> {
@@ -727,7 +786,7 @@ export function createGit(options: GitOptions = {}): Git {
     try {
       await git(['init', '--quiet', '--bare', '--template=', clean]);
       try {
-        await git(['--git-dir', clean, 'fetch', '--quiet', '--no-tags', '--', dir, `refs/heads/${branch}:refs/shipgate/candidate`]);
+        await git(['--git-dir', clean, 'fetch', '--quiet', '--no-tags', '--', gitDirOf(dir), `refs/heads/${branch}:refs/shipgate/candidate`]);
       } catch (error) {
         if (error instanceof GitError) throw new PushRefusedError(branch, 'the workspace has no such branch to push');
         throw error;
@@ -769,7 +828,8 @@ export function createGit(options: GitOptions = {}): Git {
   }
 
   async function removeWorkspace(dir: string): Promise<void> {
-    await rm(assertRemovable(dir), { recursive: true, force: true });
+    const full = assertRemovable(dir);
+    await Promise.all([rm(full, { recursive: true, force: true }), rm(gitDirOf(full), { recursive: true, force: true })]);
   }
 
   async function close(): Promise<void> {

@@ -232,11 +232,19 @@ function runLabel(run: Run): string {
 
 const CANCELLABLE: ReadonlySet<RunState> = new Set<RunState>(['queued', 'running', 'waiting']);
 
+export interface CardOptions {
+  /** The installation runs checks without a sandbox (`sandbox: none`): said on every card, never hidden. */
+  unsandboxedChecks?: boolean | undefined;
+}
+
 /** The run's live root card (SPEC §2), re-rendered and updated in place on every change. */
-export function renderCard(run: Run): MessageView {
+export function renderCard(run: Run, options: CardOptions = {}): MessageView {
   const blocks: BlockView[] = [
     { type: 'header', text: `shipgate run ${escapeMrkdwn(run.id)} · ${escapeMrkdwn(run.repo)}` },
   ];
+  if (options.unsandboxedChecks === true) {
+    blocks.push({ type: 'context', text: '⚠️ *Checks run unsandboxed* on this installation (policy `sandbox: none`): repository code runs as the worker.' });
+  }
 
   blocks.push({ type: 'section', text: quote(truncateLines(run.task, CARD_TASK_MAX_LINES, CARD_TASK_MAX_CHARS)) });
   blocks.push({

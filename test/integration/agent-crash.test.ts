@@ -11,6 +11,7 @@ import { createGit, type Git } from '../../src/git/git.js';
 import { createLogger } from '../../src/log.js';
 import type { ChatPort } from '../../src/ports/chat.js';
 import type { GitHubPort } from '../../src/ports/github.js';
+import { createBubblewrapSandbox } from '../../src/adapters/sandbox/bubblewrap-sandbox.js';
 import { createAgentStep } from '../../workers/steps/agent-step.js';
 import { createPrStep } from '../../workers/steps/pr-step.js';
 import { startAnthropicServer, type AnthropicServer } from '../helpers/anthropic-server.js';
@@ -147,6 +148,7 @@ describe('a worker dying after each side effect of the agent and pr gates', () =
           modelId: 'claude-sonnet-4-6',
           workRoot: mkdtempSync(join(tmpdir(), 'shipgate-crash-work-')),
           clock: () => new Date(),
+          sandbox: createBubblewrapSandbox({ workerUid: process.getuid?.() ?? 0 }),
         }),
         pr: createPrStep({ github: githubPort, chat: chatLinks }),
       };

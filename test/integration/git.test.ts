@@ -30,7 +30,7 @@ import {
 /** What the agent step passes: the clone URL the workspace came from (as the API gave it) and the verified HEAD. */
 function target(dir: string): { remoteUrl: string; sha: string } {
   const read = (...args: string[]) =>
-    execFileSync('git', ['-C', dir, ...args], { env: { PATH: process.env.PATH ?? '', GIT_CONFIG_GLOBAL: '/dev/null', GIT_CONFIG_NOSYSTEM: '1' } })
+    execFileSync('git', ['--git-dir', `${dir}.git`, ...args], { env: { PATH: process.env.PATH ?? '', GIT_CONFIG_GLOBAL: '/dev/null', GIT_CONFIG_NOSYSTEM: '1' } })
       .toString()
       .trim();
   return { remoteUrl: read('config', '--get', 'remote.origin.url'), sha: read('rev-parse', 'HEAD') };
@@ -65,6 +65,11 @@ async function sh(cwd: string, ...args: string[]): Promise<string> {
     },
   );
   return stdout.trim();
+}
+
+/** git on a workspace: the bot's git directory lives beside the tree (`<dir>.git`), never inside it. */
+async function ws(dir: string, ...args: string[]): Promise<string> {
+  return sh(dir, '--git-dir', `${dir}.git`, '--work-tree', dir, ...args);
 }
 
 interface Remote {
@@ -184,27 +189,29 @@ describe('workspace, commit and push over file://', () => {
     const prepared = await git.prepareWorkspace({ dir, cloneUrl: remote.url, defaultBranch: 'main', branch: BRANCH });
     expect(prepared).toEqual({ resumed: false, source: 'default-branch', head: mainBefore });
     expect(await git.currentBranch(dir)).toBe(BRANCH);
-    expect(await sh(dir, 'config', '--get', 'remote.origin.url')).toBe(remote.url);
+    expect(await ws(dir, 'config', '--get', 'remote.origin.url')).toBe(remote.url);
     // The clone is single-branch and tagless: only main was fetched.
-    const refs = (await sh(dir, 'for-each-ref', '--format=%(refname)', 'refs/remotes', 'refs/tags')).split('\n');
+    const refs = (await ws(dir, 'for-each-ref', '--format=%(refname)', 'refs/remotes', 'refs/tags')).split('\n');
     expect(refs.filter((ref) => ref !== 'refs/remotes/origin/HEAD')).toEqual(['refs/remotes/origin/main']);
 
     await writeFile(join(dir, 'README.md'), '# demo\n\nFixed.\n');
     await mkdir(join(dir, 'src'));
     await writeFile(join(dir, 'src', 'new file.ts'), 'export const x = 1;\nexport const y = 2;\n');
+    // Ignored files count too: the checks saw the whole tree, so the whole tree is what gets committed.
     await writeFile(join(dir, 'ignored.log'), 'noise\n');
-    expect(await git.changedFiles(dir)).toEqual(['README.md', 'src/new file.ts']);
+    expect(await git.changedFiles(dir)).toEqual(['README.md', 'ignored.log', 'src/new file.ts']);
     const stat1 = await git.diffStat(dir);
     expect(stat1).toEqual({
       files: [
         { path: 'README.md', insertions: 2, deletions: 0, binary: false },
+        { path: 'ignored.log', insertions: 1, deletions: 0, binary: false },
         { path: 'src/new file.ts', insertions: 2, deletions: 0, binary: false },
       ],
-      insertions: 4,
+      insertions: 5,
       deletions: 0,
     });
     // Stat-ing did not stage anything.
-    expect(await sh(dir, 'diff', '--cached', '--name-only')).toBe('');
+    expect(await ws(dir, 'diff', '--cached', '--name-only')).toBe('');
 
     const commit = await git.commitAll({
       dir,
@@ -213,8 +220,8 @@ describe('workspace, commit and push over file://', () => {
     });
     expect(commit.created).toBe(true);
     expect(await git.changedFiles(dir)).toEqual([]);
-    expect(await git.changedFiles(dir, 'origin/main')).toEqual(['README.md', 'src/new file.ts']);
-    expect((await git.diffStat(dir, 'origin/main')).insertions).toBe(4);
+    expect(await git.changedFiles(dir, 'origin/main')).toEqual(['README.md', 'ignored.log', 'src/new file.ts']);
+    expect((await git.diffStat(dir, 'origin/main')).insertions).toBe(5);
     // Committing again (a restart after the commit) makes no second commit.
     expect(await git.commitAll({ dir, message: 'again', trailers: TRAILERS })).toEqual({
       sha: commit.sha,
@@ -272,7 +279,7 @@ describe('workspace, commit and push over file://', () => {
         message: 'Add a',
         trailers: { 'Shipgate-Run': RUN_ID, 'Requested-by': 'Mallory\nSigned-off-by: x' },
       });
-      expect(await sh(dir, 'log', '-1', '--format=%an <%ae>%n%(trailers:only)')).toBe(
+      expect(await ws(dir, 'log', '-1', '--format=%an <%ae>%n%(trailers:only)')).toBe(
         `Acme Shipper <ship@acme.test>\nShipgate-Run: ${RUN_ID}\nRequested-by: Mallory Signed-off-by: x`,
       );
       await expect(custom.commitAll({ dir, message: 'x', trailers: { 'Bad key': 'v' } })).rejects.toThrow(
@@ -359,7 +366,7 @@ describe('workspace, commit and push over file://', () => {
     expect(await readFile(join(dir, 'wip.txt'), 'utf8')).toBe('work in progress\n');
 
     // Killed in the middle of a commit: the lock left behind does not wedge the resumed run.
-    await writeFile(join(dir, '.git', 'index.lock'), '');
+    await writeFile(`${dir}.git/index.lock`, '');
     expect((await git.prepareWorkspace(input)).source).toBe('existing-workspace');
     const first = await git.commitAll({ dir, message: 'First', trailers: TRAILERS });
     await git.push({ ...target(dir), dir, branch: BRANCH, defaultBranch: 'main', credentials: CREDENTIALS });
@@ -370,7 +377,7 @@ describe('workspace, commit and push over file://', () => {
     expect(resumed).toEqual({ resumed: true, source: 'remote-run-branch', head: first.sha });
     expect(await git.currentBranch(dir)).toBe(BRANCH);
     expect(await readFile(join(dir, 'wip.txt'), 'utf8')).toBe('work in progress\n');
-    expect(await sh(dir, 'config', '--get', 'remote.origin.url')).toBe(remote.url);
+    expect(await ws(dir, 'config', '--get', 'remote.origin.url')).toBe(remote.url);
     // The resumed step re-commits and re-pushes: both are no-ops.
     expect(await git.commitAll({ dir, message: 'First', trailers: TRAILERS })).toEqual({
       sha: first.sha,
@@ -382,7 +389,7 @@ describe('workspace, commit and push over file://', () => {
 
     await writeFile(join(dir, 'more.txt'), 'more\n');
     const second = await git.commitAll({ dir, message: 'Second', trailers: TRAILERS });
-    expect(await sh(dir, 'rev-parse', 'HEAD~1')).toBe(first.sha);
+    expect(await ws(dir, 'rev-parse', 'HEAD~1')).toBe(first.sha);
     expect((await git.push({ ...target(dir), dir, branch: BRANCH, defaultBranch: 'main', credentials: CREDENTIALS })).pushed).toBe(
       true,
     );
@@ -409,10 +416,10 @@ describe('workspace, commit and push over file://', () => {
     await git.removeWorkspace(dir);
     await git.prepareWorkspace({ ...input, cloneUrl: other.url });
     expect((await git.prepareWorkspace(input)).source).toBe('default-branch');
-    expect(await sh(dir, 'config', '--get', 'remote.origin.url')).toBe(remote.url);
+    expect(await ws(dir, 'config', '--get', 'remote.origin.url')).toBe(remote.url);
 
     // Died between clone and checkout.
-    await sh(dir, 'checkout', '--quiet', 'main');
+    await ws(dir, 'checkout', '--quiet', '--detach', 'origin/main');
     expect((await git.prepareWorkspace(input)).source).toBe('default-branch');
     expect(await git.currentBranch(dir)).toBe(BRANCH);
 
@@ -470,13 +477,13 @@ describe('workspace, commit and push over file://', () => {
     }
 
     const basic = Buffer.from(`${CREDENTIALS.username}:${CREDENTIALS.password}`).toString('base64');
-    for (const file of await allFiles(join(dir, '.git'))) {
+    for (const file of await allFiles(`${dir}.git`)) {
       const content = await readFile(file, 'latin1');
       expect(content, file).not.toContain(CREDENTIALS.password);
       expect(content, file).not.toContain(basic);
     }
-    expect(await sh(dir, 'config', '--get', 'remote.origin.url')).toBe(remote.url);
-    expect(await sh(dir, 'config', '--local', '--list')).not.toMatch(/extraheader|credential|password/i);
+    expect(await ws(dir, 'config', '--get', 'remote.origin.url')).toBe(remote.url);
+    expect(await ws(dir, 'config', '--local', '--list')).not.toMatch(/extraheader|credential|password/i);
 
     const allowed = new Set([
       'PATH',
@@ -485,6 +492,8 @@ describe('workspace, commit and push over file://', () => {
       'GIT_CONFIG_NOSYSTEM',
       'GIT_TERMINAL_PROMPT',
       'LC_ALL',
+      'GIT_NO_REPLACE_OBJECTS',
+      'GIT_ATTR_NOSYSTEM',
       'GIT_INDEX_FILE',
       'GIT_CONFIG_COUNT',
       'GIT_CONFIG_KEY_0',
@@ -537,11 +546,11 @@ describe('workspace, commit and push over file://', () => {
     await git.prepareWorkspace({ dir, cloneUrl: remote.url, defaultBranch: 'main', branch: BRANCH });
     // What a `husky install`-style check would leave behind: repository config pointing at the
     // committed hooks, and hooks copied into .git/hooks.
-    await sh(dir, 'config', 'core.hooksPath', '.githooks');
-    await mkdir(join(dir, '.git', 'hooks'), { recursive: true });
+    await ws(dir, 'config', 'core.hooksPath', '.githooks');
+    await mkdir(`${dir}.git/hooks`, { recursive: true });
     for (const name of ['pre-commit', 'pre-push', 'post-checkout', 'post-commit']) {
-      await writeFile(join(dir, '.git', 'hooks', name), hook(`git-hooks-${name}`));
-      await chmod(join(dir, '.git', 'hooks', name), 0o755);
+      await writeFile(`${dir}.git/hooks/${name}`, hook(`git-hooks-${name}`));
+      await chmod(`${dir}.git/hooks/${name}`, 0o755);
     }
 
     await writeFile(join(dir, 'change.txt'), 'x\n');
@@ -684,8 +693,81 @@ describe('credentials over smart HTTP', () => {
     );
     expect(http.seen.length).toBeGreaterThan(0);
     expect(http.seen.every((r) => r.service === 'upload-pack' && r.authorization === undefined)).toBe(true);
-    for (const file of await allFiles(join(dir, '.git'))) {
+    for (const file of await allFiles(`${dir}.git`)) {
       expect(await readFile(file, 'latin1'), file).not.toContain(basic);
     }
   });
 });
+
+describe('the workspace git state is the bot’s own (SPEC §4)', () => {
+  it('keeps the git directory out of the tree, so nothing that runs in the tree can reach it', async () => {
+    const remote = await makeRemote();
+    const dir = join(root, 'work', RUN_ID);
+    await git.prepareWorkspace({ dir, cloneUrl: remote.url, defaultBranch: 'main', branch: BRANCH });
+    expect(await fileExists(join(dir, '.git'))).toBe(false);
+    expect(await fileExists(`${dir}.git/HEAD`)).toBe(true);
+    // A `.git` that appears in the tree is not ours: the workspace is rebuilt rather than trusted.
+    await mkdir(join(dir, '.git'));
+    await writeFile(join(dir, '.git', 'config'), '[core]\n\thooksPath = /tmp\n');
+    expect((await git.prepareWorkspace({ dir, cloneUrl: remote.url, defaultBranch: 'main', branch: BRANCH })).source).toBe('default-branch');
+    expect(await fileExists(join(dir, '.git'))).toBe(false);
+  });
+
+  it('commits the tree byte for byte whatever its .gitattributes asks for', async () => {
+    const marker = join(root, 'filter-ran');
+    const remote = await makeRemote('attributes', {
+      '.gitattributes': '* text eol=crlf ident filter=evil\n',
+      'lf.txt': 'one\ntwo $Id$\n',
+    });
+    const dir = join(root, 'work', RUN_ID);
+    await git.prepareWorkspace({ dir, cloneUrl: remote.url, defaultBranch: 'main', branch: BRANCH });
+    // Checkout converted nothing: the tree holds the blob's bytes.
+    expect(await readFile(join(dir, 'lf.txt'), 'utf8')).toBe('one\ntwo $Id$\n');
+    // A filter driver can only come from config, which is the bot's; even one configured there does not run.
+    await ws(dir, 'config', 'filter.evil.clean', `touch ${marker}; cat`);
+    await ws(dir, 'config', 'filter.evil.smudge', `touch ${marker}; cat`);
+    const bytes = Buffer.from('mixed\r\nendings\nand $Id$ \u00e9\n', 'utf8');
+    await writeFile(join(dir, 'lf.txt'), bytes);
+    await writeFile(join(dir, 'new.bin'), Buffer.from([0, 1, 2, 13, 10, 255]));
+    const commit = await git.commitAll({ dir, message: 'Bytes', trailers: TRAILERS });
+    expect(Buffer.compare(await blob(dir, `${commit.sha}:lf.txt`), bytes)).toBe(0);
+    expect(Buffer.compare(await blob(dir, `${commit.sha}:new.bin`), Buffer.from([0, 1, 2, 13, 10, 255]))).toBe(0);
+    expect(await fileExists(marker)).toBe(false);
+  });
+
+  it('ignores replace objects: a protected change cannot hide behind refs/replace', async () => {
+    const remote = await makeRemote('replace', { '.github/workflows/ci.yml': 'on: push\n' });
+    const dir = join(root, 'work', RUN_ID);
+    await git.prepareWorkspace({ dir, cloneUrl: remote.url, defaultBranch: 'main', branch: BRANCH });
+    const base = await ws(dir, 'rev-parse', 'HEAD');
+    await writeFile(join(dir, '.github/workflows/ci.yml'), 'on: push\njobs: { pwn: { runs-on: x, steps: [{ run: curl evil }] } }\n');
+    const commit = await git.commitAll({ dir, message: 'Sneak', trailers: TRAILERS });
+    // Plant a replacement that makes the commit look like its parent's tree.
+    const fake = await ws(dir, 'commit-tree', `${base}^{tree}`, '-p', base, '-m', 'innocent');
+    await ws(dir, 'replace', commit.sha, fake);
+    expect(await ws(dir, 'diff', '--name-only', base, commit.sha)).toBe('');
+    // The bot's own view is not fooled.
+    expect(await git.committedFiles(dir, base, commit.sha)).toEqual(['.github/workflows/ci.yml']);
+    expect(await git.changedFiles(dir, base)).toEqual(['.github/workflows/ci.yml']);
+  });
+
+  it('writes only the bot’s trailers, with no trailer command from any config', async () => {
+    const marker = join(root, 'trailer-cmd-ran');
+    const remote = await makeRemote();
+    const dir = join(root, 'work', RUN_ID);
+    await git.prepareWorkspace({ dir, cloneUrl: remote.url, defaultBranch: 'main', branch: BRANCH });
+    await ws(dir, 'config', 'trailer.sign.cmd', `touch ${marker}; echo forged`);
+    await ws(dir, 'config', 'trailer.sign.key', 'Requested-by');
+    await ws(dir, 'config', 'trailer.sign.ifMissing', 'add');
+    await writeFile(join(dir, 'a.txt'), 'a\n');
+    const commit = await git.commitAll({ dir, message: 'Add a', trailers: TRAILERS });
+    expect(await ws(dir, 'log', '-1', '--format=%(trailers:only)', commit.sha)).toBe(`Shipgate-Run: ${RUN_ID}\nRequested-by: Ada Lovelace <U012ADA>`);
+    expect(await fileExists(marker)).toBe(false);
+  });
+});
+
+/** A blob's raw bytes from the bot's git directory. */
+async function blob(dir: string, spec: string): Promise<Buffer> {
+  const { stdout } = await execFileAsync('git', ['--git-dir', `${dir}.git`, 'cat-file', 'blob', spec], { encoding: 'buffer', env: { PATH: process.env.PATH ?? '', GIT_CONFIG_GLOBAL: '/dev/null', GIT_CONFIG_NOSYSTEM: '1', GIT_NO_REPLACE_OBJECTS: '1' } });
+  return stdout;
+}

@@ -16,6 +16,9 @@ import { EDITOR_TOOL, runEditorCommand, type ToolResult } from '../../src/agent/
 import { BUILT_IN_PROTECTED, createProtectedPaths } from '../../src/agent/protected-paths.js';
 import { ToolRefusal, createRepoFiles, type RepoFiles } from '../../src/agent/repo-files.js';
 import { SEARCH_TOOL, runSearch } from '../../src/agent/search-tool.js';
+import { createBubblewrapSandbox } from '../../src/adapters/sandbox/bubblewrap-sandbox.js';
+import { createUnsandboxed } from '../../src/adapters/sandbox/unsandboxed.js';
+import type { SandboxPort } from '../../src/ports/sandbox.js';
 import { eventually } from '../helpers/eventually.js';
 
 /** Marks every temp path, so a leaked real path is easy to spot in any text given to the model. */
@@ -417,7 +420,13 @@ describe('search tool', () => {
   });
 });
 
-describe('check runner', () => {
+const SANDBOXES: [string, () => SandboxPort][] = [
+  ['bubblewrap', () => createBubblewrapSandbox({ workerUid: process.getuid?.() ?? 0 })],
+  ['none', () => createUnsandboxed()],
+];
+
+describe.each(SANDBOXES)('check runner (sandbox: %s)', (kind, makeSandbox) => {
+  const sandbox = makeSandbox();
   const planted = {
     GITHUB_TOKEN: 'ghs_plantedtoken',
     ANTHROPIC_API_KEY: 'sk-ant-plantedkey',
@@ -445,6 +454,7 @@ describe('check runner', () => {
       checks,
       timeoutMs: overrides.timeoutMs ?? 10_000,
       outputCapBytes: overrides.outputCapBytes ?? 64_000,
+      sandbox,
     });
   }
 
@@ -477,7 +487,7 @@ describe('check runner', () => {
     expect(names.filter((name) => /TOKEN|KEY|SECRET/i.test(name))).toEqual([]);
     for (const value of Object.values(planted)) expect(result.output).not.toContain(value);
     expect(
-      names.every((name) => ['PATH', 'HOME', 'LANG', 'LC_ALL', 'CI', 'PWD', 'OLDPWD', 'SHLVL', '_'].includes(name)),
+      names.every((name) => ['PATH', 'HOME', 'TMPDIR', 'LANG', 'LC_ALL', 'CI', 'PWD', 'OLDPWD', 'SHLVL', '_'].includes(name)),
     ).toBe(true);
   });
 
@@ -487,7 +497,24 @@ describe('check runner', () => {
     expectNoRealPath(result.output);
   });
 
-  it('kills a check that outlives its timeout, children included', async () => {
+  it('works on a copy: what a check writes never reaches the tree', async () => {
+    writeFileSync(join(root, 'kept.txt'), 'original\n');
+    const result = await runner({ write: 'echo changed > kept.txt; echo new > planted.txt; mkdir -p .git && echo x > .git/config; cat kept.txt' }).run('write');
+    expect(result.exitCode).toBe(0);
+    expect(result.output).toContain('changed');
+    expect(read('kept.txt')).toBe('original\n');
+    expect(existsSync(join(root, 'planted.txt'))).toBe(false);
+    expect(read('.git/config')).toBe('[core]\n# needle in git internals\n');
+  });
+
+  it('scrubs the output with the injected scrubber', async () => {
+    const checks = createCheckRunner({ root, checks: { leak: 'echo "token=hunter2-very-secret"' }, timeoutMs: 10_000, outputCapBytes: 64_000, sandbox, scrub: (text) => text.split('hunter2-very-secret').join('[REDACTED]') });
+    const result = await checks.run('leak');
+    expect(result.output).toContain('token=[REDACTED]');
+    expect(result.output).not.toContain('hunter2');
+  });
+
+  it.runIf(kind === 'none')('kills a check that outlives its timeout, children included', async () => {
     const pidFile = join(base, 'child.pid');
     const started = Date.now();
     const result = await runner({ slow: `sleep 30 & echo $! > ${pidFile}; sleep 30` }, { timeoutMs: 500 }).run('slow');
@@ -501,7 +528,7 @@ describe('check runner', () => {
     expect(tool.content).toMatch(/timed out/);
   });
 
-  it('does not leave background processes behind after the check exits', async () => {
+  it.runIf(kind === 'none')('does not leave background processes behind after the check exits', async () => {
     const pidFile = join(base, 'bg.pid');
     const started = Date.now();
     const result = await runner({ bg: `sleep 30 & echo $! > ${pidFile}; echo done` }).run('bg');
@@ -537,6 +564,14 @@ describe('check runner', () => {
     expectRefused(result, /Configured checks: lint, test/);
     expectRefused(await runCheckTool(checks, { command: 'curl evil' }), /name/);
     expect(runCheckToolFor(checks.names).input_schema.properties).toMatchObject({ name: { enum: ['lint', 'test'] } });
+  });
+
+  it('times out a slow check', async () => {
+    const started = Date.now();
+    const result = await runner({ slow: 'sleep 30' }, { timeoutMs: 500 }).run('slow');
+    expect(result.timedOut).toBe(true);
+    expect(result.exitCode).toBeNull();
+    expect(Date.now() - started).toBeLessThan(5_000);
   });
 
   it('stops a check when the run is aborted', async () => {

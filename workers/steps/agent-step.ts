@@ -15,6 +15,7 @@ import { readFile } from 'node:fs/promises';
 import type { GitHubPort } from '../../src/ports/github.js';
 import type { FollowUps } from '../../src/store/follow-ups.js';
 import type { ModelPort } from '../../src/ports/model.js';
+import type { SandboxPort } from '../../src/ports/sandbox.js';
 import type { GateContext, GateStep } from '../gate-step.js';
 
 export interface AgentStepDeps {
@@ -34,6 +35,10 @@ export interface AgentStepDeps {
   maxCheckRounds?: number;
   /** Instructions from the run's thread; without it follow-ups are not read. */
   followUps?: FollowUps | undefined;
+  /** Where checks run: repository code never runs outside it. */
+  sandbox: SandboxPort;
+  /** Removes secrets from check output before the model, chat or logs see it. */
+  scrub?: ((text: string) => string) | undefined;
 }
 
 export function workspaceDir(workRoot: string, runId: string): string {
@@ -88,6 +93,8 @@ export function createAgentStep(deps: AgentStepDeps): GateStep {
         checks: repoPolicy.checks,
         timeoutMs: deps.checkTimeoutMs ?? 10 * 60_000,
         outputCapBytes: deps.checkOutputCapBytes ?? 64 * 1024,
+        sandbox: deps.sandbox,
+        scrub: deps.scrub,
       });
       const toolbox: AgentToolbox = {
         definitions: [EDITOR_TOOL, SEARCH_TOOL, runCheckToolFor(checks.names)],

@@ -1,0 +1,137 @@
+import { spawn } from 'node:child_process';
+import { performance } from 'node:perf_hooks';
+
+/**
+ * Runs one sandbox launcher process (bwrap, or the shell for `sandbox: none`)
+ * under supervision: output tail-capped, a wall-clock timeout and an abort
+ * that kill the launcher's whole process group, and settles only once the
+ * process is gone and its pipes are closed.
+ */
+
+export interface SuperviseInput {
+  file: string;
+  args: readonly string[];
+  cwd: string;
+  env: Record<string, string>;
+  timeoutMs: number;
+  /** Bytes of output kept (the tail); a little more is kept so that redaction at the edge still sees whole paths. */
+  keepBytes: number;
+  signal?: AbortSignal | undefined;
+  /** Host user and group to start the launcher as (only when the worker is root). */
+  uid?: number | undefined;
+  gid?: number | undefined;
+  /** Called with the pid once the launcher started (tests use it; so could metrics). */
+  onSpawn?: ((pid: number) => void) | undefined;
+}
+
+export interface SupervisedOutcome {
+  exitCode: number | null;
+  signal: NodeJS.Signals | null;
+  timedOut: boolean;
+  output: Buffer;
+  outputBytes: number;
+  durationMs: number;
+}
+
+/** Keeps the last `cap` bytes of a stream, and how many bytes there were in all. */
+export function createTail(cap: number) {
+  let chunks: Buffer[] = [];
+  let kept = 0;
+  let total = 0;
+  return {
+    push(chunk: Buffer): void {
+      chunks.push(chunk);
+      kept += chunk.length;
+      total += chunk.length;
+      if (kept > cap * 2) {
+        const joined = Buffer.concat(chunks);
+        chunks = [joined.subarray(joined.length - cap)];
+        kept = cap;
+      }
+    },
+    get total(): number {
+      return total;
+    },
+    bytes(): Buffer {
+      const joined = Buffer.concat(chunks);
+      return joined.length > cap ? joined.subarray(joined.length - cap) : joined;
+    },
+  };
+}
+
+function killGroup(pid: number | undefined): void {
+  if (pid === undefined) return;
+  try {
+    // Negative pid: the launcher's whole process group (it was started detached, as its leader).
+    process.kill(-pid, 'SIGKILL');
+  } catch {
+    // ESRCH: the group is already gone.
+  }
+}
+
+export class LaunchError extends Error {
+  override name = 'LaunchError';
+  constructor(readonly code: string) {
+    super(`could not start (${code})`);
+  }
+}
+
+export function supervise(input: SuperviseInput): Promise<SupervisedOutcome> {
+  const { signal } = input;
+  const started = performance.now();
+  const tail = createTail(input.keepBytes);
+  return new Promise<SupervisedOutcome>((resolve, reject) => {
+    if (signal?.aborted) {
+      reject(signal.reason instanceof Error ? signal.reason : new Error('aborted'));
+      return;
+    }
+    const child = spawn(input.file, [...input.args], {
+      cwd: input.cwd,
+      env: input.env,
+      detached: true,
+      stdio: ['ignore', 'pipe', 'pipe'],
+      ...(input.uid === undefined ? {} : { uid: input.uid }),
+      ...(input.gid === undefined ? {} : { gid: input.gid }),
+    });
+    if (child.pid !== undefined) input.onSpawn?.(child.pid);
+    let timedOut = false;
+    let exit: { code: number | null; signal: NodeJS.Signals | null } | undefined;
+    const timer = setTimeout(() => {
+      timedOut = true;
+      killGroup(child.pid);
+    }, input.timeoutMs);
+    const onAbort = (): void => killGroup(child.pid);
+    signal?.addEventListener('abort', onAbort, { once: true });
+    const finish = (): void => {
+      clearTimeout(timer);
+      signal?.removeEventListener('abort', onAbort);
+    };
+    child.stdout.on('data', (chunk: Buffer) => tail.push(chunk));
+    child.stderr.on('data', (chunk: Buffer) => tail.push(chunk));
+    child.once('error', (error: NodeJS.ErrnoException) => {
+      finish();
+      killGroup(child.pid);
+      reject(new LaunchError(error.code ?? error.name));
+    });
+    child.once('exit', (code, exitSignal) => {
+      exit = { code, signal: exitSignal };
+      // Whatever else is left in the group would hold the pipes open: end it now.
+      killGroup(child.pid);
+    });
+    child.once('close', (code, closeSignal) => {
+      finish();
+      if (signal?.aborted) {
+        reject(signal.reason instanceof Error ? signal.reason : new Error('aborted'));
+        return;
+      }
+      resolve({
+        exitCode: exit?.code ?? code,
+        signal: exit?.signal ?? closeSignal,
+        timedOut,
+        output: tail.bytes(),
+        outputBytes: tail.total,
+        durationMs: Math.round(performance.now() - started),
+      });
+    });
+  });
+}
