@@ -22,9 +22,11 @@ RUN --mount=type=cache,target=/root/.npm \
 FROM ${NODE_IMAGE} AS runtime
 # git: the agent gate clones, commits and pushes with the git binary.
 # ca-certificates: HTTPS clones. tini: PID 1 that forwards signals and reaps the
-# processes the worker spawns (git, repository checks).
+# processes the worker spawns (git, repository checks). bubblewrap: the sandbox
+# every repository check runs in (SPEC §4; it needs user namespaces, see README
+# "Running workers in Kubernetes").
 RUN apt-get update \
-    && apt-get install -y --no-install-recommends git ca-certificates tini \
+    && apt-get install -y --no-install-recommends git ca-certificates tini bubblewrap \
     && rm -rf /var/lib/apt/lists/*
 
 ENV NODE_ENV=production \

@@ -29,7 +29,7 @@ import { cachedGroupMembers } from './domain/group-cache.js';
 import { ACTIVE_RUN_STATES } from './domain/run.js';
 import { createGitHubWebhookListener, type GitHubEvent } from './http/github-webhooks.js';
 import { createHttpServer } from './http/server.js';
-import type { Logger } from './log.js';
+import { scrubSecrets, type Logger } from './log.js';
 import { createMetrics, type Metrics } from './metrics.js';
 import type { ChatHandlers, ChatPort } from './ports/chat.js';
 import { createCancellation } from './queue/cancellation.js';
@@ -210,6 +210,7 @@ export function createShipgate(options: ShipgateOptions): Shipgate {
       checkTimeoutMs: options.tuning?.checkTimeoutMs,
       followUps,
       sandbox,
+      scrub: scrubSecrets,
     });
     steps.pr ??= createPrStep({ github, chat });
     steps.ci ??= createCiStep({

@@ -16,6 +16,24 @@ export const BUILT_IN_PROTECTED: readonly string[] = [
   '.shipgate.yaml',
   '.git/**',
   '.git',
+  // Submodules: a changed URL or pinned commit pulls code from elsewhere into the build.
+  '.gitmodules',
+  // The pipelines of the other common CI systems: the agent never edits its own gates, whichever they are.
+  '.gitlab-ci.yml',
+  '.gitlab/ci/**',
+  'Jenkinsfile',
+  '.circleci/**',
+  '.buildkite/**',
+  'azure-pipelines.yml',
+  '.azure-pipelines/**',
+  'bitbucket-pipelines.yml',
+  '.travis.yml',
+  '.drone.yml',
+  '.woodpecker.yml',
+  '.woodpecker/**',
+  '.gitea/workflows/**',
+  '.forgejo/workflows/**',
+  '.tekton/**',
 ];
 
 export interface ProtectedPaths {

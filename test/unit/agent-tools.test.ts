@@ -93,9 +93,17 @@ describe('protected paths', () => {
       'shipgate.yaml',
       '.git/config',
       '.git',
+      // SPEC §4: the other common CI systems and submodules.
+      '.gitlab-ci.yml',
+      'Jenkinsfile',
+      '.circleci/config.yml',
+      '.buildkite/pipeline.yml',
+      'azure-pipelines.yml',
+      '.gitmodules',
     ]) {
       expect(paths.isProtected(path), path).toBe(true);
     }
+    for (const path of ['src/Jenkinsfile.md', 'docs/gitlab-ci.md', 'circleci.txt']) expect(paths.isProtected(path), path).toBe(false);
     expect(paths.patterns.slice(0, BUILT_IN_PROTECTED.length)).toEqual([...BUILT_IN_PROTECTED]);
   });
 

@@ -65,6 +65,12 @@ function gateLine(view: MessageView, gate: string): string {
 }
 
 describe('renderCard', () => {
+  it('says on every card when checks run unsandboxed (policy sandbox: none), and never otherwise', () => {
+    expect(allText(renderCard(run(), { unsandboxedChecks: true }))).toMatch(/Checks run unsandboxed/);
+    expect(allText(renderCard(run({ state: 'done' }), { unsandboxedChecks: true }))).toMatch(/Checks run unsandboxed/);
+    expect(allText(renderCard(run()))).not.toMatch(/unsandboxed/i);
+  });
+
   it("a queued run's card names the repo, the requester and every gate, and offers Cancel", () => {
     const card = renderCard(run());
     const text = allText(card);

@@ -59,6 +59,9 @@ export function createTail(cap: number) {
   };
 }
 
+/** How long output may still arrive after the launcher exited. */
+const PIPE_GRACE_MS = 1_000;
+
 function killGroup(pid: number | undefined): void {
   if (pid === undefined) return;
   try {
@@ -117,6 +120,11 @@ export function supervise(input: SuperviseInput): Promise<SupervisedOutcome> {
       exit = { code, signal: exitSignal };
       // Whatever else is left in the group would hold the pipes open: end it now.
       killGroup(child.pid);
+      // A process that left the group (setsid) can still hold them: stop reading after a grace period.
+      setTimeout(() => {
+        child.stdout.destroy();
+        child.stderr.destroy();
+      }, PIPE_GRACE_MS).unref();
     });
     child.once('close', (code, closeSignal) => {
       finish();

@@ -1,0 +1,64 @@
+import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { afterAll, describe, expect, it } from 'vitest';
+import { createBubblewrapSandbox } from '../../src/adapters/sandbox/bubblewrap-sandbox.js';
+import { createUnsandboxed } from '../../src/adapters/sandbox/unsandboxed.js';
+import { SandboxUnavailableError } from '../../src/ports/sandbox.js';
+
+/** The sandbox adapters on their own, with the real bwrap (SPEC §4). */
+
+const workerUid = process.getuid?.() ?? 0;
+const tree = mkdtempSync(join(tmpdir(), 'shipgate-sandbox-test-'));
+writeFileSync(join(tree, 'hello.txt'), 'hello\n');
+afterAll(() => rmSync(tree, { recursive: true, force: true }));
+
+const request = (command: string, timeoutMs = 10_000) => ({ tree, command, timeoutMs, outputCapBytes: 64_000 });
+
+describe('bubblewrap sandbox', () => {
+  const sandbox = createBubblewrapSandbox({ workerUid });
+
+  it('passes its start-up probe on this machine', async () => {
+    await expect(sandbox.probe()).resolves.toBeUndefined();
+    expect(sandbox).toMatchObject({ kind: 'bubblewrap', isolated: true });
+  });
+
+  it('runs as an unprivileged user with no capabilities, in its own PID namespace, seeing only the tree copy', async () => {
+    const result = await sandbox.run(request('id -u; grep -E "^Cap(Eff|Prm|Bnd)" /proc/self/status; ls /proc | grep -c "^[0-9]"; pwd; cat hello.txt; ls /'));
+    expect(result.exitCode).toBe(0);
+    const lines = result.output.trim().split('\n');
+    // As root the launcher drops to 65534 on the host; otherwise it keeps the worker's own (non-root) uid.
+    expect(Number(lines[0])).not.toBe(0);
+    expect(lines.slice(1, 4).every((line) => /\t0000000000000000$/.test(line))).toBe(true);
+    // bwrap's init, the shell and grep/ls: a handful, never the host's processes.
+    expect(Number(lines[4])).toBeLessThan(8);
+    expect(lines[5]).toBe('/repo');
+    expect(lines[6]).toBe('hello');
+    expect(lines.slice(7).sort()).not.toContain('root');
+    expect(lines.slice(7)).not.toContain('home');
+  });
+
+  it('enforces the memory limit', async () => {
+    const small = createBubblewrapSandbox({ workerUid, limits: { memoryBytes: 256 * 1024 ** 2 } });
+    const result = await small.run(request('node -e "const a = []; for (;;) a.push(Buffer.alloc(64 * 1024 * 1024, 1))"'));
+    expect(result.exitCode).not.toBe(0);
+  });
+
+  it('says how to fix a missing bubblewrap', async () => {
+    const missing = createBubblewrapSandbox({ workerUid, bwrapPath: '/nonexistent/bwrap' });
+    const error = await missing.probe().catch((e: unknown) => e);
+    expect(error).toBeInstanceOf(SandboxUnavailableError);
+    expect((error as Error).message).toMatch(/apt-get install bubblewrap/);
+    expect((error as Error).message).toMatch(/sandbox: none/);
+  });
+});
+
+describe('sandbox: none', () => {
+  it('is marked as not isolated and still works on a copy shown as /repo', async () => {
+    const none = createUnsandboxed();
+    expect(none).toMatchObject({ kind: 'none', isolated: false });
+    const result = await none.run(request('pwd; cat hello.txt; echo x > hello.txt'));
+    expect(result.output).toBe('/repo\nhello\n');
+    expect(readFileSync(join(tree, 'hello.txt'), 'utf8')).toBe('hello\n');
+  });
+});
