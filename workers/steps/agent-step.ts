@@ -168,7 +168,7 @@ export function createAgentStep(deps: AgentStepDeps): GateStep {
       }
       const forbidden = changed.filter((path) => protectedPaths.isProtected(path));
       if (forbidden.length > 0) {
-        // The editor refuses these writes; this catches anything that slipped past (e.g. a check that writes files).
+        // The editor refuses these writes and checks only ever see a copy; this is the belt to those braces.
         return { kind: 'failed', summary: `refused: the change touches protected paths: ${forbidden.join(', ')}` };
       }
       const previous = latest.artifacts.previousCommitSha;
@@ -197,8 +197,8 @@ export function createAgentStep(deps: AgentStepDeps): GateStep {
         message: `${firstLine(run.task)}\n\n${summary}`.trim(),
         trailers: { 'Shipgate-Run': run.id, 'Requested-by': `${run.requester.name ?? run.requester.userId} <${run.requester.userId}>` },
       });
-      // What goes out is the commit, not the working tree: check the commit itself, since a process a
-      // check left behind could have changed files after the checks above.
+      // What goes out is the commit, not the working tree: check the commit itself, in the bot's own git
+      // directory (no replace objects), so what was verified is exactly what is pushed.
       const inCommit = await deps.git.committedFiles(dir, base, committed.sha);
       const sneaked = inCommit.filter((path) => protectedPaths.isProtected(path));
       if (sneaked.length > 0) return { kind: 'failed', summary: `refused: the commit touches protected paths: ${sneaked.join(', ')}` };
