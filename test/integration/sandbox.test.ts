@@ -1,7 +1,12 @@
 import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { afterAll, describe, expect, it } from 'vitest';
+import { PassThrough } from 'node:stream';
+import { afterAll, describe, expect, inject, it } from 'vitest';
+import { createShipgate } from '../../src/app.js';
+import { ConfigError, loadConfig } from '../../src/config/config.js';
+import { createLogger } from '../../src/log.js';
+import { testPrefix } from '../helpers/ids.js';
 import { createBubblewrapSandbox } from '../../src/adapters/sandbox/bubblewrap-sandbox.js';
 import { createUnsandboxed } from '../../src/adapters/sandbox/unsandboxed.js';
 import { SandboxUnavailableError } from '../../src/ports/sandbox.js';
@@ -50,6 +55,21 @@ describe('bubblewrap sandbox', () => {
     expect(error).toBeInstanceOf(SandboxUnavailableError);
     expect((error as Error).message).toMatch(/apt-get install bubblewrap/);
     expect((error as Error).message).toMatch(/sandbox: none/);
+  });
+});
+
+describe('start-up', () => {
+  it('refuses to start a worker whose sandbox cannot run, naming the key and the fix', async () => {
+    const config = loadConfig({ REDIS_URL: inject('redisUrl'), SHIPGATE_REDIS_PREFIX: testPrefix('sandbox-startup'), PORT: '0', LOG_LEVEL: 'silent' }, { readFile: () => 'repos:\n  acme/shop: {}\n' });
+    const log = createLogger({ level: 'silent', destination: new PassThrough() });
+    const app = createShipgate({ config, log, console: { input: new PassThrough(), output: new PassThrough() }, sandbox: createBubblewrapSandbox({ workerUid, bwrapPath: '/nonexistent/bwrap' }) });
+    try {
+      const error = await app.start().catch((e: unknown) => e);
+      expect(error).toBeInstanceOf(ConfigError);
+      expect((error as Error).message).toMatch(/sandbox: bubblewrap \(\/nonexistent\/bwrap\) is not installed\. Fix: install it/);
+    } finally {
+      await app.stop();
+    }
   });
 });
 
