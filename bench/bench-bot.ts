@@ -1,3 +1,4 @@
+import { randomBytes } from 'node:crypto';
 import { PassThrough } from 'node:stream';
 import { createShipgate, type Shipgate } from '../src/app.js';
 import { loadConfig, type Config } from '../src/config/config.js';
@@ -41,6 +42,8 @@ export async function startBenchBot(redisUrl: string, prefix: string): Promise<B
     SLACK_BOT_TOKEN: BOT_TOKEN,
     SLACK_SIGNING_SECRET: SIGNING_SECRET,
     SLACK_API_URL: slack.apiUrl,
+    // A fresh prefix per bench run, so a fresh audit key is fine.
+    SHIPGATE_AUDIT_KEY: randomBytes(32).toString('hex'),
     LOG_LEVEL: 'silent',
   };
   let app: Shipgate | undefined;

@@ -23,8 +23,9 @@ import { createUnsandboxed } from './adapters/sandbox/unsandboxed.js';
 import { SandboxUnavailableError, type SandboxPort } from './ports/sandbox.js';
 import { createConsoleChat, type ConsoleChat } from './adapters/console/console-chat.js';
 import { createSlackChat, type SlackChat } from './adapters/slack/slack-chat.js';
+import { loadOrCreateLocalAuditKey, type LocalAuditKey } from './audit/audit-key.js';
 import { createAuditLog, type AuditLog } from './audit/audit-log.js';
-import { ConfigError, type Config } from './config/config.js';
+import { ConfigError, type AuditKeySource, type Config } from './config/config.js';
 import { cachedGroupMembers } from './domain/group-cache.js';
 import { ACTIVE_RUN_STATES } from './domain/run.js';
 import { createGitHubWebhookListener, type GitHubEvent } from './http/github-webhooks.js';
@@ -109,6 +110,27 @@ async function waitForRedis(redis: Redis, url: string): Promise<void> {
 }
 
 /**
+ * The audit chain's key: SHIPGATE_AUDIT_KEY, or in local mode the key file,
+ * generated on first start (config only names the file; the I/O is here).
+ */
+function resolveAuditKey(source: AuditKeySource, log: Logger): Buffer {
+  if (source.kind === 'env') return source.key;
+  let local: LocalAuditKey;
+  try {
+    local = loadOrCreateLocalAuditKey(source.path);
+  } catch (error) {
+    const reason = error instanceof Error ? error.message : String(error);
+    throw new ConfigError([
+      `SHIPGATE_AUDIT_KEY: is unset and the local audit key cannot be used (${reason}). Fix: set SHIPGATE_AUDIT_KEY, or repair ${source.path} (deleting it makes a new key, and the existing audit log then fails verification)`,
+    ]);
+  }
+  if (local.created) log.warn({ path: local.path }, 'SHIPGATE_AUDIT_KEY is unset: generated a local audit key');
+  else log.info({ path: local.path }, 'SHIPGATE_AUDIT_KEY is unset: using the local audit key');
+  if (local.readableByOthers) log.warn({ path: local.path }, 'the local audit key file is readable by other users: chmod 600 it');
+  return local.key;
+}
+
+/**
  * Wires shipgate from its configuration: adapters at the edge, logic in the
  * middle. Roles (SPEC §8): `web` takes chat input and serves HTTP, `worker`
  * runs the queues, `all` does both. All shared state lives in Redis, so any
@@ -127,6 +149,9 @@ export function createShipgate(options: ShipgateOptions): Shipgate {
     ]);
   }
 
+  // Before any connection is opened: a key problem stops the start-up with a ConfigError.
+  const auditKey = resolveAuditKey(config.auditKey, log);
+
   const redis = createRedis(config.redisUrl, 'command');
   const subscriber = runsWorker ? createRedis(config.redisUrl, 'blocking') : undefined;
   // BullMQ objects get options, not a client: each owns and closes its own connections.
@@ -136,7 +161,7 @@ export function createShipgate(options: ShipgateOptions): Shipgate {
   }
 
   const metrics = createMetrics();
-  const audit = createAuditLog({ redis, prefix, clock });
+  const audit = createAuditLog({ redis, prefix, clock, key: auditKey, log, checkpointEvery: config.auditCheckpointEvery });
   const queues = createQueues({ connection: bullmq, prefix });
   const store = createRunStore({
     redis,
@@ -395,6 +420,8 @@ export function createShipgate(options: ShipgateOptions): Shipgate {
       await Promise.all(workers.map((worker) => worker.close()));
       await queues.close();
       await cancellationClose?.();
+      // Every append of this process is done now: record the head outside Redis (SPEC §7).
+      await audit.close();
       await Promise.all([redis.quit(), subscriber?.quit()]);
       await git.close();
       log.info('shipgate stopped');

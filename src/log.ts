@@ -27,6 +27,11 @@ const REDACT_PATHS = [
   '*.authorization',
   '*.headers.authorization',
   '*.headers["x-slack-signature"]',
+  // The audit chain's HMAC key (config.auditKey) and REDIS_URL, which may carry a password.
+  'auditKey',
+  '*.auditKey',
+  'redisUrl',
+  '*.redisUrl',
 ];
 
 /** Secret-looking strings that may hide inside free text (error messages, URLs). */

@@ -23,7 +23,7 @@ async function main(): Promise<void> {
   // The console chat is for trying shipgate out: on a machine without Redis, bring a private one.
   const devRedis = config.chat.kind === 'console' && config.redisUrlIsDefault ? await startDevRedisIfNeeded(config.redisUrl) : undefined;
   if (devRedis !== undefined) {
-    log.warn({ redisUrl: devRedis.url }, 'no Redis at the default address: started a private redis-server; runs vanish when shipgate stops');
+    log.warn({ redisAddress: new URL(devRedis.url).host }, 'no Redis at the default address: started a private redis-server; runs vanish when shipgate stops');
     config = { ...config, redisUrl: devRedis.url };
   }
   let app: Shipgate;

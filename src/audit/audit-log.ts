@@ -1,12 +1,28 @@
-import { createHash } from 'node:crypto';
+import { createHash, createHmac, timingSafeEqual } from 'node:crypto';
 import type { Redis } from 'ioredis';
 import { z } from 'zod';
+import { scrubSecrets, type Logger } from '../log.js';
+import { AUDIT_CHAIN_ALG, auditKeyId } from './audit-key.js';
 
 /**
  * The tamper-evident audit trail (SPEC §7). Every event of every run goes into
- * ONE Redis list, and each event carries the SHA-256 of the event before it in
+ * ONE Redis list, and each event carries the hash of the event before it in
  * the whole log, so editing or deleting any stored row breaks the chain at a
  * point `verify()` can name.
+ *
+ * The hashes are HMAC-SHA256 keyed with SHIPGATE_AUDIT_KEY, which Redis never
+ * holds: someone who can write to Redis but lacks the key cannot re-hash a
+ * rewritten, reordered or shortened chain so that it verifies. Each event
+ * names the scheme (`alg`) and the key (`keyId`, an HMAC of a constant), so
+ * verifying with the wrong key says "the audit key does not match" rather than
+ * calling every event altered.
+ *
+ * What the key cannot stop is cutting events off the end (with the head moved
+ * back): the remaining prefix is still a valid chain. For that the head is
+ * checkpointed outside Redis: a structured log line `audit checkpoint
+ * { seq, hash }` every `checkpointEvery` events and on close(), which
+ * `verify({ checkpoints })` (CLI: `verify --checkpoint seq:hash`) checks
+ * against the chain.
  *
  * Key layout (all under `${prefix}:audit:`):
  *   log          LIST   the events, oldest first, as canonical JSON; event #seq is at index seq-1
@@ -54,6 +70,9 @@ export const GENESIS_HASH = '0'.repeat(64);
 
 const sha256Hex = z.string().regex(/^[0-9a-f]{64}$/, 'must be 64 lowercase hex digits');
 
+/** Fields every keyed event has; a row without them was written by the unkeyed chain (or forged). */
+const CHAIN_FIELDS = ['alg', 'keyId'] as const;
+
 /**
  * `.strict()` matters for tamper evidence: a stripping schema would silently
  * drop a field someone added to a stored row, and the recomputed hash would
@@ -68,6 +87,8 @@ const storedEventSchema = z
     actor: z.string(),
     data: z.record(z.string(), z.unknown()),
     key: z.string().min(1).optional(),
+    alg: z.literal(AUDIT_CHAIN_ALG),
+    keyId: z.string().regex(/^[0-9a-f]{16}$/, 'must be 16 lowercase hex digits'),
     prevHash: sha256Hex,
     hash: sha256Hex,
   })
@@ -86,24 +107,64 @@ export interface AuditAppendInput {
   key?: string | undefined;
 }
 
+/** A point of the chain recorded outside Redis: event #seq had this hash. Written as `seq:hash`. */
+export interface AuditCheckpoint {
+  seq: number;
+  hash: string;
+}
+
+/**
+ * Why verification failed: `wrong-key` (an event names another key than the
+ * configured one), `tampered` (the stored log contradicts itself or its HMACs),
+ * `checkpoint` (the chain is self-consistent but lacks a checkpointed event:
+ * truncated, or rewritten before the key was lost).
+ */
+export type AuditProblem = 'wrong-key' | 'tampered' | 'checkpoint';
+
 export type AuditVerifyResult =
-  | { ok: true; count: number }
-  | { ok: false; count: number; broken: { seq: number; runId: string | null; type: string; reason: string } };
+  | { ok: true; count: number; head: AuditCheckpoint | null }
+  | {
+      ok: false;
+      count: number;
+      broken: { seq: number; runId: string | null; type: string; reason: string; problem: AuditProblem };
+    };
+
+export interface AuditVerifyOptions {
+  /** Heads recorded outside Redis; each must still be in the chain with the same hash. */
+  checkpoints?: readonly AuditCheckpoint[] | undefined;
+}
 
 export interface AuditLog {
   append(input: AuditAppendInput): Promise<AuditEvent>;
   /** The run's events in log order; throws AuditIntegrityError if an indexed event is missing or unreadable. */
   eventsForRun(runId: string): Promise<AuditEvent[]>;
-  /** Walks the whole log and names the first event where the chain breaks. */
-  verify(): Promise<AuditVerifyResult>;
+  /** Walks the whole log and names the first event where the chain breaks, or a checkpoint it lacks. */
+  verify(options?: AuditVerifyOptions): Promise<AuditVerifyResult>;
   /** JSON Lines of the run's events exactly as stored ('' for a run with no events). */
   exportRun(runId: string): Promise<string>;
+  /** Logs the current head as `audit checkpoint { seq, hash }` and returns it (null for an empty log). */
+  checkpoint(): Promise<AuditCheckpoint | null>;
+  /** Waits for this process's pending appends and logs a final checkpoint; never throws. */
+  close(): Promise<void>;
 }
+
+/** The fixed pino message of a checkpoint line; its metadata is `{ seq, hash }`. */
+export const CHECKPOINT_MESSAGE = 'audit checkpoint';
+
+export const DEFAULT_CHECKPOINT_EVERY = 100;
 
 export interface AuditLogOptions {
   redis: Redis;
   prefix: string;
   clock: () => Date;
+  /** SHIPGATE_AUDIT_KEY: the HMAC key of the chain. Redis never sees it. */
+  key: Uint8Array;
+  /** Where checkpoints (and contradictions noticed while appending) are logged. */
+  log?: Pick<Logger, 'info' | 'warn' | 'error'> | undefined;
+  /** Log a checkpoint whenever an appended event's seq is a multiple of this (default 100). */
+  checkpointEvery?: number | undefined;
+  /** Applied to every string of an event's data and to its actor before it is written (default scrubSecrets). */
+  scrub?: ((text: string) => string) | undefined;
   /** LRANGE page size for verify(); small values only make sense in tests. */
   pageSize?: number | undefined;
 }
@@ -133,10 +194,33 @@ export function canonicalJson(value: unknown): string {
   return JSON.stringify(value) ?? 'null';
 }
 
-/** Hash of an event: SHA-256 of the canonical JSON of every field except `hash`. */
-export function hashEvent(event: Omit<AuditEvent, 'hash'> & { hash?: string }): string {
+/**
+ * Hash of an event: HMAC-SHA256, keyed with the audit key, of the canonical
+ * JSON of every field except `hash`. That text includes `prevHash` (the link
+ * to the event before), `seq`, `alg` and `keyId`.
+ */
+export function hashEvent(event: Omit<AuditEvent, 'hash'> & { hash?: string }, key: Uint8Array): string {
   const { hash: _ignored, ...rest } = event;
-  return createHash('sha256').update(canonicalJson(rest)).digest('hex');
+  return createHmac('sha256', key).update(canonicalJson(rest)).digest('hex');
+}
+
+function sameHash(a: string, b: string): boolean {
+  const left = Buffer.from(a, 'utf8');
+  const right = Buffer.from(b, 'utf8');
+  return left.length === right.length && timingSafeEqual(left, right);
+}
+
+/** `seq:hash` as printed by `audit-log checkpoint`; undefined when the text is not one. */
+export function parseCheckpoint(text: string): AuditCheckpoint | undefined {
+  const match = /^([1-9][0-9]*):([0-9a-f]{64})$/.exec(text.trim());
+  if (match === null) return undefined;
+  const seq = Number(match[1]);
+  if (!Number.isSafeInteger(seq)) return undefined;
+  return { seq, hash: match[2] ?? '' };
+}
+
+export function formatCheckpoint(checkpoint: AuditCheckpoint): string {
+  return `${checkpoint.seq}:${checkpoint.hash}`;
 }
 
 const jsonRecordSchema = z.record(z.string(), z.unknown());
@@ -161,6 +245,16 @@ function toJsonData(data: Record<string, unknown> | undefined): Record<string, u
   return jsonRecordSchema.parse(JSON.parse(text));
 }
 
+/** Every string in plain JSON data through `scrub`; object keys are left alone. */
+function scrubJson(value: unknown, scrub: (text: string) => string): unknown {
+  if (typeof value === 'string') return scrub(value);
+  if (Array.isArray(value)) return value.map((item) => scrubJson(item, scrub));
+  if (value !== null && typeof value === 'object') {
+    return Object.fromEntries(Object.entries(value).map(([key, item]) => [key, scrubJson(item, scrub)]));
+  }
+  return value;
+}
+
 type ParsedRow = { ok: true; event: AuditEvent } | { ok: false; reason: string };
 
 function parseRow(row: string): ParsedRow {
@@ -172,6 +266,13 @@ function parseRow(row: string): ParsedRow {
   }
   const parsed = storedEventSchema.safeParse(raw);
   if (!parsed.success) {
+    if (raw !== null && typeof raw === 'object' && 'hash' in raw && CHAIN_FIELDS.every((field) => !(field in raw))) {
+      return {
+        ok: false,
+        reason:
+          'the event has no alg/keyId: it is in the unkeyed SHA-256 format (written before SHIPGATE_AUDIT_KEY, or forged by someone without the key) and cannot be verified',
+      };
+    }
     const problems = parsed.error.issues.map(
       (issue) => `${issue.path.map(String).join('.') || '(root)'}: ${issue.message}`,
     );
@@ -249,12 +350,43 @@ const MAX_APPEND_ATTEMPTS = 500;
 
 const DEFAULT_PAGE_SIZE = 1000;
 
-export function createAuditLog({ redis, prefix, clock, pageSize = DEFAULT_PAGE_SIZE }: AuditLogOptions): AuditLog {
+export function createAuditLog({
+  redis,
+  prefix,
+  clock,
+  key: auditKey,
+  log,
+  checkpointEvery = DEFAULT_CHECKPOINT_EVERY,
+  scrub = scrubSecrets,
+  pageSize = DEFAULT_PAGE_SIZE,
+}: AuditLogOptions): AuditLog {
+  if (!Number.isSafeInteger(checkpointEvery) || checkpointEvery < 1) {
+    throw new RangeError(`checkpointEvery must be a positive integer (got ${checkpointEvery})`);
+  }
   const base = `${prefix}:audit:`;
   const logKey = `${base}log`;
   const headKey = `${base}head`;
   const idemKey = `${base}keys`;
   const runKey = (runId: string): string => `${base}run:${runId}`;
+  const keyId = auditKeyId(auditKey);
+
+  /** The newest event this process appended: the head must never be found behind it. */
+  let lastAppended: AuditCheckpoint | undefined;
+
+  function noticeHead(headSeq: number, headHash: string): void {
+    if (lastAppended === undefined) return;
+    const behind = headSeq < lastAppended.seq;
+    if (behind || (headSeq === lastAppended.seq && headHash !== lastAppended.hash)) {
+      log?.error(
+        { headSeq, appendedSeq: lastAppended.seq, appendedHash: lastAppended.hash },
+        'audit head contradicts an event this process appended',
+      );
+    }
+  }
+
+  function emitCheckpoint(checkpoint: AuditCheckpoint): void {
+    log?.info({ seq: checkpoint.seq, hash: checkpoint.hash }, CHECKPOINT_MESSAGE);
+  }
 
   async function readHead(): Promise<{ hash: string; seq: number } | null> {
     const [hash, seq] = headSchema.parse(await redis.hmget(headKey, 'hash', 'seq'));
@@ -278,6 +410,12 @@ export function createAuditLog({ redis, prefix, clock, pageSize = DEFAULT_PAGE_S
     const parsed = parseRow(row);
     if (!parsed.ok)
       throw new AuditIntegrityError(`audit event #${seq} (idempotency key ${key}) is unreadable: ${parsed.reason}`);
+    // The idempotency index lives in Redis too; never hand back another event as this key's.
+    if (parsed.event.key !== key || String(parsed.event.seq) !== seq) {
+      throw new AuditIntegrityError(
+        `the idempotency index maps key ${key} to event #${seq}, which is not that key's event: the log was altered`,
+      );
+    }
     return parsed.event;
   }
 
@@ -292,7 +430,9 @@ export function createAuditLog({ redis, prefix, clock, pageSize = DEFAULT_PAGE_S
   }
 
   async function appendNow(input: AuditAppendInput): Promise<AuditEvent> {
-    const data = toJsonData(input.data);
+    // Scrubbed before hashing: what is hashed is exactly what is stored.
+    const data = jsonRecordSchema.parse(scrubJson(toJsonData(input.data), scrub));
+    const actor = scrub(input.actor);
     const key = input.key === undefined || input.key === '' ? undefined : input.key;
     const runId = input.runId === undefined || input.runId === '' ? null : input.runId;
     const keys = runId === null ? [logKey, headKey, idemKey] : [logKey, headKey, idemKey, runKey(runId)];
@@ -310,23 +450,28 @@ export function createAuditLog({ redis, prefix, clock, pageSize = DEFAULT_PAGE_S
     let prevHash = head?.hash ?? GENESIS_HASH;
     let prevSeq = head?.seq ?? 0;
     for (let attempt = 1; attempt <= MAX_APPEND_ATTEMPTS; attempt += 1) {
-      const unhashed = {
+      noticeHead(prevSeq, prevHash);
+      const unhashed: Omit<AuditEvent, 'hash'> = {
         seq: prevSeq + 1,
         at: clock().toISOString(),
         runId,
         type: input.type,
-        actor: input.actor,
+        actor,
         data,
         ...(key === undefined ? {} : { key }),
+        alg: AUDIT_CHAIN_ALG,
+        keyId,
         prevHash,
       };
       // Checked before writing: a row the reader's schema rejects would read as tampering forever after.
-      const event = storedEventSchema.parse({ ...unhashed, hash: hashEvent(unhashed) });
+      const event = storedEventSchema.parse({ ...unhashed, hash: hashEvent(unhashed, auditKey) });
       const reply = scriptReplySchema.parse(
         await runScript(keys, [prevHash, event.hash, String(event.seq), canonicalJson(event), key ?? '']),
       );
       switch (reply[0]) {
         case 'ok':
+          lastAppended = { seq: event.seq, hash: event.hash };
+          if (event.seq % checkpointEvery === 0) emitCheckpoint(lastAppended);
           return event;
         case 'dup':
           return parseExisting(key ?? '', reply[1], reply[2]);
@@ -366,16 +511,29 @@ export function createAuditLog({ redis, prefix, clock, pageSize = DEFAULT_PAGE_S
     });
   }
 
-  async function verify(): Promise<AuditVerifyResult> {
+  async function verify(options: AuditVerifyOptions = {}): Promise<AuditVerifyResult> {
     let count = 0;
     let prevHash = GENESIS_HASH;
     let last: AuditEvent | undefined;
+    const checkpoints = new Map<number, string>();
+    for (const checkpoint of options.checkpoints ?? []) {
+      const earlier = checkpoints.get(checkpoint.seq);
+      if (earlier !== undefined && earlier !== checkpoint.hash) {
+        throw new RangeError(`two checkpoints name event #${checkpoint.seq} with different hashes`);
+      }
+      checkpoints.set(checkpoint.seq, checkpoint.hash);
+    }
     const broken = (
       seq: number,
       runId: string | null,
       type: string,
       reason: string,
-    ): Extract<AuditVerifyResult, { ok: false }> => ({ ok: false, count, broken: { seq, runId, type, reason } });
+      problem: AuditProblem = 'tampered',
+    ): Extract<AuditVerifyResult, { ok: false }> => ({
+      ok: false,
+      count,
+      broken: { seq, runId, type, reason, problem },
+    });
 
     for (;;) {
       // Pages are read while other processes may still append; the list only
@@ -397,6 +555,17 @@ export function createAuditLog({ redis, prefix, clock, pageSize = DEFAULT_PAGE_S
             `seq is ${event.seq} but position ${expectedSeq} was expected: an event was deleted or inserted before it`,
           );
         }
+        if (event.keyId !== keyId) {
+          return broken(
+            event.seq,
+            event.runId,
+            event.type,
+            expectedSeq === 1
+              ? `the audit key does not match: the log was chained with key id ${event.keyId}, but SHIPGATE_AUDIT_KEY has key id ${keyId} (a different key, or a log rewritten with another key)`
+              : `the audit key does not match: this event names key id ${event.keyId}, but the events before it and SHIPGATE_AUDIT_KEY have key id ${keyId} (a key change, or an event forged with another key)`,
+            'wrong-key',
+          );
+        }
         if (event.prevHash !== prevHash) {
           return broken(
             event.seq,
@@ -407,12 +576,22 @@ export function createAuditLog({ redis, prefix, clock, pageSize = DEFAULT_PAGE_S
               : `prevHash does not match the hash of event #${expectedSeq - 1}`,
           );
         }
-        if (hashEvent(event) !== event.hash) {
+        if (!sameHash(hashEvent(event, auditKey), event.hash)) {
           return broken(
             event.seq,
             event.runId,
             event.type,
-            'hash does not match the content: the event was altered after it was written',
+            'hash does not match the content under SHIPGATE_AUDIT_KEY: the event was altered after it was written (or re-hashed without the key)',
+          );
+        }
+        const checkpointed = checkpoints.get(event.seq);
+        if (checkpointed !== undefined && checkpointed !== event.hash) {
+          return broken(
+            event.seq,
+            event.runId,
+            event.type,
+            `event #${event.seq} has hash ${event.hash}, not the checkpointed ${checkpointed}: the log was replaced from here on (or the checkpoint is from another log)`,
+            'checkpoint',
           );
         }
         prevHash = event.hash;
@@ -440,42 +619,68 @@ export function createAuditLog({ redis, prefix, clock, pageSize = DEFAULT_PAGE_S
         );
       }
       if (headHash === null) {
-        if (count === 0) return { ok: true, count };
-        return broken(
-          count,
-          last?.runId ?? null,
-          last?.type ?? 'unknown',
-          'the head record is missing: it was deleted',
-        );
+        if (count > 0) {
+          return broken(
+            count,
+            last?.runId ?? null,
+            last?.type ?? 'unknown',
+            'the head record is missing: it was deleted',
+          );
+        }
+      } else {
+        const headSeq = Number(headSeqText ?? '0');
+        if (headSeq < count) {
+          const extra = parseRow((await redis.lindex(logKey, headSeq)) ?? '');
+          return broken(
+            headSeq + 1,
+            extra.ok ? extra.event.runId : null,
+            extra.ok ? extra.event.type : 'unknown',
+            `the head covers only ${headSeq} events: events from #${headSeq + 1} on were written outside the audit log`,
+          );
+        }
+        if (headSeq > count) {
+          return broken(
+            count + 1,
+            null,
+            'unknown',
+            `${headSeq === count + 1 ? `event #${headSeq} is` : `events #${count + 1}..#${headSeq} are`} missing: the head records ${headSeq} events but the log ends at #${count}`,
+          );
+        }
+        if (headHash !== prevHash) {
+          return broken(
+            count,
+            last?.runId ?? null,
+            last?.type ?? 'unknown',
+            `the head hash does not match event #${count}: the tail of the log was replaced`,
+          );
+        }
       }
-      const headSeq = Number(headSeqText ?? '0');
-      if (headSeq < count) {
-        const extra = parseRow((await redis.lindex(logKey, headSeq)) ?? '');
+      // A self-consistent chain can still be a truncated one: only a checkpoint kept elsewhere tells.
+      const beyond = [...checkpoints.keys()].filter((seq) => seq > count).sort((a, b) => a - b)[0];
+      if (beyond !== undefined) {
         return broken(
-          headSeq + 1,
-          extra.ok ? extra.event.runId : null,
-          extra.ok ? extra.event.type : 'unknown',
-          `the head covers only ${headSeq} events: events from #${headSeq + 1} on were written outside the audit log`,
-        );
-      }
-      if (headSeq > count) {
-        return broken(
-          count + 1,
+          beyond,
           null,
           'unknown',
-          `${headSeq === count + 1 ? `event #${headSeq} is` : `events #${count + 1}..#${headSeq} are`} missing: the head records ${headSeq} events but the log ends at #${count}`,
+          `the log ends at #${count}, but a checkpoint records event #${beyond}: events #${count + 1}..#${beyond} or more were cut off the end`,
+          'checkpoint',
         );
       }
-      if (headHash !== prevHash) {
-        return broken(
-          count,
-          last?.runId ?? null,
-          last?.type ?? 'unknown',
-          `the head hash does not match event #${count}: the tail of the log was replaced`,
-        );
-      }
-      return { ok: true, count };
+      return { ok: true, count, head: last === undefined ? null : { seq: last.seq, hash: last.hash } };
     }
+  }
+
+  async function checkpoint(): Promise<AuditCheckpoint | null> {
+    await tail;
+    const head = await readHead();
+    let current: AuditCheckpoint | null = head === null ? null : { seq: head.seq, hash: head.hash };
+    if (lastAppended !== undefined) {
+      noticeHead(head?.seq ?? 0, head?.hash ?? GENESIS_HASH);
+      // What this process appended itself is the better witness when the stored head went backwards.
+      if (current === null || current.seq < lastAppended.seq) current = lastAppended;
+    }
+    if (current !== null) emitCheckpoint(current);
+    return current;
   }
 
   return {
@@ -487,6 +692,14 @@ export function createAuditLog({ redis, prefix, clock, pageSize = DEFAULT_PAGE_S
     async exportRun(runId) {
       const rows = await runRows(runId);
       return rows.map(({ row }) => `${row}\n`).join('');
+    },
+    checkpoint,
+    async close() {
+      try {
+        await checkpoint();
+      } catch (error) {
+        log?.warn({ err: error }, 'audit checkpoint failed');
+      }
     },
   };
 }

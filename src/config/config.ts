@@ -2,6 +2,7 @@ import { readFileSync } from 'node:fs';
 import { resolve } from 'node:path';
 import { parse as parseYaml } from 'yaml';
 import { z } from 'zod';
+import { parseAuditKey } from '../audit/audit-key.js';
 import { policySchema, type Policy } from './policy.js';
 
 /**
@@ -34,6 +35,9 @@ const ENV_FIXES: Record<string, string> = {
   SHIPGATE_CONFIG: 'point it at the policy file (default ./shipgate.yaml)',
   SHIPGATE_ROLE: 'use all, web or worker',
   SHIPGATE_REDIS_PREFIX: 'use letters, digits, - and _ only',
+  SHIPGATE_AUDIT_KEY:
+    'set it to a secret of at least 32 bytes, e.g. the output of `openssl rand -hex 32`, kept outside Redis (a secret manager); every shipgate process and `npm run audit-log` need the same value',
+  SHIPGATE_AUDIT_CHECKPOINT_EVERY: 'set it to a whole number of events of at least 1 (default 100), or unset it',
   LOG_LEVEL: 'use one of fatal, error, warn, info, debug, trace, silent',
 };
 
@@ -72,6 +76,17 @@ const envSchema = z
       .string()
       .regex(/^[A-Za-z0-9_-]+$/)
       .default('shipgate'),
+    SHIPGATE_AUDIT_KEY: optionalText
+      .superRefine((value, ctx) => {
+        const parsed = value === undefined ? undefined : parseAuditKey(value);
+        // The reason never quotes the value: it is a secret.
+        if (parsed?.ok === false) ctx.addIssue({ code: 'custom', message: parsed.reason });
+      })
+      .transform((value) => {
+        const parsed = value === undefined ? undefined : parseAuditKey(value);
+        return parsed?.ok === true ? parsed.key : undefined;
+      }),
+    SHIPGATE_AUDIT_CHECKPOINT_EVERY: z.coerce.number().int().min(1).max(1_000_000).default(100),
     LOG_LEVEL: z.enum(['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent']).default('info'),
   })
   .superRefine((env, ctx) => {
@@ -89,6 +104,13 @@ const envSchema = z
         message: 'is required when SLACK_SIGNING_SECRET or SLACK_APP_TOKEN is set',
       });
     }
+    if (env.SLACK_BOT_TOKEN !== undefined && env.SHIPGATE_AUDIT_KEY === undefined) {
+      ctx.addIssue({
+        code: 'custom',
+        path: ['SHIPGATE_AUDIT_KEY'],
+        message: 'is required outside local mode (SLACK_BOT_TOKEN is set): it keys the audit chain, so that whoever can write to Redis cannot rewrite the log undetected',
+      });
+    }
     if ((env.GITHUB_APP_ID === undefined) !== (env.GITHUB_APP_PRIVATE_KEY === undefined)) {
       ctx.addIssue({
         code: 'custom',
@@ -99,6 +121,16 @@ const envSchema = z
   });
 
 export type ChatMode = { kind: 'slack-http' } | { kind: 'slack-socket'; appToken: string } | { kind: 'console' };
+
+/**
+ * Where the audit chain's HMAC key comes from: SHIPGATE_AUDIT_KEY, or, in
+ * local mode (console chat) without it, a file the composition root reads or
+ * generates on first start (loadConfig itself does no file I/O for it).
+ */
+export type AuditKeySource = { kind: 'env'; key: Buffer } | { kind: 'generate-local'; path: string };
+
+/** Where local mode keeps its generated audit key, relative to the working directory. */
+export const LOCAL_AUDIT_KEY_PATH = '.shipgate/audit.key';
 
 export interface Config {
   redisUrl: string;
@@ -119,8 +151,18 @@ export interface Config {
   };
   kubeconfig: string | undefined;
   prometheusUrl: string | undefined;
+  auditKey: AuditKeySource;
+  /** Log an `audit checkpoint` line every this many events (SHIPGATE_AUDIT_CHECKPOINT_EVERY). */
+  auditCheckpointEvery: number;
   policyPath: string;
   policy: Policy;
+}
+
+/** What the audit CLI needs: the same environment rules as the bot, without the policy file. */
+export interface AuditCliConfig {
+  redisUrl: string;
+  redisPrefix: string;
+  auditKey: AuditKeySource;
 }
 
 function formatIssues(issues: readonly z.core.$ZodIssue[], describe: (path: string) => string): string[] {
@@ -155,15 +197,31 @@ export function parsePolicy(text: string, source: string): Policy {
   return result.data;
 }
 
-export function loadConfig(env: NodeJS.ProcessEnv = process.env, options: LoadConfigOptions = {}): Config {
+function parseEnv(env: NodeJS.ProcessEnv): { e: z.infer<typeof envSchema>; present: Record<string, string | undefined> } {
   // `KEY=` in an env file means "not set": drop empty values so defaults apply.
   const present = Object.fromEntries(Object.entries(env).filter(([, value]) => value !== undefined && value.trim() !== ''));
   const parsed = envSchema.safeParse(present);
   if (!parsed.success) {
     throw new ConfigError(formatIssues(parsed.error.issues, (key) => (ENV_FIXES[key] ? `Fix: ${ENV_FIXES[key]}` : '')));
   }
-  const e = parsed.data;
-  const policyPath = resolve(options.cwd ?? process.cwd(), e.SHIPGATE_CONFIG);
+  return { e: parsed.data, present };
+}
+
+function auditKeySource(e: z.infer<typeof envSchema>, cwd: string): AuditKeySource {
+  // The schema already refused a missing key outside local mode.
+  return e.SHIPGATE_AUDIT_KEY !== undefined ? { kind: 'env', key: e.SHIPGATE_AUDIT_KEY } : { kind: 'generate-local', path: resolve(cwd, LOCAL_AUDIT_KEY_PATH) };
+}
+
+/** The audit CLI's configuration: validated by the same schema as the bot's, so it reads what the bot wrote. */
+export function loadAuditCliConfig(env: NodeJS.ProcessEnv = process.env, options: Pick<LoadConfigOptions, 'cwd'> = {}): AuditCliConfig {
+  const { e } = parseEnv(env);
+  return { redisUrl: e.REDIS_URL, redisPrefix: e.SHIPGATE_REDIS_PREFIX, auditKey: auditKeySource(e, options.cwd ?? process.cwd()) };
+}
+
+export function loadConfig(env: NodeJS.ProcessEnv = process.env, options: LoadConfigOptions = {}): Config {
+  const { e, present } = parseEnv(env);
+  const cwd = options.cwd ?? process.cwd();
+  const policyPath = resolve(cwd, e.SHIPGATE_CONFIG);
   const readFile = options.readFile ?? ((path: string) => readFileSync(path, 'utf8'));
   let text: string;
   try {
@@ -206,6 +264,8 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env, options: LoadCo
     },
     kubeconfig: e.KUBECONFIG,
     prometheusUrl: e.PROMETHEUS_URL,
+    auditKey: auditKeySource(e, cwd),
+    auditCheckpointEvery: e.SHIPGATE_AUDIT_CHECKPOINT_EVERY,
     policyPath,
     policy,
   };

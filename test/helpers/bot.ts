@@ -3,6 +3,7 @@ import { inject } from 'vitest';
 import { createShipgate, type Shipgate, type ShipgateOptions } from '../../src/app.js';
 import { loadConfig, type Config } from '../../src/config/config.js';
 import { createLogger } from '../../src/log.js';
+import { TEST_AUDIT_KEY } from './audit-key.js';
 import { testPrefix } from './ids.js';
 import { startSlackServer, type SlackServer } from './slack-server.js';
 
@@ -47,6 +48,7 @@ export function testEnv(slack: SlackServer, prefix: string, extra: Record<string
     SLACK_BOT_TOKEN: BOT_TOKEN,
     SLACK_SIGNING_SECRET: SIGNING_SECRET,
     SLACK_API_URL: slack.apiUrl,
+    SHIPGATE_AUDIT_KEY: TEST_AUDIT_KEY,
     LOG_LEVEL: 'silent',
     ...extra,
   };

@@ -7,6 +7,7 @@ import { createShipgate, type Shipgate } from '../../src/app.js';
 import { loadConfig } from '../../src/config/config.js';
 import { createLogger } from '../../src/log.js';
 import { createRunStore } from '../../src/store/run-store.js';
+import { TEST_AUDIT_KEY } from '../helpers/audit-key.js';
 import { BOT_TOKEN, SIGNING_SECRET, TEST_POLICY, startTestBot, testEnv, type TestBot } from '../helpers/bot.js';
 import { freePort, spawnRedis, type SpawnedRedis } from '../helpers/global-redis.js';
 import { testPrefix } from '../helpers/ids.js';
@@ -236,6 +237,7 @@ describe('health, readiness and metrics', { timeout: 30_000 }, () => {
         SLACK_BOT_TOKEN: BOT_TOKEN,
         SLACK_SIGNING_SECRET: SIGNING_SECRET,
         SLACK_API_URL: 'http://127.0.0.1:9/api/',
+        SHIPGATE_AUDIT_KEY: TEST_AUDIT_KEY,
       },
       { readFile: () => TEST_POLICY },
     );

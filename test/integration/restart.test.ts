@@ -3,6 +3,7 @@ import { Redis } from 'ioredis';
 import { inject } from 'vitest';
 import { createAuditLog } from '../../src/audit/audit-log.js';
 import { createRunStore } from '../../src/store/run-store.js';
+import { TEST_AUDIT_KEY_BYTES } from '../helpers/audit-key.js';
 import { freePort } from '../helpers/global-redis.js';
 import { SIGNING_SECRET, TEST_POLICY, testEnv } from '../helpers/bot.js';
 import { testPrefix } from '../helpers/ids.js';
@@ -32,7 +33,7 @@ async function setup(name: string) {
   const port = await freePort();
   redis = new Redis(inject('redisUrl'));
   const store = createRunStore({ redis, prefix, clock: () => new Date() });
-  const audit = createAuditLog({ redis, prefix, clock: () => new Date() });
+  const audit = createAuditLog({ redis, prefix, clock: () => new Date(), key: TEST_AUDIT_KEY_BYTES });
   const env = { ...testEnv(slack, prefix, { PORT: String(port), SHIPGATE_CONFIG: writePolicyFile(TEST_POLICY) }) };
   const start = async (role: 'web' | 'all') => {
     const p = spawnShipgate({ ...env, SHIPGATE_ROLE: role });

@@ -1,5 +1,5 @@
 import { describe, expect, it } from 'vitest';
-import { ConfigError, loadConfig, parsePolicy, type Config } from '../../src/config/config.js';
+import { ConfigError, loadAuditCliConfig, loadConfig, parsePolicy, type Config } from '../../src/config/config.js';
 
 /**
  * SPEC §3: secrets and endpoints from the environment, policy from YAML, both
@@ -8,6 +8,9 @@ import { ConfigError, loadConfig, parsePolicy, type Config } from '../../src/con
  */
 
 const MINIMAL_POLICY = 'repos:\n  acme/shop: {}\n';
+
+/** A valid SHIPGATE_AUDIT_KEY (64 hex digits); Slack mode needs one. */
+const AUDIT_KEY = '0123456789abcdef'.repeat(4);
 
 function load(env: Record<string, string>, policy = MINIMAL_POLICY): Config {
   return loadConfig(env, { readFile: () => policy, cwd: '/srv/shipgate' });
@@ -89,15 +92,87 @@ describe('loadConfig: Slack mode', () => {
       SLACK_BOT_TOKEN: 'xoxb-1-2',
       SLACK_SIGNING_SECRET: 'shh',
       SLACK_API_URL: 'http://127.0.0.1:9/api/',
+      SHIPGATE_AUDIT_KEY: AUDIT_KEY,
     });
     expect(config.chat).toEqual({ kind: 'slack-http' });
     expect(config.slack).toEqual({ botToken: 'xoxb-1-2', signingSecret: 'shh', apiUrl: 'http://127.0.0.1:9/api/' });
   });
 
   it('uses Socket Mode when SLACK_APP_TOKEN is set, without needing a signing secret', () => {
-    const config = load({ SLACK_BOT_TOKEN: 'xoxb-1-2', SLACK_APP_TOKEN: 'xapp-1-A1-2-abc' });
+    const config = load({
+      SLACK_BOT_TOKEN: 'xoxb-1-2',
+      SLACK_APP_TOKEN: 'xapp-1-A1-2-abc',
+      SHIPGATE_AUDIT_KEY: AUDIT_KEY,
+    });
     expect(config.chat).toEqual({ kind: 'slack-socket', appToken: 'xapp-1-A1-2-abc' });
     expect(config.slack?.botToken).toBe('xoxb-1-2');
+  });
+});
+
+describe('loadConfig: the audit key (SHIPGATE_AUDIT_KEY)', () => {
+  const slack = { SLACK_BOT_TOKEN: 'xoxb-1-2', SLACK_SIGNING_SECRET: 'shh' };
+
+  it('is required outside local mode, naming the key and how to make one', () => {
+    for (const env of [slack, { SLACK_BOT_TOKEN: 'xoxb-1-2', SLACK_APP_TOKEN: 'xapp-1-A1-2-abc' }]) {
+      const error = configError(() => load(env));
+      const line = error.problems.find((problem) => problem.startsWith('SHIPGATE_AUDIT_KEY:'));
+      expect(line, error.message).toBeDefined();
+      expect(line).toContain('is required outside local mode');
+      expect(line).toContain('Fix:');
+      expect(line).toContain('openssl rand -hex 32');
+    }
+  });
+
+  it.each([
+    ['short text', 'changeme'],
+    ['31 characters', 'k'.repeat(31)],
+    ['hex of only 16 bytes', 'ab'.repeat(16)],
+  ])('rejects a too-short key (%s), naming SHIPGATE_AUDIT_KEY and the fix, without echoing it', (_case, value) => {
+    for (const env of [{ ...slack, SHIPGATE_AUDIT_KEY: value }, { SHIPGATE_AUDIT_KEY: value }]) {
+      const error = configError(() => load(env));
+      const line = error.problems.find((problem) => problem.startsWith('SHIPGATE_AUDIT_KEY:'));
+      expect(line, error.message).toBeDefined();
+      expect(line).toMatch(/at least 32 bytes/);
+      expect(line).toContain('Fix: set it to a secret of at least 32 bytes');
+      expect(error.message).not.toContain(value);
+    }
+  });
+
+  it('decodes 64 hex digits and takes other text of 32+ bytes as is', () => {
+    expect(load({ ...slack, SHIPGATE_AUDIT_KEY: AUDIT_KEY }).auditKey).toEqual({
+      kind: 'env',
+      key: Buffer.from(AUDIT_KEY, 'hex'),
+    });
+    const text = 'a passphrase of more than 32 characters';
+    expect(load({ ...slack, SHIPGATE_AUDIT_KEY: text }).auditKey).toEqual({ kind: 'env', key: Buffer.from(text) });
+  });
+
+  it('in local mode without a key names the key file under the working directory (the app creates it)', () => {
+    expect(load({}).auditKey).toEqual({ kind: 'generate-local', path: '/srv/shipgate/.shipgate/audit.key' });
+    expect(load({ SHIPGATE_AUDIT_KEY: AUDIT_KEY }).auditKey).toEqual({
+      kind: 'env',
+      key: Buffer.from(AUDIT_KEY, 'hex'),
+    });
+  });
+
+  it('checkpoints every 100 events unless SHIPGATE_AUDIT_CHECKPOINT_EVERY says otherwise', () => {
+    expect(load({}).auditCheckpointEvery).toBe(100);
+    expect(load({ SHIPGATE_AUDIT_CHECKPOINT_EVERY: '25' }).auditCheckpointEvery).toBe(25);
+    const error = configError(() => load({ SHIPGATE_AUDIT_CHECKPOINT_EVERY: '0' }));
+    expect(error.problems[0]).toMatch(/^SHIPGATE_AUDIT_CHECKPOINT_EVERY: .*Fix: set it to a whole number/);
+  });
+
+  it('the audit CLI reads the same rules without needing the policy file', () => {
+    expect(loadAuditCliConfig({ SHIPGATE_REDIS_PREFIX: 'x', SHIPGATE_AUDIT_KEY: AUDIT_KEY })).toEqual({
+      redisUrl: 'redis://127.0.0.1:6379',
+      redisPrefix: 'x',
+      auditKey: { kind: 'env', key: Buffer.from(AUDIT_KEY, 'hex') },
+    });
+    expect(loadAuditCliConfig({}, { cwd: '/srv/shipgate' }).auditKey).toEqual({
+      kind: 'generate-local',
+      path: '/srv/shipgate/.shipgate/audit.key',
+    });
+    expect(() => loadAuditCliConfig(slack)).toThrow(/SHIPGATE_AUDIT_KEY: is required outside local mode/);
   });
 });
 
