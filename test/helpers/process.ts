@@ -1,3 +1,4 @@
+import { TEST_AUDIT_KEY } from './audit-key.js';
 import { spawn, type ChildProcessWithoutNullStreams } from 'node:child_process';
 import { mkdtempSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
@@ -27,7 +28,8 @@ export function writePolicyFile(text: string): string {
 export function spawnShipgate(env: Record<string, string>): ShipgateProcess {
   const child = spawn(process.execPath, ['--import', 'tsx', 'src/main.ts'], {
     cwd: ROOT,
-    env: { PATH: process.env.PATH ?? '', HOME: process.env.HOME ?? '', ...env },
+    // A fixed audit key, so that a console-mode process never generates one into the checkout.
+    env: { PATH: process.env.PATH ?? '', HOME: process.env.HOME ?? '', SHIPGATE_AUDIT_KEY: TEST_AUDIT_KEY, ...env },
     stdio: ['pipe', 'pipe', 'pipe'],
   });
   let out = '';

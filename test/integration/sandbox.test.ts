@@ -6,6 +6,7 @@ import { afterAll, describe, expect, inject, it } from 'vitest';
 import { createShipgate } from '../../src/app.js';
 import { ConfigError, loadConfig } from '../../src/config/config.js';
 import { createLogger } from '../../src/log.js';
+import { TEST_AUDIT_KEY } from '../helpers/audit-key.js';
 import { testPrefix } from '../helpers/ids.js';
 import { createBubblewrapSandbox } from '../../src/adapters/sandbox/bubblewrap-sandbox.js';
 import { createUnsandboxed } from '../../src/adapters/sandbox/unsandboxed.js';
@@ -60,7 +61,7 @@ describe('bubblewrap sandbox', () => {
 
 describe('start-up', () => {
   it('refuses to start a worker whose sandbox cannot run, naming the key and the fix', async () => {
-    const config = loadConfig({ REDIS_URL: inject('redisUrl'), SHIPGATE_REDIS_PREFIX: testPrefix('sandbox-startup'), PORT: '0', LOG_LEVEL: 'silent' }, { readFile: () => 'repos:\n  acme/shop: {}\n' });
+    const config = loadConfig({ REDIS_URL: inject('redisUrl'), SHIPGATE_REDIS_PREFIX: testPrefix('sandbox-startup'), PORT: '0', LOG_LEVEL: 'silent', SHIPGATE_AUDIT_KEY: TEST_AUDIT_KEY }, { readFile: () => 'repos:\n  acme/shop: {}\n' });
     const log = createLogger({ level: 'silent', destination: new PassThrough() });
     const app = createShipgate({ config, log, console: { input: new PassThrough(), output: new PassThrough() }, sandbox: createBubblewrapSandbox({ workerUid, bwrapPath: '/nonexistent/bwrap' }) });
     try {
