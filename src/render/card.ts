@@ -380,7 +380,7 @@ function statusHeadline(run: Run, queuePosition?: number): string {
 
 /** `/ship status`: one line per active run, with queue positions for queued runs. */
 export function renderStatusList(entries: Array<{ run: Run; queuePosition?: number | undefined }>): string {
-  if (entries.length === 0) return 'No active runs right now — the queue is empty. ✨';
+  if (entries.length === 0) return 'No active runs that you can see right now. ✨';
   const lines = entries.map(
     ({ run, queuePosition }) => `• ${statusHeadline(run, queuePosition)} — “${shortTask(run.task)}”`,
   );
