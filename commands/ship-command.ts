@@ -1,7 +1,15 @@
 import { randomBytes } from 'node:crypto';
 import type { AuditLog } from '../src/audit/audit-log.js';
 import type { Policy } from '../src/config/policy.js';
-import { authoriseCancel, authoriseRunRequest, type GroupMembers } from '../src/domain/authorise.js';
+import {
+  activeRunLimitReason,
+  authoriseCancel,
+  authoriseRunRequest,
+  authoriseView,
+  unknownRunReason,
+  visibleRuns,
+  type GroupMembers,
+} from '../src/domain/authorise.js';
 import { parseCommand } from '../src/domain/command.js';
 import { currentGate, isTerminal, newRun, resetForRetry, type Run } from '../src/domain/run.js';
 import type { Logger } from '../src/log.js';
@@ -51,9 +59,28 @@ export function createShipCommand(deps: ShipCommandDeps): (event: CommandEvent) 
     return { ephemeral: reason };
   }
 
-  async function findRun(runId: string): Promise<Run | undefined> {
-    return store.get(runId);
+  /**
+   * The run, if it exists and the asker may see it (SPEC §6); otherwise undefined, and the caller
+   * answers as for an unknown id. A refused look at an existing run is audited on that run.
+   */
+  async function findRun(event: CommandEvent, runId: string): Promise<Run | undefined> {
+    const run = await store.get(runId);
+    if (run === undefined) return undefined;
+    const audience = { repo: run.repo, requesterId: run.requester.userId, channelId: run.chat.channel };
+    const decision = await authoriseView(policy, audience, { userId: event.userId, channelId: event.channelId }, deps.groupMembers);
+    if (decision.allowed) return run;
+    await audit.append({
+      type: 'command.refused',
+      actor: event.userId,
+      runId: run.id,
+      data: { channel: event.channelId, text: event.text, reason: decision.reason },
+      key: `refused.${event.deliveryId}`,
+    });
+    deps.log.info({ userId: event.userId, channel: event.channelId, runId: run.id }, 'run hidden from asker');
+    return undefined;
   }
+
+  const unknownRun = (runId: string): CommandReply => ({ ephemeral: unknownRunReason(runId, policy.command) });
 
   async function startRun(event: CommandEvent, repo: string, task: string): Promise<CommandReply> {
     const decision = await authoriseRunRequest(policy, { repo, channelId: event.channelId, userId: event.userId }, deps.groupMembers);
@@ -67,7 +94,17 @@ export function createShipCommand(deps: ShipCommandDeps): (event: CommandEvent) 
       channel: event.channelId,
       now: clock(),
     });
-    const created = await store.create(run, `command.${event.deliveryId}`);
+    const created = await store.create(run, `command.${event.deliveryId}`, policy.limits);
+    if (!created.created && created.reason === 'user-limit') {
+      const limit = policy.limits.activeRunsPerUser;
+      const reason = activeRunLimitReason({ kind: 'per-user', limit, activeRunIds: created.activeRunIds }, policy.command);
+      return refuse(event, reason, { repo, limit: 'activeRunsPerUser', max: limit, activeRuns: created.activeRunIds });
+    }
+    if (!created.created && created.reason === 'global-limit') {
+      const limit = policy.limits.activeRuns;
+      const reason = activeRunLimitReason({ kind: 'global', limit, active: created.active }, policy.command);
+      return refuse(event, reason, { repo, limit: 'activeRuns', max: limit, active: created.active });
+    }
     if (!created.created) {
       // A redelivery of a command we already took: create nothing, but finish the enqueue steps
       // (all keyed, so no-ops when done) in case the first delivery died half-way.
@@ -90,16 +127,16 @@ export function createShipCommand(deps: ShipCommandDeps): (event: CommandEvent) 
   }
 
   async function cancel(event: CommandEvent, runId: string): Promise<CommandReply> {
-    const run = await findRun(runId);
-    if (run === undefined) return { ephemeral: `There is no run ${runId}. \`${policy.command} status\` lists the active ones.` };
+    const run = await findRun(event, runId);
+    if (run === undefined) return unknownRun(runId);
     const decision = await authoriseCancel(policy, { repo: run.repo, requesterId: run.requester.userId }, event.userId, deps.groupMembers);
     if (!decision.allowed) return refuse(event, decision.reason, { runId });
     return requestCancel(deps, run, event.userId);
   }
 
   async function retry(event: CommandEvent, runId: string): Promise<CommandReply> {
-    const run = await findRun(runId);
-    if (run === undefined) return { ephemeral: `There is no run ${runId}.` };
+    const run = await findRun(event, runId);
+    if (run === undefined) return unknownRun(runId);
     if (run.state !== 'failed') {
       return { ephemeral: `Run ${runId} is ${run.state}; only a failed run can be retried.` };
     }
@@ -112,18 +149,20 @@ export function createShipCommand(deps: ShipCommandDeps): (event: CommandEvent) 
     return { ephemeral: `Retrying run ${runId} from gate ${currentGate(change.after)?.name ?? 'the start'}.` };
   }
 
-  async function status(runId: string | undefined): Promise<CommandReply> {
-    const positions = await queues.queuePositions();
+  async function status(event: CommandEvent, runId: string | undefined): Promise<CommandReply> {
     if (runId !== undefined) {
-      const run = await findRun(runId);
-      if (run === undefined) return { ephemeral: `There is no run ${runId}.` };
+      const run = await findRun(event, runId);
+      if (run === undefined) return unknownRun(runId);
+      const positions = await queues.queuePositions();
       return { ephemeral: renderRunStatus(run, positions.get(run.id)) };
     }
-    const runs = await store.listActive();
+    const [positions, active] = await Promise.all([queues.queuePositions(), store.listActive()]);
+    const runs = await visibleRuns(policy, active, { userId: event.userId, channelId: event.channelId }, deps.groupMembers);
     return { ephemeral: renderStatusList(runs.map((run) => ({ run, queuePosition: positions.get(run.id) }))) };
   }
 
-  async function auditSummary(runId: string): Promise<CommandReply> {
+  async function auditSummary(event: CommandEvent, runId: string): Promise<CommandReply> {
+    if ((await findRun(event, runId)) === undefined) return unknownRun(runId);
     const events = await audit.eventsForRun(runId);
     if (events.length === 0) return { ephemeral: `No audit events for ${runId}.` };
     const verdict = await audit.verify();
@@ -141,13 +180,13 @@ export function createShipCommand(deps: ShipCommandDeps): (event: CommandEvent) 
       case 'error':
         return refuse(event, parsed.message);
       case 'status':
-        return status(parsed.runId);
+        return status(event, parsed.runId);
       case 'cancel':
         return cancel(event, parsed.runId);
       case 'retry':
         return retry(event, parsed.runId);
       case 'audit':
-        return auditSummary(parsed.runId);
+        return auditSummary(event, parsed.runId);
       case 'run':
         return startRun(event, parsed.repo, parsed.task);
     }

@@ -373,7 +373,7 @@ export function renderHelp(command: string): string {
     '*shipgate* — an AI agent proposes changes; your pipeline decides.',
     `• \`${c} &lt;owner/repo&gt; &lt;task…&gt;\` — start a run on a repository`,
     `• \`${c} &lt;task…&gt;\` — start a run in a channel that has a default repository`,
-    `• \`${c} status [run-id]\` — active runs with queue positions, or one run in detail`,
+    `• \`${c} status [run-id]\` — the active runs you can see, with queue positions, or one run in detail`,
     `• \`${c} cancel &lt;run-id&gt;\` — cancel a run (confirmed once the work has really stopped)`,
     `• \`${c} retry &lt;run-id&gt;\` — resume a failed run from its failed gate`,
     `• \`${c} audit &lt;run-id&gt;\` — the run's evidence: every event, who, when, and whether the hash chain verifies`,
@@ -388,7 +388,7 @@ function statusHeadline(run: Run, queuePosition?: number): string {
 
 /** `/ship status`: one line per active run, with queue positions for queued runs. */
 export function renderStatusList(entries: Array<{ run: Run; queuePosition?: number | undefined }>): string {
-  if (entries.length === 0) return 'No active runs right now — the queue is empty. ✨';
+  if (entries.length === 0) return 'No active runs that you can see right now. ✨';
   const lines = entries.map(
     ({ run, queuePosition }) => `• ${statusHeadline(run, queuePosition)} — “${shortTask(run.task)}”`,
   );

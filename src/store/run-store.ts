@@ -1,3 +1,4 @@
+import type { Result } from 'ioredis';
 import { z } from 'zod';
 import { isTerminal, type Run } from '../domain/run.js';
 import type { Redis } from '../redis.js';
@@ -5,9 +6,18 @@ import type { Redis } from '../redis.js';
 /**
  * Run state in Redis (SPEC §1: survives restarts of any process). Each run is
  * a hash {json, version}; writes are compare-and-set on the version so two
- * processes never overwrite each other's changes. Indexes: all runs and the
- * active ones, by creation time.
+ * processes never overwrite each other's changes. Indexes: all runs, the
+ * active ones and each requester's active ones, by creation time. A run
+ * leaves the active indexes in the same script that stores its terminal
+ * state, so the active-run limits (SPEC §1) count exactly the runs not yet ended.
  */
+
+declare module 'ioredis' {
+  interface RedisCommander<Context> {
+    /** CREATE_SCRIPT, defined by createRunStore. */
+    shipgateCreateRun(...args: string[]): Result<unknown, Context>;
+  }
+}
 
 const gateSchema = z.object({
   name: z.string(),
@@ -68,27 +78,62 @@ export class RunStoreError extends Error {
   override name = 'RunStoreError';
 }
 
-// KEYS: dedupe, run, active index, all index. ARGV: run id, json, score, dedupe ttl seconds.
+// KEYS: dedupe, run, active index, all index, requester's active index.
+// ARGV: run id, json, score, dedupe ttl seconds, per-user limit, global limit (0: no limit).
+// One script, so the limit check and the create cannot interleave with another replica's create.
+// A redelivered command answers with its run before any limit is looked at (it adds nothing).
 const CREATE_SCRIPT = `
 local existing = redis.call('GET', KEYS[1])
 if existing then return {0, existing} end
+local perUser = tonumber(ARGV[5])
+if perUser > 0 then
+  local mine = redis.call('ZRANGE', KEYS[5], 0, -1)
+  if #mine >= perUser then return {2, table.concat(mine, ' ')} end
+end
+local total = tonumber(ARGV[6])
+if total > 0 then
+  local active = redis.call('ZCARD', KEYS[3])
+  if active >= total then return {3, tostring(active)} end
+end
 redis.call('SET', KEYS[1], ARGV[1], 'EX', tonumber(ARGV[4]))
 redis.call('HSET', KEYS[2], 'json', ARGV[2], 'version', '0')
 redis.call('ZADD', KEYS[3], ARGV[3], ARGV[1])
 redis.call('ZADD', KEYS[4], ARGV[3], ARGV[1])
+redis.call('ZADD', KEYS[5], ARGV[3], ARGV[1])
 return {1, ARGV[1]}
 `;
 
-// KEYS: run, active index. ARGV: expected version, new version, json, run id, '1' when terminal.
+// KEYS: run, active index, requester's active index.
+// ARGV: expected version, new version, json, run id, '1' when terminal, score (creation time).
+// A run that is active again (retry) goes back into the active indexes.
 const UPDATE_SCRIPT = `
 local current = redis.call('HGET', KEYS[1], 'version')
 if current ~= ARGV[1] then return 0 end
 redis.call('HSET', KEYS[1], 'json', ARGV[3], 'version', ARGV[2])
-if ARGV[5] == '1' then redis.call('ZREM', KEYS[2], ARGV[4]) end
+if ARGV[5] == '1' then
+  redis.call('ZREM', KEYS[2], ARGV[4])
+  redis.call('ZREM', KEYS[3], ARGV[4])
+else
+  redis.call('ZADD', KEYS[2], 'NX', ARGV[6], ARGV[4])
+  redis.call('ZADD', KEYS[3], 'NX', ARGV[6], ARGV[4])
+end
 return 1
 `;
 
-export type CreateResult = { created: true; run: Run } | { created: false; runId: string };
+/** The policy's `limits` (SPEC §1); a run is created only while both leave room. */
+export interface ActiveRunLimits {
+  activeRunsPerUser: number;
+  activeRuns: number;
+}
+
+export type CreateResult =
+  | { created: true; run: Run }
+  /** The command was delivered before: `runId` is the run it created. */
+  | { created: false; reason: 'duplicate'; runId: string }
+  /** The requester already has `activeRunsPerUser` active runs: these, oldest first. */
+  | { created: false; reason: 'user-limit'; activeRunIds: string[] }
+  /** The installation already has `activeRuns` active runs. */
+  | { created: false; reason: 'global-limit'; active: number };
 
 export interface RunChange {
   before: Run;
@@ -96,8 +141,12 @@ export interface RunChange {
 }
 
 export interface RunStore {
-  /** Creates the run unless `deliveryId` was seen before (a redelivered command), then returns that run's id. */
-  create(run: Run, deliveryId: string): Promise<CreateResult>;
+  /**
+   * Creates the run unless `deliveryId` was seen before (a redelivered command), then returns that
+   * run's id, or unless `limits` are reached. Check and create are one atomic step in Redis, so
+   * concurrent requests on any number of processes never exceed a limit.
+   */
+  create(run: Run, deliveryId: string, limits?: ActiveRunLimits): Promise<CreateResult>;
   get(id: string): Promise<Run | undefined>;
   /**
    * Applies `mutate` to the latest stored run and stores the result atomically,
@@ -122,6 +171,8 @@ export function createRunStore({ redis, prefix, clock, onChanged }: RunStoreDeps
   const runKey = (id: string) => `${prefix}:run:${id}`;
   const activeKey = `${prefix}:runs:active`;
   const allKey = `${prefix}:runs:all`;
+  const userActiveKey = (userId: string) => `${prefix}:runs:active:user:${userId}`;
+  redis.defineCommand('shipgateCreateRun', { numberOfKeys: 5, lua: CREATE_SCRIPT });
 
   async function read(id: string): Promise<{ run: Run; version: string } | undefined> {
     const [json, version] = await redis.hmget(runKey(id), 'json', 'version');
@@ -132,21 +183,33 @@ export function createRunStore({ redis, prefix, clock, onChanged }: RunStoreDeps
   }
 
   return {
-    async create(run, deliveryId) {
-      const result: unknown = await redis.eval(
-        CREATE_SCRIPT,
-        4,
+    async create(run, deliveryId, limits) {
+      const result: unknown = await redis.shipgateCreateRun(
         `${prefix}:dedupe:${deliveryId}`,
         runKey(run.id),
         activeKey,
         allKey,
+        userActiveKey(run.requester.userId),
         run.id,
         JSON.stringify(run),
         String(Date.parse(run.createdAt)),
         String(DEDUPE_TTL_SECONDS),
+        String(limits?.activeRunsPerUser ?? 0),
+        String(limits?.activeRuns ?? 0),
       );
-      const parsed = z.tuple([z.number(), z.string()]).parse(result);
-      return parsed[0] === 1 ? { created: true, run } : { created: false, runId: parsed[1] };
+      const [status, detail] = z.tuple([z.number(), z.string()]).parse(result);
+      switch (status) {
+        case 1:
+          return { created: true, run };
+        case 0:
+          return { created: false, reason: 'duplicate', runId: detail };
+        case 2:
+          return { created: false, reason: 'user-limit', activeRunIds: detail.split(' ').filter((id) => id !== '') };
+        case 3:
+          return { created: false, reason: 'global-limit', active: Number(detail) };
+        default:
+          throw new RunStoreError(`unexpected answer ${status} from the create script`);
+      }
     },
 
     async get(id) {
@@ -162,14 +225,16 @@ export function createRunStore({ redis, prefix, clock, onChanged }: RunStoreDeps
         const after: Run = { ...next, version: current.run.version + 1, updatedAt: clock().toISOString() };
         const stored: unknown = await redis.eval(
           UPDATE_SCRIPT,
-          2,
+          3,
           runKey(id),
           activeKey,
+          userActiveKey(after.requester.userId),
           current.version,
           String(after.version),
           JSON.stringify(after),
           id,
           isTerminal(after.state) ? '1' : '0',
+          String(Date.parse(after.createdAt)),
         );
         if (stored === 1) {
           const change = { before: current.run, after };

@@ -101,6 +101,7 @@ describe('a run through its gates', () => {
     const runId = await request(bot);
     await eventually(async () => (await bot?.app.store.get(runId))?.state === 'failed', 'run failed');
     expect((await bot.app.store.get(runId))?.outcome).toBe('pr failed: no permission to push');
+    expect((await bot.app.store.listActive()).map((r) => r.id)).not.toContain(runId);
 
     const retry = await sendSlashCommand(bot.eventsUrl, SIGNING_SECRET, { text: `retry ${runId}`, user_id: 'UALICE', channel_id: 'CDOCS' });
     expect(retry.body).toContain('from gate pr');
@@ -108,6 +109,8 @@ describe('a run through its gates', () => {
     await eventually(async () => (await bot?.app.store.get(runId))?.gates.find((g) => g.name === 'ci')?.notConfigured, 'ci reached');
     expect(steps.agent.calls).toBe(1);
     expect(steps.pr.calls).toBe(2);
+    // Active again: listed by /ship status and counted against the active-run limits.
+    expect((await bot.app.store.listActive()).map((r) => r.id)).toContain(runId);
   });
 
   it('retries a step that throws (an outage) and goes on from the same gate', async () => {

@@ -1,9 +1,10 @@
-import { afterEach, describe, expect, it } from 'vitest';
+import { Redis } from 'ioredis';
+import { afterEach, describe, expect, inject, it } from 'vitest';
 import { z } from 'zod';
 import { eventually } from '../helpers/eventually.js';
 import type { SlackMessage } from '../helpers/slack-server.js';
 import { sendBlockAction, sendSlashCommand } from '../helpers/slack-requests.js';
-import { SIGNING_SECRET, startTestBot, type TestBot } from '../helpers/bot.js';
+import { SIGNING_SECRET, TEST_POLICY, startTestBot, type TestBot } from '../helpers/bot.js';
 
 /**
  * Issue 2, "done when": the bot driven over signed HTTP by Bolt's real
@@ -14,10 +15,15 @@ const ackSchema = z.object({ response_type: z.literal('ephemeral'), text: z.stri
 const RUN_ID = /sg-[a-z0-9]{8}/;
 
 let bot: TestBot | undefined;
+/** A second web replica on the same Redis prefix, for tests that need one. */
+let replica: TestBot | undefined;
 afterEach(async () => {
   expect(bot?.slack.unexpected ?? []).toEqual([]);
+  expect(replica?.slack.unexpected ?? []).toEqual([]);
+  await replica?.stop();
   await bot?.stop();
   bot = undefined;
+  replica = undefined;
 });
 
 function ackText(result: { json: unknown }): string {
@@ -157,5 +163,142 @@ describe('status and cancel', () => {
     const { runId } = await startedRun(bot);
     expect(ackText(await ship(bot, 'cancel sg-00000000'))).toContain('There is no run sg-00000000');
     expect(ackText(await ship(bot, `cancel ${runId}`, 'UAPPROVER'))).toContain('Cancelling');
+  });
+});
+
+/** Starts `/ship <text>` and returns the new run's id (fails the test when none was queued). */
+async function shipRun(b: TestBot, text: string, user = 'UALICE', channel = 'CSHOP', extra: { trigger_id?: string } = {}): Promise<string> {
+  const text_ = ackText(await ship(b, text, user, channel, extra));
+  const runId = /^Queued run (sg-[a-z0-9]{8})/.exec(text_)?.[1];
+  if (runId === undefined) throw new Error(`not queued: ${text_}`);
+  return runId;
+}
+
+const storedAuditEvent = z.looseObject({ type: z.string(), actor: z.string(), runId: z.string().nullable(), data: z.record(z.string(), z.unknown()) });
+
+/** Every event of the bot's audit log, as stored (refusals of a run request belong to no run). */
+async function allAuditEvents(b: TestBot): Promise<Array<z.infer<typeof storedAuditEvent>>> {
+  const redis = new Redis(inject('redisUrl'));
+  try {
+    const rows = await redis.lrange(`${b.config.redisPrefix}:audit:log`, 0, -1);
+    return rows.map((row) => storedAuditEvent.parse(JSON.parse(row)));
+  } finally {
+    await redis.quit();
+  }
+}
+
+describe('active-run limits (policy limits)', () => {
+  it('refuses a 4th active run of one person, naming the runs, the limit and its policy key; audits the refusal; a redelivery still answers "already queued"', async () => {
+    bot = await startTestBot({ name: 'limit-user' });
+    const runIds: string[] = [];
+    for (const n of [1, 2, 3]) runIds.push(await shipRun(bot, `acme/shop task ${n}`, 'UALICE', 'CSHOP', { trigger_id: `limit.${n}` }));
+
+    const refused = await ship(bot, 'acme/shop task 4', 'UALICE', 'CSHOP', { trigger_id: 'limit.4' });
+    expect(refused.status).toBe(200);
+    expect(refused.elapsedMs).toBeLessThan(3_000);
+    const text = ackText(refused);
+    expect(text).toBe(
+      `You already have 3 active runs (${runIds.join(', ')}); the limit is 3 (policy limits.activeRunsPerUser). Cancel one with \`/ship cancel &lt;run-id&gt;\` or wait until one ends.`,
+    );
+    expect(await bot.app.store.listActive()).toHaveLength(3);
+    const refusal = (await allAuditEvents(bot)).find((e) => e.type === 'command.refused');
+    expect(refusal).toMatchObject({ actor: 'UALICE', runId: null, data: { repo: 'acme/shop', limit: 'activeRunsPerUser', max: 3, activeRuns: runIds } });
+
+    // Slack redelivering an accepted command is not a new run: it is answered, not refused or counted.
+    const redelivered = await ship(bot, 'acme/shop task 3', 'UALICE', 'CSHOP', { trigger_id: 'limit.3' }, { retryNum: 1, retryReason: 'http_timeout' });
+    expect(ackText(redelivered)).toBe(`Run ${runIds[2]} is already queued for this request.`);
+    // The limit is per person: someone else may still start a run.
+    await shipRun(bot, 'acme/shop tidy the README', 'UBOB');
+    expect(await bot.app.store.listActive()).toHaveLength(4);
+
+    // Once one of hers has ended, she may start another.
+    expect(ackText(await ship(bot, `cancel ${runIds[0]}`))).toContain('Cancelling');
+    await eventually(async () => (await bot?.app.store.get(runIds[0] ?? ''))?.state === 'cancelled', 'run cancelled', 5_000);
+    await shipRun(bot, 'acme/shop task 5');
+  });
+
+  it('refuses a run over the global limit without naming anyone else’s runs, and audits it', async () => {
+    bot = await startTestBot({ name: 'limit-all', policy: `${TEST_POLICY}limits: { activeRunsPerUser: 3, activeRuns: 2 }\n` });
+    const alices = await shipRun(bot, 'acme/shop add a /healthz endpoint', 'UALICE');
+    const bobs = await shipRun(bot, 'acme/shop tidy the README', 'UBOB');
+
+    const text = ackText(await ship(bot, 'fix the footer', 'UCAROL', 'CDEFAULT'));
+    expect(text).toBe('shipgate already has 2 active runs; the limit is 2 (policy limits.activeRuns). Try again once some have ended, or ask your platform team to raise the limit.');
+    expect(text).not.toContain(alices);
+    expect(text).not.toContain(bobs);
+    expect(await bot.app.store.listActive()).toHaveLength(2);
+    const refusal = (await allAuditEvents(bot)).find((e) => e.type === 'command.refused');
+    expect(refusal).toMatchObject({ actor: 'UCAROL', data: { repo: 'acme/docs', limit: 'activeRuns', max: 2, active: 2 } });
+  });
+
+  it('lets only one of concurrent requests at the limit edge win, across two web replicas', async () => {
+    bot = await startTestBot({ name: 'limit-race' });
+    replica = await startTestBot({ name: 'limit-race-web', env: { SHIPGATE_REDIS_PREFIX: bot.config.redisPrefix, SHIPGATE_ROLE: 'web' } });
+    const first = await shipRun(bot, 'acme/shop task 1');
+    const second = await shipRun(replica, 'acme/shop task 2');
+
+    // Two requests to each replica at once, with one slot left.
+    const results = await Promise.all([bot, replica, bot, replica].map((b, i) => ship(b, `acme/shop racing task ${i}`)));
+    const texts = results.map(ackText);
+    const queued = texts.filter((t) => t.startsWith('Queued run'));
+    const refused = texts.filter((t) => t.startsWith('You already have 3 active runs'));
+    expect(queued).toHaveLength(1);
+    expect(refused).toHaveLength(3);
+    const winner = RUN_ID.exec(queued[0] ?? '')?.[0] ?? '';
+    for (const t of refused) expect(t).toContain(`(${first}, ${second}, ${winner})`);
+    const active = await bot.app.store.listActive();
+    expect(active.map((r) => r.id).sort()).toEqual([first, second, winner].sort());
+  });
+});
+
+describe('who can see a run (SPEC §6)', () => {
+  it('status and audit show a run to its requester, the repo’s requesters and approvers and in its channel, and to no one else', async () => {
+    bot = await startTestBot({ name: 'visibility' });
+    const runId = await shipRun(bot, 'acme/shop add a /healthz endpoint', 'UALICE', 'CSHOP');
+    const unknown = (id: string) => `There is no run ${id} that you can see. \`/ship status\` lists the active runs you can see.`;
+
+    // A stranger in another channel: the same answer as for a run that does not exist.
+    expect(ackText(await ship(bot, 'status sg-00000000', 'UMALLORY', 'COTHER'))).toBe(unknown('sg-00000000'));
+    expect(ackText(await ship(bot, 'audit sg-00000000', 'UMALLORY', 'COTHER'))).toBe(unknown('sg-00000000'));
+    expect(ackText(await ship(bot, `status ${runId}`, 'UMALLORY', 'COTHER'))).toBe(unknown(runId));
+    expect(ackText(await ship(bot, `audit ${runId}`, 'UMALLORY', 'COTHER'))).toBe(unknown(runId));
+    expect(ackText(await ship(bot, `cancel ${runId}`, 'UMALLORY', 'COTHER'))).toBe(unknown(runId));
+    const list = ackText(await ship(bot, 'status', 'UMALLORY', 'COTHER'));
+    expect(list).not.toContain(runId);
+    expect(list).toMatch(/no active runs/i);
+    // The refused looks are on the run's record.
+    const refusals = (await bot.app.audit.eventsForRun(runId)).filter((e) => e.type === 'command.refused');
+    expect(refusals.map((e) => e.actor)).toEqual(['UMALLORY', 'UMALLORY', 'UMALLORY']);
+    expect((await bot.app.store.get(runId))?.state).not.toMatch(/cancel/);
+
+    // The requester anywhere, a repo requester (through user group SDEVS), an approver, and anyone in the run's channel.
+    for (const [user, channel] of [
+      ['UALICE', 'COTHER'],
+      ['UBOB', 'COTHER'],
+      ['UAPPROVER', 'COTHER'],
+      ['UMALLORY', 'CSHOP'],
+    ] as const) {
+      const status = ackText(await ship(bot, `status ${runId}`, user, channel));
+      expect(status, `${user} in ${channel}`).toContain(runId);
+      expect(status).toContain('acme/shop');
+      expect(ackText(await ship(bot, 'status', user, channel)), `${user} in ${channel}`).toContain(runId);
+      expect(ackText(await ship(bot, `audit ${runId}`, user, channel)), `${user} in ${channel}`).toContain(`Audit trail of ${runId}`);
+    }
+  });
+
+  it('status without a run id lists only the runs the asker may see', async () => {
+    bot = await startTestBot({ name: 'visible-list' });
+    const shopRun = await shipRun(bot, 'acme/shop add a /healthz endpoint', 'UALICE', 'CSHOP');
+    const docsRun = await shipRun(bot, 'fix the footer', 'UCAROL', 'CDEFAULT');
+
+    const carolElsewhere = ackText(await ship(bot, 'status', 'UCAROL', 'COTHER'));
+    expect(carolElsewhere).toContain(docsRun);
+    expect(carolElsewhere).not.toContain(shopRun);
+    const inShop = ackText(await ship(bot, 'status', 'UDAVE', 'CSHOP'));
+    expect(inShop).toContain(shopRun);
+    expect(inShop).not.toContain(docsRun);
+    const approver = ackText(await ship(bot, 'status', 'UAPPROVER', 'CDEFAULT'));
+    expect(approver).toContain(shopRun);
+    expect(approver).toContain(docsRun);
   });
 });
