@@ -21,14 +21,15 @@ import { createGit } from './git/git.js';
 import { createConsoleChat, type ConsoleChat } from './adapters/console/console-chat.js';
 import { createSlackChat, type SlackChat } from './adapters/slack/slack-chat.js';
 import { createAuditLog, type AuditLog } from './audit/audit-log.js';
-import { ConfigError, type Config } from './config/config.js';
+import { ConfigError, secretValues, type Config } from './config/config.js';
 import { cachedGroupMembers } from './domain/group-cache.js';
 import { ACTIVE_RUN_STATES } from './domain/run.js';
 import { createGitHubWebhookListener, type GitHubEvent } from './http/github-webhooks.js';
 import { createHttpServer } from './http/server.js';
 import type { Logger } from './log.js';
 import { createMetrics, type Metrics } from './metrics.js';
-import type { ChatHandlers, ChatPort } from './ports/chat.js';
+import { createScrubber, type Scrubber } from './security/scrubber.js';
+import type { ChatHandlers, ChatPort, CommandReply } from './ports/chat.js';
 import { createCancellation } from './queue/cancellation.js';
 import { CHAT_QUEUE, RUN_QUEUE, createQueues, type AdvanceJob, type ChatJob, type Queues } from './queue/queues.js';
 import { bullConnection, createRedis, type Redis } from './redis.js';
@@ -42,7 +43,13 @@ import { createRunStore, type RunStore } from './store/run-store.js';
 
 export interface ShipgateOptions {
   config: Config;
+  /** Build it with `createLogger({ …, scrub: scrubber.scrub })` and pass the same `scrubber`, so logs lose the configured secrets too. */
   log: Logger;
+  /**
+   * The one secret scrubber of the process (SPEC §4); default: one built from the configuration's
+   * secrets. Pass it when the logger was built with it (src/main.ts), so both learn minted tokens.
+   */
+  scrubber?: Scrubber;
   clock?: () => Date;
   /** Gate implementations; a gate without one stays pending as "not configured". */
   steps?: GateSteps;
@@ -76,6 +83,7 @@ export interface Shipgate {
   audit: AuditLog;
   queues: Queues;
   metrics: Metrics;
+  scrubber: Scrubber;
 }
 
 /**
@@ -130,7 +138,14 @@ export function createShipgate(options: ShipgateOptions): Shipgate {
     client?.on('error', (error: Error) => log.warn({ connection: name, err: error }, 'redis connection error'));
   }
 
+  // Every text that leaves the worker goes through this (SPEC §4); tokens minted at run time are added to it.
+  const scrubber = options.scrubber ?? createScrubber(secretValues(config));
+  const scrub = scrubber.scrub;
+
   const metrics = createMetrics();
+  // TRUST BOUNDARY (issue 7): the audit log is being rewritten to take `scrub?: (text) => string`;
+  // pass `scrub` here once that option exists. Until then gate verdicts and forced-end reasons are
+  // scrubbed by the run processor before they are appended.
   const audit = createAuditLog({ redis, prefix, clock });
   const queues = createQueues({ connection: bullmq, prefix });
   const store = createRunStore({
@@ -188,8 +203,12 @@ export function createShipgate(options: ShipgateOptions): Shipgate {
       limiterId: options.tuning?.githubLimiterId,
       // Shared by every worker, so a poll by any of them can be a 304 (SPEC §10).
       etagCache: createEtagCache({ redis, prefix }),
+      scrub,
+      onSecret: (secret) => scrubber.add(secret),
     });
-    const model = createAnthropicModel({ apiKey: config.anthropic.apiKey, baseUrl: config.anthropic.baseUrl, log, metrics, maxRetries: options.tuning?.modelMaxRetries });
+    const model = createAnthropicModel({ apiKey: config.anthropic.apiKey, baseUrl: config.anthropic.baseUrl, log, metrics, maxRetries: options.tuning?.modelMaxRetries, scrub });
+    // TRUST BOUNDARY (issue 7): the agent step and git (src/git/git.ts, src/agent/check-runner.ts) are
+    // being rewritten; they are to take `scrub` for check output and commit text (quotedForCommit).
     steps.agent ??= createAgentStep({
       policy: config.policy,
       policyFileName: basename(config.policyPath),
@@ -202,7 +221,7 @@ export function createShipgate(options: ShipgateOptions): Shipgate {
       checkTimeoutMs: options.tuning?.checkTimeoutMs,
       followUps,
     });
-    steps.pr ??= createPrStep({ github, chat });
+    steps.pr ??= createPrStep({ github, chat, scrub });
     steps.ci ??= createCiStep({
       policy: config.policy,
       github,
@@ -211,6 +230,7 @@ export function createShipgate(options: ShipgateOptions): Shipgate {
       firstPollMs: options.tuning?.firstPollMs,
       requiredChecksCache: createTtlCache({ redis, prefix, ttlSeconds: 600 }),
       followUps,
+      scrub,
     });
     steps.merge ??= createMergeStep({ github, clock, firstPollMs: options.tuning?.firstPollMs });
   }
@@ -267,6 +287,7 @@ export function createShipgate(options: ShipgateOptions): Shipgate {
     audit,
     queues,
     metrics,
+    scrubber,
     closed: consoleChat?.closed ?? new Promise<void>(() => undefined),
     port: () => boundPort,
 
@@ -288,6 +309,7 @@ export function createShipgate(options: ShipgateOptions): Shipgate {
           pokes,
           onRunEnded,
           maxRunMinutes: config.policy.budgets.maxRunMinutes,
+          scrub,
         });
         const runWorker = new Worker<AdvanceJob>(RUN_QUEUE, runProcessor, {
           connection: bullmq,
@@ -303,13 +325,14 @@ export function createShipgate(options: ShipgateOptions): Shipgate {
           job
             .getState()
             .then(async (state) => {
-              if (state === 'failed') await failRun({ store, audit, queues, clock, log, onRunEnded }, job.data.runId, `internal error after retries: ${error.message}`);
+              if (state === 'failed') await failRun({ store, audit, queues, clock, log, onRunEnded, scrub }, job.data.runId, `internal error after retries: ${error.message}`);
             })
             .catch((err: unknown) => log.error({ runId: job.data.runId, err }, 'could not record run failure'));
         });
         const chatProcessor = createChatProcessor({ chat, store, redis, prefix, log, updateIntervalMs: options.cardUpdateIntervalMs,
           index,
           command: config.policy.command,
+          scrub,
           // Stay well under Slack's per-workspace write limits (SPEC §10: zero 429s under a burst).
           writes: createWriteLimiter({ redis, prefix, perSecond: 10 }),
         });
@@ -329,10 +352,17 @@ export function createShipgate(options: ShipgateOptions): Shipgate {
         await recoverRuns();
       }
 
+      // Ephemeral answers (run status, the audit trail) quote gate summaries: scrubbed like every other chat write.
+      const scrubbed =
+        <E>(handle: (event: E) => Promise<CommandReply>) =>
+        async (event: E): Promise<CommandReply> => {
+          const reply = await handle(event);
+          return reply.ephemeral === undefined ? reply : { ...reply, ephemeral: scrub(reply.ephemeral) };
+        };
       const handlers: ChatHandlers = {
-        onCommand: createShipCommand({ policy: config.policy, store, audit, queues, cancellation, groupMembers, clock, log, metrics }),
-        onAction: createRunActions({ policy: config.policy, store, audit, queues, cancellation, groupMembers, clock, log }),
-        onMention: createFollowUpHandler({ store, audit, queues, followUps, index, command: config.policy.command, log }),
+        onCommand: scrubbed(createShipCommand({ policy: config.policy, store, audit, queues, cancellation, groupMembers, clock, log, metrics })),
+        onAction: scrubbed(createRunActions({ policy: config.policy, store, audit, queues, cancellation, groupMembers, clock, log })),
+        onMention: scrubbed(createFollowUpHandler({ store, audit, queues, followUps, index, command: config.policy.command, log })),
       };
 
       server = createHttpServer({
