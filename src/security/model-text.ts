@@ -52,23 +52,22 @@ const SLACK_MENTION = /<!/g;
  * issue/pull URL; optional colon, any case (GitHub's own grammar).
  */
 const CLOSING_KEYWORD =
-  /\b(close[sd]?|fix(?:e[sd])?|resolve[sd]?)(?=\s*:?\s*(?:[A-Za-z0-9_.-]+\/[A-Za-z0-9_.-]+)?(?:#|GH-)\d+\b|\s*:?\s*https?:\/\/\S+\/(?:issues|pull)\/\d+)/gi;
+  /\b(close[sd]?|fix(?:e[sd])?|resolve[sd]?)(?=\s*(?::\s*)?(?:(?:[A-Za-z0-9_.-]+\/[A-Za-z0-9_.-]+)?(?:#|GH-)\d+\b|https?:\/\/\S+\/(?:issues|pull)\/\d+))/gi;
 /** Attribution and identity trailers, with or without leading spaces, any case. */
-const ATTRIBUTION_TRAILER = /^[ \t]*(?:[A-Za-z0-9][A-Za-z0-9-]*-by|Shipgate-[A-Za-z0-9-]+|Change-Id|Cc|Bcc)[ \t]*:.*(?:\n|$)/gim;
+const ATTRIBUTION_TRAILER =
+  /^[ \t]*(?:[A-Za-z0-9][A-Za-z0-9-]*-by|Shipgate-[A-Za-z0-9-]+|Change-Id|Cc|Bcc)[ \t]*:.*(?:\n|$)/gim;
 
 /** Model text with control and invisible characters removed, mentions and closing keywords broken, attribution trailers gone. */
 export function neutraliseModelText(text: string): string {
-  return (
-    text
-      .replace(/\r\n?|[\u2028\u2029\u0085]/g, '\n')
-      .replace(CONTROL, '')
-      .replace(INVISIBLE, '')
-      .replace(ATTRIBUTION_TRAILER, '')
-      .replace(MENTION, `$1@${ZWJ}$2`)
-      .replace(SLACK_MENTION, `<${ZWJ}!`)
-      .replace(CLOSING_KEYWORD, (keyword) => `${keyword.slice(0, 1)}${ZWJ}${keyword.slice(1)}`)
-      .trim()
-  );
+  return text
+    .replace(/\r\n?|[\u2028\u2029\u0085]/g, '\n')
+    .replace(CONTROL, '')
+    .replace(INVISIBLE, '')
+    .replace(ATTRIBUTION_TRAILER, '')
+    .replace(MENTION, `$1@${ZWJ}$2`)
+    .replace(SLACK_MENTION, `<${ZWJ}!`)
+    .replace(CLOSING_KEYWORD, (keyword) => `${keyword.slice(0, 1)}${ZWJ}${keyword.slice(1)}`)
+    .trim();
 }
 
 /**
@@ -78,7 +77,8 @@ export function neutraliseModelText(text: string): string {
  */
 export function fencedForMarkdown(text: string): string {
   const body = neutraliseModelText(text);
-  const longest = Math.max(0, ...Array.from(body.matchAll(/`+/g), (m) => m[0].length));
+  let longest = 0;
+  for (const run of body.matchAll(/`+/g)) longest = Math.max(longest, run[0].length);
   const fence = '`'.repeat(Math.max(3, longest + 1));
   return `${fence}text\n${body}\n${fence}`;
 }

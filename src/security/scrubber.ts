@@ -66,16 +66,58 @@ export function secretForms(secret: string): string[] {
 const PLACEHOLDER =
   /^(?:\$\{[^}]*\}|\$[A-Za-z_][A-Za-z0-9_]*|\{\{[^}]*\}\}|<[^>]*>|%[A-Za-z_]+%|\*+|x+|\.\.\.|…|pass(?:word|wd)?|secret|token|changeme|\[REDACTED\])$/i;
 
+const PEM_END = /-----END (?:[A-Z0-9]+ )*PRIVATE KEY-----/g;
+const BASE64_CHAR = /[A-Za-z0-9+/=]/;
+const MIN_KEY_LINE = 16;
+
+/** Length of the line break (`\n`, `\r\n`, or an escaped `\\n` as in JSON) that ends right before `at`; 0 if none. */
+function lineBreakBefore(text: string, at: number): number {
+  if (text[at - 1] === '\n') return text[at - 2] === '\r' ? 2 : 1;
+  return text[at - 1] === 'n' && text[at - 2] === '\\' ? 2 : 0;
+}
+
+/**
+ * The end of a private key whose beginning a tail window cut off: the base64 lines right before an
+ * END line. Walked backwards by hand, in linear time: a regex that had to find where such a run of
+ * lines starts would rescan every long base64 line (a data URI, a lock file) from each position.
+ */
+function scrubKeyTails(text: string): string {
+  let out = '';
+  let done = 0;
+  for (const match of text.matchAll(PEM_END)) {
+    let start = match.index;
+    for (;;) {
+      const lineBreak = lineBreakBefore(text, start);
+      if (lineBreak === 0) break;
+      let lineStart = start - lineBreak;
+      while (lineStart > done && BASE64_CHAR.test(text.charAt(lineStart - 1))) lineStart--;
+      if (start - lineBreak - lineStart < MIN_KEY_LINE) break;
+      start = lineStart;
+    }
+    if (start === match.index) continue;
+    out += `${text.slice(done, start)}${REDACTED}`;
+    done = match.index + match[0].length;
+  }
+  return done === 0 ? text : out + text.slice(done);
+}
+
 /**
  * Token shapes, applied in order. Each is a function so that capture groups
  * (a header name, a URL's user) can be kept around the redacted part.
  */
 const PATTERN_RULES: ReadonlyArray<(text: string) => string> = [
   // PEM private key blocks, whole; then a block cut by a window: BEGIN without END, END without BEGIN.
-  (text) => text.replace(/-----BEGIN (?:[A-Z0-9]+ )*PRIVATE KEY-----[\s\S]*?-----END (?:[A-Z0-9]+ )*PRIVATE KEY-----/g, REDACTED),
   (text) =>
-    text.replace(/-----BEGIN (?:[A-Z0-9]+ )*PRIVATE KEY-----(?:(?:\r?\n|\\n)(?:[A-Za-z0-9+/=]+|[A-Za-z-]+: [^\r\n]*)?)*/g, REDACTED),
-  (text) => text.replace(/(?:[A-Za-z0-9+/=]{16,}(?:\r?\n|\\n))+-----END (?:[A-Z0-9]+ )*PRIVATE KEY-----/g, REDACTED),
+    text.replace(
+      /-----BEGIN (?:[A-Z0-9]+ )*PRIVATE KEY-----[\s\S]*?-----END (?:[A-Z0-9]+ )*PRIVATE KEY-----/g,
+      REDACTED,
+    ),
+  (text) =>
+    text.replace(
+      /-----BEGIN (?:[A-Z0-9]+ )*PRIVATE KEY-----(?:(?:\r?\n|\\n)(?:[A-Za-z0-9+/=]+|[A-Za-z-]+: [^\r\n]*)?)*/g,
+      REDACTED,
+    ),
+  (text) => scrubKeyTails(text),
   // `Authorization: Bearer …` (also `token`, `Basic`, Discord's `Bot`), in headers, curl lines and JSON logs.
   (text) =>
     text.replace(
@@ -86,14 +128,20 @@ const PATTERN_RULES: ReadonlyArray<(text: string) => string> = [
   (text) => text.replace(/\b([Bb]earer\s+)(?=[A-Za-z0-9._~+/-]*\d)[A-Za-z0-9._~+/-]{16,}=*/g, `$1${REDACTED}`),
   // URL userinfo with a password: `scheme://user:password@host` keeps the user, loses the password.
   (text) =>
-    text.replace(/\b([a-z][a-z0-9+.-]*:\/\/)([^\s/?#@:]*):([^\s/?#@]+)@/gi, (match, scheme: string, user: string, password: string) =>
-      PLACEHOLDER.test(password) ? match : `${scheme}${user}:${REDACTED}@`,
+    text.replace(
+      /\b([a-z][a-z0-9+.-]{0,31}:\/\/)([^\s/?#@:]*):([^\s/?#@]+)@/gi,
+      (match, scheme: string, user: string, password: string) =>
+        PLACEHOLDER.test(password) ? match : `${scheme}${user}:${REDACTED}@`,
     ),
   // Slack: bot/user/app/refresh tokens and incoming webhook URLs.
   (text) => text.replace(/\bxoxe\.xox[a-z]-[A-Za-z0-9-]+/g, REDACTED),
   (text) => text.replace(/\bxox[abposre]-[A-Za-z0-9-]+/g, REDACTED),
   (text) => text.replace(/\bxapp-[A-Za-z0-9-]+/g, REDACTED),
-  (text) => text.replace(/\bhttps:\/\/hooks\.slack\.com\/(services|workflows|triggers)\/[A-Za-z0-9/_-]+/g, `https://hooks.slack.com/$1/${REDACTED}`),
+  (text) =>
+    text.replace(
+      /\bhttps:\/\/hooks\.slack\.com\/(services|workflows|triggers)\/[A-Za-z0-9/_-]+/g,
+      `https://hooks.slack.com/$1/${REDACTED}`,
+    ),
   // GitHub: classic and fine-grained personal tokens, OAuth, user-to-server, installation and refresh tokens.
   (text) => text.replace(/\bgh[pousr]_[A-Za-z0-9]{20,}/g, REDACTED),
   (text) => text.replace(/\bgithub_pat_[A-Za-z0-9_]{20,}/g, REDACTED),
@@ -102,14 +150,27 @@ const PATTERN_RULES: ReadonlyArray<(text: string) => string> = [
   // AWS access key ids (long-term AKIA, temporary ASIA) and secret keys / session tokens named as such.
   (text) => text.replace(/\b(?:AKIA|ASIA|ABIA|ACCA)[A-Z0-9]{16}\b/g, REDACTED),
   (text) =>
-    text.replace(/\b(aws_secret_access_key|aws_session_token)(["']?\s*[:=]\s*["']?)[A-Za-z0-9/+=]{16,}/gi, `$1$2${REDACTED}`),
+    text.replace(
+      /\b(aws_secret_access_key|aws_session_token)(["']?\s*[:=]\s*["']?)[A-Za-z0-9/+=]{16,}/gi,
+      `$1$2${REDACTED}`,
+    ),
   // JWTs (Kubernetes service-account tokens, OIDC id tokens, the GitHub App's own JWT): base64url JSON header `eyJ…`.
   (text) =>
-    text.replace(/\beyJ[A-Za-z0-9_-]{8,}\.(?:eyJ[A-Za-z0-9_-]{8,}\.[A-Za-z0-9_-]*|[A-Za-z0-9_-]{8,}\.[A-Za-z0-9_-]{16,})/g, REDACTED),
+    text.replace(
+      /\beyJ[A-Za-z0-9_-]{8,}\.(?:eyJ[A-Za-z0-9_-]{8,}\.[A-Za-z0-9_-]*|[A-Za-z0-9_-]{8,}\.[A-Za-z0-9_-]{16,})/g,
+      REDACTED,
+    ),
   // Discord bot tokens: base64 of a numeric snowflake (so `[MNO][DTjz]…`), a 6-char timestamp, an HMAC.
-  (text) => text.replace(/(?<![A-Za-z0-9_-])[MNO][DTjz][A-Za-z0-9_-]{22,26}\.[A-Za-z0-9_-]{6}\.[A-Za-z0-9_-]{27,40}(?![A-Za-z0-9_-])/g, REDACTED),
   (text) =>
-    text.replace(/\b(https:\/\/(?:(?:canary|ptb)\.)?discord(?:app)?\.com\/api\/webhooks\/\d+\/)[A-Za-z0-9_-]+/g, `$1${REDACTED}`),
+    text.replace(
+      /(?<![A-Za-z0-9_-])[MNO][DTjz][A-Za-z0-9_-]{22,26}\.[A-Za-z0-9_-]{6}\.[A-Za-z0-9_-]{27,40}(?![A-Za-z0-9_-])/g,
+      REDACTED,
+    ),
+  (text) =>
+    text.replace(
+      /\b(https:\/\/(?:(?:canary|ptb)\.)?discord(?:app)?\.com\/api\/webhooks\/\d+\/)[A-Za-z0-9_-]+/g,
+      `$1${REDACTED}`,
+    ),
   // A few more registries' tokens with unmistakable prefixes: npm, Google API keys, Stripe live keys.
   (text) => text.replace(/\bnpm_[A-Za-z0-9]{36}\b/g, REDACTED),
   (text) => text.replace(/\bAIza[0-9A-Za-z_-]{35}(?![0-9A-Za-z_-])/g, REDACTED),

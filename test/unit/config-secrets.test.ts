@@ -6,7 +6,9 @@ import { createScrubber } from '../../src/security/scrubber.js';
 /** SPEC §4: every configured secret, and the contents of credential files the bot reads, are known to the scrubber. */
 
 const POLICY = 'repos:\n  acme/shop: {}\n';
-const PEM = generateKeyPairSync('rsa', { modulusLength: 2048 }).privateKey.export({ type: 'pkcs1', format: 'pem' }).toString();
+const PEM = generateKeyPairSync('rsa', { modulusLength: 2048 })
+  .privateKey.export({ type: 'pkcs1', format: 'pem' })
+  .toString();
 
 function secretsOf(env: Record<string, string>, files: Record<string, string> = {}): string[] {
   const config = loadConfig(env, {
@@ -89,7 +91,14 @@ describe('secretValues', () => {
       { '/etc/kube/config': kubeconfig, '/etc/kube/garbage': 'users: 12\n' },
     );
     expect(secrets).toEqual(
-      expect.arrayContaining(['kube-token-value-0123', clientKey, PEM, 'kube-password-value', 'oidc-client-secret', 'oidc-refresh-token']),
+      expect.arrayContaining([
+        'kube-token-value-0123',
+        clientKey,
+        PEM,
+        'kube-password-value',
+        'oidc-client-secret',
+        'oidc-refresh-token',
+      ]),
     );
     expect(secrets).not.toContain('Y2VydGlmaWNhdGU=');
     expect(secrets).not.toContain('shipgate');

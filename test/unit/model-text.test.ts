@@ -7,10 +7,20 @@ const ZWJ = '\u200D';
 
 /** What GitHub would act on: a mention, or a closing keyword right before an issue reference. */
 const LIVE_MENTION = /(^|[^A-Za-z0-9_.@/-])@[A-Za-z0-9]/m;
-const LIVE_CLOSING = /\b(close[sd]?|fix(e[sd])?|resolve[sd]?)\s*:?\s*(([\w.-]+\/[\w.-]+)?#\d+|GH-\d+|https?:\/\/\S+\/issues\/\d+)/i;
+const LIVE_CLOSING =
+  /\b(close[sd]?|fix(e[sd])?|resolve[sd]?)\s*:?\s*(([\w.-]+\/[\w.-]+)?#\d+|GH-\d+|https?:\/\/\S+\/issues\/\d+)/i;
 
 describe('neutraliseModelText', () => {
-  it.each(['@alice', '@org/team', '@dependabot[bot]', '(@bob)', '`@carol`', '<@U0123ABC>', 'cc @here and @channel', 'thanks,@dave'])('breaks the mention in %s', (text) => {
+  it.each([
+    '@alice',
+    '@org/team',
+    '@dependabot[bot]',
+    '(@bob)',
+    '`@carol`',
+    '<@U0123ABC>',
+    'cc @here and @channel',
+    'thanks,@dave',
+  ])('breaks the mention in %s', (text) => {
     const out = neutraliseModelText(text);
     expect(out).not.toMatch(LIVE_MENTION);
     expect(out.replaceAll(ZWJ, '')).toBe(text);
@@ -59,11 +69,15 @@ describe('neutraliseModelText', () => {
       'Cc: everyone@example.com',
       'Done.',
     ].join('\n');
-    expect(neutraliseModelText(text)).toBe('Added /healthz.\nNote: the route is unauthenticated.\nFollow-up: add a readiness probe.\nDone.');
+    expect(neutraliseModelText(text)).toBe(
+      'Added /healthz.\nNote: the route is unauthenticated.\nFollow-up: add a readiness probe.\nDone.',
+    );
   });
 
   it('removes control, zero-width and bidi characters; normalises line ends', () => {
-    expect(neutraliseModelText('a\u0007b\u001b[31mc\u202Ed\u200Be\uFEFFf\r\ng\rh\u2028i\tj')).toBe('ab[31mcdef\ng\nh\ni\tj');
+    expect(neutraliseModelText('a\u0007b\u001b[31mc\u202Ed\u200Be\uFEFFf\r\ng\rh\u2028i\tj')).toBe(
+      'ab[31mcdef\ng\nh\ni\tj',
+    );
   });
 
   it('does not let invisible characters the model wrote hide a closing keyword from the check', () => {
@@ -73,9 +87,26 @@ describe('neutraliseModelText', () => {
   });
 });
 
+describe('neutraliseModelText on hostile input', () => {
+  it('takes linear time (no catastrophic backtracking)', () => {
+    const inputs = [
+      `fixes${' '.repeat(200_000)}x`,
+      `Fixes:${' \t'.repeat(100_000)}:`,
+      '@'.repeat(200_000),
+      `${'a-'.repeat(100_000)}by`,
+      'fix '.repeat(100_000),
+    ];
+    const started = performance.now();
+    for (const input of inputs) neutraliseModelText(input);
+    expect(performance.now() - started).toBeLessThan(5_000);
+  });
+});
+
 describe('fencedForMarkdown', () => {
   it('fences the neutralised text', () => {
-    expect(fencedForMarkdown('Fixes #1 for @org/team\nRequested-by: mallory')).toBe(`\`\`\`text\nF${ZWJ}ixes #1 for @${ZWJ}org/team\n\`\`\``);
+    expect(fencedForMarkdown('Fixes #1 for @org/team\nRequested-by: mallory')).toBe(
+      `\`\`\`text\nF${ZWJ}ixes #1 for @${ZWJ}org/team\n\`\`\``,
+    );
   });
 
   it('uses a fence longer than any backtick run inside, so the text cannot close it', () => {
@@ -89,6 +120,10 @@ describe('fencedForMarkdown', () => {
     expect(inner.some((line) => new RegExp(`^ {0,3}\`{${fence.length},}\\s*$`).test(line))).toBe(false);
   });
 
+  it('copes with a text of many backtick runs', () => {
+    expect(fencedForMarkdown('` '.repeat(300_000)).startsWith('```text\n')).toBe(true);
+  });
+
   it('uses at least three backticks', () => {
     expect(fencedForMarkdown('plain')).toBe('```text\nplain\n```');
   });
@@ -96,9 +131,12 @@ describe('fencedForMarkdown', () => {
 
 describe('quotedForCommit', () => {
   it('quotes every line so none is a trailer, a comment or a scissors line', () => {
-    const text = 'Summary line\n\nNote: kept\n# not a comment\n# ------------------------ >8 ------------------------\nSigned-off-by: mallory\nFixes #1';
+    const text =
+      'Summary line\n\nNote: kept\n# not a comment\n# ------------------------ >8 ------------------------\nSigned-off-by: mallory\nFixes #1';
     const quoted = quotedForCommit(text);
-    expect(quoted).toBe(`> Summary line\n>\n> Note: kept\n> # not a comment\n> # ------------------------ >8 ------------------------\n> F${ZWJ}ixes #1`);
+    expect(quoted).toBe(
+      `> Summary line\n>\n> Note: kept\n> # not a comment\n> # ------------------------ >8 ------------------------\n> F${ZWJ}ixes #1`,
+    );
     for (const line of quoted.split('\n')) {
       expect(line).toMatch(/^>( |$)/);
       expect(line).not.toMatch(/^[A-Za-z0-9-]+\s*:/);

@@ -1,15 +1,27 @@
 import { generateKeyPairSync } from 'node:crypto';
 import { PassThrough } from 'node:stream';
 import { describe, expect, it } from 'vitest';
+import { scrubModelRequest } from '../../src/adapters/anthropic/anthropic-model.js';
+import { scrubFailureDetails } from '../../src/ci/failure-report.js';
 import { createLogger } from '../../src/log.js';
-import { createScrubber, MIN_SECRET_LENGTH, REDACTED, scrubTokenPatterns, secretForms } from '../../src/security/scrubber.js';
+import { scrubMessageView } from '../../workers/chat-processor.js';
+import {
+  createScrubber,
+  MIN_SECRET_LENGTH,
+  REDACTED,
+  scrubTokenPatterns,
+  secretForms,
+} from '../../src/security/scrubber.js';
 
 /** SPEC §4: configured secrets and common token shapes never leave the worker. */
 
 // Token-shaped values are assembled at run time so that no scanner mistakes this file for a leak.
-const fake = (prefix: string, length: number, alphabet = 'aB3dE5gH7jK9mN1pQ') => prefix + alphabet.repeat(Math.ceil(length / alphabet.length)).slice(0, length);
+const fake = (prefix: string, length: number, alphabet = 'aB3dE5gH7jK9mN1pQ') =>
+  prefix + alphabet.repeat(Math.ceil(length / alphabet.length)).slice(0, length);
 
-const PEM = generateKeyPairSync('rsa', { modulusLength: 2048 }).privateKey.export({ type: 'pkcs8', format: 'pem' }).toString();
+const PEM = generateKeyPairSync('rsa', { modulusLength: 2048 })
+  .privateKey.export({ type: 'pkcs8', format: 'pem' })
+  .toString();
 const PEM_LINES = PEM.trim().split('\n');
 const PEM_BODY = PEM_LINES.slice(1, -1);
 
@@ -50,15 +62,25 @@ describe('token patterns', () => {
   it('hides Authorization headers whatever the scheme, keeping the header and the scheme', () => {
     expect(scrubTokenPatterns('Authorization: Bearer abc.def-123_XYZ')).toBe(`Authorization: Bearer ${REDACTED}`);
     expect(scrubTokenPatterns('authorization: Basic dXNlcjpwYXNzd29yZA==')).toBe(`authorization: Basic ${REDACTED}`);
-    expect(scrubTokenPatterns('curl -H "Authorization: token 0123456789abcdef0123456789abcdef01234567" …')).toBe(`curl -H "Authorization: token ${REDACTED}" …`);
-    expect(scrubTokenPatterns('{"authorization":"Bot MTIzNDU2.abc.defghijk"}')).toBe(`{"authorization":"Bot ${REDACTED}"}`);
-    expect(scrubTokenPatterns('Proxy-Authorization: Basic c2VjcmV0OnNlY3JldA==')).toBe(`Proxy-Authorization: Basic ${REDACTED}`);
+    expect(scrubTokenPatterns('curl -H "Authorization: token 0123456789abcdef0123456789abcdef01234567" …')).toBe(
+      `curl -H "Authorization: token ${REDACTED}" …`,
+    );
+    expect(scrubTokenPatterns('{"authorization":"Bot MTIzNDU2.abc.defghijk"}')).toBe(
+      `{"authorization":"Bot ${REDACTED}"}`,
+    );
+    expect(scrubTokenPatterns('Proxy-Authorization: Basic c2VjcmV0OnNlY3JldA==')).toBe(
+      `Proxy-Authorization: Basic ${REDACTED}`,
+    );
     expect(scrubTokenPatterns('sent Bearer 9f8e7d6c5b4a39281706abcdef')).toBe(`sent Bearer ${REDACTED}`);
   });
 
   it('hides the password of URL userinfo and keeps the user', () => {
-    expect(scrubTokenPatterns('clone https://x-access-token:s3cr3t-value@github.com/acme/shop.git')).toBe(`clone https://x-access-token:${REDACTED}@github.com/acme/shop.git`);
-    expect(scrubTokenPatterns('REDIS_URL=rediss://:hunter2hunter2@redis.internal:6380/0')).toBe(`REDIS_URL=rediss://:${REDACTED}@redis.internal:6380/0`);
+    expect(scrubTokenPatterns('clone https://x-access-token:s3cr3t-value@github.com/acme/shop.git')).toBe(
+      `clone https://x-access-token:${REDACTED}@github.com/acme/shop.git`,
+    );
+    expect(scrubTokenPatterns('REDIS_URL=rediss://:hunter2hunter2@redis.internal:6380/0')).toBe(
+      `REDIS_URL=rediss://:${REDACTED}@redis.internal:6380/0`,
+    );
     expect(scrubTokenPatterns('amqp://user:p%40ss@broker')).toBe(`amqp://user:${REDACTED}@broker`);
   });
 
@@ -69,19 +91,22 @@ describe('token patterns', () => {
     expect(scrubTokenPatterns(`${head}\n`)).not.toContain(PEM_BODY[3]);
     const tail = PEM_LINES.slice(-6).join('\n');
     expect(scrubTokenPatterns(`${tail}\nnext line`)).toBe(`${REDACTED}\nnext line`);
-    const ec = '-----BEGIN EC PRIVATE KEY-----\nMHcCAQEEIBYrnm0123456789abcdefABCDEFghijkl\n-----END EC PRIVATE KEY-----';
+    const ec =
+      '-----BEGIN EC PRIVATE KEY-----\nMHcCAQEEIBYrnm0123456789abcdefABCDEFghijkl\n-----END EC PRIVATE KEY-----';
     expect(scrubTokenPatterns(ec)).toBe(REDACTED);
   });
 
   it('hides AWS secret keys named as such', () => {
-    expect(scrubTokenPatterns('aws_secret_access_key = wJalrXUtnFEMI/K7MDENG/bPxRfiCYEXAMPLEKEY')).toBe(`aws_secret_access_key = ${REDACTED}`);
+    expect(scrubTokenPatterns('aws_secret_access_key = wJalrXUtnFEMI/K7MDENG/bPxRfiCYEXAMPLEKEY')).toBe(
+      `aws_secret_access_key = ${REDACTED}`,
+    );
   });
 
   it('leaves git shas, ordinary code and prose alone', () => {
     const text = [
       'commit 0123456789abcdef0123456789abcdef01234567 (HEAD -> shipgate/sg-1a2b3c4d-add-healthz)',
       'sha256:e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855',
-      "const url = `https://${user}:${password}@${host}/db`;",
+      'const url = `https://${user}:${password}@${host}/db`;',
       'headers: { authorization: `Bearer ${token}` }, // and the bearer token goes here',
       "const auth = { authorization: 'Basic ' + encode(user) };",
       'postgres://user:password@localhost/db and redis://:<password>@host and http://u:${PASS}@h',
@@ -96,6 +121,24 @@ describe('token patterns', () => {
     expect(scrubTokenPatterns(text)).toBe(text);
   });
 
+  it('takes linear time on large hostile inputs (no catastrophic backtracking)', () => {
+    const b64 = Buffer.alloc(750_000, 7).toString('base64');
+    const inputs = [
+      b64, // one 1 MB base64 line, as in a data URI
+      b64.match(/.{1,64}/g)?.join('\n') ?? '', // 15,000 key-like lines and no END
+      `${b64.match(/.{1,64}/g)?.join('\n') ?? ''}\n-----END PRIVATE KEY-----`,
+      'a.'.repeat(500_000), // word starts that look like a URL scheme
+      'https://'.repeat(100_000),
+      `-----BEGIN PRIVATE KEY-----\n${'A'.repeat(1_000_000)}`,
+      `Authorization: Bearer ${'x'.repeat(1_000_000)}`,
+      'eyJ'.repeat(300_000),
+    ];
+    const scrubber = createScrubber([PEM, 'configured-secret-value']);
+    const started = performance.now();
+    for (const input of inputs) scrubber.scrub(input);
+    expect(performance.now() - started).toBeLessThan(5_000);
+  });
+
   it('is idempotent', () => {
     const text = `x ${fake('ghp_', 36)} https://u:${fake('', 20)}@h Authorization: Bearer ${fake('', 30)}`;
     const once = scrubTokenPatterns(text);
@@ -107,9 +150,9 @@ describe('createScrubber', () => {
   it('removes configured values wherever they appear, and their URL-encoded and JSON-escaped forms', () => {
     const secret = 'test-webhook/secret "42"';
     const scrubber = createScrubber([secret]);
-    expect(scrubber.scrub(`echo ${secret}; curl ?s=${encodeURIComponent(secret)}; ${JSON.stringify({ s: secret })}`)).toBe(
-      `echo ${REDACTED}; curl ?s=${REDACTED}; {"s":"${REDACTED}"}`,
-    );
+    expect(
+      scrubber.scrub(`echo ${secret}; curl ?s=${encodeURIComponent(secret)}; ${JSON.stringify({ s: secret })}`),
+    ).toBe(`echo ${REDACTED}; curl ?s=${REDACTED}; {"s":"${REDACTED}"}`);
   });
 
   it('removes a multi-line PEM key whole, by each body line and by its body on one line', () => {
@@ -186,5 +229,85 @@ describe('the logger with the scrubber', () => {
     expect(raw).not.toContain('minted-later-token-value');
     expect(raw).not.toContain('ghp_');
     expect(raw.match(/\[REDACTED\]/g)?.length).toBeGreaterThanOrEqual(5);
+  });
+});
+
+describe('the sinks', () => {
+  const secret = 'configured-sink-secret';
+  const scrub = createScrubber([secret]).scrub;
+
+  it('scrubs the user turns and tool results sent to the model, not the model’s own turns', () => {
+    const request = scrubModelRequest(
+      {
+        model: 'claude-sonnet-4-6',
+        max_tokens: 100,
+        system: 'system prompt',
+        messages: [
+          { role: 'user', content: `task ${secret}` },
+          { role: 'assistant', content: [{ type: 'tool_use', id: 't1', name: 'run_check', input: { name: secret } }] },
+          {
+            role: 'user',
+            content: [
+              { type: 'tool_result', tool_use_id: 't1', content: `output ${secret}` },
+              {
+                type: 'tool_result',
+                tool_use_id: 't2',
+                content: [{ type: 'text', text: `more ${secret}`, cache_control: { type: 'ephemeral' } }],
+              },
+              { type: 'text', text: `follow-up ${secret}` },
+            ],
+          },
+        ],
+      },
+      scrub,
+    );
+    const sent = JSON.stringify(request.messages.filter((m) => m.role === 'user'));
+    expect(sent).not.toContain(secret);
+    expect(sent).toContain('"cache_control":{"type":"ephemeral"}');
+    expect(JSON.stringify(request.messages[1])).toContain(secret);
+  });
+
+  it('scrubs every text of a chat message', () => {
+    const view = scrubMessageView(
+      {
+        text: `fallback ${secret}`,
+        blocks: [
+          { type: 'header', text: secret },
+          { type: 'section', text: secret },
+          { type: 'fields', fields: [secret] },
+          { type: 'context', text: secret },
+          { type: 'divider' },
+          { type: 'actions', buttons: [{ actionId: 'shipgate.cancel', label: secret, value: 'sg-1a2b3c4d' }] },
+        ],
+      },
+      scrub,
+    );
+    expect(JSON.stringify(view)).not.toContain(secret);
+    expect(JSON.stringify(view)).toContain('shipgate.cancel');
+  });
+
+  it('scrubs CI failure details whole, before the reports cut them into lines', () => {
+    const [detail] = scrubFailureDetails(
+      [
+        {
+          source: 'check',
+          name: 'test',
+          conclusion: 'failure',
+          checkRunId: 1,
+          detailsUrl: null,
+          appSlug: 'github-actions',
+          title: `title ${secret}`,
+          summary: null,
+          infrastructure: false,
+          annotations: [
+            { path: 'a.js', startLine: 1, endLine: 1, level: 'failure', message: `m ${secret}`, title: null },
+          ],
+          logTail: `${'x'.repeat(5000)} ${secret}\nlast line`,
+        },
+      ],
+      scrub,
+    );
+    expect(JSON.stringify(detail)).not.toContain(secret);
+    expect(detail?.logTail?.endsWith('[REDACTED]\nlast line')).toBe(true);
   });
 });
