@@ -28,11 +28,11 @@ import { createGitHubWebhookListener, type GitHubEvent } from './http/github-web
 import { createHttpServer } from './http/server.js';
 import type { Logger } from './log.js';
 import { createMetrics, type Metrics } from './metrics.js';
-import { createScrubber, type Scrubber } from './security/scrubber.js';
 import type { ChatHandlers, ChatPort, CommandReply } from './ports/chat.js';
 import { createCancellation } from './queue/cancellation.js';
 import { CHAT_QUEUE, RUN_QUEUE, createQueues, type AdvanceJob, type ChatJob, type Queues } from './queue/queues.js';
 import { bullConnection, createRedis, type Redis } from './redis.js';
+import { createScrubber, type Scrubber } from './security/scrubber.js';
 import { createEtagCache } from './store/etag-cache.js';
 import { createFollowUps } from './store/follow-ups.js';
 import { createPokes } from './store/pokes.js';

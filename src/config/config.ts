@@ -210,7 +210,7 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env, options: LoadCo
     prometheusUrl: e.PROMETHEUS_URL,
     policyPath,
     policy,
-    secrets: collectSecrets(present, e.KUBECONFIG, readFile),
+    secrets: collectSecrets(present, e.KUBECONFIG, (path) => readFile(resolve(options.cwd ?? process.cwd(), path))),
   };
 }
 
