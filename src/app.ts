@@ -25,17 +25,18 @@ import { createConsoleChat, type ConsoleChat } from './adapters/console/console-
 import { createSlackChat, type SlackChat } from './adapters/slack/slack-chat.js';
 import { loadOrCreateLocalAuditKey, type LocalAuditKey } from './audit/audit-key.js';
 import { createAuditLog, type AuditLog } from './audit/audit-log.js';
-import { ConfigError, type AuditKeySource, type Config } from './config/config.js';
+import { ConfigError, secretValues, type AuditKeySource, type Config } from './config/config.js';
 import { cachedGroupMembers } from './domain/group-cache.js';
 import { ACTIVE_RUN_STATES } from './domain/run.js';
 import { createGitHubWebhookListener, type GitHubEvent } from './http/github-webhooks.js';
 import { createHttpServer } from './http/server.js';
-import { scrubSecrets, type Logger } from './log.js';
+import type { Logger } from './log.js';
 import { createMetrics, type Metrics } from './metrics.js';
-import type { ChatHandlers, ChatPort } from './ports/chat.js';
+import type { ChatHandlers, ChatPort, CommandReply } from './ports/chat.js';
 import { createCancellation } from './queue/cancellation.js';
 import { CHAT_QUEUE, RUN_QUEUE, createQueues, type AdvanceJob, type ChatJob, type Queues } from './queue/queues.js';
 import { bullConnection, createRedis, type Redis } from './redis.js';
+import { createScrubber, type Scrubber } from './security/scrubber.js';
 import { createEtagCache } from './store/etag-cache.js';
 import { createFollowUps } from './store/follow-ups.js';
 import { createPokes } from './store/pokes.js';
@@ -46,7 +47,13 @@ import { createRunStore, type RunStore } from './store/run-store.js';
 
 export interface ShipgateOptions {
   config: Config;
+  /** Build it with `createLogger({ …, scrub: scrubber.scrub })` and pass the same `scrubber`, so logs lose the configured secrets too. */
   log: Logger;
+  /**
+   * The one secret scrubber of the process (SPEC §4); default: one built from the configuration's
+   * secrets. Pass it when the logger was built with it (src/main.ts), so both learn minted tokens.
+   */
+  scrubber?: Scrubber;
   clock?: () => Date;
   /** Gate implementations; a gate without one stays pending as "not configured". */
   steps?: GateSteps;
@@ -82,6 +89,7 @@ export interface Shipgate {
   audit: AuditLog;
   queues: Queues;
   metrics: Metrics;
+  scrubber: Scrubber;
 }
 
 /**
@@ -160,8 +168,12 @@ export function createShipgate(options: ShipgateOptions): Shipgate {
     client?.on('error', (error: Error) => log.warn({ connection: name, err: error }, 'redis connection error'));
   }
 
+  // Every text that leaves the worker goes through this (SPEC §4); tokens minted at run time are added to it.
+  const scrubber = options.scrubber ?? createScrubber(secretValues(config));
+  const scrub = scrubber.scrub;
+
   const metrics = createMetrics();
-  const audit = createAuditLog({ redis, prefix, clock, key: auditKey, log, checkpointEvery: config.auditCheckpointEvery });
+  const audit = createAuditLog({ redis, prefix, clock, key: auditKey, log, checkpointEvery: config.auditCheckpointEvery, scrub });
   const queues = createQueues({ connection: bullmq, prefix });
   const store = createRunStore({
     redis,
@@ -221,8 +233,12 @@ export function createShipgate(options: ShipgateOptions): Shipgate {
       limiterId: options.tuning?.githubLimiterId,
       // Shared by every worker, so a poll by any of them can be a 304 (SPEC §10).
       etagCache: createEtagCache({ redis, prefix }),
+      scrub,
+      onSecret: (secret) => scrubber.add(secret),
     });
-    const model = createAnthropicModel({ apiKey: config.anthropic.apiKey, baseUrl: config.anthropic.baseUrl, log, metrics, maxRetries: options.tuning?.modelMaxRetries });
+    const model = createAnthropicModel({ apiKey: config.anthropic.apiKey, baseUrl: config.anthropic.baseUrl, log, metrics, maxRetries: options.tuning?.modelMaxRetries, scrub });
+    // TRUST BOUNDARY (issue 7): the agent step and git (src/git/git.ts, src/agent/check-runner.ts) are
+    // being rewritten; they are to take `scrub` for check output and commit text (quotedForCommit).
     steps.agent ??= createAgentStep({
       policy: config.policy,
       policyFileName: basename(config.policyPath),
@@ -235,9 +251,9 @@ export function createShipgate(options: ShipgateOptions): Shipgate {
       checkTimeoutMs: options.tuning?.checkTimeoutMs,
       followUps,
       sandbox,
-      scrub: scrubSecrets,
+      scrub,
     });
-    steps.pr ??= createPrStep({ github, chat });
+    steps.pr ??= createPrStep({ github, chat, scrub });
     steps.ci ??= createCiStep({
       policy: config.policy,
       github,
@@ -246,6 +262,7 @@ export function createShipgate(options: ShipgateOptions): Shipgate {
       firstPollMs: options.tuning?.firstPollMs,
       requiredChecksCache: createTtlCache({ redis, prefix, ttlSeconds: 600 }),
       followUps,
+      scrub,
     });
     steps.merge ??= createMergeStep({ github, clock, firstPollMs: options.tuning?.firstPollMs });
   }
@@ -302,6 +319,7 @@ export function createShipgate(options: ShipgateOptions): Shipgate {
     audit,
     queues,
     metrics,
+    scrubber,
     closed: consoleChat?.closed ?? new Promise<void>(() => undefined),
     port: () => boundPort,
 
@@ -330,6 +348,7 @@ export function createShipgate(options: ShipgateOptions): Shipgate {
           pokes,
           onRunEnded,
           maxRunMinutes: config.policy.budgets.maxRunMinutes,
+          scrub,
         });
         const runWorker = new Worker<AdvanceJob>(RUN_QUEUE, runProcessor, {
           connection: bullmq,
@@ -345,7 +364,7 @@ export function createShipgate(options: ShipgateOptions): Shipgate {
           job
             .getState()
             .then(async (state) => {
-              if (state === 'failed') await failRun({ store, audit, queues, clock, log, onRunEnded }, job.data.runId, `internal error after retries: ${error.message}`);
+              if (state === 'failed') await failRun({ store, audit, queues, clock, log, onRunEnded, scrub }, job.data.runId, `internal error after retries: ${error.message}`);
             })
             .catch((err: unknown) => log.error({ runId: job.data.runId, err }, 'could not record run failure'));
         });
@@ -353,6 +372,7 @@ export function createShipgate(options: ShipgateOptions): Shipgate {
           index,
           command: config.policy.command,
           unsandboxedChecks: !sandbox.isolated,
+          scrub,
           // Stay well under Slack's per-workspace write limits (SPEC §10: zero 429s under a burst).
           writes: createWriteLimiter({ redis, prefix, perSecond: 10 }),
         });
@@ -372,10 +392,17 @@ export function createShipgate(options: ShipgateOptions): Shipgate {
         await recoverRuns();
       }
 
+      // Ephemeral answers (run status, the audit trail) quote gate summaries: scrubbed like every other chat write.
+      const scrubbed =
+        <E>(handle: (event: E) => Promise<CommandReply>) =>
+        async (event: E): Promise<CommandReply> => {
+          const reply = await handle(event);
+          return reply.ephemeral === undefined ? reply : { ...reply, ephemeral: scrub(reply.ephemeral) };
+        };
       const handlers: ChatHandlers = {
-        onCommand: createShipCommand({ policy: config.policy, store, audit, queues, cancellation, groupMembers, clock, log, metrics }),
-        onAction: createRunActions({ policy: config.policy, store, audit, queues, cancellation, groupMembers, clock, log }),
-        onMention: createFollowUpHandler({ store, audit, queues, followUps, index, command: config.policy.command, log }),
+        onCommand: scrubbed(createShipCommand({ policy: config.policy, store, audit, queues, cancellation, groupMembers, clock, log, metrics })),
+        onAction: scrubbed(createRunActions({ policy: config.policy, store, audit, queues, cancellation, groupMembers, clock, log })),
+        onMention: scrubbed(createFollowUpHandler({ store, audit, queues, followUps, index, command: config.policy.command, log })),
       };
 
       server = createHttpServer({

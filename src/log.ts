@@ -1,4 +1,5 @@
 import { pino, type DestinationStream, type Logger } from 'pino';
+import { scrubTokenPatterns, type Scrub } from './security/scrubber.js';
 
 export type { Logger } from 'pino';
 
@@ -34,14 +35,26 @@ const REDACT_PATHS = [
   '*.redisUrl',
 ];
 
-/** Secret-looking strings that may hide inside free text (error messages, URLs). */
-const SECRET_PATTERN = /\b(xox[abposr]-[A-Za-z0-9-]+|xapp-[A-Za-z0-9-]+|gh[pousr]_[A-Za-z0-9]{20,}|github_pat_[A-Za-z0-9_]{20,}|sk-ant-[A-Za-z0-9_-]+)/g;
-
+/**
+ * Secret-looking strings that may hide inside free text (error messages, URLs): the token patterns
+ * of src/security/scrubber.ts, without the configured values (which only the composition root knows).
+ */
 export function scrubSecrets(text: string): string {
-  return text.replace(SECRET_PATTERN, '[REDACTED]');
+  return scrubTokenPatterns(text);
 }
 
-export function createLogger(options: { level: string; destination?: DestinationStream }): Logger {
+export interface LoggerOptions {
+  level: string;
+  destination?: DestinationStream;
+  /**
+   * Scrubs every written line, message string and error text. Pass the scrubber built from the
+   * configuration (`scrubber.scrub`) so configured secret values go too; default: token patterns only.
+   */
+  scrub?: Scrub | undefined;
+}
+
+export function createLogger(options: LoggerOptions): Logger {
+  const scrub = options.scrub ?? scrubSecrets;
   return pino(
     {
       level: options.level,
@@ -52,17 +65,17 @@ export function createLogger(options: { level: string; destination?: Destination
       },
       hooks: {
         // Last line of defence: whatever path a secret took into the record, it does not reach the output.
-        streamWrite: (line) => scrubSecrets(line),
+        streamWrite: (line) => scrub(line),
         // Error messages from SDKs sometimes echo a token back; scrub the message text too.
         logMethod(args, method) {
-          const scrubbed = args.map((arg) => (typeof arg === 'string' ? scrubSecrets(arg) : arg));
+          const scrubbed = args.map((arg) => (typeof arg === 'string' ? scrub(arg) : arg));
           method.apply(this, scrubbed as Parameters<typeof method>);
         },
       },
       serializers: {
         err: (error: unknown) => {
           const serialized = pino.stdSerializers.err(error instanceof Error ? error : new Error(String(error)));
-          return { ...serialized, message: scrubSecrets(serialized.message), stack: scrubSecrets(serialized.stack) };
+          return { ...serialized, message: scrub(serialized.message), stack: scrub(serialized.stack) };
         },
       },
     },

@@ -1,7 +1,8 @@
 import { createShipgate, type Shipgate } from './app.js';
-import { ConfigError, loadConfig } from './config/config.js';
+import { ConfigError, loadConfig, secretValues } from './config/config.js';
 import { startDevRedisIfNeeded } from './dev-redis.js';
 import { createLogger } from './log.js';
+import { createScrubber } from './security/scrubber.js';
 
 /**
  * Entry point: configuration is read and validated once, here; a bad value
@@ -18,8 +19,10 @@ async function main(): Promise<void> {
     }
     throw error;
   }
+  // One scrubber for logs and every other sink, so a token minted later is scrubbed from logs too.
+  const scrubber = createScrubber(secretValues(config));
   // In console mode stdout is the chat; logs go to stderr so the conversation stays readable.
-  const log = createLogger({ level: config.logLevel, destination: config.chat.kind === 'console' ? process.stderr : process.stdout });
+  const log = createLogger({ level: config.logLevel, destination: config.chat.kind === 'console' ? process.stderr : process.stdout, scrub: scrubber.scrub });
   // The console chat is for trying shipgate out: on a machine without Redis, bring a private one.
   const devRedis = config.chat.kind === 'console' && config.redisUrlIsDefault ? await startDevRedisIfNeeded(config.redisUrl) : undefined;
   if (devRedis !== undefined) {
@@ -28,7 +31,7 @@ async function main(): Promise<void> {
   }
   let app: Shipgate;
   try {
-    app = createShipgate({ config, log });
+    app = createShipgate({ config, log, scrubber });
   } catch (error) {
     if (error instanceof ConfigError) {
       process.stderr.write(`${error.message}\n`);

@@ -5,11 +5,32 @@ import type { Logger } from '../src/log.js';
 import type { ChatPort } from '../src/ports/chat.js';
 import type { ChatJob, ReplyContent } from '../src/queue/queues.js';
 import { renderCard, renderGateReply, renderRunEnded } from '../src/render/card.js';
-import type { MessageView } from '../src/render/view.js';
+import type { BlockView, MessageView } from '../src/render/view.js';
+import type { Scrub } from '../src/security/scrubber.js';
 import type { Redis } from '../src/redis.js';
 import type { RunIndex } from '../src/store/run-index.js';
 import type { WriteLimiter } from '../src/store/write-limiter.js';
 import type { RunStore } from '../src/store/run-store.js';
+
+function scrubBlock(block: BlockView, scrub: Scrub): BlockView {
+  switch (block.type) {
+    case 'header':
+    case 'section':
+    case 'context':
+      return { ...block, text: scrub(block.text) };
+    case 'fields':
+      return { ...block, fields: block.fields.map(scrub) };
+    case 'actions':
+      return { ...block, buttons: block.buttons.map((button) => ({ ...button, label: scrub(button.label), value: scrub(button.value) })) };
+    case 'divider':
+      return block;
+  }
+}
+
+/** Every text of a message scrubbed of secrets: what reaches the chat is checked here, on write, whoever rendered it. */
+export function scrubMessageView(view: MessageView, scrub: Scrub): MessageView {
+  return { text: scrub(view.text), blocks: view.blocks.map((block) => scrubBlock(block, scrub)) };
+}
 
 function digestOf(view: MessageView): string {
   return createHash('sha256').update(JSON.stringify(view)).digest('hex');
@@ -34,6 +55,8 @@ export interface ChatProcessorDeps {
   index?: RunIndex | undefined;
   /** The policy says `sandbox: none`: every card says that checks run unsandboxed. */
   unsandboxedChecks?: boolean | undefined;
+  /** Secret scrubbing of every message posted or updated (SPEC §4); default: none. */
+  scrub?: Scrub | undefined;
 }
 
 /**
@@ -56,6 +79,8 @@ export function createChatProcessor(deps: ChatProcessorDeps): (job: Job<ChatJob>
   const renderedKey = (runId: string) => `${prefix}:card:rendered:${runId}`;
   const slotKey = (runId: string) => `${prefix}:card:slot:${runId}`;
   const hashKey = (runId: string) => `${prefix}:card:hash:${runId}`;
+  const scrub = deps.scrub;
+  const safe = (view: MessageView): MessageView => (scrub === undefined ? view : scrubMessageView(view, scrub));
 
   /** Posts at most once per key; `fresh` is false when an earlier attempt's message was found instead. */
   async function postOnce(input: { channel: string; threadTs?: string | undefined; message: MessageView; key: string }): Promise<{ ts: string; fresh: boolean }> {
@@ -85,7 +110,7 @@ export function createChatProcessor(deps: ChatProcessorDeps): (job: Job<ChatJob>
     // other waits for it. The lease expires, so a holder that died does not block the run.
     const lease = await redis.set(`${prefix}:root-lease:${run.id}`, '1', 'PX', 30_000, 'NX');
     if (lease === null) await delay(job, token, 300);
-    const view = renderCard(run, cardOptions);
+    const view = safe(renderCard(run, cardOptions));
     const { ts, fresh } = await postOnce({ channel: run.chat.channel, message: view, key: `${run.id}.root` });
     if (fresh) {
       await redis.set(renderedKey(run.id), String(run.version));
@@ -112,7 +137,7 @@ export function createChatProcessor(deps: ChatProcessorDeps): (job: Job<ChatJob>
     if (rooted.current) return;
     const run = rooted.run;
     if (run.chat.ts === undefined) return;
-    const view = renderCard(run, cardOptions);
+    const view = safe(renderCard(run, cardOptions));
     const digest = digestOf(view);
     // A change that renders the same card (a poll that saw nothing new) costs no Slack write.
     const unchanged = (await redis.get(hashKey(runId))) === digest;
@@ -161,6 +186,6 @@ export function createChatProcessor(deps: ChatProcessorDeps): (job: Job<ChatJob>
     // rendering now could announce "is cancelling". Wait until the terminal state is stored.
     if (data.content.type === 'ended' && !isTerminal(run.state)) await delay(job, token, 250);
     const { run: rooted } = await ensureRoot(run, job, token);
-    await postOnce({ channel: rooted.chat.channel, threadTs: rooted.chat.ts, message: replyView(rooted, data.content), key: `${run.id}.${data.key}` });
+    await postOnce({ channel: rooted.chat.channel, threadTs: rooted.chat.ts, message: safe(replyView(rooted, data.content)), key: `${run.id}.${data.key}` });
   };
 }

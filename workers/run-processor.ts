@@ -15,6 +15,7 @@ import type { Logger } from '../src/log.js';
 import type { Metrics } from '../src/metrics.js';
 import type { Cancellation } from '../src/queue/cancellation.js';
 import { advanceJobId, type AdvanceJob, type Queues } from '../src/queue/queues.js';
+import type { Scrub } from '../src/security/scrubber.js';
 import type { Pokes } from '../src/store/pokes.js';
 import type { RunStore } from '../src/store/run-store.js';
 import type { GateSteps } from './gate-step.js';
@@ -36,6 +37,17 @@ export interface RunProcessorDeps {
   pokes?: Pokes | undefined;
   /** Clean-up once a run is terminal (e.g. removing its workspace); failures are logged, not retried. */
   onRunEnded?: ((run: Run) => Promise<void>) | undefined;
+  /**
+   * Secret scrubbing of every verdict (summary, feedback for the agent) and forced-end reason before
+   * it is audited, posted, stored or handed back to the agent (SPEC §4): steps put check output, CI
+   * logs and error messages in them.
+   */
+  scrub?: Scrub | undefined;
+}
+
+function scrubOutcome(outcome: GateOutcome, scrub: Scrub | undefined): GateOutcome {
+  if (scrub === undefined) return outcome;
+  return outcome.kind === 'retry-from' ? { ...outcome, summary: scrub(outcome.summary), feedback: scrub(outcome.feedback) } : { ...outcome, summary: scrub(outcome.summary) };
 }
 
 /**
@@ -100,9 +112,9 @@ export function createRunProcessor(deps: RunProcessorDeps): (job: Job<AdvanceJob
       return stored.after;
     };
     try {
-      return await step.run({ run, gate, signal, log: log.child({ gate: gateName }), record });
+      return scrubOutcome(await step.run({ run, gate, signal, log: log.child({ gate: gateName }), record }), deps.scrub);
     } catch (error) {
-      if (error instanceof RefusedError) return { kind: 'failed', summary: error.message };
+      if (error instanceof RefusedError) return scrubOutcome({ kind: 'failed', summary: error.message }, deps.scrub);
       throw error;
     }
   }
@@ -243,10 +255,11 @@ export function createRunProcessor(deps: RunProcessorDeps): (job: Job<AdvanceJob
  * in between leaves nothing half-done.
  */
 export async function failRun(
-  deps: Pick<RunProcessorDeps, 'store' | 'audit' | 'queues' | 'clock' | 'log' | 'onRunEnded'>,
+  deps: Pick<RunProcessorDeps, 'store' | 'audit' | 'queues' | 'clock' | 'log' | 'onRunEnded' | 'scrub'>,
   runId: string,
-  outcome: string,
+  reason: string,
 ): Promise<void> {
+  const outcome = deps.scrub?.(reason) ?? reason;
   const run = await deps.store.get(runId);
   if (run === undefined || isTerminal(run.state)) return;
   const key = `${runId}.forced-end.${run.jobSeq}`;

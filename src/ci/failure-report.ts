@@ -1,5 +1,6 @@
 import { createHash } from 'node:crypto';
 import type { CheckAnnotation } from '../ports/github.js';
+import type { Scrub } from '../security/scrubber.js';
 import type { FailedCheck } from './verdict.js';
 
 /**
@@ -14,6 +15,24 @@ export type FailureDetail = FailedCheck & {
   /** The tail of the failed Actions job's log, raw; undefined when not an Actions job or not available. */
   logTail: string | undefined;
 };
+
+/**
+ * The failures with every text from CI scrubbed of secrets (SPEC §4: CI logs reach the model and the
+ * thread). Done on the whole texts before rendering: the reports cut lines and keep only the last
+ * ones, and a secret cut in half would no longer be recognised.
+ */
+export function scrubFailureDetails(failures: readonly FailureDetail[], scrub: Scrub): FailureDetail[] {
+  const orNull = (text: string | null) => (text === null ? null : scrub(text));
+  return failures.map((failure) => ({
+    ...failure,
+    name: scrub(failure.name),
+    detailsUrl: orNull(failure.detailsUrl),
+    title: orNull(failure.title),
+    summary: orNull(failure.summary),
+    annotations: failure.annotations.map((a) => ({ ...a, path: scrub(a.path), message: scrub(a.message), title: orNull(a.title) })),
+    logTail: failure.logTail === undefined ? undefined : scrub(failure.logTail),
+  }));
+}
 
 /**
  * A stable hash of what failed: names, conclusions and annotation paths and

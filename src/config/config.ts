@@ -1,5 +1,5 @@
 import { readFileSync } from 'node:fs';
-import { resolve } from 'node:path';
+import { delimiter, resolve } from 'node:path';
 import { parse as parseYaml } from 'yaml';
 import { z } from 'zod';
 import { parseAuditKey } from '../audit/audit-key.js';
@@ -156,6 +156,8 @@ export interface Config {
   auditCheckpointEvery: number;
   policyPath: string;
   policy: Policy;
+  /** Every secret value the configuration holds or points at, for the scrubber (see `secretValues`). */
+  secrets: readonly string[];
 }
 
 /** What the audit CLI needs: the same environment rules as the bot, without the policy file. */
@@ -268,5 +270,99 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env, options: LoadCo
     auditCheckpointEvery: e.SHIPGATE_AUDIT_CHECKPOINT_EVERY,
     policyPath,
     policy,
+    secrets: collectSecrets(present, e.KUBECONFIG, (path) => readFile(resolve(options.cwd ?? process.cwd(), path))),
   };
+}
+
+/**
+ * Every secret the configuration holds (SPEC §4: scrubbed from whatever leaves the worker): the
+ * tokens and keys from the environment, passwords inside its URLs, and the credentials in the
+ * kubeconfig the bot reads. Pass it to `createScrubber` (src/security/scrubber.ts).
+ */
+export function secretValues(config: Pick<Config, 'secrets'>): string[] {
+  return [...config.secrets];
+}
+
+/** Secret environment keys; read from the raw map so keys another module validates (SHIPGATE_AUDIT_KEY, Discord) count too. */
+const SECRET_ENV_KEYS = [
+  'SLACK_BOT_TOKEN',
+  'SLACK_SIGNING_SECRET',
+  'SLACK_APP_TOKEN',
+  'ANTHROPIC_API_KEY',
+  'GITHUB_TOKEN',
+  'GITHUB_APP_PRIVATE_KEY',
+  'GITHUB_WEBHOOK_SECRET',
+  'SHIPGATE_AUDIT_KEY',
+  'DISCORD_BOT_TOKEN',
+  'DISCORD_PUBLIC_KEY',
+] as const;
+
+/** Endpoints that may carry a password in their userinfo (`rediss://:password@host`). */
+const URL_ENV_KEYS = ['REDIS_URL', 'SLACK_API_URL', 'ANTHROPIC_BASE_URL', 'GITHUB_API_URL', 'PROMETHEUS_URL'] as const;
+
+/** The credential fields of a kubeconfig's users (only those; everything else is left unchecked). */
+const kubeconfigSchema = z.looseObject({
+  users: z
+    .array(
+      z.looseObject({
+        user: z
+          .looseObject({
+            token: z.string().optional(),
+            password: z.string().optional(),
+            'client-key-data': z.string().optional(),
+            'auth-provider': z.looseObject({ config: z.record(z.string(), z.unknown()).nullish() }).nullish(),
+          })
+          .nullish(),
+      }),
+    )
+    .nullish(),
+});
+
+const AUTH_PROVIDER_SECRETS = ['access-token', 'refresh-token', 'id-token', 'client-secret'];
+
+function urlPassword(value: string): string | undefined {
+  try {
+    const password = new URL(value).password;
+    return password === '' ? undefined : decodeURIComponent(password);
+  } catch {
+    return undefined;
+  }
+}
+
+/** Credentials in the kubeconfig file(s); a file that is missing or not a kubeconfig holds none. */
+function kubeconfigSecrets(paths: string, readFile: (path: string) => string): string[] {
+  const found: string[] = [];
+  // KUBECONFIG is a list, like PATH.
+  for (const path of paths.split(delimiter).filter((p) => p !== '')) {
+    let raw: unknown;
+    try {
+      raw = parseYaml(readFile(path));
+    } catch {
+      continue;
+    }
+    const parsed = kubeconfigSchema.safeParse(raw);
+    if (!parsed.success) continue;
+    for (const { user } of parsed.data.users ?? []) {
+      if (user === null || user === undefined) continue;
+      const keyData = user['client-key-data'];
+      found.push(...[user.token, user.password, keyData].filter((v): v is string => v !== undefined));
+      // The key as it appears once decoded (a PEM block, scrubbed by its lines too).
+      if (keyData !== undefined) found.push(Buffer.from(keyData, 'base64').toString('utf8'));
+      const providerConfig = user['auth-provider']?.config ?? {};
+      for (const name of AUTH_PROVIDER_SECRETS) {
+        const value = providerConfig[name];
+        if (typeof value === 'string') found.push(value);
+      }
+    }
+  }
+  return found;
+}
+
+function collectSecrets(env: Record<string, string | undefined>, kubeconfig: string | undefined, readFile: (path: string) => string): string[] {
+  const values = [
+    ...SECRET_ENV_KEYS.map((key) => env[key]?.trim()),
+    ...URL_ENV_KEYS.map((key) => (env[key] === undefined ? undefined : urlPassword(env[key]))),
+    ...(kubeconfig === undefined ? [] : kubeconfigSecrets(kubeconfig, readFile)),
+  ];
+  return [...new Set(values.filter((v): v is string => v !== undefined && v !== ''))];
 }

@@ -1,9 +1,10 @@
 import { PassThrough } from 'node:stream';
 import { inject } from 'vitest';
 import { createShipgate, type Shipgate, type ShipgateOptions } from '../../src/app.js';
-import { loadConfig, type Config } from '../../src/config/config.js';
+import { loadConfig, secretValues, type Config } from '../../src/config/config.js';
 import { createLogger } from '../../src/log.js';
 import { TEST_AUDIT_KEY } from './audit-key.js';
+import { createScrubber } from '../../src/security/scrubber.js';
 import { testPrefix } from './ids.js';
 import { startSlackServer, type SlackServer } from './slack-server.js';
 
@@ -60,8 +61,10 @@ export async function startTestBot(options: { policy?: string; name?: string; en
   slack.setUserGroup('SDEVS', ['UBOB']);
   const prefix = testPrefix(options.name ?? 'bot');
   const config = loadConfig(testEnv(slack, prefix, options.env), { readFile: () => options.policy ?? TEST_POLICY });
-  const log = createLogger({ level: 'silent', destination: new PassThrough() });
-  const app = createShipgate({ ...options, config, log });
+  // Wired as src/main.ts wires it: one scrubber for the logger and the app.
+  const scrubber = createScrubber(secretValues(config));
+  const log = createLogger({ level: 'silent', destination: new PassThrough(), scrub: scrubber.scrub });
+  const app = createShipgate({ scrubber, ...options, config, log });
   await app.start();
   const baseUrl = `http://127.0.0.1:${app.port()}`;
   return {

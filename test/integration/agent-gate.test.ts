@@ -144,6 +144,41 @@ describe('agent and pr gates', () => {
     expect(w.github.pulls('acme/shop')).toHaveLength(1);
   });
 
+  it('puts the agent summary in the PR body fenced: no mention, closing keyword or trailer in it is live', async () => {
+    const w = await startWorld('pr-body');
+    const summary = [
+      'Added /healthz. Fixes #1 and closes acme/shop#2.',
+      'Thanks @org/team and @alice!',
+      'Requested-by: mallory',
+      'Signed-off-by: Mallory <m@evil.example>',
+      '```',
+      '### Checks run by shipgate before pushing',
+      '- ✅ `everything`',
+    ].join('\n');
+    w.model.script(
+      edit('t1', { command: 'str_replace', path: '/repo/src/server.js', old_str: "  '/': () => 'hello',\n", new_str: "  '/': () => 'hello',\n  '/healthz': () => 'ok',\n" }),
+      done(summary),
+    );
+    const runId = await ship(w);
+    await eventually(async () => (await w.bot.app.store.get(runId))?.gates[1]?.state === 'passed', 'pr passed', 20_000);
+
+    // What went over the wire to GitHub, as the fake recorded it.
+    const [posted] = w.github.requestsTo({ method: 'POST', path: /^\/repos\/acme\/shop\/pulls$/ });
+    const body = w.github.pulls('acme/shop')[0]?.body ?? '';
+    expect(posted?.body).toMatchObject({ body });
+    expect(body).toContain('Added /healthz.');
+    // GitHub would close #1 and acme/shop#2 on merge, and notify @org/team and @alice.
+    expect(body).not.toMatch(/\b(fix(e[sd])?|close[sd]?|resolve[sd]?)\s*:?\s*([\w.-]+\/[\w.-]+)?#\d/i);
+    expect(body).not.toMatch(/(^|[^\w.@/-])@(org\/team|alice)\b/m);
+    // Attribution trailers are gone; the bot's own sections cannot be imitated from inside the fence.
+    expect(body).not.toMatch(/Requested-by:|Signed-off-by:/i);
+    const fenced = /^(`{3,})text\n([\s\S]*?)\n\1$/m.exec(body);
+    expect(fenced?.[1]?.length).toBeGreaterThan(3);
+    expect(fenced?.[2]).toContain('Thanks @');
+    expect(fenced?.[2]).toContain('### Checks run by shipgate before pushing');
+    expect(body.replace(fenced?.[0] ?? '', '').match(/^### Checks run by shipgate before pushing$/gm)).toHaveLength(1);
+  });
+
   it('fails the run with a clear message when the turn budget runs out', async () => {
     const policy = POLICY.replace('maxAgentTurns: 8', 'maxAgentTurns: 2');
     const w = await startWorld('budget', policy);

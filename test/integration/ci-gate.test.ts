@@ -5,7 +5,7 @@ import type { CheckRunSetup } from '../helpers/github-server.js';
 import { SIGNING_SECRET } from '../helpers/bot.js';
 import { eventually } from '../helpers/eventually.js';
 import { sendSignedRequest } from '../helpers/slack-requests.js';
-import { gitIn, startWorld, WEBHOOK_SECRET, type World } from '../helpers/world.js';
+import { gitIn, GITHUB_TOKEN, startWorld, WEBHOOK_SECRET, type World } from '../helpers/world.js';
 
 /**
  * Issue 4, "done when": CI is the verdict. The real Octokit polls a local
@@ -110,6 +110,49 @@ describe('the CI gate and the fix loop', () => {
     expect(verdicts[0]).toMatch(/test/);
     expect(verdicts[1]).toMatch(/passed/);
     await w.bot.slack.waitFor((s) => s.messages('CSHOP').some((m) => (m.text ?? '').startsWith('merge ') && /merged/.test(m.text ?? '')), 5_000, 'merged reply');
+  });
+
+  it('secrets printed by CI (log tail, annotation, check summary) reach neither the thread, the model, the audit trail nor the stored run', async () => {
+    const w = await start('ci-secrets');
+    // Configured secrets (not token-shaped: only the configured-value scrub knows them) and a token shape.
+    const awsKey = ['AKIA', 'IOSFODNN7', 'EXAMPLE'].join('');
+    const secrets = [WEBHOOK_SECRET, SIGNING_SECRET, GITHUB_TOKEN, awsKey];
+    w.model.script(
+      create('c1', "module.exports = () => 'healthy';\n"),
+      done('Added src/health.js.'),
+      (request) => {
+        // The failure did come back, with the secrets cut out of it.
+        if (!firstUserText(request).includes('[REDACTED]')) throw new Error(`no redacted CI report in: ${firstUserText(request)}`);
+        return create('c2', "module.exports = () => 'ok';\n");
+      },
+      done('Return ok.'),
+    );
+    const runId = await w.ship('acme/shop add a health module');
+    const first = await pushedCommit(w, runId);
+    const [failed] = w.github.setCheckRuns('acme/shop', first, [
+      { name: 'test', conclusion: 'failure', output: { title: '1 test failed', summary: `env: GITHUB_WEBHOOK_SECRET=${WEBHOOK_SECRET}` }, app: { slug: 'github-actions' } },
+    ]);
+    w.github.setAnnotations(failed?.id ?? 0, [{ path: 'test/health.test.js', start_line: 1, message: `request failed with token ${GITHUB_TOKEN}`, annotation_level: 'failure' }]);
+    w.github.setJobLog(
+      failed?.id ?? 0,
+      ['Run npm test', `+ echo ${WEBHOOK_SECRET}`, WEBHOOK_SECRET, `curl -H "X-Signing: ${SIGNING_SECRET}"`, `aws configure set aws_access_key_id ${awsKey}`, 'FAIL test/health.test.js', ''].join('\n'),
+    );
+    await pushedCommit(w, runId, first);
+    await w.bot.slack.waitFor((s) => s.messages('CSHOP').some((m) => (m.text ?? '').startsWith('ci ')), 5_000, 'the CI failure reply');
+
+    const slack = JSON.stringify(w.bot.slack.calls);
+    const model = JSON.stringify(w.model.requests.map((r) => r.body));
+    const audit = await w.bot.app.audit.exportRun(runId);
+    const stored = JSON.stringify(await runOf(w, runId));
+    for (const secret of secrets) {
+      expect(slack).not.toContain(secret);
+      expect(model).not.toContain(secret);
+      expect(audit).not.toContain(secret);
+      expect(stored).not.toContain(secret);
+    }
+    // Scrubbed, not dropped: the report still says what failed.
+    expect(model).toContain('request failed with token [REDACTED]');
+    expect(audit).toContain('[REDACTED]');
   });
 
   it('stops early when the same failure repeats, before maxCiIterations', async () => {

@@ -10,6 +10,7 @@ import { createGitHubRest, type GitHubRestOptions } from '../../src/adapters/git
 import { ExternalOutageError, RefusedError } from '../../src/errors.js';
 import { createLogger } from '../../src/log.js';
 import { createMetrics, type Metrics } from '../../src/metrics.js';
+import { createScrubber } from '../../src/security/scrubber.js';
 import type { GitHubPort } from '../../src/ports/github.js';
 import {
   primaryRateLimit,
@@ -168,6 +169,18 @@ describe('GitHub REST adapter against the GitHub fake (token auth)', () => {
       title: 'Fix typo',
       body: 'Requested in Slack',
     });
+  });
+
+  it('scrubs the title and body of the pull request it opens with the scrub it was given', async () => {
+    const secret = 'configured-secret-value';
+    const scrub = createScrubber([secret]).scrub;
+    await adapter({ scrub }).createPullRequest({ owner: 'acme', repo: 'shop', head: BRANCH, base: 'main', title: `Fix ${secret}`, body: `echo ${secret}; ${TOKEN}` });
+
+    expect(server.requestsTo({ method: 'POST' })[0]?.body).toMatchObject({ title: 'Fix [REDACTED]', body: `echo [REDACTED]; ${TOKEN}` });
+    // Without a scrub of its own the adapter still removes token patterns.
+    const ghs = `ghs_${'a1B2'.repeat(9)}`;
+    await adapter().createPullRequest({ owner: 'acme', repo: 'shop', head: BRANCH, base: 'main', title: 't', body: `b ${ghs}` });
+    expect(JSON.stringify(server.requestsTo({ method: 'POST' }))).not.toContain(ghs);
   });
 
   it('findOpenPullRequest finds the open PR by branch, and nothing for other branches or closed PRs', async () => {
@@ -342,7 +355,7 @@ describe('GitHub REST adapter against the GitHub fake (App auth)', () => {
   let metrics: Metrics;
   let logs: ReturnType<typeof captureLog>;
 
-  function appAdapter(installationId?: string): GitHubPort {
+  function appAdapter(installationId?: string, overrides: Partial<GitHubRestOptions> = {}): GitHubPort {
     return createGitHubRest({
       apiUrl: server.apiUrl,
       auth: { kind: 'app', appId: APP_ID, privateKey, ...(installationId === undefined ? {} : { installationId }) },
@@ -350,6 +363,7 @@ describe('GitHub REST adapter against the GitHub fake (App auth)', () => {
       metrics,
       retry: { retries: 2, retryAfterBaseMs: 1 },
       limiterId: randomUUID(),
+      ...overrides,
     });
   }
 
@@ -417,6 +431,24 @@ describe('GitHub REST adapter against the GitHub fake (App auth)', () => {
     expect(server.requestsTo({ path: '/app/installations/:id/access_tokens' }).every((r) => r.status === 201)).toBe(
       true,
     );
+  });
+
+  it('reports every installation token it mints, for API calls and for pushes, before using it', async () => {
+    const scrubber = createScrubber([]);
+    const reported: string[] = [];
+    const github = appAdapter(undefined, {
+      onSecret: (secret) => {
+        reported.push(secret);
+        scrubber.add(secret);
+      },
+    });
+
+    await github.getRepository('acme', 'shop');
+    const { password } = await github.pushCredentials('acme', 'shop');
+
+    expect(server.issuedTokens.length).toBeGreaterThanOrEqual(2);
+    expect(new Set(reported)).toEqual(new Set(server.issuedTokens.map((t) => t.token)));
+    expect(scrubber.scrub(`git push https://x-access-token:${password}@github.com (${password})`)).not.toContain(password);
   });
 
   it('refuses a repository the App is not installed on', async () => {

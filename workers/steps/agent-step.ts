@@ -16,6 +16,7 @@ import type { GitHubPort } from '../../src/ports/github.js';
 import type { FollowUps } from '../../src/store/follow-ups.js';
 import type { ModelPort } from '../../src/ports/model.js';
 import type { SandboxPort } from '../../src/ports/sandbox.js';
+import { quotedForCommit } from '../../src/security/model-text.js';
 import type { GateContext, GateStep } from '../gate-step.js';
 
 export interface AgentStepDeps {
@@ -63,6 +64,7 @@ export function createAgentStep(deps: AgentStepDeps): GateStep {
   return {
     async run(context: GateContext) {
       const { run, signal, log, record } = context;
+      const scrub = deps.scrub ?? ((text: string) => text);
       const [owner, repo] = run.repo.split('/');
       const repoPolicy = deps.policy.repos[run.repo];
       if (owner === undefined || repo === undefined || repoPolicy === undefined) throw new RefusedError(`${run.repo} is not configured`);
@@ -194,7 +196,9 @@ export function createAgentStep(deps: AgentStepDeps): GateStep {
 
       const committed = await deps.git.commitAll({
         dir,
-        message: `${firstLine(run.task)}\n\n${summary}`.trim(),
+        // The model's words are quoted and neutralised (no mentions, closing keywords or trailer lines):
+        // the bot's trailers below are the only ones the commit has.
+        message: summary.trim() === '' ? firstLine(run.task) : `${firstLine(run.task)}\n\nThe agent's summary (model output, quoted):\n\n${quotedForCommit(scrub(summary))}`,
         trailers: { 'Shipgate-Run': run.id, 'Requested-by': `${run.requester.name ?? run.requester.userId} <${run.requester.userId}>` },
       });
       // What goes out is the commit, not the working tree: check the commit itself, in the bot's own git

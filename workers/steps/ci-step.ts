@@ -1,8 +1,9 @@
-import { failureFingerprint, renderFailureForAgent, renderFailureForThread, type FailureDetail } from '../../src/ci/failure-report.js';
+import { failureFingerprint, renderFailureForAgent, renderFailureForThread, scrubFailureDetails, type FailureDetail } from '../../src/ci/failure-report.js';
 import { evaluateCi } from '../../src/ci/verdict.js';
 import type { Policy } from '../../src/config/policy.js';
 import { RefusedError } from '../../src/errors.js';
 import type { GitHubCiPort, GitHubPort } from '../../src/ports/github.js';
+import type { Scrub } from '../../src/security/scrubber.js';
 import type { FollowUps } from '../../src/store/follow-ups.js';
 import type { RunIndex } from '../../src/store/run-index.js';
 import type { TtlCache } from '../../src/store/ttl-cache.js';
@@ -26,6 +27,8 @@ export interface CiStepDeps {
   clock: () => Date;
   /** Command name, for the "retry" hint. */
   command?: string;
+  /** Secret scrubbing of what CI reported (log tails, annotations, summaries) before it goes to the agent and the thread. */
+  scrub?: Scrub | undefined;
 }
 
 const LOG_TAIL_BYTES = 16 * 1024;
@@ -41,6 +44,7 @@ export function createCiStep(deps: CiStepDeps): GateStep {
   const firstPoll = deps.firstPollMs ?? 5_000;
   const maxPoll = deps.maxPollMs ?? 60_000;
   const command = deps.command ?? deps.policy.command;
+  const scrub = deps.scrub ?? ((text: string) => text);
 
   async function requiredChecks(owner: string, repo: string, branch: string): Promise<string[] | undefined> {
     const key = `required-checks:${owner}/${repo}:${branch}`;
@@ -88,23 +92,25 @@ export function createCiStep(deps: CiStepDeps): GateStep {
         return { kind: 'passed', summary: `CI passed for ${sha.slice(0, 12)}: ${verdict.summary}` };
       }
 
-      const details: FailureDetail[] = [];
+      const fetched: FailureDetail[] = [];
       for (const failure of verdict.failed.slice(0, MAX_DETAILED_FAILURES)) {
         const annotations = failure.checkRunId === null ? [] : await deps.github.checkRunAnnotations(owner, repo, failure.checkRunId);
         const logTail =
           failure.checkRunId !== null && failure.appSlug === 'github-actions'
             ? await deps.github.actionsJobLogTail(owner, repo, failure.checkRunId, LOG_TAIL_BYTES)
             : undefined;
-        details.push({ ...failure, annotations, logTail });
+        fetched.push({ ...failure, annotations, logTail });
       }
+      // Whole texts, before the reports cut and tail them.
+      const details = scrubFailureDetails(fetched, scrub);
       const report = renderFailureForThread(details);
-      const names = verdict.failed.map((f) => f.name).join(', ');
+      const names = verdict.failed.map((f) => scrub(f.name)).join(', ');
 
       if (verdict.infrastructureOnly) {
         // Not the code's fault: spending an agent iteration on it would teach the agent nothing.
         return {
           kind: 'failed',
-          summary: `CI did not complete (${verdict.failed.map((f) => `${f.name}: ${f.conclusion}`).join(', ')}). This looks like an infrastructure problem, not the change: re-run the failed jobs in GitHub, then \`${command} retry ${run.id}\`.\n${report}`,
+          summary: `CI did not complete (${verdict.failed.map((f) => `${scrub(f.name)}: ${f.conclusion}`).join(', ')}). This looks like an infrastructure problem, not the change: re-run the failed jobs in GitHub, then \`${command} retry ${run.id}\`.\n${report}`,
         };
       }
       const fingerprint = failureFingerprint(details);

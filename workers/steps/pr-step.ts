@@ -2,11 +2,15 @@ import type { Run } from '../../src/domain/run.js';
 import { RefusedError } from '../../src/errors.js';
 import type { ChatPort } from '../../src/ports/chat.js';
 import type { GitHubPort } from '../../src/ports/github.js';
+import { fencedForMarkdown } from '../../src/security/model-text.js';
+import type { Scrub } from '../../src/security/scrubber.js';
 import type { GateStep } from '../gate-step.js';
 
 export interface PrStepDeps {
   github: GitHubPort;
   chat: Pick<ChatPort, 'permalink'>;
+  /** Secret scrubbing of the title and body (the adapter scrubs what it writes as well). */
+  scrub?: Scrub | undefined;
 }
 
 const TITLE_MAX = 72;
@@ -16,7 +20,11 @@ export function pullRequestTitle(task: string): string {
   return line.length <= TITLE_MAX ? line : `${line.slice(0, TITLE_MAX - 1)}…`;
 }
 
-/** The PR body: the task, the agent's summary, the checks the bot ran, and the way back to the thread. */
+/**
+ * The PR body: the task, the agent's summary, the checks the bot ran, and the way back to the thread.
+ * The summary is model text (SPEC §4): fenced, with mentions, closing keywords and trailers neutralised,
+ * so it cannot notify anyone, close an issue on merge or imitate the bot's own sections.
+ */
 export function pullRequestBody(run: Run, threadUrl: string | undefined): string {
   const checks = run.artifacts.checks ?? [];
   const lines = [
@@ -28,13 +36,14 @@ export function pullRequestBody(run: Run, threadUrl: string | undefined): string
     '',
     '### What the agent says it changed',
     '',
-    run.artifacts.summary?.trim() || '_(no summary)_',
+    run.artifacts.summary?.trim() ? fencedForMarkdown(run.artifacts.summary) : '_(no summary)_',
     '',
     '### Checks run by shipgate before pushing',
     '',
     ...(checks.length === 0 ? ['_(the repository configures no checks)_'] : checks.map((c) => `- ${c.passed ? '✅' : '❌'} \`${c.name}\``)),
   ];
-  if (run.artifacts.diffStat !== undefined) lines.push('', '### Diffstat', '', '```', run.artifacts.diffStat.trim(), '```');
+  // File names are the model's choice too: the same fence (a name with backticks cannot close it).
+  if (run.artifacts.diffStat !== undefined) lines.push('', '### Diffstat', '', fencedForMarkdown(run.artifacts.diffStat));
   lines.push('', '---', 'This pull request goes through the same review, CI and deployment gates as any other. The bot cannot merge it past them.');
   return lines.join('\n');
 }
@@ -44,6 +53,7 @@ export function pullRequestBody(run: Run, threadUrl: string | undefined): string
  * opens its pull request, or adopts the one an earlier attempt opened.
  */
 export function createPrStep(deps: PrStepDeps): GateStep {
+  const scrub = deps.scrub ?? ((text: string) => text);
   return {
     async run({ run, record, log }) {
       const [owner, repo] = run.repo.split('/');
@@ -59,8 +69,8 @@ export function createPrStep(deps: PrStepDeps): GateStep {
           repo,
           head: branch,
           base: info.defaultBranch,
-          title: pullRequestTitle(run.task),
-          body: pullRequestBody(run, threadUrl),
+          title: scrub(pullRequestTitle(run.task)),
+          body: scrub(pullRequestBody(run, threadUrl)),
         });
         log.info({ pr: pr.number }, 'pull request opened');
       } else {

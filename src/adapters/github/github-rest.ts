@@ -7,6 +7,7 @@ import { z } from 'zod';
 import { ExternalOutageError, RefusedError } from '../../errors.js';
 import { scrubSecrets, type Logger } from '../../log.js';
 import type { Metrics } from '../../metrics.js';
+import type { Scrub } from '../../security/scrubber.js';
 import type {
   CheckAnnotation,
   CheckRunInfo,
@@ -71,6 +72,16 @@ export interface GitHubRestOptions {
    * revalidates the others' answers; without one, a bounded in-memory cache of this adapter is used.
    */
   etagCache?: EtagCache;
+  /**
+   * Scrubs what this adapter writes to GitHub (pull request titles and bodies) and the text of the
+   * errors it raises (SPEC §4). Default: the token patterns of src/log.ts.
+   */
+  scrub?: Scrub | undefined;
+  /**
+   * Told every credential minted at run time (GitHub App installation tokens, for the API and for
+   * pushes) before it is used, so the scrubber can remove it from whatever text it later shows up in.
+   */
+  onSecret?: ((secret: string) => void) | undefined;
 }
 
 const PRIMARY_RATE_LIMIT_RETRIES = 2;
@@ -100,6 +111,10 @@ const installationSchema = z.object({ id: z.number().int().positive() });
 
 /** What `octokit.auth({ type: 'installation' })` resolves to (only the fields used). */
 const installationTokenSchema = z.object({ token: z.string().min(1), expiresAt: z.string() });
+
+/** `POST /app/installations/{id}/access_tokens` answers (only the field used). */
+const accessTokenAnswerSchema = z.object({ token: z.string().min(1) });
+const ACCESS_TOKENS_PATH = /\/app\/installations\/\d+\/access_tokens$/;
 
 /** The parts of an Octokit `RequestError` that decide how to report it; duck-typed to avoid a transitive import. */
 const requestErrorSchema = z.object({
@@ -300,7 +315,7 @@ function isAnswer(error: unknown, statuses: readonly number[]): boolean {
 }
 
 /** Maps whatever a call threw to the two error kinds the queue understands (src/errors.ts). */
-function toPortError(what: string, error: unknown): Error {
+function toPortError(what: string, error: unknown, scrub: Scrub): Error {
   if (error instanceof RefusedError || error instanceof ExternalOutageError) return error;
   if (error instanceof z.ZodError) {
     return new ExternalOutageError('github', `${what}: unexpected answer: ${z.prettifyError(error)}`, { cause: error });
@@ -308,10 +323,10 @@ function toPortError(what: string, error: unknown): Error {
   const parsed = requestErrorSchema.safeParse(error);
   if (!parsed.success) {
     const message = error instanceof Error ? error.message : String(error);
-    return new ExternalOutageError('github', `${what}: ${scrubSecrets(message)}`, { cause: error });
+    return new ExternalOutageError('github', `${what}: ${scrub(message)}`, { cause: error });
   }
   const { status } = parsed.data;
-  const message = scrubSecrets(parsed.data.message);
+  const message = scrub(parsed.data.message);
   if (isRateLimited(parsed.data)) {
     return new ExternalOutageError('github', `${what}: rate limited (HTTP ${status}): ${message}`, { cause: error });
   }
@@ -327,6 +342,7 @@ export function createGitHubRest(options: GitHubRestOptions): GitHubPort & GitHu
   const retryAfterBaseMs = options.retry?.retryAfterBaseMs ?? 1000;
   const maxRetryAfterSeconds = options.retry?.maxRetryAfterSeconds ?? 120;
   const requestTimeoutMs = options.requestTimeoutMs ?? 30_000;
+  const scrub = options.scrub ?? scrubSecrets;
 
   if (options.auth.kind === 'app') {
     // Fail at start-up (SPEC §3) rather than on the first gate: a bad key would otherwise surface
@@ -350,6 +366,14 @@ export function createGitHubRest(options: GitHubRestOptions): GitHubPort & GitHu
     try {
       const response = await fetch(input, { ...init, signal });
       options.metrics?.externalCall('github', String(response.status));
+      if (options.onSecret !== undefined && response.ok && init?.method?.toUpperCase() === 'POST' && URL.canParse(response.url)) {
+        if (ACCESS_TOKENS_PATH.test(new URL(response.url).pathname)) {
+          // auth-app mints installation tokens on its own (one per installation and scope, renewed
+          // hourly); the scrubber learns each before Octokit or git ever uses it.
+          const minted = accessTokenAnswerSchema.safeParse(await response.clone().json().catch(() => undefined));
+          if (minted.success) options.onSecret(minted.data.token);
+        }
+      }
       return response;
     } catch (error) {
       options.metrics?.externalCall('github', 'network_error');
@@ -367,11 +391,10 @@ export function createGitHubRest(options: GitHubRestOptions): GitHubPort & GitHu
       // `debug`, so that level is dropped; only message strings are forwarded, scrubbed.
       log: {
         debug: () => undefined,
-        info: (message: string) => log.debug(scrubSecrets(message)),
-        warn: (message: string, info?: object) =>
-          log.warn(info instanceof Error ? { err: info } : {}, scrubSecrets(message)),
+        info: (message: string) => log.debug(scrub(message)),
+        warn: (message: string, info?: object) => log.warn(info instanceof Error ? { err: info } : {}, scrub(message)),
         // Failed requests are reported to the caller as errors; logging each again here is noise.
-        error: (message: string) => log.debug(scrubSecrets(message)),
+        error: (message: string) => log.debug(scrub(message)),
       },
       throttle: {
         id: options.limiterId ?? 'shipgate',
@@ -458,7 +481,7 @@ export function createGitHubRest(options: GitHubRestOptions): GitHubPort & GitHu
     try {
       return await action();
     } catch (error) {
-      throw toPortError(what, error);
+      throw toPortError(what, error, scrub);
     }
   }
 
@@ -600,7 +623,10 @@ export function createGitHubRest(options: GitHubRestOptions): GitHubPort & GitHu
     },
 
     async createPullRequest(input) {
-      const { owner, repo, head, base, title, body } = input;
+      const { owner, repo, head, base } = input;
+      // The body carries the task and the agent's summary: nothing secret reaches the pull request.
+      const title = scrub(input.title);
+      const body = scrub(input.body);
       return call(`opening a pull request ${head} → ${base} in ${owner}/${repo}`, async () => {
         const client = await clientFor(owner, repo);
         try {
@@ -638,6 +664,7 @@ export function createGitHubRest(options: GitHubRestOptions): GitHubPort & GitHu
         if (Date.parse(token.expiresAt) - Date.now() < MIN_TOKEN_LIFETIME_MS) {
           token = installationTokenSchema.parse(await client.auth({ ...scope, refresh: true }));
         }
+        options.onSecret?.(token.token);
         log.debug({ owner, repo, expiresAt: token.expiresAt }, 'installation token issued for push');
         return { username: 'x-access-token', password: token.token };
       });
