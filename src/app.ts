@@ -34,7 +34,7 @@ import type { Logger } from './log.js';
 import { createMetrics, type Metrics } from './metrics.js';
 import type { ChatHandlers, ChatPort, CommandReply } from './ports/chat.js';
 import { createCancellation } from './queue/cancellation.js';
-import { CHAT_QUEUE, RUN_QUEUE, createQueues, type AdvanceJob, type ChatJob, type Queues } from './queue/queues.js';
+import { CHAT_QUEUE, RUN_QUEUE, createQueues, settleInit, type AdvanceJob, type ChatJob, type Queues } from './queue/queues.js';
 import { bullConnection, createRedis, type Redis } from './redis.js';
 import { createScrubber, type Scrubber } from './security/scrubber.js';
 import { createEtagCache } from './store/etag-cache.js';
@@ -444,6 +444,7 @@ export function createShipgate(options: ShipgateOptions): Shipgate {
       }
       await slack?.stop();
       await consoleChat?.stop();
+      await settleInit(workers);
       await Promise.all(workers.map((worker) => worker.close()));
       await queues.close();
       await cancellationClose?.();

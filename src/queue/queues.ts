@@ -95,7 +95,20 @@ export function createQueues({ connection, prefix }: { connection: RedisOptions;
       return positions;
     },
     async close() {
+      await settleInit([runs, chat]);
       await Promise.all([runs.close(), chat.close()]);
     },
   };
+}
+
+/**
+ * Waits (briefly) for BullMQ objects to finish connecting before they are closed. BullMQ's
+ * RedisConnection re-emits a failed initialisation as an 'error' event after close() has removed
+ * every listener, which surfaces as an unhandled "Connection is closed" rejection when a Queue or
+ * Worker is closed while its first INFO is still in flight (a process stopped right after start).
+ * Bounded, so a Redis outage cannot hold shutdown.
+ */
+export async function settleInit(objects: readonly { waitUntilReady(): Promise<unknown> }[], timeoutMs = 2_000): Promise<void> {
+  const timeout = new Promise<void>((resolve) => setTimeout(resolve, timeoutMs).unref());
+  await Promise.race([Promise.all(objects.map((object) => object.waitUntilReady().catch(() => undefined))), timeout]);
 }
