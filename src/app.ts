@@ -210,7 +210,7 @@ export function createShipgate(options: ShipgateOptions): Shipgate {
   }
 
   // Repository code (checks) runs only here; `none` only when the policy says so in as many words.
-  const sandbox = options.sandbox ?? (config.policy.sandbox === 'none' ? createUnsandboxed() : createBubblewrapSandbox({ workerUid: process.getuid?.() ?? 0 }));
+  const sandbox = options.sandbox ?? (config.policy.sandbox === 'none' ? createUnsandboxed() : createBubblewrapSandbox({ workerUid: process.getuid?.() ?? 0, onCleanupError: (err: unknown) => log.warn({ err }, 'sandbox: a scratch copy could not be removed (start-up sweeps it)') }));
 
   // The real gates, when their outside systems are configured; otherwise those gates stay "not configured".
   const git = createGit({ log });

@@ -336,6 +336,8 @@ export interface Git {
   mergeBase(dir: string, a: string, b: string): Promise<string>;
   /** Paths changed between two commits (no working tree involved), without rename detection. */
   committedFiles(dir: string, from: string, to: string): Promise<string[]>;
+  /** Paths of submodules (gitlinks) in `rev`'s tree: their directories are not the bot's to write, and git would not commit into them. */
+  submodulePaths(dir: string, rev: string): Promise<string[]>;
   /** A file's text at `rev` (e.g. `origin/main`), or undefined when it did not exist there. */
   readFileAt(dir: string, rev: string, path: string): Promise<string | undefined>;
   currentBranch(dir: string): Promise<string | undefined>;
@@ -536,6 +538,18 @@ export function createGit(options: GitOptions = {}): Git {
     assertRev(to);
     const stdout = await hardenedDiff(resolve(dir), '--name-only', [from, to]);
     return [...new Set(stdout.split('\0').filter(Boolean))].sort();
+  }
+
+  async function submodulePaths(dir: string, rev: string): Promise<string[]> {
+    assertRev(rev);
+    const { stdout } = await git(['ls-tree', '-r', '-z', '--full-tree', '--end-of-options', rev], { workspace: resolve(dir) });
+    const paths: string[] = [];
+    for (const record of stdout.split('\0')) {
+      // "<mode> <type> <object>\t<path>"
+      const tab = record.indexOf('\t');
+      if (tab > 0 && record.startsWith('160000 ')) paths.push(record.slice(tab + 1));
+    }
+    return paths.sort();
   }
 
   async function readFileAt(dir: string, rev: string, path: string): Promise<string | undefined> {
@@ -839,5 +853,5 @@ export function createGit(options: GitOptions = {}): Git {
     await rm(path, { recursive: true, force: true });
   }
 
-  return { prepareWorkspace, changedFiles, diffStat, commitAll, push, headSha, mergeBase, committedFiles, readFileAt, currentBranch, removeWorkspace, close };
+  return { prepareWorkspace, changedFiles, diffStat, commitAll, push, headSha, mergeBase, committedFiles, submodulePaths, readFileAt, currentBranch, removeWorkspace, close };
 }

@@ -70,6 +70,7 @@ function crashingGit(real: Git, point: CrashPoint, crashed: { done: boolean }): 
     prepareWorkspace: (input) => dieAfter('prepareWorkspace', real.prepareWorkspace(input)),
     changedFiles: (dir, base) => real.changedFiles(dir, base),
     diffStat: (dir, base) => real.diffStat(dir, base),
+    submodulePaths: (dir, rev) => real.submodulePaths(dir, rev),
     commitAll: (input) => dieAfter('commitAll', real.commitAll(input)),
     push: (input) => dieAfter('push', real.push(input)),
     headSha: (dir) => real.headSha(dir),

@@ -751,6 +751,17 @@ describe('the workspace git state is the bot’s own (SPEC §4)', () => {
     expect(await git.changedFiles(dir, base)).toEqual(['.github/workflows/ci.yml']);
   });
 
+  it('lists submodule paths, which the agent step protects (git would not commit into them)', async () => {
+    const remote = await makeRemote();
+    const dir = join(root, 'work', RUN_ID);
+    await git.prepareWorkspace({ dir, cloneUrl: remote.url, defaultBranch: 'main', branch: BRANCH });
+    expect(await git.submodulePaths(dir, 'HEAD')).toEqual([]);
+    const head = await ws(dir, 'rev-parse', 'HEAD');
+    await ws(dir, 'update-index', '--add', '--cacheinfo', `160000,${head},vendor/lib`);
+    await ws(dir, 'commit', '--quiet', '-m', 'add a submodule');
+    expect(await git.submodulePaths(dir, 'HEAD')).toEqual(['vendor/lib']);
+  });
+
   it('writes only the bot’s trailers, with no trailer command from any config', async () => {
     const marker = join(root, 'trailer-cmd-ran');
     const remote = await makeRemote();

@@ -1,4 +1,4 @@
-import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { chmodSync, mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { PassThrough } from 'node:stream';
@@ -46,8 +46,47 @@ describe('bubblewrap sandbox', () => {
 
   it('enforces the memory limit', async () => {
     const small = createBubblewrapSandbox({ workerUid, limits: { memoryBytes: 256 * 1024 ** 2 } });
-    const result = await small.run(request('node -e "const a = []; for (;;) a.push(Buffer.alloc(64 * 1024 * 1024, 1))"'));
-    expect(result.exitCode).not.toBe(0);
+    const result = await small.run(request('node -e "const a = []; for (;;) a.push(Buffer.alloc(64 * 1024 * 1024, 1))"; echo "exit=$?"'));
+    // Node cannot even reserve its heap, or dies allocating: either way a non-zero exit, not the host's memory.
+    expect(result.output).toMatch(/exit=[1-9]/);
+    expect(result.output).toMatch(/memory|Cannot allocate|RangeError/i);
+  });
+
+  it('denies the kernel keyring and nested user namespaces (seccomp filter, --disable-userns)', async () => {
+    const keyctl = process.arch === 'arm64' ? 219 : 250;
+    const result = await sandbox.run(request(`perl -e 'my $r = syscall(${keyctl}, 0, -3); print "keyctl=$r $!\\n"'; unshare -Ur true 2>/dev/null && echo NESTED-USERNS || echo no-nested-userns`));
+    expect(result.output).toContain('keyctl=-1 Function not implemented');
+    expect(result.output).toContain('no-nested-userns');
+  });
+
+  it('keeps /dev read-only and the private /tmp within its size', async () => {
+    const small = createBubblewrapSandbox({ workerUid, limits: { tmpBytes: 1024 ** 2 } });
+    const result = await small.run(request('echo x > /dev/fill 2>/dev/null || echo dev-ro; head -c 3000000 /dev/zero > /tmp/big 2>/dev/null || echo tmp-full; echo x > /dev/null && echo null-ok'));
+    expect(result.output).toContain('dev-ro');
+    expect(result.output).toContain('tmp-full');
+    expect(result.output).toContain('null-ok');
+  });
+
+  it('stops a check that fills the disk, and removes even a copy built to resist removal', async () => {
+    const parent = mkdtempSync(join(tmpdir(), 'shipgate-sandbox-parent-'));
+    // The launcher runs as the sandbox user and must be able to reach the copy.
+    chmodSync(parent, 0o711);
+    try {
+      const capped = createBubblewrapSandbox({ workerUid, scratchParent: parent, limits: { diskBytes: 20 * 1024 ** 2 } });
+      const deep = 'for i in $(seq 1 30); do mkdir -p "$(printf %0200d 0)" && cd "$(printf %0200d 0)"; done; chmod 000 .; cd /repo';
+      const result = await capped.run(request(`${deep}; for i in $(seq 1 100); do head -c 1000000 /dev/zero > /repo/f$i; sleep 0.05; done; echo WROTE-ALL`, 20_000));
+      expect(result.output).not.toContain('WROTE-ALL');
+      expect(result.output).toMatch(/shipgate stopped the check: it wrote more than 20 MiB to disk/);
+      expect(readdirSync(parent)).toEqual([]);
+    } finally {
+      rmSync(parent, { recursive: true, force: true });
+    }
+  });
+
+  it('shows no host path of the copy, even in /proc/self/mountinfo', async () => {
+    const result = await sandbox.run(request('cat /proc/self/mountinfo'));
+    expect(result.output).toContain(' /repo ');
+    expect(result.output).not.toMatch(/shipgate-sandbox-/);
   });
 
   it('says how to fix a missing bubblewrap', async () => {

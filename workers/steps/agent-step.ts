@@ -11,7 +11,8 @@ import type { Run } from '../../src/domain/run.js';
 import { RefusedError } from '../../src/errors.js';
 import { branchName, type Git } from '../../src/git/git.js';
 import { detectTestWeakening } from '../../src/ci/test-weakening.js';
-import { readFile } from 'node:fs/promises';
+import { constants } from 'node:fs';
+import { lstat, open } from 'node:fs/promises';
 import type { GitHubPort } from '../../src/ports/github.js';
 import type { FollowUps } from '../../src/store/follow-ups.js';
 import type { ModelPort } from '../../src/ports/model.js';
@@ -80,7 +81,10 @@ export function createAgentStep(deps: AgentStepDeps): GateStep {
       // Diffs are taken from where the run branch forked, not from today's default branch: after a
       // re-clone origin/<default> may have moved on, and upstream changes are not the agent's.
       const base = await deps.git.mergeBase(dir, `origin/${info.defaultBranch}`, 'HEAD');
-      const protectedPaths = createProtectedPaths([...repoPolicy.protectedPaths, deps.policyFileName]);
+      // Submodule directories too: git would not commit a file written into one, so the checks would see
+      // something the push does not have.
+      const submodules = await deps.git.submodulePaths(dir, 'HEAD');
+      const protectedPaths = createProtectedPaths([...repoPolicy.protectedPaths, deps.policyFileName, ...submodules]);
       const pushTarget = { branch, defaultBranch: info.defaultBranch, runId: run.id, remoteUrl: info.cloneUrl };
 
       // A crash after the commit was recorded: only the push may be missing.
@@ -182,7 +186,7 @@ export function createAgentStep(deps: AgentStepDeps): GateStep {
         await Promise.all(
           changed.map(async (path) => {
             const before = await deps.git.readFileAt(dir, base, path);
-            const after = await readFile(join(dir, path), 'utf8').catch(() => undefined);
+            const after = await readTreeText(dir, path);
             const status = before === undefined ? 'added' : after === undefined ? 'deleted' : 'modified';
             return { path, status, before, after } as const;
           }),
@@ -199,7 +203,8 @@ export function createAgentStep(deps: AgentStepDeps): GateStep {
         // The model's words are quoted and neutralised (no mentions, closing keywords or trailer lines):
         // the bot's trailers below are the only ones the commit has.
         message: summary.trim() === '' ? firstLine(run.task) : `${firstLine(run.task)}\n\nThe agent's summary (model output, quoted):\n\n${quotedForCommit(scrub(summary))}`,
-        trailers: { 'Shipgate-Run': run.id, 'Requested-by': `${run.requester.name ?? run.requester.userId} <${run.requester.userId}>` },
+        // A display name comes from chat: no angle brackets, so it cannot pose as another id.
+        trailers: { 'Shipgate-Run': run.id, 'Requested-by': `${(run.requester.name ?? run.requester.userId).replace(/[<>]/g, '')} <${run.requester.userId}>` },
       });
       // What goes out is the commit, not the working tree: check the commit itself, in the bot's own git
       // directory (no replace objects), so what was verified is exactly what is pushed.
@@ -225,6 +230,27 @@ export function createAgentStep(deps: AgentStepDeps): GateStep {
       return { kind: 'passed', summary: passSummary(latest) };
     },
   };
+}
+
+/** Largest file the test-weakening check reads; bigger ones are not tests a person wrote. */
+const MAX_COMPARED_BYTES = 1024 * 1024;
+
+/**
+ * A working-tree file's text for the test-weakening check, read without following links: the tree
+ * holds what the base branch (or someone pushing to the run branch) put there, and a symlink to a
+ * host file or to /dev/zero must not be read by the bot.
+ */
+async function readTreeText(dir: string, path: string): Promise<string | undefined> {
+  const full = join(dir, path);
+  const info = await lstat(full).catch(() => undefined);
+  if (info === undefined || !info.isFile() || info.size > MAX_COMPARED_BYTES) return undefined;
+  const handle = await open(full, constants.O_RDONLY | constants.O_NOFOLLOW).catch(() => undefined);
+  if (handle === undefined) return undefined;
+  try {
+    return await handle.readFile('utf8');
+  } finally {
+    await handle.close();
+  }
 }
 
 function firstLine(task: string): string {

@@ -1,5 +1,5 @@
 import { spawn } from 'node:child_process';
-import { chmod, mkdtemp, rm } from 'node:fs/promises';
+import { chmod, mkdtemp } from 'node:fs/promises';
 import { join } from 'node:path';
 
 /**
@@ -33,19 +33,27 @@ function run(file: string, args: readonly string[]): Promise<void> {
   });
 }
 
+export const SCRATCH_PREFIX = 'shipgate-sandbox-';
+
+/**
+ * Deletes a tree a check may have shaped to resist deletion (directories without permissions,
+ * paths longer than PATH_MAX that defeat Node's recursive rm): GNU rm walks it relative to each
+ * directory, and `--one-file-system` keeps it from descending into anything mounted inside.
+ */
+export async function removeTree(dir: string): Promise<void> {
+  await run('chmod', ['-R', 'u+rwX', '--', dir]).catch(() => undefined);
+  await run('rm', ['-rf', '--one-file-system', '--', dir]);
+}
+
 /**
  * Copies `tree` to a new directory under `parent`. `cp -a` keeps modes and
  * symbolic links as links (a link never gets followed on the host side);
  * `owner` hands the copy to the sandbox's unprivileged user.
  */
 export async function createScratchTree(tree: string, parent: string, owner?: { uid: number; gid: number }): Promise<ScratchTree> {
-  const dir = await mkdtemp(join(parent, 'shipgate-sandbox-'));
+  const dir = await mkdtemp(join(parent, SCRATCH_PREFIX));
   const repo = join(dir, 'repo');
-  const remove = async (): Promise<void> => {
-    // A command can leave directories without write or search permission; give them back first.
-    await run('chmod', ['-R', 'u+rwX', '--', dir]).catch(() => undefined);
-    await rm(dir, { recursive: true, force: true });
-  };
+  const remove = (): Promise<void> => removeTree(dir);
   try {
     await run('cp', ['-a', '--no-target-directory', '--', tree, repo]);
     if (owner !== undefined) {

@@ -20,11 +20,22 @@ export interface SuperviseInput {
   /** Host user and group to start the launcher as (only when the worker is root). */
   uid?: number | undefined;
   gid?: number | undefined;
+  /** Descriptors handed to the launcher as fd 3, 4, … (e.g. bubblewrap's seccomp program). */
+  extraFds?: readonly number[] | undefined;
+  /** Looked at while the launcher runs; a reason returned stops it (a limit the kernel does not enforce). */
+  watchdog?: Watchdog | undefined;
   /** Called with the pid once the launcher started (tests use it; so could metrics). */
   onSpawn?: ((pid: number) => void) | undefined;
 }
 
+export interface Watchdog {
+  intervalMs: number;
+  check(): Promise<string | undefined>;
+}
+
 export interface SupervisedOutcome {
+  /** Why the watchdog stopped the process, when it did. */
+  stoppedBecause?: string | undefined;
   exitCode: number | null;
   signal: NodeJS.Signals | null;
   timedOut: boolean;
@@ -92,7 +103,7 @@ export function supervise(input: SuperviseInput): Promise<SupervisedOutcome> {
       cwd: input.cwd,
       env: input.env,
       detached: true,
-      stdio: ['ignore', 'pipe', 'pipe'],
+      stdio: ['ignore', 'pipe', 'pipe', ...(input.extraFds ?? [])],
       ...(input.uid === undefined ? {} : { uid: input.uid }),
       ...(input.gid === undefined ? {} : { gid: input.gid }),
     });
@@ -103,14 +114,36 @@ export function supervise(input: SuperviseInput): Promise<SupervisedOutcome> {
       timedOut = true;
       killGroup(child.pid);
     }, input.timeoutMs);
+    let stoppedBecause: string | undefined;
+    let watching = false;
+    const watch =
+      input.watchdog === undefined
+        ? undefined
+        : setInterval(() => {
+            if (watching || input.watchdog === undefined) return;
+            watching = true;
+            input.watchdog
+              .check()
+              .then((reason) => {
+                if (reason !== undefined && stoppedBecause === undefined) {
+                  stoppedBecause = reason;
+                  killGroup(child.pid);
+                }
+              })
+              .catch(() => undefined)
+              .finally(() => {
+                watching = false;
+              });
+          }, input.watchdog.intervalMs);
     const onAbort = (): void => killGroup(child.pid);
     signal?.addEventListener('abort', onAbort, { once: true });
     const finish = (): void => {
       clearTimeout(timer);
+      if (watch !== undefined) clearInterval(watch);
       signal?.removeEventListener('abort', onAbort);
     };
-    child.stdout.on('data', (chunk: Buffer) => tail.push(chunk));
-    child.stderr.on('data', (chunk: Buffer) => tail.push(chunk));
+    child.stdout?.on('data', (chunk: Buffer) => tail.push(chunk));
+    child.stderr?.on('data', (chunk: Buffer) => tail.push(chunk));
     child.once('error', (error: NodeJS.ErrnoException) => {
       finish();
       killGroup(child.pid);
@@ -122,8 +155,8 @@ export function supervise(input: SuperviseInput): Promise<SupervisedOutcome> {
       killGroup(child.pid);
       // A process that left the group (setsid) can still hold them: stop reading after a grace period.
       setTimeout(() => {
-        child.stdout.destroy();
-        child.stderr.destroy();
+        child.stdout?.destroy();
+        child.stderr?.destroy();
       }, PIPE_GRACE_MS).unref();
     });
     child.once('close', (code, closeSignal) => {
@@ -133,6 +166,7 @@ export function supervise(input: SuperviseInput): Promise<SupervisedOutcome> {
         return;
       }
       resolve({
+        stoppedBecause,
         exitCode: exit?.code ?? code,
         signal: exit?.signal ?? closeSignal,
         timedOut,

@@ -1,8 +1,8 @@
-import { realpath, mkdtemp, rm } from 'node:fs/promises';
+import { realpath, mkdtemp } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import type { SandboxPort, SandboxRequest, SandboxResult } from '../../ports/sandbox.js';
-import { createScratchTree } from './scratch-tree.js';
+import { createScratchTree, removeTree } from './scratch-tree.js';
 import { supervise } from './supervise.js';
 
 /**
@@ -58,7 +58,7 @@ export function createUnsandboxed(options: UnsandboxedOptions = {}): SandboxPort
           durationMs: outcome.durationMs,
         };
       } finally {
-        await Promise.all([scratch.remove(), rm(home, { recursive: true, force: true })]);
+        await Promise.all([scratch.remove(), removeTree(home)]).catch(() => undefined);
       }
     },
   };
