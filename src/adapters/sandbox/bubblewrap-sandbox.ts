@@ -4,7 +4,7 @@ import { join } from 'node:path';
 import { SandboxUnavailableError, type SandboxPort, type SandboxRequest, type SandboxResult } from '../../ports/sandbox.js';
 import { createScratchTree, removeTree, SCRATCH_PREFIX } from './scratch-tree.js';
 import { seccompProgram } from './seccomp-filter.js';
-import { LaunchError, supervise, type Watchdog } from './supervise.js';
+import { LaunchError, sandboxResult, supervise, type Watchdog } from './supervise.js';
 
 /**
  * Runs repository code under bubblewrap (SPEC §4, "Checks are arbitrary code").
@@ -212,14 +212,7 @@ export function createBubblewrapSandbox(options: BubblewrapOptions): SandboxPort
       // /proc/self/mountinfo names the scratch copy's host path: people and the model see /repo.
       let output = outcome.output.toString('utf8').split(scratch.repo).join('/repo').split(scratch.dir).join('/sandbox');
       if (outcome.stoppedBecause !== undefined) output += `\n[shipgate stopped the check: ${outcome.stoppedBecause}]\n`;
-      return {
-        exitCode: outcome.exitCode,
-        signal: outcome.signal,
-        timedOut: outcome.timedOut,
-        output,
-        outputBytes: outcome.outputBytes,
-        durationMs: outcome.durationMs,
-      };
+      return sandboxResult(outcome, output);
     } catch (error) {
       if (error instanceof LaunchError) {
         throw new SandboxUnavailableError(

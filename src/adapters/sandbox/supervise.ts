@@ -1,5 +1,6 @@
 import { spawn } from 'node:child_process';
 import { performance } from 'node:perf_hooks';
+import type { SandboxResult } from '../../ports/sandbox.js';
 
 /**
  * Runs one sandbox launcher process (bwrap, or the shell for `sandbox: none`)
@@ -176,4 +177,16 @@ export function supervise(input: SuperviseInput): Promise<SupervisedOutcome> {
       });
     });
   });
+}
+
+/** The port's answer from a supervised run and the output as the adapter rewrote it (paths shown as /repo). */
+export function sandboxResult(outcome: SupervisedOutcome, output: string): SandboxResult {
+  return {
+    exitCode: outcome.exitCode,
+    signal: outcome.signal,
+    timedOut: outcome.timedOut,
+    output,
+    outputBytes: outcome.outputBytes,
+    durationMs: outcome.durationMs,
+  };
 }

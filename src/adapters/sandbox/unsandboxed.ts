@@ -3,7 +3,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import type { SandboxPort, SandboxRequest, SandboxResult } from '../../ports/sandbox.js';
 import { createScratchTree, removeTree } from './scratch-tree.js';
-import { supervise } from './supervise.js';
+import { sandboxResult, supervise } from './supervise.js';
 
 /**
  * `sandbox: none` — only when the policy says so explicitly, and then every
@@ -49,14 +49,7 @@ export function createUnsandboxed(options: UnsandboxedOptions = {}): SandboxPort
         output = output.split(home).join('$HOME');
         const bytes = Buffer.from(output, 'utf8');
         if (bytes.length > request.outputCapBytes) output = bytes.subarray(bytes.length - request.outputCapBytes).toString('utf8');
-        return {
-          exitCode: outcome.exitCode,
-          signal: outcome.signal,
-          timedOut: outcome.timedOut,
-          output,
-          outputBytes: outcome.outputBytes,
-          durationMs: outcome.durationMs,
-        };
+        return sandboxResult(outcome, output);
       } finally {
         await Promise.all([scratch.remove(), removeTree(home)]).catch(() => undefined);
       }
