@@ -62,7 +62,38 @@ export default defineConfig(
         { argsIgnorePattern: '^_', varsIgnorePattern: '^_', caughtErrorsIgnorePattern: '^_' },
       ],
       'import-x/no-cycle': 'error',
+      // The layers (ARCHITECTURE.md): logic takes ports, adapters stay at the edge, and only the
+      // entry point knows how everything is wired.
+      'import-x/no-restricted-paths': [
+        'error',
+        {
+          zones: [
+            {
+              target: './src/domain',
+              from: './src',
+              except: ['./domain', './config'],
+              message: 'The domain is pure: it imports only itself and the policy types.',
+            },
+            {
+              target: ['./src/domain', './src/ports', './commands', './workers'],
+              from: './src/adapters',
+              message: 'Logic talks to outside systems through ports; only the composition root picks adapters.',
+            },
+            {
+              target: ['./src', './commands', './workers'],
+              from: ['./src/app.ts', './src/app'],
+              message: 'Only src/main.ts (and tests) may import the composition root.',
+            },
+          ],
+        },
+      ],
     },
+  },
+
+  {
+    // The entry point is the one place that starts the composition root.
+    files: ['src/main.ts'],
+    rules: { 'import-x/no-restricted-paths': 'off' },
   },
 
   {
