@@ -1,6 +1,9 @@
 import type { Logger } from '../src/log.js';
 import type { Gate, GateKind, GateOutcome, Run } from '../src/domain/run.js';
 
+/** The evidence a gate step writes itself (SPEC §7); gate results and run events are the run processor's. */
+export type GateAuditType = 'agent.iteration' | 'commit.created' | 'pr.opened' | 'ci.verdict';
+
 /** What a gate step sees: the run, its gate, a logger bound to both, and the cancel signal. */
 export interface GateContext {
   run: Run;
@@ -12,6 +15,12 @@ export interface GateContext {
    * so progress shows on the card and survives a crash. Returns the stored run.
    */
   record: (change: (run: Run) => Partial<Pick<Run, 'artifacts' | 'links' | 'usage' | 'activity'>>) => Promise<Run>;
+  /**
+   * Appends an event to the run's audit trail. `discriminator` names what the event is about (a
+   * commit sha, a PR number): with the run, gate and type it makes the event's idempotency key, so a
+   * step that runs again after a crash records it once.
+   */
+  audit: (type: GateAuditType, data: Record<string, unknown>, discriminator: string) => Promise<void>;
 }
 
 /**

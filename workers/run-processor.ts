@@ -18,7 +18,7 @@ import { advanceJobId, type AdvanceJob, type Queues } from '../src/queue/queues.
 import type { Scrub } from '../src/security/scrubber.js';
 import type { Pokes } from '../src/store/pokes.js';
 import type { RunStore } from '../src/store/run-store.js';
-import type { GateSteps } from './gate-step.js';
+import type { GateAuditType, GateSteps } from './gate-step.js';
 
 export const BOT_ACTOR = 'shipgate';
 
@@ -111,8 +111,11 @@ export function createRunProcessor(deps: RunProcessorDeps): (job: Job<AdvanceJob
       if (stored === undefined) throw new Error(`run ${run.id} disappeared`);
       return stored.after;
     };
+    const auditEvent = async (type: GateAuditType, data: Record<string, unknown>, discriminator: string): Promise<void> => {
+      await audit.append({ type, actor: BOT_ACTOR, runId: run.id, data: { gate: gateName, ...data }, key: `${run.id}.${gateName}.${type}.${discriminator}` });
+    };
     try {
-      return scrubOutcome(await step.run({ run, gate, signal, log: log.child({ gate: gateName }), record }), deps.scrub);
+      return scrubOutcome(await step.run({ run, gate, signal, log: log.child({ gate: gateName }), record, audit: auditEvent }), deps.scrub);
     } catch (error) {
       if (error instanceof RefusedError) return scrubOutcome({ kind: 'failed', summary: error.message }, deps.scrub);
       throw error;

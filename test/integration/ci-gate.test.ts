@@ -1,4 +1,5 @@
 import { createHmac } from 'node:crypto';
+import { z } from 'zod';
 import { afterEach, describe, expect, it } from 'vitest';
 import type { ModelRequest } from '../helpers/anthropic-server.js';
 import type { CheckRunSetup } from '../helpers/github-server.js';
@@ -110,6 +111,14 @@ describe('the CI gate and the fix loop', () => {
     expect(verdicts[0]).toMatch(/test/);
     expect(verdicts[1]).toMatch(/passed/);
     await w.bot.slack.waitFor((s) => s.messages('CSHOP').some((m) => (m.text ?? '').startsWith('merge ') && /merged/.test(m.text ?? '')), 5_000, 'merged reply');
+
+    // The evidence (SPEC §7): one pr.opened for the one PR, one ci.verdict per verdicted commit.
+    const events = (await w.bot.app.audit.exportRun(runId)).trim().split('\n').map((line) => z.object({ type: z.string(), data: z.record(z.string(), z.unknown()) }).parse(JSON.parse(line)));
+    expect(events.filter((e) => e.type === 'pr.opened').map((e) => e.data.number)).toEqual([prNumber]);
+    expect(events.filter((e) => e.type === 'ci.verdict').map((e) => [e.data.commit, e.data.verdict])).toEqual([
+      [first, 'failed'],
+      [second, 'passed'],
+    ]);
   });
 
   it('secrets printed by CI (log tail, annotation, check summary) reach neither the thread, the model, the audit trail nor the stored run', async () => {

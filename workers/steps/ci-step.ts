@@ -59,7 +59,7 @@ export function createCiStep(deps: CiStepDeps): GateStep {
   }
 
   return {
-    async run({ run, gate, record, log }) {
+    async run({ run, gate, record, log, audit }) {
       const [owner, repo] = run.repo.split('/');
       const sha = run.artifacts.commitSha;
       const prNumber = run.artifacts.prNumber;
@@ -89,8 +89,14 @@ export function createCiStep(deps: CiStepDeps): GateStep {
         return { kind: 'pending', summary: `CI: ${verdict.summary}`, recheckAfterMs: pollDelay(gate.startedAt, deps.clock(), firstPoll, maxPoll) };
       }
       if (verdict.state === 'passed') {
+        await audit('ci.verdict', { commit: sha, pr: prNumber, verdict: 'passed', summary: verdict.summary }, sha);
         return { kind: 'passed', summary: `CI passed for ${sha.slice(0, 12)}: ${verdict.summary}` };
       }
+      await audit(
+        'ci.verdict',
+        { commit: sha, pr: prNumber, verdict: verdict.infrastructureOnly ? 'incomplete' : 'failed', failed: verdict.failed.map((f) => ({ name: f.name, conclusion: f.conclusion })) },
+        sha,
+      );
 
       const fetched: FailureDetail[] = [];
       for (const failure of verdict.failed.slice(0, MAX_DETAILED_FAILURES)) {

@@ -55,7 +55,7 @@ export function pullRequestBody(run: Run, threadUrl: string | undefined): string
 export function createPrStep(deps: PrStepDeps): GateStep {
   const scrub = deps.scrub ?? ((text: string) => text);
   return {
-    async run({ run, record, log }) {
+    async run({ run, record, log, audit }) {
       const [owner, repo] = run.repo.split('/');
       const { branch, commitSha } = run.artifacts;
       if (owner === undefined || repo === undefined) throw new RefusedError(`bad repository name ${run.repo}`);
@@ -77,6 +77,7 @@ export function createPrStep(deps: PrStepDeps): GateStep {
         log.info({ pr: pr.number }, 'pull request already open; adopted');
       }
       const opened = pr;
+      await audit('pr.opened', { number: opened.number, url: opened.url, head: branch, commit: commitSha }, String(opened.number));
       await record((latest) => ({ links: { ...latest.links, pr: opened.url }, artifacts: { ...latest.artifacts, prNumber: opened.number }, activity: undefined }));
       return { kind: 'passed', summary: `pull request #${opened.number} is open: ${opened.url}` };
     },
