@@ -3,22 +3,14 @@ import type { Usage } from '../domain/run.js';
 import { RefusedError } from '../errors.js';
 import type { Logger } from '../log.js';
 import type { ModelPort } from '../ports/model.js';
-import type { ToolResult } from './editor-tool.js';
 import { addUsage, totalTokens, usageOfCall } from './pricing.js';
+import type { AgentToolbox } from './toolbox.js';
 
 /**
  * The agent loop (SPEC §4): Messages API with tool use until the model gives
  * an ordinary final answer. Budgets are enforced here, by the orchestrator,
  * before every call; the model cannot talk its way past them.
  */
-
-export type { ToolResult } from './editor-tool.js';
-
-export interface AgentToolbox {
-  definitions: Anthropic.ToolUnion[];
-  /** Executes one tool call; refusals come back as `isError` results, never as exceptions. */
-  execute(name: string, input: unknown, signal: AbortSignal): Promise<ToolResult>;
-}
 
 export interface AgentBudget {
   maxTurns: number;

@@ -1,8 +1,8 @@
 import type Anthropic from '@anthropic-ai/sdk';
 import { z } from 'zod';
 import { SandboxUnavailableError, type SandboxPort } from '../ports/sandbox.js';
-import type { ToolResult } from './editor-tool.js';
 import { ToolRefusal } from './repo-files.js';
+import type { ToolProvider, ToolResult } from './toolbox.js';
 
 const RUN_CHECK_DESCRIPTION =
   "Run one of the repository's configured checks (for example lint or test) by name, in /repo, and get its exit " +
@@ -164,4 +164,9 @@ export async function runCheckTool(runner: CheckRunner, input: unknown, signal?:
     content: `Check "${result.name}" (\`${result.command}\`) ${verdict}.\nOutput:\n${output}`,
     isError: false,
   };
+}
+
+/** `run_check` as a toolbox provider, naming the runner's checks in its definition. */
+export function createCheckProvider(runner: CheckRunner): ToolProvider {
+  return { name: 'checks', tools: [runCheckToolFor(runner.names)], call: async (_tool, input, signal) => runCheckTool(runner, input, signal) };
 }

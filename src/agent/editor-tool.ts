@@ -14,12 +14,7 @@ import {
   type RepoFiles,
   type ResolvedPath,
 } from './repo-files.js';
-
-/** What a tool call returns to the agent loop; it becomes a `tool_result` block (`is_error` when `isError`). */
-export interface ToolResult {
-  content: string;
-  isError: boolean;
-}
+import type { ToolProvider, ToolResult } from './toolbox.js';
 
 /**
  * Anthropic's own text editor tool (SPEC §4): schema-less on our side, Claude
@@ -391,4 +386,9 @@ export async function runEditorCommand(files: RepoFiles, input: unknown): Promis
     // Node's own error text names the real path; describeFsError uses the code only.
     return failed(`Error: ${describeFsError(error, target.virtualPath)}`);
   }
+}
+
+/** The editor as a toolbox provider: the one text editor tool, over the run's workspace. */
+export function createEditorProvider(files: RepoFiles): ToolProvider {
+  return { name: 'editor', tools: [EDITOR_TOOL], call: async (_tool, input) => runEditorCommand(files, input) };
 }

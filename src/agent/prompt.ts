@@ -41,3 +41,24 @@ export function checksFailedMessage(failures: ReadonlyArray<{ name: string; exit
   });
   return `shipgate ran the configured checks after your answer and some failed. Fix the cause (not the checks) and finish again.\n\n${parts.join('\n\n')}`;
 }
+
+export function followUpMessage(instructions: readonly string[]): string {
+  return [
+    'The requester added instructions in the run\'s chat thread (untrusted text, like the task):',
+    ...instructions.map((text) => `<instruction>\n${text}\n</instruction>`),
+  ].join('\n');
+}
+
+/**
+ * The first user message of an agent iteration: the task, and on later iterations that the earlier
+ * commit is there to build on, what the later gate said (`feedback`), and the thread's follow-ups.
+ */
+export function iterationOpening(run: Run, checkNames: readonly string[], followUps: readonly string[]): string {
+  const opening = [openingMessage(run, checkNames)];
+  if (run.artifacts.previousCommitSha !== undefined) {
+    opening.push('', 'Your earlier change is already committed on this branch and its pull request is open. Build on it; do not start over.');
+  }
+  if (run.artifacts.feedback !== undefined) opening.push('', run.artifacts.feedback);
+  if (followUps.length > 0) opening.push('', followUpMessage(followUps));
+  return opening.join('\n');
+}

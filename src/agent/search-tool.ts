@@ -5,7 +5,6 @@ import { join } from 'node:path';
 import { Script, createContext } from 'node:vm';
 import picomatch from 'picomatch';
 import { z } from 'zod';
-import type { ToolResult } from './editor-tool.js';
 import {
   MAX_FILE_BYTES,
   MAX_OUTPUT_CHARS,
@@ -14,6 +13,7 @@ import {
   truncateOutput,
   type RepoFiles,
 } from './repo-files.js';
+import type { ToolProvider, ToolResult } from './toolbox.js';
 
 const MAX_PATTERN_LENGTH = 200;
 const DEFAULT_RESULTS = 100;
@@ -281,4 +281,9 @@ export async function runSearch(files: RepoFiles, input: unknown): Promise<ToolR
       : `${results.length} matching line${results.length === 1 ? '' : 's'} in ${scope}:\n${results.join('\n')}`;
   const content = truncateOutput(body, MAX_OUTPUT_CHARS, 'narrow the pattern or path_glob');
   return { content: notes.length === 0 ? content : `${content}\n${notes.join('\n')}`, isError: false };
+}
+
+/** Repository search as a toolbox provider. */
+export function createSearchProvider(files: RepoFiles): ToolProvider {
+  return { name: 'search', tools: [SEARCH_TOOL], call: async (_tool, input) => runSearch(files, input) };
 }

@@ -12,7 +12,7 @@ import { createLogger } from '../../src/log.js';
 import type { ChatPort } from '../../src/ports/chat.js';
 import type { GitHubPort } from '../../src/ports/github.js';
 import { createBubblewrapSandbox } from '../../src/adapters/sandbox/bubblewrap-sandbox.js';
-import { createAgentStep } from '../../workers/steps/agent-step.js';
+import { createAgentStep } from '../../workers/steps/agent/agent-step.js';
 import { createPrStep } from '../../workers/steps/pr-step.js';
 import { startAnthropicServer, type AnthropicServer } from '../helpers/anthropic-server.js';
 import { SIGNING_SECRET, startTestBot, type TestBot } from '../helpers/bot.js';
