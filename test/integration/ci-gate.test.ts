@@ -115,6 +115,11 @@ describe('the CI gate and the fix loop', () => {
     // The evidence (SPEC §7): one pr.opened for the one PR, one ci.verdict per verdicted commit.
     const events = (await w.bot.app.audit.exportRun(runId)).trim().split('\n').map((line) => z.object({ type: z.string(), data: z.record(z.string(), z.unknown()) }).parse(JSON.parse(line)));
     expect(events.filter((e) => e.type === 'pr.opened').map((e) => e.data.number)).toEqual([prNumber]);
+    expect(events.filter((e) => e.type === 'commit.created').map((e) => e.data.commit)).toEqual([first, second]);
+    expect(events.filter((e) => e.type === 'agent.iteration').map((e) => [e.data.iteration, e.data.onCommit])).toEqual([
+      [1, null],
+      [2, first],
+    ]);
     expect(events.filter((e) => e.type === 'ci.verdict').map((e) => [e.data.commit, e.data.verdict])).toEqual([
       [first, 'failed'],
       [second, 'passed'],

@@ -59,7 +59,7 @@ export function createAgentStep(deps: AgentStepDeps): GateStep {
 
   return {
     async run(context: GateContext) {
-      const { run, signal, log, record } = context;
+      const { run, signal, log, record, audit } = context;
       const [owner, repo] = run.repo.split('/');
       const repoPolicy = deps.policy.repos[run.repo];
       if (owner === undefined || repo === undefined || repoPolicy === undefined) throw new RefusedError(`${run.repo} is not configured`);
@@ -129,6 +129,22 @@ export function createAgentStep(deps: AgentStepDeps): GateStep {
         conversation,
         followUps,
       );
+      // The iteration's evidence (SPEC §7), whatever its outcome: what the agent spent and what the checks said.
+      // Keyed by the iteration and the commit it built on, so a follow-up's rewind records its own.
+      await audit(
+        'agent.iteration',
+        {
+          iteration: iteration.number,
+          onCommit: latest.artifacts.previousCommitSha ?? null,
+          turns: spend.turns,
+          inputTokens: spend.usage.inputTokens,
+          outputTokens: spend.usage.outputTokens,
+          cacheReadTokens: spend.usage.cacheReadTokens,
+          costUsd: spend.usage.costUsd,
+          checks: rounds.kind === 'failed' ? 'failing' : rounds.results.map((c) => c.name),
+        },
+        `${iteration.number}.${latest.artifacts.previousCommitSha ?? 'start'}`,
+      );
       if (rounds.kind === 'failed') return rounds;
       const { summary, results } = rounds;
 
@@ -140,6 +156,7 @@ export function createAgentStep(deps: AgentStepDeps): GateStep {
 
       const commit = await commitChange(deps.git, { dir, base, protectedPaths, message: commitMessage(run.task, summary, scrub), trailers: commitTrailers(run) });
       if (commit.kind === 'failed') return commit;
+      await audit('commit.created', { commit: commit.sha, branch: workspace.branch, files: stat.files.length, insertions: stat.insertions, deletions: stat.deletions, testWarnings: testWarnings.length }, commit.sha);
       latest = await record((r) => ({
         activity: 'pushing the branch',
         artifacts: {
