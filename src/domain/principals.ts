@@ -29,7 +29,8 @@ export interface Groups {
 
 /** The groups of every configured chat: each id is asked of the adapter that owns it. */
 export function groupsOf(directories: readonly PrincipalDirectory[]): Groups {
-  const owner = (id: string) => directories.find((directory) => directory.owns(id, 'principal') && directory.isGroup(id));
+  const owner = (id: string) =>
+    directories.find((directory) => directory.owns(id, 'principal') && directory.isGroup(id));
   return {
     isGroup: (id) => owner(id) !== undefined,
     members: async (groupId) => (await owner(groupId)?.groupMembers(groupId)) ?? [],

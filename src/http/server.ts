@@ -21,7 +21,8 @@ export function createHttpServer(deps: HttpServerDeps): Server {
   const byPath = new Map<string, HttpRoute[]>();
   for (const route of deps.routes) {
     const same = byPath.get(route.path) ?? [];
-    if (same.some((other) => other.method === route.method)) throw new Error(`two HTTP routes for ${route.method} ${route.path}`);
+    if (same.some((other) => other.method === route.method))
+      throw new Error(`two HTTP routes for ${route.method} ${route.path}`);
     byPath.set(route.path, [...same, route]);
   }
 
@@ -36,7 +37,9 @@ export function createHttpServer(deps: HttpServerDeps): Server {
       const route = routes.find((candidate) => candidate.method === req.method);
       if (route === undefined) {
         req.resume();
-        send(405, JSON.stringify({ error: 'method not allowed' }), 'application/json', { allow: routes.map((r) => r.method).join(', ') });
+        send(405, JSON.stringify({ error: 'method not allowed' }), 'application/json', {
+          allow: routes.map((r) => r.method).join(', '),
+        });
         return;
       }
       route.listener(req, res);

@@ -187,7 +187,11 @@ function mapBlock(block: BlockView, change: (text: string) => string): BlockView
     case 'actions':
       return {
         ...block,
-        buttons: block.buttons.map((button) => ({ ...button, label: change(button.label), value: change(button.value) })),
+        buttons: block.buttons.map((button) => ({
+          ...button,
+          label: change(button.label),
+          value: change(button.value),
+        })),
       };
     case 'divider':
       return block;

@@ -1,3 +1,4 @@
+import { readFileSync } from 'node:fs';
 import { PassThrough } from 'node:stream';
 import { describe, expect, it } from 'vitest';
 import { createConsoleChat } from '../../src/adapters/console/console-chat.js';
@@ -46,6 +47,10 @@ pipelines:
       - { name: prod, kargoStage: prod, approval: { approvers: [U0999, S0777] } }
 `),
     ).toEqual([]);
+  });
+
+  it.each(['shipgate.example.yaml', 'shipgate.yaml'])('accepts every id in %s', (file) => {
+    expect(problems(readFileSync(new URL(`../../${file}`, import.meta.url), 'utf8'))).toEqual([]);
   });
 
   it.each([

@@ -163,13 +163,12 @@ export function createSlackChat(options: SlackChatOptions): SlackChat {
       await call('chat.postEphemeral', () => client.chat.postEphemeral({ channel, user, text: toMrkdwn(text), thread_ts: thread }));
     },
     async findMessageByKey({ channel, thread, key }) {
-      const threadTs = thread;
       let cursor: string | undefined;
       for (let page = 0; page < FIND_PAGES; page++) {
         const raw = await call('conversations.history', () =>
-          threadTs === undefined
+          thread === undefined
             ? client.conversations.history({ channel, limit: 100, cursor, include_all_metadata: true })
-            : client.conversations.replies({ channel, ts: threadTs, limit: 100, cursor, include_all_metadata: true }),
+            : client.conversations.replies({ channel, ts: thread, limit: 100, cursor, include_all_metadata: true }),
         );
         const parsed = historySchema.parse(raw);
         const found = parsed.messages.find((m) => m.metadata?.event_type === MESSAGE_KEY_EVENT && m.metadata.event_payload?.key === key);

@@ -6,7 +6,9 @@ const GROUP = /^S[A-Z0-9]{2,}$/;
 const CHANNEL = /^[CGD][A-Z0-9]{2,}$/;
 
 /** The ids Slack owns (SPEC §2: policy names Slack users, user groups and channels by their ids). */
-export function createSlackPrincipals(groupMembers: (groupId: string) => Promise<readonly string[]>): PrincipalDirectory {
+export function createSlackPrincipals(
+  groupMembers: (groupId: string) => Promise<readonly string[]>,
+): PrincipalDirectory {
   return {
     platform: 'Slack',
     describe: {
