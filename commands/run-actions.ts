@@ -1,5 +1,6 @@
 import { authoriseCancel } from '../src/domain/authorise.js';
 import type { ActionEvent, CommandReply } from '../src/ports/chat.js';
+import { plainText, rich, type RichText } from '../src/render/view.js';
 import { requestCancel, type ShipCommandDeps } from './ship-command.js';
 
 export const CANCEL_ACTION = 'shipgate.cancel';
@@ -12,12 +13,12 @@ export type RunActionDeps = Omit<ShipCommandDeps, 'metrics' | 'newRunId'>;
  * enqueue; a refused click is answered only to the clicker and audited.
  */
 export function createRunActions(deps: RunActionDeps): (event: ActionEvent) => Promise<CommandReply> {
-  async function refuse(event: ActionEvent, runId: string, reason: string): Promise<CommandReply> {
+  async function refuse(event: ActionEvent, runId: string, reason: RichText): Promise<CommandReply> {
     await deps.audit.append({
       type: 'action.refused',
       actor: event.userId,
       runId,
-      data: { action: event.actionId, reason },
+      data: { action: event.actionId, reason: plainText(reason) },
       key: `action.refused.${event.deliveryId}`,
     });
     deps.log.info({ runId, userId: event.userId, action: event.actionId }, 'action refused');
@@ -27,11 +28,11 @@ export function createRunActions(deps: RunActionDeps): (event: ActionEvent) => P
   return async function handleAction(event) {
     if (event.actionId !== CANCEL_ACTION) {
       deps.log.warn({ action: event.actionId }, 'unknown action ignored');
-      return { ephemeral: 'This button is not known to this version of shipgate.' };
+      return { ephemeral: rich`This button is not known to this version of shipgate.` };
     }
     const run = await deps.store.get(event.value);
-    if (run === undefined) return { ephemeral: `There is no run ${event.value}.` };
-    const decision = await authoriseCancel(deps.policy, { repo: run.repo, requesterId: run.requester.userId }, event.userId, deps.groupMembers);
+    if (run === undefined) return { ephemeral: rich`There is no run ${event.value}.` };
+    const decision = await authoriseCancel(deps.policy, { repo: run.repo, requesterId: run.requester.userId }, event.userId, deps.groups);
     if (!decision.allowed) return refuse(event, run.id, decision.reason);
     return requestCancel(deps, run, event.userId);
   };

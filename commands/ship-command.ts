@@ -8,16 +8,17 @@ import {
   authoriseView,
   unknownRunReason,
   visibleRuns,
-  type GroupMembers,
 } from '../src/domain/authorise.js';
 import { parseCommand } from '../src/domain/command.js';
+import type { Groups } from '../src/domain/principals.js';
 import { currentGate, isTerminal, newRun, resetForRetry, type Run } from '../src/domain/run.js';
 import type { Logger } from '../src/log.js';
 import type { Metrics } from '../src/metrics.js';
 import type { CommandEvent, CommandReply } from '../src/ports/chat.js';
 import type { Cancellation } from '../src/queue/cancellation.js';
 import type { Queues } from '../src/queue/queues.js';
-import { renderHelp, renderRunStatus, renderStatusList } from '../src/render/card.js';
+import { renderAuditTrail, renderHelp, renderRunStatus, renderStatusList } from '../src/render/card.js';
+import { plainText, rich, type RichText } from '../src/render/view.js';
 import type { RunStore } from '../src/store/run-store.js';
 
 export interface ShipCommandDeps {
@@ -26,7 +27,8 @@ export interface ShipCommandDeps {
   audit: AuditLog;
   queues: Queues;
   cancellation: Cancellation;
-  groupMembers: GroupMembers;
+  /** Which principals are groups and who is in them (the chat adapters'; cached). */
+  groups: Groups;
   clock: () => Date;
   log: Logger;
   metrics?: Metrics | undefined;
@@ -48,11 +50,11 @@ export function createShipCommand(deps: ShipCommandDeps): (event: CommandEvent) 
   const { policy, store, audit, queues, clock } = deps;
   const newRunId = deps.newRunId ?? generateRunId;
 
-  async function refuse(event: CommandEvent, reason: string, data: Record<string, unknown> = {}): Promise<CommandReply> {
+  async function refuse(event: CommandEvent, reason: RichText, data: Record<string, unknown> = {}): Promise<CommandReply> {
     await audit.append({
       type: 'command.refused',
       actor: event.userId,
-      data: { channel: event.channelId, text: event.text, reason, ...data },
+      data: { channel: event.channelId, text: event.text, reason: plainText(reason), ...data },
       key: `refused.${event.deliveryId}`,
     });
     deps.log.info({ userId: event.userId, channel: event.channelId, reason }, 'command refused');
@@ -67,13 +69,13 @@ export function createShipCommand(deps: ShipCommandDeps): (event: CommandEvent) 
     const run = await store.get(runId);
     if (run === undefined) return undefined;
     const audience = { repo: run.repo, requesterId: run.requester.userId, channelId: run.chat.channel };
-    const decision = await authoriseView(policy, audience, { userId: event.userId, channelId: event.channelId }, deps.groupMembers);
+    const decision = await authoriseView(policy, audience, { userId: event.userId, channelId: event.channelId }, deps.groups);
     if (decision.allowed) return run;
     await audit.append({
       type: 'command.refused',
       actor: event.userId,
       runId: run.id,
-      data: { channel: event.channelId, text: event.text, reason: decision.reason },
+      data: { channel: event.channelId, text: event.text, reason: plainText(decision.reason) },
       key: `refused.${event.deliveryId}`,
     });
     deps.log.info({ userId: event.userId, channel: event.channelId, runId: run.id }, 'run hidden from asker');
@@ -83,7 +85,7 @@ export function createShipCommand(deps: ShipCommandDeps): (event: CommandEvent) 
   const unknownRun = (runId: string): CommandReply => ({ ephemeral: unknownRunReason(runId, policy.command) });
 
   async function startRun(event: CommandEvent, repo: string, task: string): Promise<CommandReply> {
-    const decision = await authoriseRunRequest(policy, { repo, channelId: event.channelId, userId: event.userId }, deps.groupMembers);
+    const decision = await authoriseRunRequest(policy, { repo, channelId: event.channelId, userId: event.userId }, deps.groups);
     if (!decision.allowed) return refuse(event, decision.reason, { repo });
 
     const run = newRun(policy, {
@@ -111,12 +113,12 @@ export function createShipCommand(deps: ShipCommandDeps): (event: CommandEvent) 
       const existing = await store.get(created.runId);
       if (existing !== undefined) await enqueue(existing);
       deps.log.info({ runId: created.runId, deliveryId: event.deliveryId }, 'duplicate command delivery');
-      return { ephemeral: `Run ${created.runId} is already queued for this request.` };
+      return { ephemeral: rich`Run ${created.runId} is already queued for this request.` };
     }
     await enqueue(run);
     deps.metrics?.runRequested();
     deps.log.info({ runId: run.id, repo, requester: event.userId }, 'run requested');
-    return { ephemeral: `Queued run ${run.id} on ${repo}. Follow it in the thread of the card in this channel.` };
+    return { ephemeral: rich`Queued run ${run.id} on ${repo}. Follow it in the thread of the card in this channel.` };
   }
 
   // Only Redis writes that make the run durable happen before the ack; its audit events
@@ -129,7 +131,7 @@ export function createShipCommand(deps: ShipCommandDeps): (event: CommandEvent) 
   async function cancel(event: CommandEvent, runId: string): Promise<CommandReply> {
     const run = await findRun(event, runId);
     if (run === undefined) return unknownRun(runId);
-    const decision = await authoriseCancel(policy, { repo: run.repo, requesterId: run.requester.userId }, event.userId, deps.groupMembers);
+    const decision = await authoriseCancel(policy, { repo: run.repo, requesterId: run.requester.userId }, event.userId, deps.groups);
     if (!decision.allowed) return refuse(event, decision.reason, { runId });
     return requestCancel(deps, run, event.userId);
   }
@@ -138,15 +140,15 @@ export function createShipCommand(deps: ShipCommandDeps): (event: CommandEvent) 
     const run = await findRun(event, runId);
     if (run === undefined) return unknownRun(runId);
     if (run.state !== 'failed') {
-      return { ephemeral: `Run ${runId} is ${run.state}; only a failed run can be retried.` };
+      return { ephemeral: rich`Run ${runId} is ${run.state}; only a failed run can be retried.` };
     }
-    const decision = await authoriseCancel(policy, { repo: run.repo, requesterId: run.requester.userId }, event.userId, deps.groupMembers);
-    if (!decision.allowed) return refuse(event, decision.reason.replace('cancel', 'retry'), { runId });
+    const decision = await authoriseCancel(policy, { repo: run.repo, requesterId: run.requester.userId }, event.userId, deps.groups, 'retry');
+    if (!decision.allowed) return refuse(event, decision.reason, { runId });
     const change = await store.update(runId, (latest) => (latest.state === 'failed' ? { ...resetForRetry(latest), jobSeq: latest.jobSeq + 1 } : undefined));
-    if (change === undefined || change.before === change.after) return { ephemeral: `Run ${runId} is no longer failed.` };
+    if (change === undefined || change.before === change.after) return { ephemeral: rich`Run ${runId} is no longer failed.` };
     await audit.append({ type: 'run.retried', actor: event.userId, runId, data: { fromGate: currentGate(change.after)?.name ?? null }, key: `${runId}.retried.${change.after.jobSeq}` });
     await queues.scheduleRun(runId, change.after.jobSeq);
-    return { ephemeral: `Retrying run ${runId} from gate ${currentGate(change.after)?.name ?? 'the start'}.` };
+    return { ephemeral: rich`Retrying run ${runId} from gate ${currentGate(change.after)?.name ?? 'the start'}.` };
   }
 
   async function status(event: CommandEvent, runId: string | undefined): Promise<CommandReply> {
@@ -157,18 +159,18 @@ export function createShipCommand(deps: ShipCommandDeps): (event: CommandEvent) 
       return { ephemeral: renderRunStatus(run, positions.get(run.id)) };
     }
     const [positions, active] = await Promise.all([queues.queuePositions(), store.listActive()]);
-    const runs = await visibleRuns(policy, active, { userId: event.userId, channelId: event.channelId }, deps.groupMembers);
+    const runs = await visibleRuns(policy, active, { userId: event.userId, channelId: event.channelId }, deps.groups);
     return { ephemeral: renderStatusList(runs.map((run) => ({ run, queuePosition: positions.get(run.id) }))) };
   }
 
   async function auditSummary(event: CommandEvent, runId: string): Promise<CommandReply> {
     if ((await findRun(event, runId)) === undefined) return unknownRun(runId);
     const events = await audit.eventsForRun(runId);
-    if (events.length === 0) return { ephemeral: `No audit events for ${runId}.` };
+    if (events.length === 0) return { ephemeral: rich`No audit events for ${runId}.` };
     const verdict = await audit.verify();
-    const lines = events.map((e) => `${e.at}  ${e.type}  by ${e.actor.startsWith('U') || e.actor.startsWith('W') ? `<@${e.actor}>` : e.actor}`);
+    const lines = events.map((e) => `${e.at}  ${e.type}  by ${e.actor}`);
     const chain = verdict.ok ? `hash chain verified (${verdict.count} events)` : `hash chain BROKEN at event #${verdict.broken.seq}: ${verdict.broken.reason}`;
-    return { ephemeral: [`*Audit trail of ${runId}* — ${chain}`, '```', ...lines.slice(-40), '```', 'Full evidence: `npm run audit-log -- export ' + runId + '`'].join('\n') };
+    return { ephemeral: renderAuditTrail(runId, chain, lines.slice(-40)) };
   }
 
   return async function handleShip(event) {
@@ -203,19 +205,19 @@ export async function requestCancel(
   run: Run,
   userId: string,
 ): Promise<CommandReply> {
-  if (isTerminal(run.state)) return { ephemeral: `Run ${run.id} has already ended (${run.state}).` };
-  if (run.state === 'cancelling') return { ephemeral: `Run ${run.id} is already being cancelled.` };
+  if (isTerminal(run.state)) return { ephemeral: rich`Run ${run.id} has already ended (${run.state}).` };
+  if (run.state === 'cancelling') return { ephemeral: rich`Run ${run.id} is already being cancelled.` };
   const change = await deps.store.update(run.id, (latest) =>
     isTerminal(latest.state) || latest.state === 'cancelling'
       ? undefined
       : { ...latest, state: 'cancelling', cancel: { by: userId, at: deps.clock().toISOString() } },
   );
   if (change === undefined || change.before === change.after) {
-    return { ephemeral: `Run ${run.id} has already ended or is being cancelled.` };
+    return { ephemeral: rich`Run ${run.id} has already ended or is being cancelled.` };
   }
   await deps.audit.append({ type: 'run.cancel_requested', actor: userId, runId: run.id, data: { state: change.before.state }, key: `${run.id}.cancel_requested` });
   await deps.cancellation.publish(run.id);
   await deps.queues.wakeRun(run.id, change.after.jobSeq);
   deps.log.info({ runId: run.id, by: userId }, 'cancel requested');
-  return { ephemeral: `Cancelling run ${run.id}. The thread will confirm once its work has stopped.` };
+  return { ephemeral: rich`Cancelling run ${run.id}. The thread will confirm once its work has stopped.` };
 }

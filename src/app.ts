@@ -27,16 +27,19 @@ import { createSlackChat, type SlackChat } from './adapters/slack/slack-chat.js'
 import { loadOrCreateLocalAuditKey, type LocalAuditKey } from './audit/audit-key.js';
 import { createAuditLog, type AuditLog } from './audit/audit-log.js';
 import { ConfigError, secretValues, type AuditKeySource, type Config } from './config/config.js';
-import { cachedGroupMembers } from './domain/group-cache.js';
+import { cachedGroups } from './domain/group-cache.js';
+import { groupsOf, policyIdProblems } from './domain/principals.js';
 import { ACTIVE_RUN_STATES } from './domain/run.js';
-import { createGitHubWebhookListener, type GitHubEvent } from './http/github-webhooks.js';
+import { githubWebhookRoute, type GitHubEvent } from './http/github-webhooks.js';
 import { createHttpServer } from './http/server.js';
 import type { Logger } from './log.js';
 import { createMetrics, type Metrics } from './metrics.js';
 import type { ChatHandlers, ChatPort, CommandReply } from './ports/chat.js';
+import type { HttpRoute } from './ports/http.js';
 import { createCancellation } from './queue/cancellation.js';
 import { CHAT_QUEUE, RUN_QUEUE, createQueues, settleInit, type AdvanceJob, type ChatJob, type Queues } from './queue/queues.js';
 import { bullConnection, createRedis, type Redis } from './redis.js';
+import { mapRichText } from './render/view.js';
 import { createScrubber, type Scrubber } from './security/scrubber.js';
 import { createEtagCache } from './store/etag-cache.js';
 import { createFollowUps } from './store/follow-ups.js';
@@ -161,32 +164,7 @@ export function createShipgate(options: ShipgateOptions): Shipgate {
   // Before any connection is opened: a key problem stops the start-up with a ConfigError.
   const auditKey = resolveAuditKey(config.auditKey, log);
 
-  const redis = createRedis(config.redisUrl, 'command');
-  const subscriber = runsWorker ? createRedis(config.redisUrl, 'blocking') : undefined;
-  // BullMQ objects get options, not a client: each owns and closes its own connections.
-  const bullmq = bullConnection(config.redisUrl);
-  for (const [name, client] of Object.entries({ redis, subscriber })) {
-    client?.on('error', (error: Error) => log.warn({ connection: name, err: error }, 'redis connection error'));
-  }
-
-  // Every text that leaves the worker goes through this (SPEC §4); tokens minted at run time are added to it.
-  const scrubber = options.scrubber ?? createScrubber(secretValues(config));
-  const scrub = scrubber.scrub;
-
   const metrics = createMetrics();
-  const audit = createAuditLog({ redis, prefix, clock, key: auditKey, log, checkpointEvery: config.auditCheckpointEvery, scrub });
-  const queues = createQueues({ connection: bullmq, prefix });
-  const store = createRunStore({
-    redis,
-    prefix,
-    clock,
-    onChanged: async ({ after }) => queues.refreshCard(after.id, after.version),
-  });
-
-  const index = createRunIndex({ redis, prefix });
-  const followUps = createFollowUps({ redis, prefix });
-  const pokes = createPokes({ redis, prefix });
-
   let slack: SlackChat | undefined;
   let consoleChat: ConsoleChat | undefined;
   let chat: ChatPort;
@@ -209,6 +187,37 @@ export function createShipgate(options: ShipgateOptions): Shipgate {
     });
     chat = slack.port;
   }
+
+  // Policy ids are opaque to the policy schema: the configured chat says which are its own (SPEC §2).
+  const idProblems = policyIdProblems(config.policy, [chat.principals]);
+  if (idProblems.length > 0) {
+    throw new ConfigError(idProblems.map((line) => `${config.policyPath} → ${line}. See shipgate.example.yaml for the file's shape.`));
+  }
+
+  const redis = createRedis(config.redisUrl, 'command');
+  const subscriber = runsWorker ? createRedis(config.redisUrl, 'blocking') : undefined;
+  // BullMQ objects get options, not a client: each owns and closes its own connections.
+  const bullmq = bullConnection(config.redisUrl);
+  for (const [name, client] of Object.entries({ redis, subscriber })) {
+    client?.on('error', (error: Error) => log.warn({ connection: name, err: error }, 'redis connection error'));
+  }
+
+  // Every text that leaves the worker goes through this (SPEC §4); tokens minted at run time are added to it.
+  const scrubber = options.scrubber ?? createScrubber(secretValues(config));
+  const scrub = scrubber.scrub;
+
+  const audit = createAuditLog({ redis, prefix, clock, key: auditKey, log, checkpointEvery: config.auditCheckpointEvery, scrub });
+  const queues = createQueues({ connection: bullmq, prefix });
+  const store = createRunStore({
+    redis,
+    prefix,
+    clock,
+    onChanged: async ({ after }) => queues.refreshCard(after.id, after.version),
+  });
+
+  const index = createRunIndex({ redis, prefix });
+  const followUps = createFollowUps({ redis, prefix });
+  const pokes = createPokes({ redis, prefix });
 
   // Repository code (checks) runs only here; `none` only when the policy says so in as many words.
   const sandbox = options.sandbox ?? (config.policy.sandbox === 'none' ? createUnsandboxed() : createBubblewrapSandbox({ workerUid: process.getuid?.() ?? 0, onCleanupError: (err: unknown) => log.warn({ err }, 'sandbox: a scratch copy could not be removed (start-up sweeps it)') }));
@@ -268,7 +277,7 @@ export function createShipgate(options: ShipgateOptions): Shipgate {
     steps.merge ??= createMergeStep({ github, clock, firstPollMs: options.tuning?.firstPollMs });
   }
 
-  const groupMembers = cachedGroupMembers((id) => chat.userGroupMembers(id), { ttlMs: 60_000, now: () => clock().getTime() });
+  const groups = cachedGroups(groupsOf([chat.principals]), { ttlMs: 60_000, now: () => clock().getTime() });
   const workers: Worker[] = [];
   let server: Server | undefined;
   let cancellationClose: (() => Promise<void>) | undefined;
@@ -398,20 +407,22 @@ export function createShipgate(options: ShipgateOptions): Shipgate {
         <E>(handle: (event: E) => Promise<CommandReply>) =>
         async (event: E): Promise<CommandReply> => {
           const reply = await handle(event);
-          return reply.ephemeral === undefined ? reply : { ...reply, ephemeral: scrub(reply.ephemeral) };
+          return reply.ephemeral === undefined ? reply : { ...reply, ephemeral: mapRichText(reply.ephemeral, scrub) };
         };
       const handlers: ChatHandlers = {
-        onCommand: scrubbed(createShipCommand({ policy: config.policy, store, audit, queues, cancellation, groupMembers, clock, log, metrics })),
-        onAction: scrubbed(createRunActions({ policy: config.policy, store, audit, queues, cancellation, groupMembers, clock, log })),
+        onCommand: scrubbed(createShipCommand({ policy: config.policy, store, audit, queues, cancellation, groups, clock, log, metrics })),
+        onAction: scrubbed(createRunActions({ policy: config.policy, store, audit, queues, cancellation, groups, clock, log })),
         onMention: scrubbed(createFollowUpHandler({ store, audit, queues, followUps, index, command: config.policy.command, log })),
       };
 
+      // The web role serves what its adapters declare; a worker serves health, readiness and metrics only.
+      const routes: HttpRoute[] = [];
+      if (runsWeb) {
+        routes.push(...(slack?.routes ?? []));
+        if (config.github.webhookSecret !== undefined) routes.push(githubWebhookRoute({ secret: config.github.webhookSecret, log, onEvent: onGitHubEvent }));
+      }
       server = createHttpServer({
-        slack: runsWeb ? slack?.requestListener : undefined,
-        github:
-          runsWeb && config.github.webhookSecret !== undefined
-            ? createGitHubWebhookListener({ secret: config.github.webhookSecret, log, onEvent: onGitHubEvent })
-            : undefined,
+        routes,
         ready: async () => {
           // Answer from the connection state first: while Redis is down a PING waits through
           // maxRetriesPerRequest reconnect attempts, whose backoff grows to 5 s each.

@@ -5,38 +5,23 @@ import type { Logger } from '../src/log.js';
 import type { ChatPort } from '../src/ports/chat.js';
 import type { ChatJob, ReplyContent } from '../src/queue/queues.js';
 import { renderCard, renderGateReply, renderRunEnded } from '../src/render/card.js';
-import type { BlockView, MessageView } from '../src/render/view.js';
+import { mapMessageView, type MessageView } from '../src/render/view.js';
 import type { Scrub } from '../src/security/scrubber.js';
 import type { Redis } from '../src/redis.js';
 import type { RunIndex } from '../src/store/run-index.js';
 import type { WriteLimiter } from '../src/store/write-limiter.js';
 import type { RunStore } from '../src/store/run-store.js';
 
-function scrubBlock(block: BlockView, scrub: Scrub): BlockView {
-  switch (block.type) {
-    case 'header':
-    case 'section':
-    case 'context':
-      return { ...block, text: scrub(block.text) };
-    case 'fields':
-      return { ...block, fields: block.fields.map(scrub) };
-    case 'actions':
-      return { ...block, buttons: block.buttons.map((button) => ({ ...button, label: scrub(button.label), value: scrub(button.value) })) };
-    case 'divider':
-      return block;
-  }
-}
-
 /** Every text of a message scrubbed of secrets: what reaches the chat is checked here, on write, whoever rendered it. */
 export function scrubMessageView(view: MessageView, scrub: Scrub): MessageView {
-  return { text: scrub(view.text), blocks: view.blocks.map((block) => scrubBlock(block, scrub)) };
+  return mapMessageView(view, scrub);
 }
 
 function digestOf(view: MessageView): string {
   return createHash('sha256').update(JSON.stringify(view)).digest('hex');
 }
 
-/** Slack allows roughly one update per second per message; SPEC §10 asks for at most one per 3 s. */
+/** Slack allows roughly one update per second per message; SPEC §10 asks for at most one per 3 s in any chat. */
 export const CARD_UPDATE_INTERVAL_MS = 3_000;
 const POST_RECORD_TTL_SECONDS = 30 * 24 * 3600;
 
@@ -64,7 +49,7 @@ export interface ChatProcessorDeps {
  * that a write is durable (a queued job) and happens once:
  *
  * - A post is recorded under its key: `pending` before the call and the
- *   message ts after it. Finding `pending` means an earlier attempt died
+ *   message reference after it. Finding `pending` means an earlier attempt died
  *   mid-call; the platform is then asked whether the message landed (by the
  *   key stored in its metadata) before posting again.
  * - Card updates are coalesced: every state change enqueues a card job, and a
@@ -83,44 +68,45 @@ export function createChatProcessor(deps: ChatProcessorDeps): (job: Job<ChatJob>
   const safe = (view: MessageView): MessageView => (scrub === undefined ? view : scrubMessageView(view, scrub));
 
   /** Posts at most once per key; `fresh` is false when an earlier attempt's message was found instead. */
-  async function postOnce(input: { channel: string; threadTs?: string | undefined; message: MessageView; key: string }): Promise<{ ts: string; fresh: boolean }> {
+  // The record's `ts:` prefix predates neutral message references; kept so records of a running bot still read.
+  async function postOnce(input: { channel: string; thread?: string | undefined; view: MessageView; key: string }): Promise<{ ref: string; fresh: boolean }> {
     const record = await redis.get(postKey(input.key));
-    if (record?.startsWith('ts:') === true) return { ts: record.slice(3), fresh: false };
+    if (record?.startsWith('ts:') === true) return { ref: record.slice(3), fresh: false };
     if (record === 'pending') {
-      const found = await chat.findMessageByKey({ channel: input.channel, threadTs: input.threadTs, key: input.key });
+      const found = await chat.findMessageByKey({ channel: input.channel, thread: input.thread, key: input.key });
       if (found !== undefined) {
-        await redis.set(postKey(input.key), `ts:${found.ts}`, 'EX', POST_RECORD_TTL_SECONDS);
-        return { ts: found.ts, fresh: false };
+        await redis.set(postKey(input.key), `ts:${found.ref}`, 'EX', POST_RECORD_TTL_SECONDS);
+        return { ref: found.ref, fresh: false };
       }
     }
     await deps.writes?.take();
     await redis.set(postKey(input.key), 'pending', 'EX', POST_RECORD_TTL_SECONDS);
-    const { ts } = await chat.postMessage(input);
-    await redis.set(postKey(input.key), `ts:${ts}`, 'EX', POST_RECORD_TTL_SECONDS);
-    return { ts, fresh: true };
+    const { ref } = await chat.postMessage(input);
+    await redis.set(postKey(input.key), `ts:${ref}`, 'EX', POST_RECORD_TTL_SECONDS);
+    return { ref, fresh: true };
   }
 
   /**
-   * Posts the root card if it does not exist yet; returns the run with `chat.ts` set, and whether
+   * Posts the root card if it does not exist yet; returns the run with `chat.card` set, and whether
    * the card now shows this version (false when an interrupted earlier post was found instead).
    */
   async function ensureRoot(run: Run, job: Job<ChatJob>, token: string | undefined): Promise<{ run: Run; current: boolean }> {
-    if (run.chat.ts !== undefined) return { run, current: false };
+    if (run.chat.card !== undefined) return { run, current: false };
     // Two jobs of one run (the first card and the first change) may both get here: one posts, the
     // other waits for it. The lease expires, so a holder that died does not block the run.
     const lease = await redis.set(`${prefix}:root-lease:${run.id}`, '1', 'PX', 30_000, 'NX');
     if (lease === null) await delay(job, token, 300);
     const view = safe(renderCard(run, cardOptions));
-    const { ts, fresh } = await postOnce({ channel: run.chat.channel, message: view, key: `${run.id}.root` });
+    const { ref, fresh } = await postOnce({ channel: run.chat.channel, view, key: `${run.id}.root` });
     if (fresh) {
       await redis.set(renderedKey(run.id), String(run.version));
       await redis.set(hashKey(run.id), digestOf(view), 'EX', POST_RECORD_TTL_SECONDS);
       await redis.set(slotKey(run.id), '1', 'PX', interval);
     }
-    await deps.index?.link({ kind: 'thread', channel: run.chat.channel, ts }, run.id);
+    await deps.index?.link({ kind: 'thread', channel: run.chat.channel, message: ref }, run.id);
     // Silent: recording where the card lives is not a change the card needs to show.
-    const change = await store.update(run.id, (latest) => (latest.chat.ts === undefined ? { ...latest, chat: { ...latest.chat, ts } } : undefined), { silent: true });
-    return { run: change?.after ?? { ...run, chat: { ...run.chat, ts } }, current: fresh };
+    const change = await store.update(run.id, (latest) => (latest.chat.card === undefined ? { ...latest, chat: { ...latest.chat, card: ref } } : undefined), { silent: true });
+    return { run: change?.after ?? { ...run, chat: { ...run.chat, card: ref } }, current: fresh };
   }
 
   async function delay(job: Job<ChatJob>, token: string | undefined, ms: number): Promise<never> {
@@ -136,10 +122,10 @@ export function createChatProcessor(deps: ChatProcessorDeps): (job: Job<ChatJob>
     const rooted = await ensureRoot(stored, job, token);
     if (rooted.current) return;
     const run = rooted.run;
-    if (run.chat.ts === undefined) return;
+    if (run.chat.card === undefined) return;
     const view = safe(renderCard(run, cardOptions));
     const digest = digestOf(view);
-    // A change that renders the same card (a poll that saw nothing new) costs no Slack write.
+    // A change that renders the same card (a poll that saw nothing new) costs no chat write.
     const unchanged = (await redis.get(hashKey(runId))) === digest;
     if (!unchanged) {
       const acquired = await redis.set(slotKey(runId), '1', 'PX', interval, 'NX');
@@ -148,7 +134,7 @@ export function createChatProcessor(deps: ChatProcessorDeps): (job: Job<ChatJob>
         await delay(job, token, Math.max(wait, 50));
       }
       await deps.writes?.take();
-      await chat.updateMessage({ channel: run.chat.channel, ts: run.chat.ts, message: view });
+      await chat.updateMessage({ channel: run.chat.channel, ref: run.chat.card, view });
       await redis.set(hashKey(runId), digest, 'EX', POST_RECORD_TTL_SECONDS);
     }
     // Only ever move the marker forward: a slower job must not claim an older version was shown last.
@@ -186,6 +172,6 @@ export function createChatProcessor(deps: ChatProcessorDeps): (job: Job<ChatJob>
     // rendering now could announce "is cancelling". Wait until the terminal state is stored.
     if (data.content.type === 'ended' && !isTerminal(run.state)) await delay(job, token, 250);
     const { run: rooted } = await ensureRoot(run, job, token);
-    await postOnce({ channel: rooted.chat.channel, threadTs: rooted.chat.ts, message: safe(replyView(rooted, data.content)), key: `${run.id}.${data.key}` });
+    await postOnce({ channel: rooted.chat.channel, thread: rooted.chat.card, view: safe(replyView(rooted, data.content)), key: `${run.id}.${data.key}` });
   };
 }

@@ -9,12 +9,14 @@ const repoName = z
   .string()
   .regex(/^[A-Za-z0-9_.-]+\/[A-Za-z0-9_.-]+$/, 'must be "owner/name"');
 
-/** Slack user ids start with U or W, user-group ids with S. */
-const principalId = z
-  .string()
-  .regex(/^[UWS][A-Z0-9]{2,}$/, 'must be a Slack user id (U…/W…) or user-group id (S…)');
+/**
+ * User, group and channel ids are the chat's own (Slack `U…`/`S…`/`C…`, Discord
+ * `discord:<snowflake>`): opaque here. Which ids are valid is the configured
+ * chat adapters' to say, checked at start-up (src/domain/principals.ts).
+ */
+const principalId = z.string().regex(/^\S+$/, 'must be a user or group id of your chat, without spaces');
 
-const channelId = z.string().regex(/^[CGD][A-Z0-9]{2,}$/, 'must be a Slack channel id (C…/G…/D…)');
+const channelId = z.string().regex(/^\S+$/, 'must be a channel id of your chat, without spaces');
 
 const checkName = z
   .string()

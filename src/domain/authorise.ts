@@ -1,19 +1,20 @@
 import type { Policy } from '../config/policy.js';
+import { channel, code, joinRich, principal, rich, type RichText } from '../render/view.js';
+import type { Groups } from './principals.js';
 
 /**
  * Who may do what (SPEC §2, §6). Pure apart from the group lookup, which is
- * passed in so that Slack user groups (S…) work the same as user ids.
+ * passed in: the chat adapters say which ids are groups (Slack user groups,
+ * Discord roles) and who is in them.
  */
 
-export type Decision = { allowed: true } | { allowed: false; reason: string };
+export type Decision = { allowed: true } | { allowed: false; reason: RichText };
 
-export type GroupMembers = (groupId: string) => Promise<readonly string[]>;
-
-/** True when `userId` is listed directly or belongs to a listed user group. */
-export async function isPrincipal(userId: string, principals: readonly string[], groupMembers: GroupMembers): Promise<boolean> {
+/** True when `userId` is listed directly or belongs to a listed group. */
+export async function isPrincipal(userId: string, principals: readonly string[], groups: Groups): Promise<boolean> {
   if (principals.includes(userId)) return true;
-  for (const principal of principals) {
-    if (principal.startsWith('S') && (await groupMembers(principal)).includes(userId)) return true;
+  for (const listed of principals) {
+    if (groups.isGroup(listed) && (await groups.members(listed)).includes(userId)) return true;
   }
   return false;
 }
@@ -21,24 +22,27 @@ export async function isPrincipal(userId: string, principals: readonly string[],
 export async function authoriseRunRequest(
   policy: Policy,
   request: { repo: string; channelId: string; userId: string },
-  groupMembers: GroupMembers,
+  groups: Groups,
 ): Promise<Decision> {
   const repoPolicy = policy.repos[request.repo];
   if (repoPolicy === undefined) {
     const allowed = Object.keys(policy.repos).sort().join(', ');
     return {
       allowed: false,
-      reason: `${request.repo} is not a repository shipgate may change. Allowed here: ${allowed}. To add one, ask your platform team to list it under \`repos\` in shipgate.yaml.`,
+      reason: rich`${request.repo} is not a repository shipgate may change. Allowed here: ${allowed}. To add one, ask your platform team to list it under ${code('repos')} in shipgate.yaml.`,
     };
   }
   if (repoPolicy.channels !== undefined && !repoPolicy.channels.includes(request.channelId)) {
-    const where = repoPolicy.channels.map((c) => `<#${c}>`).join(', ');
-    return { allowed: false, reason: `Runs on ${request.repo} can only be requested in ${where}. Ask there.` };
+    const where = joinRich(
+      repoPolicy.channels.map((c) => [channel(c)]),
+      ', ',
+    );
+    return { allowed: false, reason: rich`Runs on ${request.repo} can only be requested in ${where}. Ask there.` };
   }
-  if (repoPolicy.requesters !== undefined && !(await isPrincipal(request.userId, repoPolicy.requesters, groupMembers))) {
+  if (repoPolicy.requesters !== undefined && !(await isPrincipal(request.userId, repoPolicy.requesters, groups))) {
     return {
       allowed: false,
-      reason: `You are not allowed to request runs on ${request.repo}. Ask your platform team to add you (or a user group you are in) to its \`requesters\` in shipgate.yaml.`,
+      reason: rich`You are not allowed to request runs on ${request.repo}. Ask your platform team to add you (or a user group you are in) to its ${code('requesters')} in shipgate.yaml.`,
     };
   }
   return { allowed: true };
@@ -51,18 +55,19 @@ export function approversFor(policy: Policy, repo: string): string[] {
   return (pipeline?.stages ?? []).flatMap((stage) => stage.approval?.approvers ?? []);
 }
 
-/** The requester or an approver of the repository may cancel a run. */
+/** The requester or an approver of the repository may cancel a run (and retry it: `verb` names which, for the refusal). */
 export async function authoriseCancel(
   policy: Policy,
   run: { repo: string; requesterId: string },
   userId: string,
-  groupMembers: GroupMembers,
+  groups: Groups,
+  verb: 'cancel' | 'retry' = 'cancel',
 ): Promise<Decision> {
   if (userId === run.requesterId) return { allowed: true };
-  if (await isPrincipal(userId, approversFor(policy, run.repo), groupMembers)) return { allowed: true };
+  if (await isPrincipal(userId, approversFor(policy, run.repo), groups)) return { allowed: true };
   return {
     allowed: false,
-    reason: `Only the requester (<@${run.requesterId}>) or an approver of ${run.repo} can cancel this run.`,
+    reason: rich`Only the requester (${principal(run.requesterId)}) or an approver of ${run.repo} can ${verb} this run.`,
   };
 }
 
@@ -84,14 +89,14 @@ export async function authoriseView(
   policy: Policy,
   run: RunAudience,
   viewer: { userId: string; channelId: string },
-  groupMembers: GroupMembers,
+  groups: Groups,
 ): Promise<Decision> {
   if (viewer.userId === run.requesterId || viewer.channelId === run.channelId) return { allowed: true };
   const principals = [...(policy.repos[run.repo]?.requesters ?? []), ...approversFor(policy, run.repo)];
-  if (await isPrincipal(viewer.userId, principals, groupMembers)) return { allowed: true };
+  if (await isPrincipal(viewer.userId, principals, groups)) return { allowed: true };
   return {
     allowed: false,
-    reason: `not the requester, a requester or approver of ${run.repo}, and not in the run's channel`,
+    reason: rich`not the requester, a requester or approver of ${run.repo}, and not in the run's channel`,
   };
 }
 
@@ -100,19 +105,19 @@ export async function visibleRuns<T extends { repo: string; requester: { userId:
   policy: Policy,
   runs: readonly T[],
   viewer: { userId: string; channelId: string },
-  groupMembers: GroupMembers,
+  groups: Groups,
 ): Promise<T[]> {
   const decisions = await Promise.all(
     runs.map((run) =>
-      authoriseView(policy, { repo: run.repo, requesterId: run.requester.userId, channelId: run.chat.channel }, viewer, groupMembers),
+      authoriseView(policy, { repo: run.repo, requesterId: run.requester.userId, channelId: run.chat.channel }, viewer, groups),
     ),
   );
   return runs.filter((_, index) => decisions[index]?.allowed === true);
 }
 
 /** The answer for a run id that does not exist or that the asker may not see: the same words, so neither is told apart. */
-export function unknownRunReason(runId: string, command: string): string {
-  return `There is no run ${runId} that you can see. \`${command} status\` lists the active runs you can see.`;
+export function unknownRunReason(runId: string, command: string): RichText {
+  return rich`There is no run ${runId} that you can see. ${code(`${command} status`)} lists the active runs you can see.`;
 }
 
 /** Which active-run limit (SPEC §1, policy `limits`) a new run would exceed. */
@@ -123,12 +128,12 @@ export type ActiveRunLimitHit =
 const LISTED_RUN_IDS = 10;
 
 /** The refusal for a run request over an active-run limit: what the limit is, where it is set, and what to do. */
-export function activeRunLimitReason(hit: ActiveRunLimitHit, command: string): string {
+export function activeRunLimitReason(hit: ActiveRunLimitHit, command: string): RichText {
   if (hit.kind === 'per-user') {
     const ids = hit.activeRunIds.slice(0, LISTED_RUN_IDS).join(', ');
     const more = hit.activeRunIds.length > LISTED_RUN_IDS ? `, and ${hit.activeRunIds.length - LISTED_RUN_IDS} more` : '';
     const runs = hit.activeRunIds.length === 1 ? 'run' : 'runs';
-    return `You already have ${hit.activeRunIds.length} active ${runs} (${ids}${more}); the limit is ${hit.limit} (policy limits.activeRunsPerUser). Cancel one with \`${command} cancel &lt;run-id&gt;\` or wait until one ends.`;
+    return rich`You already have ${hit.activeRunIds.length} active ${runs} (${ids}${more}); the limit is ${hit.limit} (policy limits.activeRunsPerUser). Cancel one with ${code(`${command} cancel <run-id>`)} or wait until one ends.`;
   }
-  return `shipgate already has ${hit.active} active runs; the limit is ${hit.limit} (policy limits.activeRuns). Try again once some have ended, or ask your platform team to raise the limit.`;
+  return rich`shipgate already has ${hit.active} active runs; the limit is ${hit.limit} (policy limits.activeRuns). Try again once some have ended, or ask your platform team to raise the limit.`;
 }

@@ -1,3 +1,5 @@
+import { code, rich, type RichText } from '../render/view.js';
+
 /**
  * Parses the text after the slash command (SPEC §2). Pure: no policy lookups
  * beyond the channel default passed in. Sub-command keywords only win when the
@@ -17,7 +19,7 @@ export type ParsedCommand =
   | { kind: 'retry'; runId: string }
   | { kind: 'audit'; runId: string }
   | { kind: 'run'; repo: string; task: string; repoFromChannelDefault: boolean }
-  | { kind: 'error'; message: string };
+  | { kind: 'error'; message: RichText };
 
 const RUN_ID_COMMANDS = ['cancel', 'retry', 'audit'] as const;
 
@@ -25,10 +27,10 @@ export function parseCommand(text: string, options: { command: string; channelDe
   const trimmed = text.trim();
   const words = trimmed.split(/\s+/).filter((w) => w !== '');
   const [first, ...rest] = words;
-  const usage = `Type \`${options.command} help\` for usage.`;
+  const usage = rich`Type ${code(`${options.command} help`)} for usage.`;
 
   if (first === undefined) {
-    return { kind: 'error', message: `Tell me what to do: \`${options.command} &lt;owner/repo&gt; &lt;task…&gt;\`. ${usage}` };
+    return { kind: 'error', message: rich`Tell me what to do: ${code(`${options.command} <owner/repo> <task…>`)}. ${usage}` };
   }
   const keyword = first.toLowerCase();
 
@@ -39,7 +41,7 @@ export function parseCommand(text: string, options: { command: string; channelDe
     return { kind: 'status', runId: rest[0] };
   }
   if (keyword === 'status' && idShaped) {
-    return { kind: 'error', message: `\`${options.command} status\` takes a run id like \`sg-1a2b3c4d\`. ${usage}` };
+    return { kind: 'error', message: rich`${code(`${options.command} status`)} takes a run id like ${code('sg-1a2b3c4d')}. ${usage}` };
   }
   for (const name of RUN_ID_COMMANDS) {
     if (keyword !== name) continue;
@@ -48,7 +50,7 @@ export function parseCommand(text: string, options: { command: string; channelDe
     if (options.channelDefaultRepo === undefined || rest.length === 0 || idShaped) {
       return {
         kind: 'error',
-        message: `\`${options.command} ${name}\` needs a run id like \`sg-1a2b3c4d\` (see \`${options.command} status\`). ${usage}`,
+        message: rich`${code(`${options.command} ${name}`)} needs a run id like ${code('sg-1a2b3c4d')} (see ${code(`${options.command} status`)}). ${usage}`,
       };
     }
   }
@@ -58,25 +60,25 @@ export function parseCommand(text: string, options: { command: string; channelDe
     return taskOrError(first, task, false, options.command);
   }
   if (first.includes('/') && !first.includes(' ') && /^[^/]+\/[^/]+$/.test(first)) {
-    return { kind: 'error', message: `\`${first}\` is not a valid repository name; use \`owner/name\`. ${usage}` };
+    return { kind: 'error', message: rich`${code(first)} is not a valid repository name; use ${code('owner/name')}. ${usage}` };
   }
   if (options.channelDefaultRepo !== undefined) {
     return taskOrError(options.channelDefaultRepo, trimmed.replace(/\s+/g, ' '), true, options.command);
   }
   return {
     kind: 'error',
-    message: `Name the repository first: \`${options.command} &lt;owner/repo&gt; ${trimmed.slice(0, 60)}\`. This channel has no default repository. ${usage}`,
+    message: rich`Name the repository first: ${code(`${options.command} <owner/repo> ${trimmed.slice(0, 60)}`)}. This channel has no default repository. ${usage}`,
   };
 }
 
 function taskOrError(repo: string, task: string, fromDefault: boolean, command: string): ParsedCommand {
   if (task.trim() === '') {
-    return { kind: 'error', message: `Say what to change in ${repo}: \`${command} ${repo} &lt;task…&gt;\`.` };
+    return { kind: 'error', message: rich`Say what to change in ${repo}: ${code(`${command} ${repo} <task…>`)}.` };
   }
   if (task.length > MAX_TASK_LENGTH) {
     return {
       kind: 'error',
-      message: `The task is ${task.length} characters long; keep it under ${MAX_TASK_LENGTH} and link to details instead.`,
+      message: rich`The task is ${task.length} characters long; keep it under ${MAX_TASK_LENGTH} and link to details instead.`,
     };
   }
   return { kind: 'run', repo, task: task.trim(), repoFromChannelDefault: fromDefault };

@@ -74,8 +74,11 @@ export interface Run {
   repo: string;
   task: string;
   requester: { userId: string; name?: string | undefined };
-  /** Where the run's card lives; `ts` is set once the root message is posted. */
-  chat: { channel: string; ts?: string | undefined };
+  /**
+   * Where the run's card lives, as references the chat adapter gave (opaque here): the channel the
+   * run was requested in, and the card's message once it is posted (its thread holds the replies).
+   */
+  chat: { channel: string; card?: string | undefined };
   state: RunState;
   gates: Gate[];
   /** Why the run ended, for terminal states. */

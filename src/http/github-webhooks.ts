@@ -2,6 +2,7 @@ import { Webhooks } from '@octokit/webhooks';
 import type { IncomingMessage, RequestListener, ServerResponse } from 'node:http';
 import { z } from 'zod';
 import type { Logger } from '../log.js';
+import type { HttpRoute } from '../ports/http.js';
 
 /**
  * What a verified GitHub delivery means to shipgate (SPEC §5): "something about
@@ -166,6 +167,14 @@ function parseEvent(name: string, payload: unknown, deliveryId: string): Parsed 
  * event that does not match · 200 `ping` · 202 everything else (unsupported
  * events are acknowledged and ignored, so GitHub does not flag the hook).
  */
+/** Where GitHub delivers webhooks (the hook's Payload URL). */
+export const GITHUB_WEBHOOK_PATH = '/github/webhooks';
+
+/** The route the web role mounts for GitHub webhooks. */
+export function githubWebhookRoute(options: GitHubWebhookListenerOptions): HttpRoute {
+  return { method: 'POST', path: GITHUB_WEBHOOK_PATH, listener: createGitHubWebhookListener(options) };
+}
+
 export function createGitHubWebhookListener(options: GitHubWebhookListenerOptions): RequestListener {
   const log = options.log.child({ component: 'github-webhooks' });
   const webhooks = new Webhooks({ secret: options.secret });

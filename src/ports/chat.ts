@@ -1,37 +1,51 @@
-import type { MessageView } from '../render/view.js';
+import type { PrincipalDirectory } from '../domain/principals.js';
+import type { MessageView, RichText } from '../render/view.js';
 
 /**
  * The chat port (SPEC §2): everything shipgate asks of a chat system. Slack,
  * the console and (later) Discord implement it; commands, workers and
  * rendering never know which one they talk to.
+ *
+ * Channels, messages and principals are opaque references: the adapter
+ * produces them (in events and as results of posts) and consumes them again;
+ * the rest of shipgate stores and compares them but never reads them.
  */
+
+/** Where messages go: a channel as the adapter names it (Slack: `C…`). */
+export type ChannelRef = string;
+/** One posted message within its channel (Slack: the message ts); a thread is named by its root message. */
+export type MessageRef = string;
+/** A user or group as the adapter names it (Slack: `U…`, `S…`; Discord: `discord:<snowflake>`). */
+export type PrincipalId = string;
+
 export interface ChatPort {
   /**
-   * Posts a message (a thread reply when `threadTs` is set). `key` is an
+   * Posts a message (a reply in the thread of `thread` when set). `key` is an
    * idempotency key stored with the message where the platform allows it, so
    * that `findMessageByKey` can tell whether an interrupted post landed.
    */
-  postMessage(input: { channel: string; threadTs?: string | undefined; message: MessageView; key: string }): Promise<{ ts: string }>;
+  postMessage(input: { channel: ChannelRef; thread?: MessageRef | undefined; view: MessageView; key: string }): Promise<{ ref: MessageRef }>;
   /** Replaces a posted message in place (the live card). */
-  updateMessage(input: { channel: string; ts: string; message: MessageView }): Promise<void>;
+  updateMessage(input: { channel: ChannelRef; ref: MessageRef; view: MessageView }): Promise<void>;
   /** A message only `user` sees (command errors, refused clicks). */
-  postEphemeral(input: { channel: string; user: string; text: string; threadTs?: string | undefined }): Promise<void>;
-  /** Finds a message this bot posted with `key`, in the channel or in the thread `threadTs`. */
-  findMessageByKey(input: { channel: string; threadTs?: string | undefined; key: string }): Promise<{ ts: string } | undefined>;
+  postEphemeral(input: { channel: ChannelRef; user: PrincipalId; text: RichText; thread?: MessageRef | undefined }): Promise<void>;
+  /** Finds a message this bot posted with `key`, in the channel or in the thread of `thread`. */
+  findMessageByKey(input: { channel: ChannelRef; thread?: MessageRef | undefined; key: string }): Promise<{ ref: MessageRef } | undefined>;
   /** A link a person can open to reach the message (used in PR bodies to point back to the thread). */
-  permalink(input: { channel: string; ts: string }): Promise<string | undefined>;
-  /** Members of a user group (Slack `S…` ids); used to authorise requesters and approvers. */
-  userGroupMembers(groupId: string): Promise<string[]>;
+  permalink(input: { channel: ChannelRef; ref: MessageRef }): Promise<string | undefined>;
+  /** The ids this chat owns, which of them are groups and who is in a group (policy checks, authorisation). */
+  principals: PrincipalDirectory;
 }
 
 /** A slash command as any adapter delivers it, already verified by the adapter. */
 export interface CommandEvent {
   /** The command name as typed, e.g. `/ship`. */
   command: string;
+  /** The arguments as plain text (platform markup already resolved by the adapter). */
   text: string;
-  userId: string;
+  userId: PrincipalId;
   userName?: string | undefined;
-  channelId: string;
+  channelId: ChannelRef;
   /** Unique per invocation and identical on redelivery (Slack's trigger_id); makes retries no-ops. */
   deliveryId: string;
 }
@@ -40,9 +54,9 @@ export interface CommandEvent {
 export interface ActionEvent {
   actionId: string;
   value: string;
-  userId: string;
-  channelId: string;
-  messageTs?: string | undefined;
+  userId: PrincipalId;
+  channelId: ChannelRef;
+  message?: MessageRef | undefined;
   /** Identical on redelivery of the same click (Slack's action_ts + user). */
   deliveryId: string;
 }
@@ -53,19 +67,21 @@ export interface ActionEvent {
  * by bots (shipgate included) before they get here.
  */
 export interface MentionEvent {
-  /** The instruction, with the leading mention of the bot removed. */
+  /** The instruction as plain text: the leading mention of the bot removed, other markup resolved. */
   text: string;
-  userId: string;
-  channelId: string;
-  /** The thread's root ts (the run's card) when the mention was a thread reply. */
-  threadTs: string | undefined;
-  /** The mention message's own ts. */
-  ts: string;
+  /** The principals the text mentions besides the bot, in order. */
+  mentions: PrincipalId[];
+  userId: PrincipalId;
+  channelId: ChannelRef;
+  /** The thread's root message (the run's card) when the mention was a thread reply. */
+  thread: MessageRef | undefined;
+  /** The mention message itself. */
+  message: MessageRef;
   /** Identical on redelivery (Slack's Events API event_id); makes retries no-ops. */
   deliveryId: string;
   /**
    * Set by adapters that address runs by id instead of by thread (the console);
-   * when present it wins over channel + threadTs.
+   * when present it wins over channel + thread.
    */
   runId?: string | undefined;
 }
@@ -73,7 +89,7 @@ export interface MentionEvent {
 /** What the adapter sends back to the person who typed or clicked, right away. */
 export interface CommandReply {
   /** Only the requester sees it (errors, help, status). */
-  ephemeral?: string | undefined;
+  ephemeral?: RichText | undefined;
 }
 
 /** Handlers the adapters call; they must answer fast (Slack acks within 3 s). */

@@ -7,7 +7,22 @@ import {
   type RunState,
   type Usage,
 } from '../domain/run.js';
-import type { BlockView, MessageView } from './view.js';
+import {
+  bold,
+  code,
+  concat,
+  joinRich,
+  link as linkSpan,
+  plainText,
+  pre,
+  principal,
+  quote,
+  rich,
+  type BlockView,
+  type Inline,
+  type MessageView,
+  type RichText,
+} from './view.js';
 
 /**
  * What a run looks like in chat (SPEC §2): the live root card, the thread
@@ -15,9 +30,10 @@ import type { BlockView, MessageView } from './view.js';
  * I/O and no clock, so the same run always renders the same message and the
  * card can be re-rendered on every stored change.
  *
- * All text is Slack mrkdwn. Anything a person typed or an outside system
- * produced (task, summaries, outcome, stage names) goes through
- * `escapeMrkdwn`, so a task cannot ping `<!channel>` or smuggle a link.
+ * Everything is the chat-neutral view of ./view.ts: user text (task,
+ * summaries, outcome, stage names) goes in as literal spans, and each chat
+ * adapter escapes it for its platform, so a task cannot ping a channel or
+ * smuggle a link whatever the chat.
  */
 
 export const CANCEL_ACTION_ID = 'shipgate.cancel';
@@ -27,22 +43,16 @@ const CARD_TASK_MAX_CHARS = 500;
 const CARD_TASK_MAX_LINES = 8;
 /** Gate summaries on the card stay on one line; the full text goes to the gate's thread reply. */
 const CARD_SUMMARY_MAX_CHARS = 300;
-/** Thread replies carry failure details, but Slack caps a section at 3,000 characters. */
+/** Thread replies carry failure details, but chats cap a message section (Slack: 3,000 characters). */
 const REPLY_SUMMARY_MAX_CHARS = 2800;
 const SHORT_TASK_MAX_CHARS = 80;
 
 // ---------------------------------------------------------------------------
-// mrkdwn helpers
-
-/** Escapes Slack's control characters so user text is shown, never interpreted as mentions or links. */
-export function escapeMrkdwn(text: string): string {
-  return text.replace(/&/g, '&amp;').replace(/</g, '&lt;').replace(/>/g, '&gt;');
-}
+// text helpers
 
 /**
  * Truncates by code points (never splitting an emoji's surrogate pair) and
- * marks the cut with an ellipsis. Apply before escaping, so that an entity
- * like `&amp;` is never cut in half.
+ * marks the cut with an ellipsis.
  */
 export function truncate(text: string, maxChars: number): string {
   const chars = Array.from(text);
@@ -58,28 +68,9 @@ function oneLine(text: string): string {
   return text.replace(/\s+/g, ' ').trim();
 }
 
-/**
- * A Slack mention for a user id; anything that does not look like a Slack id
- * (a console user, a name) is shown as escaped text, so it cannot become a
- * broken or hostile `<@…>` token.
- */
-export function mention(userId: string): string {
-  return /^[UW][A-Z0-9]+$/.test(userId) ? `<@${userId}>` : `@${escapeMrkdwn(userId)}`;
-}
-
-/** `<url|label>` for http(s) URLs only; characters that would end the link token early are encoded. */
-function link(url: string, label: string): string | undefined {
-  if (!/^https?:\/\//i.test(url)) return undefined;
-  const safeUrl = url.replace(/&/g, '&amp;').replace(/</g, '%3C').replace(/>/g, '%3E').replace(/\|/g, '%7C');
-  return `<${safeUrl}|${label}>`;
-}
-
-/** The task as a block quote; each line quoted, user `>` escaped so it cannot end the quote. */
-function quote(text: string): string {
-  return text
-    .split('\n')
-    .map((line) => `> ${escapeMrkdwn(line)}`)
-    .join('\n');
+/** A link for http(s) URLs only: anything else a gate recorded is not offered as a link. */
+function link(url: string, label: string): Inline | undefined {
+  return /^https?:\/\//i.test(url) ? linkSpan(url, label) : undefined;
 }
 
 function truncateLines(text: string, maxLines: number, maxChars: number): string {
@@ -90,7 +81,7 @@ function truncateLines(text: string, maxLines: number, maxChars: number): string
 
 /** Short one-line task for lists and fallback text. */
 function shortTask(task: string): string {
-  return escapeMrkdwn(truncate(oneLine(task), SHORT_TASK_MAX_CHARS));
+  return truncate(oneLine(task), SHORT_TASK_MAX_CHARS);
 }
 
 // ---------------------------------------------------------------------------
@@ -164,8 +155,7 @@ function gateStateWords(gate: Gate): string {
 }
 
 /** One line per gate for the card and status: emoji, name, state where not obvious, summary. */
-function gateLine(gate: Gate, isCurrent: boolean, summaryMax: number): string {
-  const name = `*${escapeMrkdwn(gate.name)}*`;
+function gateLine(gate: Gate, isCurrent: boolean, summaryMax: number): RichText {
   const summary = gate.summary === undefined || gate.summary.trim() === '' ? undefined : oneLine(gate.summary);
   let detail: string | undefined;
   if (gate.notConfigured === true) {
@@ -174,38 +164,39 @@ function gateLine(gate: Gate, isCurrent: boolean, summaryMax: number): string {
       summary === undefined
         ? 'not configured'
         : /not configured/i.test(summary)
-          ? escapeMrkdwn(truncate(summary, summaryMax))
-          : `not configured: ${escapeMrkdwn(truncate(summary, summaryMax))}`;
+          ? truncate(summary, summaryMax)
+          : `not configured: ${truncate(summary, summaryMax)}`;
   } else if (summary !== undefined) {
-    detail = escapeMrkdwn(truncate(summary, summaryMax));
+    detail = truncate(summary, summaryMax);
   }
-  return `${gateEmoji(gate, isCurrent)} ${name}${detail === undefined ? '' : ` — ${detail}`}`;
+  return rich`${gateEmoji(gate, isCurrent)} ${bold(gate.name)}${detail === undefined ? '' : ` — ${detail}`}`;
 }
 
-function gateLines(run: Run, summaryMax: number): string {
+function gateLines(run: Run, summaryMax: number): RichText {
   const current = isTerminal(run.state) ? undefined : currentGate(run);
-  return run.gates.map((gate) => gateLine(gate, gate === current, summaryMax)).join('\n');
+  return joinRich(
+    run.gates.map((gate) => gateLine(gate, gate === current, summaryMax)),
+    '\n',
+  );
 }
 
 /** `running · at *ci*`, `queued · position 2 in queue`, `failed — ci failed: …`. */
-function stateWords(run: Run, queuePosition?: number): string {
+function stateWords(run: Run, queuePosition?: number): RichText {
   const state = `${RUN_STATE_EMOJI[run.state]} ${run.state}`;
   if (isTerminal(run.state)) {
     const outcome = run.outcome?.trim();
-    return outcome === undefined || outcome === ''
-      ? state
-      : `${state} — ${escapeMrkdwn(truncate(oneLine(outcome), 500))}`;
+    return outcome === undefined || outcome === '' ? rich`${state}` : rich`${state} — ${truncate(oneLine(outcome), 500)}`;
   }
-  const parts = [state];
-  if (run.state === 'queued' && queuePosition !== undefined) parts.push(`position ${queuePosition} in queue`);
+  const parts: RichText[] = [rich`${state}`];
+  if (run.state === 'queued' && queuePosition !== undefined) parts.push(rich`position ${queuePosition} in queue`);
   const gate = currentGate(run);
   if (gate !== undefined && run.state !== 'queued') {
-    parts.push(`at *${escapeMrkdwn(gate.name)}*${gate.notConfigured === true ? ' (not configured)' : ''}`);
+    parts.push(rich`at ${bold(gate.name)}${gate.notConfigured === true ? ' (not configured)' : ''}`);
   }
-  return parts.join(' · ');
+  return joinRich(parts, ' · ');
 }
 
-function linksLine(links: RunLinks): string | undefined {
+function linksLine(links: RunLinks): RichText | undefined {
   const entries: Array<[string | undefined, string]> = [
     [links.pr, 'Pull request'],
     [links.ci, 'CI'],
@@ -214,17 +205,18 @@ function linksLine(links: RunLinks): string | undefined {
   ];
   const rendered = entries
     .map(([url, label]) => (url === undefined ? undefined : link(url, label)))
-    .filter((value): value is string => value !== undefined);
-  return rendered.length === 0 ? undefined : rendered.join(' · ');
+    .filter((value): value is Inline => value !== undefined)
+    .map((span) => [span]);
+  return rendered.length === 0 ? undefined : joinRich(rendered, ' · ');
 }
 
-function cancelLine(run: Run): string {
-  const by = run.cancel === undefined ? 'someone' : mention(run.cancel.by);
-  return `🛑 cancel requested by ${by}, stopping…`;
+function cancelLine(run: Run): RichText {
+  return rich`🛑 cancel requested by ${run.cancel === undefined ? 'someone' : principal(run.cancel.by)}, stopping…`;
 }
 
-function runLabel(run: Run): string {
-  return `run \`${escapeMrkdwn(run.id)}\` on *${escapeMrkdwn(run.repo)}*`;
+/** `run `sg-…` on *acme/shop*`; `Run …` at the start of a sentence. */
+function runLabel(run: Run, capital = false): RichText {
+  return rich`${capital ? 'Run' : 'run'} ${code(run.id)} on ${bold(run.repo)}`;
 }
 
 // ---------------------------------------------------------------------------
@@ -239,17 +231,18 @@ export interface CardOptions {
 
 /** The run's live root card (SPEC §2), re-rendered and updated in place on every change. */
 export function renderCard(run: Run, options: CardOptions = {}): MessageView {
-  const blocks: BlockView[] = [
-    { type: 'header', text: `shipgate run ${escapeMrkdwn(run.id)} · ${escapeMrkdwn(run.repo)}` },
-  ];
+  const blocks: BlockView[] = [{ type: 'header', text: `shipgate run ${run.id} · ${run.repo}` }];
   if (options.unsandboxedChecks === true) {
-    blocks.push({ type: 'context', text: '⚠️ *Checks run unsandboxed* on this installation (policy `sandbox: none`): repository code runs as the worker.' });
+    blocks.push({
+      type: 'context',
+      text: rich`⚠️ ${bold('Checks run unsandboxed')} on this installation (policy ${code('sandbox: none')}): repository code runs as the worker.`,
+    });
   }
 
-  blocks.push({ type: 'section', text: quote(truncateLines(run.task, CARD_TASK_MAX_LINES, CARD_TASK_MAX_CHARS)) });
+  blocks.push({ type: 'section', text: [quote(truncateLines(run.task, CARD_TASK_MAX_LINES, CARD_TASK_MAX_CHARS))] });
   blocks.push({
     type: 'section',
-    text: `*Repository:* ${escapeMrkdwn(run.repo)} · *Requested by:* ${mention(run.requester.userId)}\n*State:* ${stateWords(run)}`,
+    text: rich`${bold('Repository:')} ${run.repo} · ${bold('Requested by:')} ${principal(run.requester.userId)}\n${bold('State:')} ${stateWords(run)}`,
   });
   if (run.state === 'cancelling') blocks.push({ type: 'section', text: cancelLine(run) });
 
@@ -258,12 +251,12 @@ export function renderCard(run: Run, options: CardOptions = {}): MessageView {
 
   if (!isTerminal(run.state) && run.activity !== undefined && run.activity !== '') {
     const turn = run.artifacts.agentTurns === undefined || currentGate(run)?.name !== 'agent' ? '' : `turn ${run.artifacts.agentTurns} · `;
-    blocks.push({ type: 'context', text: `Now: ${turn}${escapeMrkdwn(truncate(oneLine(run.activity), 200))}` });
+    blocks.push({ type: 'context', text: rich`Now: ${turn}${truncate(oneLine(run.activity), 200)}` });
   }
   const links = linksLine(run.links);
   if (links !== undefined) blocks.push({ type: 'context', text: links });
   const usage = formatUsage(run.usage);
-  if (usage !== undefined) blocks.push({ type: 'context', text: usage });
+  if (usage !== undefined) blocks.push({ type: 'context', text: rich`${usage}` });
 
   // Cancelling already asked; a second button would only invite double clicks while the work stops.
   if (CANCELLABLE.has(run.state)) {
@@ -275,8 +268,8 @@ export function renderCard(run: Run, options: CardOptions = {}): MessageView {
 
   const gate = isTerminal(run.state) ? undefined : currentGate(run);
   const text =
-    `shipgate run ${escapeMrkdwn(run.id)} on ${escapeMrkdwn(run.repo)}: ${run.state}` +
-    `${gate !== undefined && run.state !== 'queued' ? ` (${escapeMrkdwn(gate.name)})` : ''} — ${shortTask(run.task)}`;
+    `shipgate run ${run.id} on ${run.repo}: ${run.state}` +
+    `${gate !== undefined && run.state !== 'queued' ? ` (${gate.name})` : ''} — ${shortTask(run.task)}`;
   return { text, blocks };
 }
 
@@ -286,22 +279,20 @@ export function renderCard(run: Run, options: CardOptions = {}): MessageView {
 /** The thread reply for one gate's result (SPEC §2): passed, failed or skipped, with what a person needs to know. */
 export function renderGateReply(run: Run, gateName: string): MessageView {
   const gate = run.gates.find((candidate) => candidate.name === gateName);
-  const name = escapeMrkdwn(gateName);
   if (gate === undefined) {
-    const text = `Gate *${name}* is not part of ${runLabel(run)}.`;
-    return { text, blocks: [{ type: 'section', text }] };
+    const text = rich`Gate ${bold(gateName)} is not part of ${runLabel(run)}.`;
+    return { text: plainText(text), blocks: [{ type: 'section', text }] };
   }
   const words = gateStateWords(gate);
-  const headline = `${gateEmoji(gate, false)} *${name}* ${words}`;
-  const blocks: BlockView[] = [{ type: 'section', text: headline }];
+  const blocks: BlockView[] = [{ type: 'section', text: rich`${gateEmoji(gate, false)} ${bold(gateName)} ${words}` }];
   const summary = gate.summary?.trim();
   if (summary !== undefined && summary !== '') {
     // Multi-line on purpose: failing check names and annotation excerpts read better as lines.
-    blocks.push({ type: 'section', text: escapeMrkdwn(truncate(summary, REPLY_SUMMARY_MAX_CHARS)) });
+    blocks.push({ type: 'section', text: rich`${truncate(summary, REPLY_SUMMARY_MAX_CHARS)}` });
   }
-  blocks.push({ type: 'context', text: capitalise(runLabel(run)) });
+  blocks.push({ type: 'context', text: runLabel(run, true) });
   const fallback = `${gateName} ${words}${summary === undefined || summary === '' ? '' : `: ${oneLine(summary)}`}`;
-  return { text: escapeMrkdwn(truncate(fallback, 300)), blocks };
+  return { text: truncate(fallback, 300), blocks };
 }
 
 /**
@@ -309,104 +300,108 @@ export function renderGateReply(run: Run, gateName: string): MessageView {
  * configured slash command, used in the retry hint.
  */
 export function renderRunEnded(run: Run, command = '/ship'): MessageView {
-  const label = runLabel(run);
-  const outcome =
-    run.outcome === undefined || run.outcome.trim() === ''
-      ? undefined
-      : escapeMrkdwn(truncate(run.outcome.trim(), 2000));
-  let headline: string;
-  const details: string[] = [];
+  const label = runLabel(run, true);
+  const outcome = run.outcome === undefined || run.outcome.trim() === '' ? undefined : truncate(run.outcome.trim(), 2000);
+  let headline: RichText;
+  const details: RichText[] = [];
   switch (run.state) {
     case 'done':
-      headline = `✅ ${capitalise(label)} is done${outcome === undefined ? '.' : `: ${outcome}.`}`;
+      headline = rich`✅ ${label} is done${outcome === undefined ? '.' : `: ${outcome}.`}`;
       break;
     case 'failed': {
-      headline = `❌ ${capitalise(label)} failed${outcome === undefined ? '.' : `: ${outcome}`}`;
+      headline = rich`❌ ${label} failed${outcome === undefined ? '.' : `: ${outcome}`}`;
       const failed = run.gates.find((gate) => gate.state === 'failed');
       details.push(
-        `Fix the cause, then \`${escapeMrkdwn(command)} retry ${escapeMrkdwn(run.id)}\` resumes from ${
-          failed === undefined ? 'the failed gate' : `*${escapeMrkdwn(failed.name)}*`
-        }.`,
+        rich`Fix the cause, then ${code(`${command} retry ${run.id}`)} resumes from ${failed === undefined ? 'the failed gate' : bold(failed.name)}.`,
       );
       break;
     }
     case 'cancelled': {
-      const by = run.cancel === undefined ? '' : ` by ${mention(run.cancel.by)}`;
-      headline = `🛑 ${capitalise(label)} was cancelled${by}.`;
+      headline = rich`🛑 ${label} was cancelled${run.cancel === undefined ? '' : concat(' by ', principal(run.cancel.by))}.`;
       // SPEC §2: a cancel is confirmed only once the work really stopped, so this reply may say so.
-      details.push('The work has stopped: the agent is no longer running and nothing more will be pushed or promoted.');
-      if (outcome !== undefined) details.push(outcome);
+      details.push(rich`The work has stopped: the agent is no longer running and nothing more will be pushed or promoted.`);
+      if (outcome !== undefined) details.push(rich`${outcome}`);
       break;
     }
     case 'rejected':
-      headline = `🚫 ${capitalise(label)} was rejected${outcome === undefined ? '.' : `: ${outcome}`}`;
-      details.push('Nothing was promoted to the stage that asked for approval.');
+      headline = rich`🚫 ${label} was rejected${outcome === undefined ? '.' : `: ${outcome}`}`;
+      details.push(rich`Nothing was promoted to the stage that asked for approval.`);
       break;
     case 'expired':
-      headline = `⌛ ${capitalise(label)} expired${outcome === undefined ? '.' : `: ${outcome}`}`;
+      headline = rich`⌛ ${label} expired${outcome === undefined ? '.' : `: ${outcome}`}`;
       break;
     default:
       // Not terminal: callers should not get here, but a truthful message beats a wrong "ended".
-      headline = `${RUN_STATE_EMOJI[run.state]} ${capitalise(label)} is ${run.state}.`;
+      headline = rich`${RUN_STATE_EMOJI[run.state]} ${label} is ${run.state}.`;
   }
 
   const blocks: BlockView[] = [{ type: 'section', text: headline }];
-  if (details.length > 0) blocks.push({ type: 'section', text: details.join('\n') });
-  const context = [linksLine(run.links), formatUsage(run.usage)].filter(
-    (value): value is string => value !== undefined,
+  if (details.length > 0) blocks.push({ type: 'section', text: joinRich(details, '\n') });
+  const usage = formatUsage(run.usage);
+  const context = [linksLine(run.links), usage === undefined ? undefined : rich`${usage}`].filter(
+    (value): value is RichText => value !== undefined,
   );
-  if (context.length > 0) blocks.push({ type: 'context', text: context.join(' · ') });
-  return { text: headline, blocks };
-}
-
-function capitalise(text: string): string {
-  return text.length === 0 ? text : `${text.charAt(0).toUpperCase()}${text.slice(1)}`;
+  if (context.length > 0) blocks.push({ type: 'context', text: joinRich(context, ' · ') });
+  return { text: plainText(headline), blocks };
 }
 
 // ---------------------------------------------------------------------------
 // ephemeral text
 
 /** Usage for `/ship help` and for answers to malformed commands; `command` is the configured name. */
-export function renderHelp(command: string): string {
-  const c = escapeMrkdwn(command);
-  return [
-    '*shipgate* — an AI agent proposes changes; your pipeline decides.',
-    `• \`${c} &lt;owner/repo&gt; &lt;task…&gt;\` — start a run on a repository`,
-    `• \`${c} &lt;task…&gt;\` — start a run in a channel that has a default repository`,
-    `• \`${c} status [run-id]\` — the active runs you can see, with queue positions, or one run in detail`,
-    `• \`${c} cancel &lt;run-id&gt;\` — cancel a run (confirmed once the work has really stopped)`,
-    `• \`${c} retry &lt;run-id&gt;\` — resume a failed run from its failed gate`,
-    `• \`${c} audit &lt;run-id&gt;\` — the run's evidence: every event, who, when, and whether the hash chain verifies`,
-    `• \`${c} help\` — this message`,
-    "Mention the bot in a run's thread to give that run's agent a follow-up instruction.",
-  ].join('\n');
+export function renderHelp(command: string): RichText {
+  const usage = (args: string, what: string): RichText => rich`• ${code(args === '' ? command : `${command} ${args}`)} — ${what}`;
+  return joinRich(
+    [
+      rich`${bold('shipgate')} — an AI agent proposes changes; your pipeline decides.`,
+      usage('<owner/repo> <task…>', 'start a run on a repository'),
+      usage('<task…>', 'start a run in a channel that has a default repository'),
+      usage('status [run-id]', 'the active runs you can see, with queue positions, or one run in detail'),
+      usage('cancel <run-id>', 'cancel a run (confirmed once the work has really stopped)'),
+      usage('retry <run-id>', 'resume a failed run from its failed gate'),
+      usage('audit <run-id>', "the run's evidence: every event, who, when, and whether the hash chain verifies"),
+      usage('help', 'this message'),
+      rich`Mention the bot in a run's thread to give that run's agent a follow-up instruction.`,
+    ],
+    '\n',
+  );
 }
 
-function statusHeadline(run: Run, queuePosition?: number): string {
-  return `\`${escapeMrkdwn(run.id)}\` · *${escapeMrkdwn(run.repo)}* · ${stateWords(run, queuePosition)}`;
+function statusHeadline(run: Run, queuePosition?: number): RichText {
+  return rich`${code(run.id)} · ${bold(run.repo)} · ${stateWords(run, queuePosition)}`;
 }
 
 /** `/ship status`: one line per active run, with queue positions for queued runs. */
-export function renderStatusList(entries: Array<{ run: Run; queuePosition?: number | undefined }>): string {
-  if (entries.length === 0) return 'No active runs that you can see right now. ✨';
-  const lines = entries.map(
-    ({ run, queuePosition }) => `• ${statusHeadline(run, queuePosition)} — “${shortTask(run.task)}”`,
-  );
-  return [`*Active runs (${entries.length})*`, ...lines].join('\n');
+export function renderStatusList(entries: Array<{ run: Run; queuePosition?: number | undefined }>): RichText {
+  if (entries.length === 0) return rich`No active runs that you can see right now. ✨`;
+  const lines = entries.map(({ run, queuePosition }) => rich`• ${statusHeadline(run, queuePosition)} — “${shortTask(run.task)}”`);
+  return joinRich([rich`${bold(`Active runs (${entries.length})`)}`, ...lines], '\n');
 }
 
 /** `/ship status <run-id>`: one run in detail. */
-export function renderRunStatus(run: Run, queuePosition?: number): string {
-  const lines = [
+export function renderRunStatus(run: Run, queuePosition?: number): RichText {
+  const lines: RichText[] = [
     statusHeadline(run, queuePosition),
-    quote(truncateLines(run.task, 3, 200)),
-    `Requested by ${mention(run.requester.userId)}`,
+    [quote(truncateLines(run.task, 3, 200))],
+    rich`Requested by ${principal(run.requester.userId)}`,
   ];
   if (run.state === 'cancelling') lines.push(cancelLine(run));
   if (run.gates.length > 0) lines.push(gateLines(run, CARD_SUMMARY_MAX_CHARS));
   const links = linksLine(run.links);
   if (links !== undefined) lines.push(links);
   const usage = formatUsage(run.usage);
-  if (usage !== undefined) lines.push(usage);
-  return lines.join('\n');
+  if (usage !== undefined) lines.push(rich`${usage}`);
+  return joinRich(lines, '\n');
+}
+
+/** `/ship audit <run-id>`: the last events, one per line, and whether the chain verifies. */
+export function renderAuditTrail(runId: string, chain: string, lines: readonly string[]): RichText {
+  return joinRich(
+    [
+      rich`${bold(`Audit trail of ${runId}`)} — ${chain}`,
+      [pre(lines.join('\n'))],
+      rich`Full evidence: ${code(`npm run audit-log -- export ${runId}`)}`,
+    ],
+    '\n',
+  );
 }

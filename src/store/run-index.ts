@@ -14,7 +14,8 @@ export interface RunIndex {
 export type RunIndexKey =
   | { kind: 'commit'; repo: string; sha: string }
   | { kind: 'pull'; repo: string; number: number }
-  | { kind: 'thread'; channel: string; ts: string };
+  /** A run's thread: the channel and the card's message reference, as the chat adapter gave them. */
+  | { kind: 'thread'; channel: string; message: string };
 
 const TTL_SECONDS = 14 * 24 * 3600;
 
@@ -26,7 +27,8 @@ export function createRunIndex({ redis, prefix }: { redis: Redis; prefix: string
       case 'pull':
         return `${prefix}:index:pull:${key.repo.toLowerCase()}:${key.number}`;
       case 'thread':
-        return `${prefix}:index:thread:${key.channel}:${key.ts}`;
+        // Unchanged since the reference was called `ts`: threads linked by a running bot are still found.
+        return `${prefix}:index:thread:${key.channel}:${key.message}`;
     }
   };
   return {

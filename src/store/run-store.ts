@@ -29,12 +29,20 @@ const gateSchema = z.object({
   endedAt: z.string().optional(),
 });
 
+/**
+ * Where the card lives. Runs stored before the chat port became neutral have `{ channel, ts }`
+ * (the Slack message ts of the card): read as `card`, so a deployed bot keeps updating their cards.
+ */
+export const runChatSchema = z
+  .object({ channel: z.string(), card: z.string().optional(), ts: z.string().optional() })
+  .transform(({ channel, card, ts }) => (card ?? ts) === undefined ? { channel } : { channel, card: card ?? ts });
+
 const runSchema = z.object({
   id: z.string(),
   repo: z.string(),
   task: z.string(),
   requester: z.object({ userId: z.string(), name: z.string().optional() }),
-  chat: z.object({ channel: z.string(), ts: z.string().optional() }),
+  chat: runChatSchema,
   state: z.enum(['queued', 'running', 'waiting', 'cancelling', 'done', 'failed', 'cancelled', 'rejected', 'expired']),
   gates: z.array(gateSchema),
   outcome: z.string().optional(),

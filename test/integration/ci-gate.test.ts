@@ -299,7 +299,7 @@ describe('the CI gate and the fix loop', () => {
     );
     const runId = await w.ship('acme/shop add a health module');
     const first = await pushedCommit(w, runId);
-    const root = (await runOf(w, runId)).chat.ts ?? '';
+    const root = (await runOf(w, runId)).chat.card ?? '';
     const mention = (user: Record<string, string>, eventId: string) =>
       sendSignedRequest(
         w.bot.eventsUrl,

@@ -60,7 +60,7 @@ describe('/ship over signed HTTP', () => {
     expect(text).toContain('<@UALICE>');
     for (const gate of ['agent', 'pr', 'ci', 'merge']) expect(text).toContain(gate);
     // The card message is the run's root: the store knows its ts, so later updates edit it in place.
-    await eventually(async () => (await bot?.app.store.get(runId))?.chat.ts === root.ts, 'card ts recorded', 5_000);
+    await eventually(async () => (await bot?.app.store.get(runId))?.chat.card === root.ts, 'card ts recorded', 5_000);
   });
 
   it('rejects a bad signature and a 10-minute-old timestamp with 401 and creates nothing', async () => {

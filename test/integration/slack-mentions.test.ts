@@ -5,6 +5,7 @@ import { afterEach, beforeEach, describe, expect, it } from 'vitest';
 import { createSlackChat, type SlackChat } from '../../src/adapters/slack/slack-chat.js';
 import { createLogger } from '../../src/log.js';
 import type { CommandReply, MentionEvent } from '../../src/ports/chat.js';
+import { rich } from '../../src/render/view.js';
 import { BOT_TOKEN, SIGNING_SECRET } from '../helpers/bot.js';
 import { sendSignedRequest, type SignedRequestOptions } from '../helpers/slack-requests.js';
 import { startSlackServer, type SlackServer } from '../helpers/slack-server.js';
@@ -36,8 +37,8 @@ beforeEach(async () => {
     command: '/ship',
     log: createLogger({ level: 'silent', destination: new PassThrough() }),
   });
-  const listener = chat.requestListener;
-  if (listener === undefined) throw new Error('HTTP mode expected a request listener');
+  const listener = chat.routes.find((route) => route.method === 'POST' && route.path === '/slack/events')?.listener;
+  if (listener === undefined) throw new Error('HTTP mode expected a POST /slack/events route');
   server = createServer(listener);
   await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
   const address = server.address();
@@ -149,17 +150,18 @@ describe('Slack mentions (follow-ups, SPEC §2)', () => {
     await waitForMentions(1);
     expect(mentions[0]).toEqual({
       text: 'also add a test for /healthz',
+      mentions: [],
       userId: 'UALICE',
       channelId: CHANNEL,
-      threadTs: root,
-      ts: sent.ts,
+      thread: root,
+      message: sent.ts,
       deliveryId: sent.eventId,
     });
   });
 
   it('posts the handler’s ephemeral reply to the person, in the thread', async () => {
     const root = slack.addUserMessage(CHANNEL, { user: 'UALICE', text: 'run card stand-in' });
-    mentionReply = { ephemeral: 'Noted: the agent picks this up in its next iteration.' };
+    mentionReply = { ephemeral: rich`Noted: the agent picks this up in its next iteration.` };
     await sendMention({ text: `<@${slack.botUserId}>: make it faster`, user: 'UBOB', thread_ts: root });
     const ephemeral = await slack.waitFor((s) => s.ephemerals[0], 5_000, 'ephemeral reply');
     expect(ephemeral).toMatchObject({
@@ -171,10 +173,25 @@ describe('Slack mentions (follow-ups, SPEC §2)', () => {
     expect(mentions[0]?.text).toBe('make it faster');
   });
 
-  it('passes a top-level mention with threadTs undefined and keeps a mention that is not leading', async () => {
+  it('passes a top-level mention with no thread and keeps a mention that is not leading, as plain text', async () => {
     await sendMention({ text: `please <@${slack.botUserId}> look`, user: 'UALICE' });
     await waitForMentions(1);
-    expect(mentions[0]).toMatchObject({ text: `please <@${slack.botUserId}> look`, threadTs: undefined });
+    expect(mentions[0]).toMatchObject({ text: `please @${slack.botUserId} look`, thread: undefined, mentions: [] });
+  });
+
+  it('resolves Slack markup in the instruction and lists the people it mentions, so handlers never parse it', async () => {
+    const root = slack.addUserMessage(CHANNEL, { user: 'UALICE', text: 'run card stand-in' });
+    await sendMention({
+      text: `<@${slack.botUserId}> ask <@UBOB|bob> about a &lt; b &amp;&amp; <https://x.io/a|the doc>, keep _private_ names`,
+      user: 'UALICE',
+      thread_ts: root,
+    });
+    await waitForMentions(1);
+    expect(mentions[0]).toMatchObject({
+      text: 'ask @bob about a < b && the doc (https://x.io/a), keep _private_ names',
+      mentions: ['UBOB'],
+      thread: root,
+    });
   });
 
   it('gives a Slack retry the same delivery id as the first delivery', async () => {

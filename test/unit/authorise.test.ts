@@ -9,8 +9,9 @@ import {
   unknownRunReason,
   visibleRuns,
   type Decision,
-  type GroupMembers,
 } from '../../src/domain/authorise.js';
+import type { Groups } from '../../src/domain/principals.js';
+import { plainText } from '../../src/render/view.js';
 
 /**
  * SPEC §1, §2 and §6: who may request a run, who may cancel one and who may see one, with user
@@ -45,21 +46,25 @@ const GROUPS: Record<string, string[]> = {
   SPLATFORM: [],
 };
 
-/** A group lookup that records which groups it was asked about. */
-function groups(): { lookup: GroupMembers; asked: string[] } {
+/** A group lookup (S… ids are groups, as the Slack adapter says) that records which groups it was asked about. */
+function groups(): { lookup: Groups; asked: string[] } {
   const asked: string[] = [];
   return {
     asked,
-    lookup: async (groupId) => {
-      asked.push(groupId);
-      return GROUPS[groupId] ?? [];
+    lookup: {
+      isGroup: (id) => id.startsWith('S'),
+      members: async (groupId) => {
+        asked.push(groupId);
+        return GROUPS[groupId] ?? [];
+      },
     },
   };
 }
 
+/** The reason as plain text (the chat adapters add their markup: Slack shows `#CSHOP` as a channel link). */
 function reason(decision: Decision): string {
   if (decision.allowed) throw new Error('expected a refusal, got allowed');
-  return decision.reason;
+  return plainText(decision.reason);
 }
 
 describe('authoriseRunRequest', () => {
@@ -102,7 +107,7 @@ describe('authoriseRunRequest', () => {
     const text = reason(
       await authoriseRunRequest(POLICY, { repo: 'acme/shop', channelId: 'CRANDOM', userId: 'UALICE' }, groups().lookup),
     );
-    expect(text).toContain('can only be requested in <#CSHOP>, <#CRELEASE>');
+    expect(text).toContain('can only be requested in #CSHOP, #CRELEASE');
   });
 
   it('checks the channel before the requester, so an allowed person in the wrong channel learns where to go', async () => {
@@ -113,7 +118,7 @@ describe('authoriseRunRequest', () => {
         groups().lookup,
       ),
     );
-    expect(text).toContain('<#CSHOP>');
+    expect(text).toContain('#CSHOP');
   });
 
   it('refuses someone neither listed nor in a listed group, saying how to get added', async () => {
@@ -138,8 +143,11 @@ describe('authoriseRunRequest', () => {
   });
 
   it('fails closed when the group lookup fails', async () => {
-    const failing: GroupMembers = async () => {
-      throw new Error('usergroups.users.list: ratelimited');
+    const failing: Groups = {
+      isGroup: (id) => id.startsWith('S'),
+      members: async () => {
+        throw new Error('usergroups.users.list: ratelimited');
+      },
     };
     await expect(
       authoriseRunRequest(POLICY, { repo: 'acme/shop', channelId: 'CSHOP', userId: 'UBOB' }, failing),
@@ -161,14 +169,14 @@ describe('authoriseCancel', () => {
 
   it('does not let another requester of the same repository cancel', async () => {
     const text = reason(await authoriseCancel(POLICY, run, 'UBOB', groups().lookup));
-    expect(text).toContain('Only the requester (<@UALICE>) or an approver of acme/shop can cancel this run');
+    expect(text).toContain('Only the requester (@UALICE) or an approver of acme/shop can cancel this run');
   });
 
   it('lets only the requester cancel on a repository without approvers', async () => {
     const docsRun = { repo: 'acme/docs', requesterId: 'UCAROL' };
     expect(await authoriseCancel(POLICY, docsRun, 'UCAROL', groups().lookup)).toEqual({ allowed: true });
     expect(reason(await authoriseCancel(POLICY, docsRun, 'UAPPROVER', groups().lookup))).toContain(
-      'Only the requester (<@UCAROL>)',
+      'Only the requester (@UCAROL)',
     );
   });
 });
@@ -226,8 +234,11 @@ describe('authoriseView', () => {
   });
 
   it('fails closed when a group lookup it needs fails', async () => {
-    const failing: GroupMembers = async () => {
-      throw new Error('usergroups.users.list: ratelimited');
+    const failing: Groups = {
+      isGroup: (id) => id.startsWith('S'),
+      members: async () => {
+        throw new Error('usergroups.users.list: ratelimited');
+      },
     };
     await expect(authoriseView(POLICY, shopRun, elsewhere('UMALLORY'), failing)).rejects.toThrow('ratelimited');
     // The requester and the run's channel need no lookup, so they still see the run.
@@ -254,21 +265,21 @@ describe('visibleRuns', () => {
 
 describe('unknownRunReason', () => {
   it('reads the same whether the run is missing or hidden, and names the status command', () => {
-    expect(unknownRunReason('sg-00000000', '/deploy')).toBe('There is no run sg-00000000 that you can see. `/deploy status` lists the active runs you can see.');
+    expect(plainText(unknownRunReason('sg-00000000', '/deploy'))).toBe('There is no run sg-00000000 that you can see. `/deploy status` lists the active runs you can see.');
   });
 });
 
 describe('activeRunLimitReason', () => {
   it('names the requester’s active runs, the per-user limit and its policy key, and how to make room', () => {
-    const text = activeRunLimitReason({ kind: 'per-user', limit: 3, activeRunIds: ['sg-00000001', 'sg-00000002', 'sg-00000003'] }, '/ship');
+    const text = plainText(activeRunLimitReason({ kind: 'per-user', limit: 3, activeRunIds: ['sg-00000001', 'sg-00000002', 'sg-00000003'] }, '/ship'));
     expect(text).toBe(
-      'You already have 3 active runs (sg-00000001, sg-00000002, sg-00000003); the limit is 3 (policy limits.activeRunsPerUser). Cancel one with `/ship cancel &lt;run-id&gt;` or wait until one ends.',
+      'You already have 3 active runs (sg-00000001, sg-00000002, sg-00000003); the limit is 3 (policy limits.activeRunsPerUser). Cancel one with `/ship cancel <run-id>` or wait until one ends.',
     );
   });
 
   it('lists at most ten run ids and says how many more there are', () => {
     const activeRunIds = Array.from({ length: 12 }, (_, i) => `sg-${String(i).padStart(8, '0')}`);
-    const text = activeRunLimitReason({ kind: 'per-user', limit: 2, activeRunIds }, '/ship');
+    const text = plainText(activeRunLimitReason({ kind: 'per-user', limit: 2, activeRunIds }, '/ship'));
     expect(text).toContain('You already have 12 active runs (sg-00000000,');
     expect(text).toContain('sg-00000009, and 2 more)');
     expect(text).not.toContain('sg-00000010');
@@ -276,7 +287,7 @@ describe('activeRunLimitReason', () => {
   });
 
   it('gives the global count and limit, without naming anyone else’s runs', () => {
-    const text = activeRunLimitReason({ kind: 'global', limit: 50, active: 50 }, '/ship');
+    const text = plainText(activeRunLimitReason({ kind: 'global', limit: 50, active: 50 }, '/ship'));
     expect(text).toBe('shipgate already has 50 active runs; the limit is 50 (policy limits.activeRuns). Try again once some have ended, or ask your platform team to raise the limit.');
   });
 });

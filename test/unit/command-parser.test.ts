@@ -1,5 +1,6 @@
 import { describe, expect, it } from 'vitest';
 import { MAX_TASK_LENGTH, parseCommand, type ParsedCommand } from '../../src/domain/command.js';
+import { plainText } from '../../src/render/view.js';
 
 /** SPEC §2: the text after `/ship`, in a channel with or without a default repository. */
 
@@ -8,7 +9,7 @@ const WITH_DEFAULT = { command: '/ship', channelDefaultRepo: 'acme/docs' };
 
 function errorMessage(parsed: ParsedCommand): string {
   if (parsed.kind !== 'error') throw new Error(`expected an error, got ${JSON.stringify(parsed)}`);
-  return parsed.message;
+  return plainText(parsed.message);
 }
 
 describe('parseCommand: starting a run', () => {

@@ -1,365 +1,70 @@
-import type { KnownBlock } from '@slack/types';
 import { describe, expect, it } from 'vitest';
+import { applyOutcome, newRun, type Run } from '../../src/domain/run.js';
+import { formatUsage, renderCard, renderGateReply, renderRunEnded } from '../../src/render/card.js';
+import { concat, plainText, rich, type BlockView, type Inline, type MessageView } from '../../src/render/view.js';
 import { PIPELINE_POLICY } from '../helpers/policies.js';
-import { applyOutcome, finishRun, markNotConfigured, newRun, startGate, type Run } from '../../src/domain/run.js';
-import { toBlockKit } from '../../src/render/block-kit.js';
-import {
-  escapeMrkdwn,
-  formatUsage,
-  renderCard,
-  renderGateReply,
-  renderHelp,
-  renderRunEnded,
-  renderRunStatus,
-  renderStatusList,
-} from '../../src/render/card.js';
-import { flattenMrkdwn, toText } from '../../src/render/text.js';
-import type { MessageView } from '../../src/render/view.js';
 
-const policy = PIPELINE_POLICY;
+/**
+ * The chat-neutral views (src/render/view.ts): what the card and replies say,
+ * as spans any chat adapter renders. How Slack and the console show them is
+ * tested in slack-render.test.ts and console-render.test.ts.
+ */
 
 const t0 = new Date('2025-01-01T00:00:00Z');
 
-function run(overrides: Partial<Run> = {}, repo = 'acme/shop', task = 'Fix the flaky login test'): Run {
-  const base = newRun(policy, {
-    id: 'sg-test0001',
-    repo,
-    task,
-    requester: { userId: 'U0REQ' },
-    channel: 'C1',
-    now: t0,
-  });
+function run(overrides: Partial<Run> = {}, task = 'Fix the flaky login test'): Run {
+  const base = newRun(PIPELINE_POLICY, { id: 'sg-test0001', repo: 'acme/shop', task, requester: { userId: 'U0REQ' }, channel: 'C1', now: t0 });
   return { ...base, ...overrides };
 }
 
-/** Everything a person reads on the message, flattened: section and context text, fields, header. */
-function allText(view: MessageView): string {
-  return view.blocks
-    .map((block) => {
-      switch (block.type) {
-        case 'header':
-        case 'section':
-        case 'context':
-          return block.text;
-        case 'fields':
-          return block.fields.join('\n');
-        case 'actions':
-          return block.buttons.map((b) => b.label).join(' ');
-        case 'divider':
-          return '';
-      }
-    })
-    .join('\n');
+function spans(view: MessageView): Inline[] {
+  return view.blocks.flatMap((block: BlockView) => {
+    switch (block.type) {
+      case 'section':
+      case 'context':
+        return [...block.text];
+      case 'fields':
+        return block.fields.flat();
+      default:
+        return [];
+    }
+  });
 }
 
-function buttons(view: MessageView) {
-  return view.blocks.flatMap((block) => (block.type === 'actions' ? block.buttons : []));
-}
-
-function gateLine(view: MessageView, gate: string): string {
-  const line = allText(view)
-    .split('\n')
-    .find((l) => l.includes(`*${gate}*`));
-  expect(line, `no line for gate ${gate}`).toBeDefined();
-  return line ?? '';
-}
-
-describe('renderCard', () => {
-  it('says on every card when checks run unsandboxed (policy sandbox: none), and never otherwise', () => {
-    expect(allText(renderCard(run(), { unsandboxedChecks: true }))).toMatch(/Checks run unsandboxed/);
-    expect(allText(renderCard(run({ state: 'done' }), { unsandboxedChecks: true }))).toMatch(/Checks run unsandboxed/);
-    expect(allText(renderCard(run()))).not.toMatch(/unsandboxed/i);
+describe('the neutral view', () => {
+  it('carries user text as literal spans, never as markup of any chat', () => {
+    const task = 'please <!channel> look at <https://evil.example|x> & <@U0ADMIN> *now*';
+    const card = renderCard(run({}, task));
+    expect(spans(card)).toContainEqual({ kind: 'quote', text: task });
+    // No span turns user text into a link or mention: the only mention is the requester.
+    expect(spans(card).filter((span) => span.kind === 'mention')).toEqual([{ kind: 'mention', principal: 'U0REQ' }]);
+    expect(spans(card).filter((span) => span.kind === 'link')).toEqual([]);
+    expect(card.text).toContain(task.slice(0, 60));
   });
 
-  it("a queued run's card names the repo, the requester and every gate, and offers Cancel", () => {
-    const card = renderCard(run());
-    const text = allText(card);
-    expect(text).toContain('acme/shop');
-    expect(text).toContain('<@U0REQ>');
-    expect(text).toContain('queued');
-    expect(text).toContain('> Fix the flaky login test');
-    for (const gate of ['agent', 'pr', 'ci', 'merge', 'freight', 'stage:dev', 'approval', 'stage:prod']) {
-      expect(gateLine(card, gate)).toMatch(/⚪|⏳/);
-    }
-    // In order, as the run will go through them.
-    const order = ['agent', 'pr', 'ci', 'merge', 'freight', 'stage:dev', 'approval', 'stage:prod'].map((g) =>
-      text.indexOf(`*${g}*`),
-    );
-    expect([...order].sort((a, b) => a - b)).toEqual(order);
-    expect(buttons(card)).toEqual([
-      { actionId: 'shipgate.cancel', label: 'Cancel', value: 'sg-test0001', style: 'danger' },
+  it('names gates in bold, people by principal id and links only http(s) URLs', () => {
+    const r = run({ links: { pr: 'https://github.com/acme/shop/pull/12', ci: 'javascript:alert(1)' }, cancel: { by: 'U0BOB', at: t0.toISOString() }, state: 'cancelling' });
+    const all = spans(renderCard(r));
+    for (const gate of ['agent', 'pr', 'ci', 'merge']) expect(all).toContainEqual({ kind: 'bold', text: gate });
+    expect(all).toContainEqual({ kind: 'mention', principal: 'U0BOB' });
+    expect(all).toContainEqual({ kind: 'link', url: 'https://github.com/acme/shop/pull/12', label: 'Pull request' });
+    expect(all.some((span) => span.kind === 'link' && span.url.startsWith('javascript'))).toBe(false);
+  });
+
+  it('has plain fallback texts', () => {
+    const failed = applyOutcome(run(), 'agent', { kind: 'failed', summary: 'npm test <failed>' }, t0);
+    expect(renderGateReply(failed, 'agent').text).toBe('agent failed: npm test <failed>');
+    expect(renderRunEnded({ ...failed, state: 'failed' }).text).toBe('❌ Run `sg-test0001` on acme/shop failed: agent failed: npm test <failed>');
+  });
+
+  it('builds rich text from templates: interpolated strings stay literal text, spans stay spans', () => {
+    const value = rich`a ${'<b>'} ${concat({ kind: 'code', text: 'c' }, ' d')} ${3}`;
+    expect(value).toEqual([
+      { kind: 'text', text: 'a <b> ' },
+      { kind: 'code', text: 'c' },
+      { kind: 'text', text: ' d 3' },
     ]);
-    expect(card.text).toContain('acme/shop');
-  });
-
-  it('shows gate progress with emoji and summaries', () => {
-    let r = startGate(run(), 'agent', t0);
-    r = applyOutcome(r, 'agent', { kind: 'passed', summary: 'lint, test pass; 3 files changed' }, t0);
-    r = applyOutcome(r, 'pr', { kind: 'passed', summary: 'PR #12 open' }, t0);
-    r = startGate(r, 'ci', t0);
-    const card = renderCard(r);
-    expect(gateLine(card, 'agent')).toBe('✅ *agent* — lint, test pass; 3 files changed');
-    expect(gateLine(card, 'ci')).toContain('🔄');
-    expect(allText(card)).toMatch(/running · at \*ci\*/);
-  });
-
-  it('a not-configured gate reads "not configured" and never looks passed', () => {
-    const r = markNotConfigured(run({}, 'acme/lib'), 'merge');
-    const line = gateLine(renderCard(r), 'merge');
-    expect(line).toContain('not configured');
-    expect(line).not.toContain('✅');
-    // Even a contradictory record (passed but flagged) must not render green.
-    const contradictory: Run = {
-      ...r,
-      gates: r.gates.map((g) => (g.name === 'merge' ? { ...g, state: 'passed' } : g)),
-    };
-    expect(gateLine(renderCard(contradictory), 'merge')).not.toContain('✅');
-  });
-
-  it('links and usage appear once there is something to show', () => {
-    const bare = allText(renderCard(run()));
-    expect(bare).not.toContain('tokens');
-    const r = run({
-      links: { pr: 'https://github.com/acme/shop/pull/12', ci: 'https://github.com/acme/shop/actions/runs/1?a=1&b=2' },
-      usage: { inputTokens: 10_000, outputTokens: 2_300, cacheReadTokens: 0, cacheWriteTokens: 0, costUsd: 0.42 },
-    });
-    const text = allText(renderCard(r));
-    expect(text).toContain('<https://github.com/acme/shop/pull/12|Pull request>');
-    expect(text).toContain('<https://github.com/acme/shop/actions/runs/1?a=1&amp;b=2|CI>');
-    expect(text).toContain('12.3k tokens');
-    expect(text).toContain('$0.42');
-  });
-
-  it('a terminal run has no Cancel button and states its outcome', () => {
-    const failed = applyOutcome(run(), 'agent', { kind: 'failed', summary: 'npm test failed' }, t0);
-    const card = renderCard(failed);
-    expect(buttons(card)).toEqual([]);
-    expect(allText(card)).toContain('failed — agent failed: npm test failed');
-    for (const state of ['done', 'cancelled', 'rejected', 'expired'] as const) {
-      expect(buttons(renderCard(finishRun(run(), state, 'x', t0)))).toEqual([]);
-    }
-  });
-
-  it('a cancelling card says who asked and offers no button', () => {
-    const card = renderCard(run({ state: 'cancelling', cancel: { by: 'U0BOB', at: t0.toISOString() } }));
-    expect(allText(card)).toContain('cancel requested by <@U0BOB>, stopping…');
-    expect(buttons(card)).toEqual([]);
-  });
-
-  it('escapes a task that tries to ping the channel or smuggle a link', () => {
-    const task = 'please <!channel> look at <https://evil.example|x> & <@U0ADMIN>';
-    const card = renderCard(run({}, 'acme/shop', task));
-    const text = `${allText(card)}\n${card.text}`;
-    expect(text).not.toContain('<!channel>');
-    expect(text).not.toContain('<https://evil');
-    expect(text).not.toContain('<@U0ADMIN>');
-    expect(text).toContain('&lt;!channel&gt;');
-    expect(text).toContain('&lt;https://evil.example|x&gt; &amp; &lt;@U0ADMIN&gt;');
-    // And the same in status text and gate summaries.
-    expect(renderStatusList([{ run: run({}, 'acme/shop', task) }])).not.toContain('<!channel>');
-    const r = applyOutcome(run(), 'agent', { kind: 'failed', summary: 'see <!here> <https://evil|x>' }, t0);
-    const reply = renderGateReply(r, 'agent');
-    expect(`${allText(reply)}\n${reply.text}`).not.toMatch(/<!here>|<https:\/\/evil/);
-  });
-
-  it('keeps a huge task readable on the card', () => {
-    const card = renderCard(run({}, 'acme/shop', 'x'.repeat(10_000)));
-    const quoted = card.blocks.find((b) => b.type === 'section' && b.text.startsWith('> '));
-    expect(quoted?.type === 'section' ? quoted.text.length : 0).toBeLessThan(600);
-    expect(card.text.length).toBeLessThan(300);
-  });
-});
-
-describe('thread replies', () => {
-  it('a gate reply says passed or failed with the summary', () => {
-    const passed = applyOutcome(run(), 'agent', { kind: 'passed', summary: '3 files changed' }, t0);
-    expect(allText(renderGateReply(passed, 'agent'))).toMatch(/✅ \*agent\* passed[\s\S]*3 files changed/);
-    const failed = applyOutcome(
-      passed,
-      'pr',
-      { kind: 'failed', summary: 'lint: 2 errors\nsrc/a.ts:3 missing semicolon' },
-      t0,
-    );
-    const reply = renderGateReply(failed, 'pr');
-    expect(allText(reply)).toMatch(/❌ \*pr\* failed/);
-    expect(allText(reply)).toContain('lint: 2 errors\nsrc/a.ts:3 missing semicolon');
-    expect(reply.text).toContain('pr failed');
-    const skipped = applyOutcome(passed, 'pr', { kind: 'skipped', summary: 'no PR needed' }, t0);
-    expect(allText(renderGateReply(skipped, 'pr'))).toMatch(/⏭️ \*pr\* skipped/);
-  });
-
-  it('the run-ended reply says how it ended and, when cancelled, by whom and that work stopped', () => {
-    const failed = applyOutcome(run(), 'ci', { kind: 'failed', summary: 'build red' }, t0);
-    const failedText = allText(renderRunEnded(failed));
-    expect(failedText).toContain('failed: ci failed: build red');
-    expect(failedText).toContain('/ship retry sg-test0001');
-
-    const cancelled = finishRun(
-      run({ cancel: { by: 'U0BOB', at: t0.toISOString() } }),
-      'cancelled',
-      'cancelled on request',
-      t0,
-    );
-    const cancelledText = allText(renderRunEnded(cancelled));
-    expect(cancelledText).toContain('cancelled by <@U0BOB>');
-    expect(cancelledText).toMatch(/work has stopped/i);
-
-    expect(allText(renderRunEnded(finishRun(run(), 'done', 'every gate passed', t0)))).toContain(
-      'is done: every gate passed',
-    );
-    expect(allText(renderRunEnded(finishRun(run(), 'rejected', 'rejected by <@U0999>', t0)))).toContain('rejected');
-  });
-});
-
-describe('help and status', () => {
-  it('help lists every subcommand under the configured command name', () => {
-    const help = renderHelp('/deploybot');
-    for (const usage of [
-      'status [run-id]',
-      'cancel &lt;run-id&gt;',
-      'retry &lt;run-id&gt;',
-      'audit &lt;run-id&gt;',
-      'help',
-    ]) {
-      expect(help).toContain(`/deploybot ${usage}`);
-    }
-    expect(help).toContain('/deploybot &lt;owner/repo&gt; &lt;task…&gt;');
-    expect(flattenMrkdwn(help)).toContain('/deploybot <owner/repo> <task…>');
-    expect(help).not.toContain('/ship');
-  });
-
-  it('the status list shows each run, its state, current gate and queue position', () => {
-    const queued = run({ id: 'sg-queued01' });
-    const running = startGate(run({ id: 'sg-running1' }, 'acme/lib', 'bump deps'), 'agent', t0);
-    const list = renderStatusList([{ run: queued, queuePosition: 2 }, { run: running }]);
-    expect(list).toContain('sg-queued01');
-    expect(list).toContain('position 2 in queue');
-    expect(list).toMatch(/sg-running1.*acme\/lib.*running · at \*agent\*.*bump deps/);
-    expect(renderStatusList([])).toMatch(/no active runs/i);
-  });
-
-  it('one run in detail includes its gates and queue position', () => {
-    const detail = renderRunStatus(run(), 1);
-    expect(detail).toContain('position 1 in queue');
-    expect(detail).toContain('*stage:prod*');
-    expect(detail).toContain('<@U0REQ>');
-  });
-});
-
-describe('Block Kit', () => {
-  function textsOf(blocks: KnownBlock[]) {
-    const out: { header: string[]; section: string[]; field: string[]; context: string[]; button: string[] } = {
-      header: [],
-      section: [],
-      field: [],
-      context: [],
-      button: [],
-    };
-    for (const block of blocks) {
-      if (block.type === 'header') out.header.push(block.text.text);
-      if (block.type === 'section') {
-        if (block.text !== undefined) out.section.push(block.text.text);
-        for (const field of block.fields ?? []) out.field.push(field.text);
-      }
-      if (block.type === 'context') for (const el of block.elements) if ('text' in el) out.context.push(el.text);
-      if (block.type === 'actions')
-        for (const el of block.elements) if (el.type === 'button') out.button.push(el.text.text);
-    }
-    return out;
-  }
-
-  it('maps a card to Slack blocks with the Cancel button wired to the run', () => {
-    const blocks = toBlockKit(renderCard(run()));
-    expect(blocks[0]).toEqual({
-      type: 'header',
-      text: { type: 'plain_text', text: 'shipgate run sg-test0001 · acme/shop', emoji: true },
-    });
-    const actions = blocks.find((b) => b.type === 'actions');
-    expect(actions).toEqual({
-      type: 'actions',
-      elements: [
-        {
-          type: 'button',
-          action_id: 'shipgate.cancel',
-          value: 'sg-test0001',
-          style: 'danger',
-          text: { type: 'plain_text', text: 'Cancel', emoji: true },
-        },
-      ],
-    });
-  });
-
-  it('respects Slack limits for huge content instead of getting the message rejected', () => {
-    const huge = '<&>'.repeat(5000);
-    const view: MessageView = {
-      text: 'huge',
-      blocks: [
-        { type: 'header', text: 'h'.repeat(500) },
-        { type: 'section', text: escapeMrkdwn(huge) },
-        { type: 'fields', fields: Array.from({ length: 14 }, () => 'f'.repeat(5000)) },
-        { type: 'context', text: 'c'.repeat(5000) },
-        ...Array.from({ length: 80 }, (): { type: 'divider' } => ({ type: 'divider' })),
-        { type: 'actions', buttons: [{ actionId: 'shipgate.cancel', label: 'L'.repeat(200), value: 'sg-1' }] },
-      ],
-    };
-    const blocks = toBlockKit(view);
-    const texts = textsOf(blocks);
-    expect(blocks.length).toBeLessThanOrEqual(50);
-    expect(texts.header.every((t) => t.length <= 150)).toBe(true);
-    expect(texts.section.every((t) => t.length <= 3000)).toBe(true);
-    expect(texts.field.every((t) => t.length <= 2000)).toBe(true);
-    expect(texts.context.every((t) => t.length <= 3000)).toBe(true);
-    expect(texts.button.every((t) => t.length <= 75)).toBe(true);
-    for (const block of blocks)
-      if (block.type === 'section' && block.fields) expect(block.fields.length).toBeLessThanOrEqual(10);
-    // Truncation is visible and never leaves half an entity behind.
-    expect(texts.header[0]).toMatch(/…$/);
-    expect(texts.section[0]).toMatch(/(&amp;|&lt;|&gt;)…$/);
-    // The button survives the block cap: it is what a person acts on.
-    expect(blocks.at(-1)?.type).toBe('actions');
-  });
-
-  it('keeps a huge task and summary within limits through the real renderers', () => {
-    const task = 'word '.repeat(3000);
-    const r = applyOutcome(
-      run({}, 'acme/shop', task),
-      'agent',
-      { kind: 'failed', summary: 'failure line\n'.repeat(2000) },
-      t0,
-    );
-    for (const view of [renderCard(r), renderGateReply(r, 'agent'), renderRunEnded(r)]) {
-      const blocks = toBlockKit(view);
-      const texts = textsOf(blocks);
-      expect(blocks.length).toBeLessThanOrEqual(50);
-      expect([...texts.section, ...texts.context].every((t) => t.length <= 3000)).toBe(true);
-      expect(texts.header.every((t) => t.length <= 150)).toBe(true);
-    }
-  });
-});
-
-describe('plain text for the console', () => {
-  it('flattens mrkdwn and shows the cancel button as a command', () => {
-    const r = run({ links: { pr: 'https://github.com/acme/shop/pull/12' } }, 'acme/shop', 'fix a < b & c');
-    const text = toText(renderCard(r));
-    expect(text).toContain('shipgate run sg-test0001 · acme/shop\n===');
-    expect(text).toContain('[Cancel] type: click cancel sg-test0001');
-    expect(text).toContain('@U0REQ');
-    expect(text).not.toContain('<@');
-    expect(text).toContain('> fix a < b & c');
-    expect(text).toContain('Pull request (https://github.com/acme/shop/pull/12)');
-    expect(text).toContain('Repository: acme/shop');
-    expect(text).not.toContain('*');
-  });
-
-  it('flattens mentions, links, emphasis and entities without touching words', () => {
-    expect(
-      flattenMrkdwn('*bold* _it_ ~gone~ snake_case_name 2*3*4 <@U1> <!channel> <#C1|general> <https://x.io/_a_|see>'),
-    ).toBe('bold it gone snake_case_name 2*3*4 @U1 @channel #general see (https://x.io/_a_)');
-    expect(flattenMrkdwn('a &lt;b&gt; &amp;lt;')).toBe('a <b> &lt;');
-  });
-
-  it('renders a message without blocks from its fallback text', () => {
-    expect(toText({ text: '*hi* <@U1>', blocks: [] })).toBe('hi @U1');
+    expect(plainText(value)).toBe('a <b> `c` d 3');
   });
 });
 

@@ -273,9 +273,9 @@ describe('the sinks', () => {
         text: `fallback ${secret}`,
         blocks: [
           { type: 'header', text: secret },
-          { type: 'section', text: secret },
-          { type: 'fields', fields: [secret] },
-          { type: 'context', text: secret },
+          { type: 'section', text: [{ kind: 'text', text: secret }, { kind: 'link', url: `https://x.io/?t=${secret}`, label: secret }] },
+          { type: 'fields', fields: [[{ kind: 'code', text: secret }]] },
+          { type: 'context', text: [{ kind: 'bold', text: secret }, { kind: 'mention', principal: secret }] },
           { type: 'divider' },
           { type: 'actions', buttons: [{ actionId: 'shipgate.cancel', label: secret, value: 'sg-1a2b3c4d' }] },
         ],

@@ -63,7 +63,7 @@ export function createPrStep(deps: PrStepDeps): GateStep {
       const info = await deps.github.getRepository(owner, repo);
       let pr = await deps.github.findOpenPullRequest(owner, repo, branch);
       if (pr === undefined) {
-        const threadUrl = run.chat.ts === undefined ? undefined : await deps.chat.permalink({ channel: run.chat.channel, ts: run.chat.ts }).catch(() => undefined);
+        const threadUrl = run.chat.card === undefined ? undefined : await deps.chat.permalink({ channel: run.chat.channel, ref: run.chat.card }).catch(() => undefined);
         pr = await deps.github.createPullRequest({
           owner,
           repo,

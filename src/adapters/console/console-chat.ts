@@ -1,9 +1,14 @@
 import { createInterface } from 'node:readline';
 import type { Readable, Writable } from 'node:stream';
+import type { PrincipalDirectory } from '../../domain/principals.js';
 import type { ChatHandlers, ChatPort } from '../../ports/chat.js';
-import { flattenMrkdwn, toText } from '../../render/text.js';
+import { consoleText, toText } from './console-text.js';
 
-/** The local person at the terminal, and the channel they type in. Ids follow Slack's shapes so policy applies unchanged. */
+/**
+ * The local person at the terminal, and the channel they type in. The console
+ * stands in for any chat, so it takes every id a policy may name (Slack's or
+ * Discord's): a policy written for a team's chat can be tried locally unchanged.
+ */
 export const CONSOLE_USER = 'ULOCAL';
 export const CONSOLE_CHANNEL = 'CLOCAL';
 
@@ -11,7 +16,7 @@ export interface ConsoleChatOptions {
   input: Readable;
   output: Writable;
   command: string;
-  /** Members of user groups, for trying out group-based policy locally. */
+  /** Members of groups, for trying out group-based policy locally; every other id is a user or channel. */
   userGroups?: Record<string, string[]>;
 }
 
@@ -38,38 +43,46 @@ const HELP = `Console chat: type a slash command, e.g.
  */
 export function createConsoleChat(options: ConsoleChatOptions): ConsoleChat {
   const out = options.output;
-  const messages = new Map<string, { channel: string; threadTs?: string | undefined; key: string }>();
+  // Message refs are Slack-like timestamps, unique in the process; a thread is named by its root's ref.
+  const messages = new Map<string, { channel: string; thread?: string | undefined; key: string }>();
   let clock = 0;
   let delivery = 0;
   const nextTs = () => `${Math.floor(Date.now() / 1000)}.${String(++clock).padStart(6, '0')}`;
   const print = (text: string) => out.write(`${text}\n`);
 
+  const groups = options.userGroups ?? {};
+  const principals: PrincipalDirectory = {
+    platform: 'console',
+    describe: { principal: 'a user or group id without spaces', channel: 'a channel id without spaces' },
+    owns: (id) => /^\S+$/.test(id),
+    isGroup: (id) => Object.hasOwn(groups, id),
+    groupMembers: async (groupId) => (Object.hasOwn(groups, groupId) ? (groups[groupId] ?? []) : []),
+  };
+
   const port: ChatPort = {
-    async postMessage({ channel, threadTs, message, key }) {
-      const ts = nextTs();
-      messages.set(ts, { channel, threadTs, key });
-      const where = threadTs === undefined ? `#${channel}` : `#${channel} thread ${threadTs}`;
-      print(`\n── message ${ts} in ${where} ──\n${toText(message)}`);
-      return { ts };
+    async postMessage({ channel, thread, view, key }) {
+      const ref = nextTs();
+      messages.set(ref, { channel, thread, key });
+      const where = thread === undefined ? `#${channel}` : `#${channel} thread ${thread}`;
+      print(`\n── message ${ref} in ${where} ──\n${toText(view)}`);
+      return { ref };
     },
-    async updateMessage({ channel, ts, message }) {
-      print(`\n── message ${ts} in #${channel} (updated) ──\n${toText(message)}`);
+    async updateMessage({ channel, ref, view }) {
+      print(`\n── message ${ref} in #${channel} (updated) ──\n${toText(view)}`);
     },
     async postEphemeral({ text }) {
-      print(`\n(only you can see this) ${flattenMrkdwn(text)}`);
+      print(`\n(only you can see this) ${consoleText(text)}`);
     },
-    async findMessageByKey({ channel, threadTs, key }) {
-      for (const [ts, meta] of messages) {
-        if (meta.channel === channel && meta.threadTs === threadTs && meta.key === key) return { ts };
+    async findMessageByKey({ channel, thread, key }) {
+      for (const [ref, meta] of messages) {
+        if (meta.channel === channel && meta.thread === thread && meta.key === key) return { ref };
       }
       return undefined;
     },
-    async permalink({ channel, ts }) {
-      return `console://${channel}/${ts}`;
+    async permalink({ channel, ref }) {
+      return `console://${channel}/${ref}`;
     },
-    async userGroupMembers(groupId) {
-      return options.userGroups?.[groupId] ?? [];
-    },
+    principals,
   };
 
   let rl: ReturnType<typeof createInterface> | undefined;
@@ -81,7 +94,7 @@ export function createConsoleChat(options: ConsoleChatOptions): ConsoleChat {
   async function handleLine(raw: string, handlers: ChatHandlers): Promise<void> {
     let line = raw.trim();
     let user = CONSOLE_USER;
-    const as = /^as\s+([UW][A-Z0-9]+)\s+(.*)$/.exec(line);
+    const as = /^as\s+(\S+)\s+(.*)$/.exec(line);
     if (as !== null) {
       user = as[1] ?? CONSOLE_USER;
       line = (as[2] ?? '').trim();
@@ -100,13 +113,13 @@ export function createConsoleChat(options: ConsoleChatOptions): ConsoleChat {
         channelId: CONSOLE_CHANNEL,
         deliveryId: id,
       });
-      if (reply.ephemeral !== undefined) print(`\n(only you can see this) ${flattenMrkdwn(reply.ephemeral)}`);
+      if (reply.ephemeral !== undefined) print(`\n(only you can see this) ${consoleText(reply.ephemeral)}`);
       return;
     }
     const click = /^click\s+([a-z-]+)\s+(\S+)$/.exec(line);
     if (click !== null) {
       const reply = await handlers.onAction({ actionId: `shipgate.${click[1] ?? ''}`, value: click[2] ?? '', userId: user, channelId: CONSOLE_CHANNEL, deliveryId: id });
-      if (reply.ephemeral !== undefined) print(`\n(only you can see this) ${flattenMrkdwn(reply.ephemeral)}`);
+      if (reply.ephemeral !== undefined) print(`\n(only you can see this) ${consoleText(reply.ephemeral)}`);
       return;
     }
     const followUp = /^reply\s+(\S+)\s+(\S.*)$/.exec(line);
@@ -118,14 +131,15 @@ export function createConsoleChat(options: ConsoleChatOptions): ConsoleChat {
       // The console has no thread to point at, so the run is named by id instead (MentionEvent.runId).
       const answer = await handlers.onMention({
         text: (followUp[2] ?? '').trim(),
+        mentions: [],
         userId: user,
         channelId: CONSOLE_CHANNEL,
-        threadTs: undefined,
-        ts: nextTs(),
+        thread: undefined,
+        message: nextTs(),
         deliveryId: id,
         runId: followUp[1] ?? '',
       });
-      if (answer.ephemeral !== undefined) print(`\n(only you can see this) ${flattenMrkdwn(answer.ephemeral)}`);
+      if (answer.ephemeral !== undefined) print(`\n(only you can see this) ${consoleText(answer.ephemeral)}`);
       return;
     }
     print(HELP);

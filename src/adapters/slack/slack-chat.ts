@@ -1,10 +1,12 @@
 import { App, HTTPReceiver, LogLevel, SocketModeReceiver, type Logger as SlackLogger } from '@slack/bolt';
-import type { RequestListener } from 'node:http';
 import { z } from 'zod';
 import type { Logger } from '../../log.js';
 import type { Metrics } from '../../metrics.js';
-import type { ChatHandlers, ChatPort } from '../../ports/chat.js';
-import { toBlockKit } from '../../render/block-kit.js';
+import type { ChatHandlers, ChatPort, CommandReply } from '../../ports/chat.js';
+import type { HttpRoute } from '../../ports/http.js';
+import { toBlockKit } from './block-kit.js';
+import { escapeMrkdwn, readIncoming, toMrkdwn } from './mrkdwn.js';
+import { createSlackPrincipals } from './slack-principals.js';
 
 /** Metadata event type under which shipgate stores a message's idempotency key. */
 export const MESSAGE_KEY_EVENT = 'shipgate_message';
@@ -12,6 +14,8 @@ export const MESSAGE_KEY_EVENT = 'shipgate_message';
 const ACK_DEADLINE_MS = 2_500;
 /** Bounded search for an interrupted post: recent history only. */
 const FIND_PAGES = 3;
+/** Where Slack delivers commands, clicks and events in HTTP mode (the app's Request URL). */
+export const SLACK_EVENTS_PATH = '/slack/events';
 
 export interface SlackChatOptions {
   botToken: string;
@@ -25,8 +29,8 @@ export interface SlackChatOptions {
 
 export interface SlackChat {
   port: ChatPort;
-  /** Mount at POST /slack/events (HTTP mode only). */
-  requestListener: RequestListener | undefined;
+  /** The endpoints to mount on the web role's server: `POST /slack/events` in HTTP mode, none in Socket Mode. */
+  routes: HttpRoute[];
   /** Wires the handlers; in Socket Mode also opens the connection. */
   start(handlers: ChatHandlers): Promise<void>;
   stop(): Promise<void>;
@@ -115,7 +119,7 @@ export function createSlackChat(options: SlackChatOptions): SlackChat {
     options.appToken === undefined
       ? new HTTPReceiver({
           signingSecret: options.signingSecret ?? '',
-          endpoints: '/slack/events',
+          endpoints: SLACK_EVENTS_PATH,
           logger,
           // Ack as soon as the handler calls ack(); the handlers themselves only touch Redis.
           processBeforeResponse: false,
@@ -137,50 +141,51 @@ export function createSlackChat(options: SlackChatOptions): SlackChat {
     }
   }
 
+  // A message ref is the message's ts (unique within its channel, which every call names); a thread is its root's ts.
   const port: ChatPort = {
-    async postMessage({ channel, threadTs, message, key }) {
+    async postMessage({ channel, thread, view, key }) {
       const result = await call('chat.postMessage', () =>
         client.chat.postMessage({
           channel,
-          thread_ts: threadTs,
-          text: message.text,
-          blocks: toBlockKit(message),
+          thread_ts: thread,
+          text: escapeMrkdwn(view.text),
+          blocks: toBlockKit(view),
           unfurl_links: false,
           metadata: { event_type: MESSAGE_KEY_EVENT, event_payload: { key } },
         }),
       );
-      return { ts: postResultSchema.parse(result).ts };
+      return { ref: postResultSchema.parse(result).ts };
     },
-    async updateMessage({ channel, ts, message }) {
-      await call('chat.update', () => client.chat.update({ channel, ts, text: message.text, blocks: toBlockKit(message) }));
+    async updateMessage({ channel, ref, view }) {
+      await call('chat.update', () => client.chat.update({ channel, ts: ref, text: escapeMrkdwn(view.text), blocks: toBlockKit(view) }));
     },
-    async postEphemeral({ channel, user, text, threadTs }) {
-      await call('chat.postEphemeral', () => client.chat.postEphemeral({ channel, user, text, thread_ts: threadTs }));
+    async postEphemeral({ channel, user, text, thread }) {
+      await call('chat.postEphemeral', () => client.chat.postEphemeral({ channel, user, text: toMrkdwn(text), thread_ts: thread }));
     },
-    async findMessageByKey({ channel, threadTs, key }) {
+    async findMessageByKey({ channel, thread, key }) {
       let cursor: string | undefined;
       for (let page = 0; page < FIND_PAGES; page++) {
         const raw = await call('conversations.history', () =>
-          threadTs === undefined
+          thread === undefined
             ? client.conversations.history({ channel, limit: 100, cursor, include_all_metadata: true })
-            : client.conversations.replies({ channel, ts: threadTs, limit: 100, cursor, include_all_metadata: true }),
+            : client.conversations.replies({ channel, ts: thread, limit: 100, cursor, include_all_metadata: true }),
         );
         const parsed = historySchema.parse(raw);
         const found = parsed.messages.find((m) => m.metadata?.event_type === MESSAGE_KEY_EVENT && m.metadata.event_payload?.key === key);
-        if (found !== undefined) return { ts: found.ts };
+        if (found !== undefined) return { ref: found.ts };
         cursor = parsed.response_metadata?.next_cursor;
         if (cursor === undefined || cursor === '') return undefined;
       }
       return undefined;
     },
-    async permalink({ channel, ts }) {
-      const raw = await call('chat.getPermalink', () => client.chat.getPermalink({ channel, message_ts: ts }));
+    async permalink({ channel, ref }) {
+      const raw = await call('chat.getPermalink', () => client.chat.getPermalink({ channel, message_ts: ref }));
       return permalinkSchema.parse(raw).permalink;
     },
-    async userGroupMembers(groupId) {
+    principals: createSlackPrincipals(async (groupId) => {
       const raw = await call('usergroups.users.list', () => client.usergroups.users.list({ usergroup: groupId }));
       return groupUsersSchema.parse(raw).users;
-    },
+    }),
   };
 
   async function withDeadline<T>(work: Promise<T>, fallback: T): Promise<T> {
@@ -197,7 +202,7 @@ export function createSlackChat(options: SlackChatOptions): SlackChat {
 
   return {
     port,
-    requestListener: httpReceiver?.requestListener,
+    routes: httpReceiver === undefined ? [] : [{ method: 'POST', path: SLACK_EVENTS_PATH, listener: httpReceiver.requestListener }],
     async start(handlers) {
       app.command(options.command, async ({ command, ack }) => {
         const parsed = slashCommandSchema.safeParse(command);
@@ -207,16 +212,17 @@ export function createSlackChat(options: SlackChatOptions): SlackChat {
         }
         const c = parsed.data;
         // The work goes on after this answer, so it must not claim that nothing happened.
-        const busy = { ephemeral: `shipgate is slow to answer right now; your command may still be taken. Check \`${options.command} status\` before trying again.` };
-        const work = handlers.onCommand({ command: c.command, text: c.text, userId: c.user_id, userName: c.user_name, channelId: c.channel_id, deliveryId: c.trigger_id });
+        const busy: CommandReply = { ephemeral: [{ kind: 'text', text: `shipgate is slow to answer right now; your command may still be taken. Check \`${options.command} status\` before trying again.` }] };
+        // Slack sends the arguments as typed, with `<@U…>`, `<#C…|name>` and entities in them: handlers get plain text.
+        const work = handlers.onCommand({ command: c.command, text: readIncoming(c.text).text, userId: c.user_id, userName: c.user_name, channelId: c.channel_id, deliveryId: c.trigger_id });
         const reply = await withDeadline(
-          work.catch((error: unknown) => {
+          work.catch((error: unknown): CommandReply => {
             options.log.error({ err: error }, 'command handler failed');
-            return { ephemeral: `shipgate hit an internal error. Check \`${options.command} status\` to see whether your run started before trying again.` };
+            return { ephemeral: [{ kind: 'text', text: `shipgate hit an internal error. Check \`${options.command} status\` to see whether your run started before trying again.` }] };
           }),
           busy,
         );
-        await ack(reply.ephemeral === undefined ? undefined : { response_type: 'ephemeral', text: reply.ephemeral });
+        await ack(reply.ephemeral === undefined ? undefined : { response_type: 'ephemeral', text: toMrkdwn(reply.ephemeral) });
       });
 
       app.action({ action_id: /^shipgate\./ }, async ({ body, ack }) => {
@@ -236,7 +242,7 @@ export function createSlackChat(options: SlackChatOptions): SlackChat {
             value: action.value ?? '',
             userId: b.user.id,
             channelId,
-            messageTs: b.container?.message_ts,
+            message: b.container?.message_ts,
             deliveryId: `${action.action_ts}.${b.user.id}`,
           });
           if (reply.ephemeral !== undefined) {
@@ -266,16 +272,18 @@ export function createSlackChat(options: SlackChatOptions): SlackChat {
         if (handlers.onMention === undefined) return;
         const user = m.user;
         try {
+          const incoming = readIncoming(stripLeadingMention(m.text, botUserId));
           const reply = await handlers.onMention({
-            text: stripLeadingMention(m.text, botUserId),
+            text: incoming.text,
+            mentions: incoming.mentions.filter((id) => id !== botUserId),
             userId: user,
             channelId: m.channel,
-            threadTs: m.thread_ts,
-            ts: m.ts,
+            thread: m.thread_ts,
+            message: m.ts,
             deliveryId: envelope.data.event_id,
           });
           if (reply.ephemeral !== undefined) {
-            await port.postEphemeral({ channel: m.channel, user, text: reply.ephemeral, threadTs: m.thread_ts });
+            await port.postEphemeral({ channel: m.channel, user, text: reply.ephemeral, thread: m.thread_ts });
           }
         } catch (error) {
           options.log.error({ err: error, channel: m.channel, ts: m.ts }, 'mention handler failed');

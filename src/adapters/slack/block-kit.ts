@@ -8,11 +8,11 @@ import type {
   MrkdwnElement,
   SectionBlock,
 } from '@slack/types';
-import { flattenMrkdwn } from './text.js';
-import type { BlockView, ButtonView, MessageView } from './view.js';
+import type { BlockView, ButtonView, MessageView, RichText } from '../../render/view.js';
+import { toMrkdwn } from './mrkdwn.js';
 
 /**
- * MessageView → Slack Block Kit. Slack rejects a whole message when one field
+ * The neutral MessageView → Slack Block Kit, rich text as mrkdwn (escaped in ./mrkdwn.ts). Slack rejects a whole message when one field
  * is over its limit (`invalid_blocks`), and a rejected card update means the
  * thread silently stops reflecting the run, so every limit is enforced here by
  * truncating with an ellipsis rather than trusting the content to be short.
@@ -57,18 +57,22 @@ export function truncateMrkdwn(text: string, max: number): string {
   return `${cut.trimEnd()}…`;
 }
 
-function mrkdwn(text: string, max: number): MrkdwnElement {
-  return { type: 'mrkdwn', text: truncateMrkdwn(text, max) };
+function mrkdwn(text: RichText, max: number): MrkdwnElement {
+  return { type: 'mrkdwn', text: truncateMrkdwn(toMrkdwn(text), max) };
+}
+
+function isBlank(text: RichText): boolean {
+  return toMrkdwn(text).trim() === '';
 }
 
 function button(view: ButtonView): Button {
   const element: Button = {
     type: 'button',
     action_id: truncatePlain(view.actionId, SLACK_LIMITS.actionId),
-    // Labels are plain_text: flatten mrkdwn so `&amp;` does not show literally.
+    // Labels are plain_text: shown as written, no escaping.
     text: {
       type: 'plain_text',
-      text: truncatePlain(flattenMrkdwn(view.label) || ' ', SLACK_LIMITS.buttonText),
+      text: truncatePlain(view.label || ' ', SLACK_LIMITS.buttonText),
       emoji: true,
     },
     value: truncatePlain(view.value, SLACK_LIMITS.buttonValue),
@@ -86,7 +90,7 @@ function chunk<T>(items: readonly T[], size: number): T[][] {
 function convert(view: BlockView): KnownBlock[] {
   switch (view.type) {
     case 'header': {
-      const text = flattenMrkdwn(view.text).replace(/\s+/g, ' ').trim();
+      const text = view.text.replace(/\s+/g, ' ').trim();
       if (text === '') return [];
       const block: HeaderBlock = {
         type: 'header',
@@ -96,12 +100,12 @@ function convert(view: BlockView): KnownBlock[] {
     }
     case 'section': {
       // Slack rejects an empty text object; an empty section carries nothing anyway.
-      if (view.text.trim() === '') return [];
+      if (isBlank(view.text)) return [];
       const block: SectionBlock = { type: 'section', text: mrkdwn(view.text, SLACK_LIMITS.sectionText) };
       return [block];
     }
     case 'fields': {
-      const fields = view.fields.filter((field) => field.trim() !== '');
+      const fields = view.fields.filter((field) => !isBlank(field));
       // More than ten fields is split over several sections rather than dropped.
       return chunk(fields, SLACK_LIMITS.fields).map((group): SectionBlock => ({
         type: 'section',
@@ -109,7 +113,7 @@ function convert(view: BlockView): KnownBlock[] {
       }));
     }
     case 'context': {
-      if (view.text.trim() === '') return [];
+      if (isBlank(view.text)) return [];
       const block: ContextBlock = { type: 'context', elements: [mrkdwn(view.text, SLACK_LIMITS.contextText)] };
       return [block];
     }
