@@ -71,8 +71,9 @@ export default defineConfig(
             {
               target: './src/domain',
               from: './src',
-              except: ['./domain', './config'],
-              message: 'The domain is pure: it imports only itself and the policy types.',
+              // render/view.ts is the chat-neutral message model (data only, no imports): refusals are rich text.
+              except: ['./domain', './config', './render/view.ts'],
+              message: 'The domain is pure: it imports only itself, the policy types and the neutral view model.',
             },
             {
               target: ['./src/domain', './src/ports', './commands', './workers'],

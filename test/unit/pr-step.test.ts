@@ -17,7 +17,7 @@ const policy = parsePolicy('repos:\n  acme/shop: {}\n', 'test');
 
 function pushedRun(): Run {
   const run = newRun(policy, { id: 'sg-prstep01', repo: 'acme/shop', task: 'add a /healthz endpoint', requester: { userId: 'UALICE' }, channel: 'CSHOP', now: new Date('2026-12-01T10:00:00Z') });
-  return { ...run, chat: { channel: 'CSHOP', ts: '1700000000.000100' }, artifacts: { branch: 'shipgate/sg-prstep01-add-a-healthz-endpoint', commitSha: 'a'.repeat(40), summary: 'Added it. Fixes #1 @org/team' } };
+  return { ...run, chat: { channel: 'CSHOP', card: '1700000000.000100' }, artifacts: { branch: 'shipgate/sg-prstep01-add-a-healthz-endpoint', commitSha: 'a'.repeat(40), summary: 'Added it. Fixes #1 @org/team' } };
 }
 
 function fakeGitHub(existing?: PullRequestRef) {
