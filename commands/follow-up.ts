@@ -1,5 +1,5 @@
 import type { AuditLog } from '../src/audit/audit-log.js';
-import { currentGate, isTerminal, rewindTo, type Run } from '../src/domain/run.js';
+import { currentGate, FOLLOW_UP_REWINDABLE, isStopping, rewindForFollowUp, type Run } from '../src/domain/run.js';
 import type { Logger } from '../src/log.js';
 import type { CommandReply, MentionEvent } from '../src/ports/chat.js';
 import { code, principal, rich } from '../src/render/view.js';
@@ -17,9 +17,6 @@ export interface FollowUpDeps {
   command: string;
   log: Logger;
 }
-
-/** Gates after which the agent can still change the pull request. */
-const REWINDABLE = new Set(['pr', 'ci', 'merge']);
 
 /**
  * A mention of the bot in a run's thread (SPEC §2): the requester's
@@ -39,7 +36,7 @@ export function createFollowUpHandler(deps: FollowUpDeps): (event: MentionEvent)
     if (run === undefined) {
       return { ephemeral: rich`Mention me inside a run's thread to give its agent an instruction. To start a run, use ${code(`${deps.command} <owner/repo> <task…>`)}.` };
     }
-    if (isTerminal(run.state) || run.state === 'cancelling') {
+    if (isStopping(run)) {
       return { ephemeral: rich`Run ${run.id} has ended (${run.state}); start a new one with ${code(deps.command)}.` };
     }
     if (event.userId !== run.requester.userId) {
@@ -49,7 +46,7 @@ export function createFollowUpHandler(deps: FollowUpDeps): (event: MentionEvent)
     const text = event.text.trim();
     if (text === '') return { ephemeral: rich`Say what the agent should do, e.g. "@shipgate also add a test".` };
     const gate = currentGate(run);
-    if (gate === undefined || (gate.name !== 'agent' && !REWINDABLE.has(gate.name))) {
+    if (gate === undefined || (gate.name !== 'agent' && !FOLLOW_UP_REWINDABLE.has(gate.name))) {
       return { ephemeral: rich`The change of run ${run.id} is already merged; start a new run for further changes.` };
     }
     const added = await deps.followUps.add(run.id, { text, by: event.userId, deliveryId: event.deliveryId });
@@ -59,11 +56,7 @@ export function createFollowUpHandler(deps: FollowUpDeps): (event: MentionEvent)
 
     if (gate.name === 'agent') return { ephemeral: rich`Queued for the agent of run ${run.id}; it reads it before committing.` };
     // Past the agent: start another iteration on the same branch now.
-    const change = await deps.store.update(run.id, (latest) => {
-      const at = currentGate(latest);
-      if (isTerminal(latest.state) || latest.state === 'cancelling' || at === undefined || !REWINDABLE.has(at.name)) return undefined;
-      return { ...rewindTo(latest, 'agent', latest.artifacts.feedback), jobSeq: latest.jobSeq + 1 };
-    });
+    const change = await deps.store.update(run.id, rewindForFollowUp);
     if (change !== undefined && change.before !== change.after) await deps.queues.scheduleRun(run.id, change.after.jobSeq);
     return { ephemeral: rich`The agent of run ${run.id} will work on it now, on the same branch and pull request.` };
   };

@@ -11,7 +11,7 @@ import {
 } from '../src/domain/authorise.js';
 import { parseCommand } from '../src/domain/command.js';
 import type { Groups } from '../src/domain/principals.js';
-import { currentGate, isTerminal, newRun, resetForRetry, type Run } from '../src/domain/run.js';
+import { currentGate, isTerminal, newRun, requestCancellation, retryRun, type Run } from '../src/domain/run.js';
 import type { Logger } from '../src/log.js';
 import type { Metrics } from '../src/metrics.js';
 import type { CommandEvent, CommandReply } from '../src/ports/chat.js';
@@ -144,7 +144,7 @@ export function createShipCommand(deps: ShipCommandDeps): (event: CommandEvent) 
     }
     const decision = await authoriseCancel(policy, { repo: run.repo, requesterId: run.requester.userId }, event.userId, deps.groups, 'retry');
     if (!decision.allowed) return refuse(event, decision.reason, { runId });
-    const change = await store.update(runId, (latest) => (latest.state === 'failed' ? { ...resetForRetry(latest), jobSeq: latest.jobSeq + 1 } : undefined));
+    const change = await store.update(runId, retryRun);
     if (change === undefined || change.before === change.after) return { ephemeral: rich`Run ${runId} is no longer failed.` };
     await audit.append({ type: 'run.retried', actor: event.userId, runId, data: { fromGate: currentGate(change.after)?.name ?? null }, key: `${runId}.retried.${change.after.jobSeq}` });
     await queues.scheduleRun(runId, change.after.jobSeq);
@@ -207,11 +207,7 @@ export async function requestCancel(
 ): Promise<CommandReply> {
   if (isTerminal(run.state)) return { ephemeral: rich`Run ${run.id} has already ended (${run.state}).` };
   if (run.state === 'cancelling') return { ephemeral: rich`Run ${run.id} is already being cancelled.` };
-  const change = await deps.store.update(run.id, (latest) =>
-    isTerminal(latest.state) || latest.state === 'cancelling'
-      ? undefined
-      : { ...latest, state: 'cancelling', cancel: { by: userId, at: deps.clock().toISOString() } },
-  );
+  const change = await deps.store.update(run.id, (latest) => requestCancellation(latest, userId, deps.clock()));
   if (change === undefined || change.before === change.after) {
     return { ephemeral: rich`Run ${run.id} has already ended or is being cancelled.` };
   }

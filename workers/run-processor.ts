@@ -2,12 +2,15 @@ import type { Job } from 'bullmq';
 import type { AuditLog } from '../src/audit/audit-log.js';
 import {
   applyOutcome,
+  completeRun,
   currentGate,
   finishRun,
+  isStopping,
   isTerminal,
   markNotConfigured,
   startGate,
   type GateOutcome,
+  withNextJob,
   type Run,
 } from '../src/domain/run.js';
 import { RefusedError } from '../src/errors.js';
@@ -174,18 +177,14 @@ export function createRunProcessor(deps: RunProcessorDeps): (job: Job<AdvanceJob
         }
         const gate = currentGate(run);
         if (gate === undefined) {
-          const done = await store.update(runId, (latest) =>
-            latest.state === 'cancelling' || isTerminal(latest.state) ? undefined : { ...latest, state: 'done', outcome: 'every gate passed' },
-          );
+          const done = await store.update(runId, (latest) => (isStopping(latest) ? undefined : completeRun(latest)));
           if (done?.after.state === 'done') await endRun(done.after, log);
           continue;
         }
         if (steps[gate.kind] === undefined) {
           if (gate.notConfigured !== true) {
             await audit.append({ type: 'gate.not_configured', actor: BOT_ACTOR, runId, data: { gate: gate.name }, key: `${runId}.${gate.name}.not_configured` });
-            await store.update(runId, (latest) =>
-              latest.state === 'cancelling' || isTerminal(latest.state) ? undefined : markNotConfigured(latest, gate.name),
-            );
+            await store.update(runId, (latest) => (isStopping(latest) ? undefined : markNotConfigured(latest, gate.name)));
             log.warn({ gate: gate.name }, 'gate not configured; run waits there');
             // Look once more: a cancel that landed meanwhile must be finished by this job.
             continue;
@@ -197,7 +196,7 @@ export function createRunProcessor(deps: RunProcessorDeps): (job: Job<AdvanceJob
           // Keyed by the version it starts from: a retry after a crash before the update re-uses the key.
           await audit.append({ type: 'gate.started', actor: BOT_ACTOR, runId, data: { gate: gate.name }, key: `${runId}.${gate.name}.started.${run.version}` });
           const change = await store.update(runId, (latest) =>
-            latest.state === 'cancelling' || isTerminal(latest.state) || !owns(latest, gate.name) ? undefined : startGate(latest, gate.name, clock()),
+            isStopping(latest) || !owns(latest, gate.name) ? undefined : startGate(latest, gate.name, clock()),
           );
           if (change === undefined || change.after.state !== 'running') continue;
           started = change.after;
@@ -224,9 +223,10 @@ export function createRunProcessor(deps: RunProcessorDeps): (job: Job<AdvanceJob
           await queues.reply(runId, key, { type: 'gate', gate: gate.name, outcome: outcome.kind, summary: outcome.summary });
         }
         const change = await store.update(runId, (latest) => {
-          if (latest.state === 'cancelling' || isTerminal(latest.state) || currentGate(latest)?.name !== gate.name) return undefined;
+          if (isStopping(latest) || currentGate(latest)?.name !== gate.name) return undefined;
           const applied = applyOutcome(latest, gate.name, outcome, clock());
-          return outcome.kind === 'pending' ? { ...applied, jobSeq: latest.jobSeq + 1 } : applied;
+          // A pending gate is looked at again by a new (delayed) job.
+          return outcome.kind === 'pending' ? withNextJob(applied) : applied;
         });
         if (change === undefined || change.before === change.after) continue;
         log.info({ gate: gate.name, outcome: outcome.kind }, `gate ${outcome.kind}`);

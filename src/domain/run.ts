@@ -281,6 +281,45 @@ export function finishRun(run: Run, state: TerminalRunState, outcome: string, no
   };
 }
 
+/** Cancelling or ended: nothing may start new work on the run, and no gate result may land. */
+export function isStopping(run: Pick<Run, 'state'>): boolean {
+  return run.state === 'cancelling' || isTerminal(run.state);
+}
+
+/** The run's next BullMQ job: job ids are `<run id>.<jobSeq>`, so a bump makes the next job new and a redelivery a no-op. */
+export function withNextJob(run: Run): Run {
+  return { ...run, jobSeq: run.jobSeq + 1 };
+}
+
+/** Every gate passed. */
+export function completeRun(run: Run): Run {
+  return { ...run, state: 'done', outcome: 'every gate passed' };
+}
+
+/** Cancel on request (SPEC §2): the run is `cancelling` until its work really stopped; undefined when already stopping. */
+export function requestCancellation(run: Run, by: string, now: Date): Run | undefined {
+  if (isStopping(run)) return undefined;
+  return { ...run, state: 'cancelling', cancel: { by, at: now.toISOString() } };
+}
+
+/** `/ship retry`: a failed run resumes from its failed gate in a new job; undefined for any other state. */
+export function retryRun(run: Run): Run | undefined {
+  return run.state === 'failed' ? withNextJob(resetForRetry(run)) : undefined;
+}
+
+/**
+ * Gates a thread instruction can send back to the agent: its change is not merged yet, so another
+ * iteration on the same branch and pull request is still possible.
+ */
+export const FOLLOW_UP_REWINDABLE: ReadonlySet<string> = new Set(['pr', 'ci', 'merge']);
+
+/** A follow-up past the agent gate: rewind to the agent in a new job; undefined when the run cannot take one now. */
+export function rewindForFollowUp(run: Run): Run | undefined {
+  const at = currentGate(run);
+  if (isStopping(run) || at === undefined || !FOLLOW_UP_REWINDABLE.has(at.name)) return undefined;
+  return withNextJob(rewindTo(run, 'agent', run.artifacts.feedback));
+}
+
 /** Retry: reset the failed gate (and anything after it) to pending and queue the run again. */
 export function resetForRetry(run: Run): Run {
   let reset = false;
