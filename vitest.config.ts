@@ -2,7 +2,8 @@ import { defineConfig } from 'vitest/config';
 
 export default defineConfig({
   test: {
-    include: ['test/**/*.test.ts'],
+    // Gate rooms keep their tests beside their code (workers/gates/<gate>/*.test.ts).
+    include: ['test/**/*.test.ts', 'workers/**/*.test.ts'],
     globalSetup: ['test/helpers/global-redis.ts'],
     testTimeout: 30_000,
     hookTimeout: 30_000,

@@ -21,7 +21,7 @@ import { advanceJobId, type AdvanceJob, type Queues } from '../src/queue/queues.
 import type { Scrub } from '../src/security/scrubber.js';
 import type { Pokes } from '../src/store/pokes.js';
 import type { RunStore } from '../src/store/run-store.js';
-import type { GateAuditType, GateSteps } from './gate-step.js';
+import type { GateAuditType, GateSteps } from './gates/gate-step.js';
 
 export const BOT_ACTOR = 'shipgate';
 

@@ -1,6 +1,6 @@
 import { afterEach, describe, expect, it } from 'vitest';
 import type { GateOutcome } from '../../src/domain/run.js';
-import type { GateContext, GateStep } from '../../workers/gate-step.js';
+import type { GateContext, GateStep } from '../../workers/gates/gate-step.js';
 import { SIGNING_SECRET, startTestBot, type TestBot } from '../helpers/bot.js';
 import { eventually } from '../helpers/eventually.js';
 import { sendSlashCommand } from '../helpers/slack-requests.js';

@@ -2,7 +2,7 @@ import { generateKeyPairSync } from 'node:crypto';
 import { PassThrough } from 'node:stream';
 import { describe, expect, it } from 'vitest';
 import { scrubModelRequest } from '../../src/adapters/anthropic/anthropic-model.js';
-import { scrubFailureDetails } from '../../src/ci/failure-report.js';
+import { scrubFailureDetails } from '../../workers/gates/ci/failure-report.js';
 import { createLogger } from '../../src/log.js';
 import { scrubMessageView } from '../../workers/chat-processor.js';
 import {

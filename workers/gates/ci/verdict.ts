@@ -1,4 +1,4 @@
-import type { CheckRunInfo, CiSnapshot, CommitStatusInfo } from '../ports/github.js';
+import type { CheckRunInfo, CiSnapshot, CommitStatusInfo } from '../../../src/ports/github.js';
 
 /**
  * The CI gate's verdict for one head SHA (SPEC §1 gate 3, §5). Pure: the caller

@@ -6,11 +6,11 @@ import {
   renderFailureForAgent,
   renderFailureForThread,
   type FailureDetail,
-} from '../../src/ci/failure-report.js';
-import { detectTestWeakening, isTestFile, type FileChange } from '../../src/ci/test-weakening.js';
-import { evaluateCi, type FailedCheck } from '../../src/ci/verdict.js';
-import { sampleJson } from '../helpers/samples.js';
-import type { CheckAnnotation, CheckRunInfo, CiSnapshot, CommitStatusInfo } from '../../src/ports/github.js';
+} from './failure-report.js';
+import { detectTestWeakening, isTestFile, type FileChange } from '../agent/test-weakening.js';
+import { evaluateCi, type FailedCheck } from './verdict.js';
+import { sampleJson } from '../../../test/helpers/samples.js';
+import type { CheckAnnotation, CheckRunInfo, CiSnapshot, CommitStatusInfo } from '../../../src/ports/github.js';
 
 /**
  * The CI gate's pure logic (SPEC §1 gate 3, §5). GitHub's own payloads come from

@@ -1,7 +1,7 @@
 import { constants } from 'node:fs';
 import { lstat, open } from 'node:fs/promises';
 import { join } from 'node:path';
-import { detectTestWeakening } from '../../../src/ci/test-weakening.js';
+import { detectTestWeakening } from './test-weakening.js';
 import type { Git } from '../../../src/git/git.js';
 
 /** Largest file the test-weakening check reads; bigger ones are not tests a person wrote. */

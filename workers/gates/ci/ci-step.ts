@@ -1,14 +1,14 @@
-import { failureFingerprint, renderFailureForAgent, renderFailureForThread, scrubFailureDetails, type FailureDetail } from '../../src/ci/failure-report.js';
-import { evaluateCi } from '../../src/ci/verdict.js';
-import type { Policy } from '../../src/config/policy.js';
-import { RefusedError } from '../../src/errors.js';
-import type { GitHubCiPort, GitHubPort } from '../../src/ports/github.js';
-import type { Scrub } from '../../src/security/scrubber.js';
-import type { FollowUps } from '../../src/store/follow-ups.js';
-import type { RunIndex } from '../../src/store/run-index.js';
-import type { TtlCache } from '../../src/store/ttl-cache.js';
+import { failureFingerprint, renderFailureForAgent, renderFailureForThread, scrubFailureDetails, type FailureDetail } from './failure-report.js';
+import { evaluateCi } from './verdict.js';
+import type { Policy } from '../../../src/config/policy.js';
+import { RefusedError } from '../../../src/errors.js';
+import type { GitHubCiPort, GitHubPort } from '../../../src/ports/github.js';
+import type { Scrub } from '../../../src/security/scrubber.js';
+import type { FollowUps } from '../../../src/store/follow-ups.js';
+import type { RunIndex } from '../../../src/store/run-index.js';
+import type { TtlCache } from '../../../src/store/ttl-cache.js';
 import type { GateStep } from '../gate-step.js';
-import { pollDelay } from './poll-delay.js';
+import { pollDelay } from '../poll-delay.js';
 
 export interface CiStepDeps {
   policy: Policy;

@@ -1,12 +1,12 @@
 import { PassThrough } from 'node:stream';
 import { describe, expect, it } from 'vitest';
-import { parsePolicy } from '../../src/config/config.js';
-import { newRun, type GateOutcome, type Run } from '../../src/domain/run.js';
-import { createLogger } from '../../src/log.js';
-import type { CheckRunInfo, GitHubCiPort, GitHubPort, PullRequestState } from '../../src/ports/github.js';
-import type { RunIndex } from '../../src/store/run-index.js';
-import type { GateAuditType, GateContext } from '../../workers/gate-step.js';
-import { createCiStep } from '../../workers/steps/ci-step.js';
+import { parsePolicy } from '../../../src/config/config.js';
+import { newRun, type GateOutcome, type Run } from '../../../src/domain/run.js';
+import { createLogger } from '../../../src/log.js';
+import type { CheckRunInfo, GitHubCiPort, GitHubPort, PullRequestState } from '../../../src/ports/github.js';
+import type { RunIndex } from '../../../src/store/run-index.js';
+import type { GateAuditType, GateContext } from '../gate-step.js';
+import { createCiStep } from './ci-step.js';
 
 /**
  * The `ci` gate step on its own, against in-memory ports and a hand-built context (issue 8): each

@@ -1,6 +1,6 @@
 import { createHash } from 'node:crypto';
-import type { CheckAnnotation } from '../ports/github.js';
-import type { Scrub } from '../security/scrubber.js';
+import type { CheckAnnotation } from '../../../src/ports/github.js';
+import type { Scrub } from '../../../src/security/scrubber.js';
 import type { FailedCheck } from './verdict.js';
 
 /**

@@ -1,9 +1,9 @@
-import type { Run } from '../../src/domain/run.js';
-import { RefusedError } from '../../src/errors.js';
-import type { ChatPort } from '../../src/ports/chat.js';
-import type { GitHubPort } from '../../src/ports/github.js';
-import { fencedForMarkdown } from '../../src/security/model-text.js';
-import type { Scrub } from '../../src/security/scrubber.js';
+import type { Run } from '../../../src/domain/run.js';
+import { RefusedError } from '../../../src/errors.js';
+import type { ChatPort } from '../../../src/ports/chat.js';
+import type { GitHubPort } from '../../../src/ports/github.js';
+import { fencedForMarkdown } from '../../../src/security/model-text.js';
+import type { Scrub } from '../../../src/security/scrubber.js';
 import type { GateStep } from '../gate-step.js';
 
 export interface PrStepDeps {

@@ -1,11 +1,11 @@
 import { PassThrough } from 'node:stream';
 import { describe, expect, it } from 'vitest';
-import { parsePolicy } from '../../src/config/config.js';
-import { newRun, type Run } from '../../src/domain/run.js';
-import { createLogger } from '../../src/log.js';
-import type { GitHubPort, PullRequestRef } from '../../src/ports/github.js';
-import type { GateAuditType, GateContext } from '../../workers/gate-step.js';
-import { createPrStep } from '../../workers/steps/pr-step.js';
+import { parsePolicy } from '../../../src/config/config.js';
+import { newRun, type Run } from '../../../src/domain/run.js';
+import { createLogger } from '../../../src/log.js';
+import type { GitHubPort, PullRequestRef } from '../../../src/ports/github.js';
+import type { GateAuditType, GateContext } from '../gate-step.js';
+import { createPrStep } from './pr-step.js';
 
 /**
  * The `pr` gate step on its own (issue 8: every gate step against in-memory ports and a hand-built

@@ -12,7 +12,7 @@ import type { GitHubPort } from '../../../src/ports/github.js';
 import type { ModelPort } from '../../../src/ports/model.js';
 import type { SandboxPort } from '../../../src/ports/sandbox.js';
 import type { FollowUps } from '../../../src/store/follow-ups.js';
-import type { GateContext, GateStep } from '../../gate-step.js';
+import type { GateContext, GateStep } from '../gate-step.js';
 import { runCheckRounds } from './check-rounds.js';
 import { commitChange, commitMessage, commitTrailers, diffStatText, reviewChange } from './commit.js';
 import { passSummary } from './pass-summary.js';

@@ -1,5 +1,5 @@
-import type { Logger } from '../src/log.js';
-import type { Gate, GateKind, GateOutcome, Run } from '../src/domain/run.js';
+import type { Logger } from '../../src/log.js';
+import type { Gate, GateKind, GateOutcome, Run } from '../../src/domain/run.js';
 
 /** The evidence a gate step writes itself (SPEC §7); gate results and run events are the run processor's. */
 export type GateAuditType = 'agent.iteration' | 'commit.created' | 'pr.opened' | 'ci.verdict';

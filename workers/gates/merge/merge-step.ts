@@ -1,7 +1,7 @@
-import { RefusedError } from '../../src/errors.js';
-import type { GitHubCiPort } from '../../src/ports/github.js';
+import { RefusedError } from '../../../src/errors.js';
+import type { GitHubCiPort } from '../../../src/ports/github.js';
 import type { GateStep } from '../gate-step.js';
-import { pollDelay } from './poll-delay.js';
+import { pollDelay } from '../poll-delay.js';
 
 export interface MergeStepDeps {
   github: Pick<GitHubCiPort, 'getPullRequest'>;
