@@ -105,7 +105,7 @@ function setUp(model: ModelPort, sandbox: SandboxPort) {
 }
 
 const edit = (id: string, input: Record<string, string>) => message([{ type: 'tool_use', id, name: 'str_replace_based_edit_tool', input } as Anthropic.ToolUseBlock], 'tool_use');
-const say = (text: string) => message([{ type: 'text', text, citations: null } as Anthropic.TextBlock], 'end_turn');
+const say = (text: string) => message([{ type: 'text', text, citations: null }], 'end_turn');
 
 describe('agent gate step', () => {
   it('edits, runs every check itself in the sandbox, commits with only the bot’s trailers and pushes the run branch', async () => {
