@@ -1,7 +1,7 @@
 import type Anthropic from '@anthropic-ai/sdk';
 import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
-import { join } from 'node:path';
+import { dirname, join } from 'node:path';
 import { PassThrough } from 'node:stream';
 import { afterEach, describe, expect, it } from 'vitest';
 import { parsePolicy } from '../../../src/config/config.js';
@@ -76,7 +76,7 @@ function recordingSandbox(exitCodes: number[]): SandboxPort & { runs: SandboxReq
 function setUp(model: ModelPort, sandbox: SandboxPort) {
   const bare = seedRepository({ 'src/server.js': "module.exports = { '/': () => 'hello' };\n", '.github/workflows/ci.yml': 'on: push\n' });
   const workRoot = mkdtempSync(join(tmpdir(), 'shipgate-agent-step-'));
-  cleanup.push(() => rmSync(workRoot, { recursive: true, force: true }));
+  cleanup.push(() => rmSync(workRoot, { recursive: true, force: true }), () => rmSync(dirname(bare), { recursive: true, force: true }));
   const github: GitHubPort = {
     getRepository: async () => ({ cloneUrl: `file://${bare}`, defaultBranch: 'main', htmlUrl: 'https://github.test/acme/shop' }),
     findOpenPullRequest: async () => undefined,
