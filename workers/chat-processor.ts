@@ -8,6 +8,7 @@ import { renderCard, renderGateReply, renderRunEnded } from '../src/render/card.
 import { mapMessageView, type MessageView } from '../src/render/view.js';
 import type { Scrub } from '../src/security/scrubber.js';
 import type { Redis } from '../src/redis.js';
+import { createOutboxStore, type OutboxStore } from '../src/store/outbox-store.js';
 import type { RunIndex } from '../src/store/run-index.js';
 import type { WriteLimiter } from '../src/store/write-limiter.js';
 import type { RunStore } from '../src/store/run-store.js';
@@ -23,13 +24,20 @@ function digestOf(view: MessageView): string {
 
 /** Slack allows roughly one update per second per message; SPEC §10 asks for at most one per 3 s in any chat. */
 export const CARD_UPDATE_INTERVAL_MS = 3_000;
-const POST_RECORD_TTL_SECONDS = 30 * 24 * 3600;
 
-export interface ChatProcessorDeps {
+export type ChatProcessorDeps = ChatProcessorOptions &
+  (
+    | { outbox: OutboxStore }
+    /** The Redis outbox store is built from these; the form the composition root used before the store existed. */
+    | { redis: Redis; prefix: string }
+  );
+
+/** What the processor uses of a BullMQ job (a narrow type so tests can hand it a plain object). */
+export type ChatProcessorJob = Pick<Job<ChatJob>, 'data' | 'moveToDelayed'>;
+
+export interface ChatProcessorOptions {
   chat: ChatPort;
   store: RunStore;
-  redis: Redis;
-  prefix: string;
   log: Logger;
   updateIntervalMs?: number;
   /** Shared pacing of chat writes; without it writes are not paced. */
@@ -55,34 +63,33 @@ export interface ChatProcessorDeps {
  * - Card updates are coalesced: every state change enqueues a card job, and a
  *   job only renders when the card has not already shown that version; a
  *   per-message slot key spaces updates at least `updateIntervalMs` apart.
+ *
+ * The records live in the outbox store (src/store/outbox-store.ts); this is
+ * the logic over them.
  */
-export function createChatProcessor(deps: ChatProcessorDeps): (job: Job<ChatJob>, token?: string) => Promise<void> {
-  const { chat, store, redis, prefix } = deps;
+export function createChatProcessor(deps: ChatProcessorDeps): (job: ChatProcessorJob, token?: string) => Promise<void> {
+  const { chat, store } = deps;
+  const outbox = 'outbox' in deps ? deps.outbox : createOutboxStore({ redis: deps.redis, prefix: deps.prefix });
   const interval = deps.updateIntervalMs ?? CARD_UPDATE_INTERVAL_MS;
   const cardOptions = { unsandboxedChecks: deps.unsandboxedChecks === true };
-  const postKey = (key: string) => `${prefix}:posted:${key}`;
-  const renderedKey = (runId: string) => `${prefix}:card:rendered:${runId}`;
-  const slotKey = (runId: string) => `${prefix}:card:slot:${runId}`;
-  const hashKey = (runId: string) => `${prefix}:card:hash:${runId}`;
   const scrub = deps.scrub;
   const safe = (view: MessageView): MessageView => (scrub === undefined ? view : scrubMessageView(view, scrub));
 
   /** Posts at most once per key; `fresh` is false when an earlier attempt's message was found instead. */
-  // The record's `ts:` prefix predates neutral message references; kept so records of a running bot still read.
   async function postOnce(input: { channel: string; thread?: string | undefined; view: MessageView; key: string }): Promise<{ ref: string; fresh: boolean }> {
-    const record = await redis.get(postKey(input.key));
-    if (record?.startsWith('ts:') === true) return { ref: record.slice(3), fresh: false };
-    if (record === 'pending') {
+    const record = await outbox.postRecord(input.key);
+    if (record?.state === 'posted') return { ref: record.ref, fresh: false };
+    if (record?.state === 'pending') {
       const found = await chat.findMessageByKey({ channel: input.channel, thread: input.thread, key: input.key });
       if (found !== undefined) {
-        await redis.set(postKey(input.key), `ts:${found.ref}`, 'EX', POST_RECORD_TTL_SECONDS);
+        await outbox.recordPosted(input.key, found.ref);
         return { ref: found.ref, fresh: false };
       }
     }
     await deps.writes?.take();
-    await redis.set(postKey(input.key), 'pending', 'EX', POST_RECORD_TTL_SECONDS);
+    await outbox.recordPending(input.key);
     const { ref } = await chat.postMessage(input);
-    await redis.set(postKey(input.key), `ts:${ref}`, 'EX', POST_RECORD_TTL_SECONDS);
+    await outbox.recordPosted(input.key, ref);
     return { ref, fresh: true };
   }
 
@@ -90,34 +97,29 @@ export function createChatProcessor(deps: ChatProcessorDeps): (job: Job<ChatJob>
    * Posts the root card if it does not exist yet; returns the run with `chat.card` set, and whether
    * the card now shows this version (false when an interrupted earlier post was found instead).
    */
-  async function ensureRoot(run: Run, job: Job<ChatJob>, token: string | undefined): Promise<{ run: Run; current: boolean }> {
+  async function ensureRoot(run: Run, job: ChatProcessorJob, token: string | undefined): Promise<{ run: Run; current: boolean }> {
     if (run.chat.card !== undefined) return { run, current: false };
     // Two jobs of one run (the first card and the first change) may both get here: one posts, the
     // other waits for it. The lease expires, so a holder that died does not block the run.
-    const lease = await redis.set(`${prefix}:root-lease:${run.id}`, '1', 'PX', 30_000, 'NX');
-    if (lease === null) await delay(job, token, 300);
+    if (!(await outbox.takeRootLease(run.id))) await delay(job, token, 300);
     const view = safe(renderCard(run, cardOptions));
     const { ref, fresh } = await postOnce({ channel: run.chat.channel, view, key: `${run.id}.root` });
-    if (fresh) {
-      await redis.set(renderedKey(run.id), String(run.version));
-      await redis.set(hashKey(run.id), digestOf(view), 'EX', POST_RECORD_TTL_SECONDS);
-      await redis.set(slotKey(run.id), '1', 'PX', interval);
-    }
+    if (fresh) await outbox.recordRootCard(run.id, { version: run.version, digest: digestOf(view), intervalMs: interval });
     await deps.index?.link({ kind: 'thread', channel: run.chat.channel, message: ref }, run.id);
     // Silent: recording where the card lives is not a change the card needs to show.
     const change = await store.update(run.id, (latest) => (latest.chat.card === undefined ? { ...latest, chat: { ...latest.chat, card: ref } } : undefined), { silent: true });
     return { run: change?.after ?? { ...run, chat: { ...run.chat, card: ref } }, current: fresh };
   }
 
-  async function delay(job: Job<ChatJob>, token: string | undefined, ms: number): Promise<never> {
+  async function delay(job: ChatProcessorJob, token: string | undefined, ms: number): Promise<never> {
     await job.moveToDelayed(Date.now() + ms, token);
     throw new DelayedError();
   }
 
-  async function refreshCard(job: Job<ChatJob>, token: string | undefined, runId: string, version: number): Promise<void> {
+  async function refreshCard(job: ChatProcessorJob, token: string | undefined, runId: string, version: number): Promise<void> {
     const stored = await store.get(runId);
     if (stored === undefined) return;
-    const rendered = Number((await redis.get(renderedKey(runId))) ?? '-1');
+    const rendered = (await outbox.renderedVersion(runId)) ?? -1;
     if (rendered >= version || rendered >= stored.version) return;
     const rooted = await ensureRoot(stored, job, token);
     if (rooted.current) return;
@@ -126,24 +128,16 @@ export function createChatProcessor(deps: ChatProcessorDeps): (job: Job<ChatJob>
     const view = safe(renderCard(run, cardOptions));
     const digest = digestOf(view);
     // A change that renders the same card (a poll that saw nothing new) costs no chat write.
-    const unchanged = (await redis.get(hashKey(runId))) === digest;
+    const unchanged = (await outbox.cardDigest(runId)) === digest;
     if (!unchanged) {
-      const acquired = await redis.set(slotKey(runId), '1', 'PX', interval, 'NX');
-      if (acquired === null) {
-        const wait = await redis.pttl(slotKey(runId));
-        await delay(job, token, Math.max(wait, 50));
-      }
+      const slot = await outbox.takeCardSlot(runId, interval);
+      if (!slot.taken) await delay(job, token, Math.max(slot.retryInMs, 50));
       await deps.writes?.take();
       await chat.updateMessage({ channel: run.chat.channel, ref: run.chat.card, view });
-      await redis.set(hashKey(runId), digest, 'EX', POST_RECORD_TTL_SECONDS);
+      await outbox.recordCardDigest(runId, digest);
     }
     // Only ever move the marker forward: a slower job must not claim an older version was shown last.
-    await redis.eval(
-      "local c = tonumber(redis.call('GET', KEYS[1]) or '-1') if tonumber(ARGV[1]) > c then redis.call('SET', KEYS[1], ARGV[1]) end return 1",
-      1,
-      renderedKey(runId),
-      String(run.version),
-    );
+    await outbox.advanceRendered(runId, run.version);
     deps.log.debug({ runId, version: run.version }, 'card updated');
   }
 

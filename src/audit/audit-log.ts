@@ -1,5 +1,5 @@
-import { createHash, createHmac, timingSafeEqual } from 'node:crypto';
-import type { Redis } from 'ioredis';
+import { createHmac, timingSafeEqual } from 'node:crypto';
+import type { Redis, Result } from 'ioredis';
 import { z } from 'zod';
 import { scrubSecrets, type Logger } from '../log.js';
 import { AUDIT_CHAIN_ALG, auditKeyId } from './audit-key.js';
@@ -334,7 +334,33 @@ if #KEYS >= 4 then redis.call('RPUSH', KEYS[4], ARGV[3]) end
 return {'ok'}
 `;
 
-const APPEND_SCRIPT_SHA = createHash('sha1').update(APPEND_SCRIPT).digest('hex');
+// APPEND_SCRIPT as ioredis commands, one per key count (the run index is the optional fourth key);
+// defineCommand sends EVALSHA and loads the script again when a restarted Redis has lost it.
+declare module 'ioredis' {
+  interface RedisCommander<Context> {
+    shipgateAuditAppend(
+      log: string,
+      head: string,
+      keys: string,
+      prevHash: string,
+      hash: string,
+      seq: string,
+      row: string,
+      idempotencyKey: string,
+    ): Result<unknown, Context>;
+    shipgateAuditAppendForRun(
+      log: string,
+      head: string,
+      keys: string,
+      runIndex: string,
+      prevHash: string,
+      hash: string,
+      seq: string,
+      row: string,
+      idempotencyKey: string,
+    ): Result<unknown, Context>;
+  }
+}
 
 const scriptReplySchema = z.union([
   z.tuple([z.literal('ok')]),
@@ -369,6 +395,8 @@ export function createAuditLog({
   const idemKey = `${base}keys`;
   const runKey = (runId: string): string => `${base}run:${runId}`;
   const keyId = auditKeyId(auditKey);
+  redis.defineCommand('shipgateAuditAppend', { numberOfKeys: 3, lua: APPEND_SCRIPT });
+  redis.defineCommand('shipgateAuditAppendForRun', { numberOfKeys: 4, lua: APPEND_SCRIPT });
 
   /** The newest event this process appended: the head must never be found behind it. */
   let lastAppended: AuditCheckpoint | undefined;
@@ -394,16 +422,13 @@ export function createAuditLog({
     return { hash, seq: Number(seq ?? '0') };
   }
 
-  async function runScript(keys: string[], args: string[]): Promise<unknown> {
-    try {
-      return await redis.evalsha(APPEND_SCRIPT_SHA, keys.length, ...keys, ...args);
-    } catch (error) {
-      // Script caches are empty after a Redis restart or failover; load once and carry on.
-      if (error instanceof Error && error.message.includes('NOSCRIPT')) {
-        return redis.eval(APPEND_SCRIPT, keys.length, ...keys, ...args);
-      }
-      throw error;
-    }
+  async function runScript(
+    runId: string | null,
+    args: [prevHash: string, hash: string, seq: string, row: string, idempotencyKey: string],
+  ): Promise<unknown> {
+    return runId === null
+      ? redis.shipgateAuditAppend(logKey, headKey, idemKey, ...args)
+      : redis.shipgateAuditAppendForRun(logKey, headKey, idemKey, runKey(runId), ...args);
   }
 
   function parseExisting(key: string, seq: string, row: string): AuditEvent {
@@ -435,7 +460,6 @@ export function createAuditLog({
     const actor = scrub(input.actor);
     const key = input.key === undefined || input.key === '' ? undefined : input.key;
     const runId = input.runId === undefined || input.runId === '' ? null : input.runId;
-    const keys = runId === null ? [logKey, headKey, idemKey] : [logKey, headKey, idemKey, runKey(runId)];
 
     // Redeliveries are the common case for keyed appends; answer them without a CAS round.
     if (key !== undefined) {
@@ -466,7 +490,7 @@ export function createAuditLog({
       // Checked before writing: a row the reader's schema rejects would read as tampering forever after.
       const event = storedEventSchema.parse({ ...unhashed, hash: hashEvent(unhashed, auditKey) });
       const reply = scriptReplySchema.parse(
-        await runScript(keys, [prevHash, event.hash, String(event.seq), canonicalJson(event), key ?? '']),
+        await runScript(runId, [prevHash, event.hash, String(event.seq), canonicalJson(event), key ?? '']),
       );
       switch (reply[0]) {
         case 'ok':

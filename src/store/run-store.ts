@@ -12,10 +12,35 @@ import type { Redis } from '../redis.js';
  * state, so the active-run limits (SPEC §1) count exactly the runs not yet ended.
  */
 
+// The scripts below, as ioredis commands (defineCommand: EVALSHA, loaded again after a Redis restart).
 declare module 'ioredis' {
   interface RedisCommander<Context> {
     /** CREATE_SCRIPT, defined by createRunStore. */
-    shipgateCreateRun(...args: string[]): Result<unknown, Context>;
+    shipgateCreateRun(
+      dedupeKey: string,
+      runKey: string,
+      activeKey: string,
+      allKey: string,
+      userActiveKey: string,
+      runId: string,
+      json: string,
+      score: string,
+      dedupeTtlSeconds: string,
+      perUserLimit: string,
+      globalLimit: string,
+    ): Result<unknown, Context>;
+    /** UPDATE_SCRIPT, defined by createRunStore. */
+    shipgateUpdateRun(
+      runKey: string,
+      activeKey: string,
+      userActiveKey: string,
+      expectedVersion: string,
+      newVersion: string,
+      json: string,
+      runId: string,
+      terminal: '1' | '0',
+      score: string,
+    ): Result<unknown, Context>;
   }
 }
 
@@ -128,6 +153,9 @@ end
 return 1
 `;
 
+// 1: stored; 0: the version moved on since the read (another writer won), read again.
+const updateReplySchema = z.union([z.literal(0), z.literal(1)]);
+
 /** The policy's `limits` (SPEC §1); a run is created only while both leave room. */
 export interface ActiveRunLimits {
   activeRunsPerUser: number;
@@ -181,6 +209,7 @@ export function createRunStore({ redis, prefix, clock, onChanged }: RunStoreDeps
   const allKey = `${prefix}:runs:all`;
   const userActiveKey = (userId: string) => `${prefix}:runs:active:user:${userId}`;
   redis.defineCommand('shipgateCreateRun', { numberOfKeys: 5, lua: CREATE_SCRIPT });
+  redis.defineCommand('shipgateUpdateRun', { numberOfKeys: 3, lua: UPDATE_SCRIPT });
 
   async function read(id: string): Promise<{ run: Run; version: string } | undefined> {
     const [json, version] = await redis.hmget(runKey(id), 'json', 'version');
@@ -192,7 +221,7 @@ export function createRunStore({ redis, prefix, clock, onChanged }: RunStoreDeps
 
   return {
     async create(run, deliveryId, limits) {
-      const result: unknown = await redis.shipgateCreateRun(
+      const result = await redis.shipgateCreateRun(
         `${prefix}:dedupe:${deliveryId}`,
         runKey(run.id),
         activeKey,
@@ -231,18 +260,18 @@ export function createRunStore({ redis, prefix, clock, onChanged }: RunStoreDeps
         const next = mutate(current.run);
         if (next === undefined) return { before: current.run, after: current.run };
         const after: Run = { ...next, version: current.run.version + 1, updatedAt: clock().toISOString() };
-        const stored: unknown = await redis.eval(
-          UPDATE_SCRIPT,
-          3,
-          runKey(id),
-          activeKey,
-          userActiveKey(after.requester.userId),
-          current.version,
-          String(after.version),
-          JSON.stringify(after),
-          id,
-          isTerminal(after.state) ? '1' : '0',
-          String(Date.parse(after.createdAt)),
+        const stored = updateReplySchema.parse(
+          await redis.shipgateUpdateRun(
+            runKey(id),
+            activeKey,
+            userActiveKey(after.requester.userId),
+            current.version,
+            String(after.version),
+            JSON.stringify(after),
+            id,
+            isTerminal(after.state) ? '1' : '0',
+            String(Date.parse(after.createdAt)),
+          ),
         );
         if (stored === 1) {
           const change = { before: current.run, after };

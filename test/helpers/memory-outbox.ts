@@ -1,0 +1,70 @@
+import {
+  POST_RECORD_TTL_SECONDS,
+  ROOT_LEASE_MS,
+  type OutboxStore,
+  type PostRecord,
+} from '../../src/store/outbox-store.js';
+
+/**
+ * The outbox store in memory, for tests of the chat processor's logic. It keeps the Redis store's
+ * semantics (test/integration/outbox-store.test.ts runs one contract against both), expiries
+ * included, on a clock the test moves.
+ */
+export function createMemoryOutboxStore(
+  now: () => number = Date.now,
+): OutboxStore & { posts: Map<string, PostRecord> } {
+  const posts = new Map<string, PostRecord>();
+  const postExpiry = new Map<string, number>();
+  const leases = new Map<string, number>();
+  const slots = new Map<string, number>();
+  const rendered = new Map<string, number>();
+  const digests = new Map<string, { digest: string; until: number }>();
+
+  const live = (until: number | undefined): until is number => until !== undefined && until > now();
+  const recordPost = (key: string, record: PostRecord) => {
+    posts.set(key, record);
+    postExpiry.set(key, now() + POST_RECORD_TTL_SECONDS * 1000);
+  };
+
+  return {
+    posts,
+    async postRecord(key) {
+      return live(postExpiry.get(key)) ? posts.get(key) : undefined;
+    },
+    async recordPending(key) {
+      recordPost(key, { state: 'pending' });
+    },
+    async recordPosted(key, ref) {
+      recordPost(key, { state: 'posted', ref });
+    },
+    async takeRootLease(runId) {
+      if (live(leases.get(runId))) return false;
+      leases.set(runId, now() + ROOT_LEASE_MS);
+      return true;
+    },
+    async renderedVersion(runId) {
+      return rendered.get(runId);
+    },
+    async advanceRendered(runId, version) {
+      if (version > (rendered.get(runId) ?? -1)) rendered.set(runId, version);
+    },
+    async cardDigest(runId) {
+      const entry = digests.get(runId);
+      return entry !== undefined && live(entry.until) ? entry.digest : undefined;
+    },
+    async recordCardDigest(runId, digest) {
+      digests.set(runId, { digest, until: now() + POST_RECORD_TTL_SECONDS * 1000 });
+    },
+    async takeCardSlot(runId, intervalMs) {
+      const until = slots.get(runId);
+      if (live(until)) return { taken: false, retryInMs: until - now() };
+      slots.set(runId, now() + intervalMs);
+      return { taken: true };
+    },
+    async recordRootCard(runId, card) {
+      rendered.set(runId, card.version);
+      digests.set(runId, { digest: card.digest, until: now() + POST_RECORD_TTL_SECONDS * 1000 });
+      slots.set(runId, now() + card.intervalMs);
+    },
+  };
+}

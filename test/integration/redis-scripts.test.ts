@@ -1,0 +1,74 @@
+import { Redis } from 'ioredis';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { createAuditLog } from '../../src/audit/audit-log.js';
+import { parsePolicy } from '../../src/config/config.js';
+import { newRun } from '../../src/domain/run.js';
+import { createOutboxStore } from '../../src/store/outbox-store.js';
+import { createRunStore } from '../../src/store/run-store.js';
+import { TEST_AUDIT_KEY_BYTES } from '../helpers/audit-key.js';
+import { spawnRedis, type SpawnedRedis } from '../helpers/global-redis.js';
+import { testPrefix } from '../helpers/ids.js';
+
+/**
+ * Every Lua script goes through ioredis `defineCommand` (EVALSHA, and EVAL again when the server
+ * answers NOSCRIPT). A Redis that restarted or failed over has an empty script cache: each store's
+ * scripts must still run afterwards. A Redis of its own, since SCRIPT FLUSH is server-wide.
+ */
+
+let own: SpawnedRedis;
+let redis: Redis;
+beforeAll(async () => {
+  own = await spawnRedis();
+  redis = new Redis(own.url);
+});
+afterAll(async () => {
+  redis.disconnect();
+  await own.stop();
+});
+
+const policy = parsePolicy('repos:\n  acme/shop: {}\n', 'test');
+
+describe('store scripts after Redis lost its script cache', () => {
+  it('the run store creates and updates runs', async () => {
+    const store = createRunStore({ redis, prefix: testPrefix('scripts-runs'), clock: () => new Date() });
+    const first = newRun(policy, {
+      id: 'sg-script01',
+      repo: 'acme/shop',
+      task: 'x',
+      requester: { userId: 'UALICE' },
+      channel: 'CSHOP',
+      now: new Date(),
+    });
+    expect((await store.create(first, 'delivery-1')).created).toBe(true);
+    await redis.script('FLUSH');
+    expect((await store.update(first.id, (run) => ({ ...run, state: 'running' })))?.after.state).toBe('running');
+    await redis.script('FLUSH');
+    const second = { ...first, id: 'sg-script02' };
+    expect((await store.create(second, 'delivery-2')).created).toBe(true);
+    expect((await store.listActive()).map((run) => run.id).sort()).toEqual(['sg-script01', 'sg-script02']);
+  });
+
+  it('the audit log appends, with and without a run, and its chain verifies', async () => {
+    const audit = createAuditLog({
+      redis,
+      prefix: testPrefix('scripts-audit'),
+      clock: () => new Date(),
+      key: TEST_AUDIT_KEY_BYTES,
+    });
+    await audit.append({ type: 'run.requested', actor: 'UALICE', runId: 'sg-script01' });
+    await redis.script('FLUSH');
+    await audit.append({ type: 'run.requested', actor: 'UALICE', runId: 'sg-script01', key: 'k-1' });
+    await redis.script('FLUSH');
+    await audit.append({ type: 'message.posted', actor: 'shipgate' });
+    expect((await audit.eventsForRun('sg-script01')).map((event) => event.seq)).toEqual([1, 2]);
+    expect((await audit.verify()).ok).toBe(true);
+  });
+
+  it('the outbox store advances the rendered marker', async () => {
+    const outbox = createOutboxStore({ redis, prefix: testPrefix('scripts-outbox') });
+    await outbox.advanceRendered('sg-f', 1);
+    await redis.script('FLUSH');
+    await outbox.advanceRendered('sg-f', 2);
+    expect(await outbox.renderedVersion('sg-f')).toBe(2);
+  });
+});
