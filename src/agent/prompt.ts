@@ -55,10 +55,10 @@ export function followUpMessage(instructions: readonly string[]): string {
  */
 export function iterationOpening(run: Run, checkNames: readonly string[], followUps: readonly string[]): string {
   const opening = [openingMessage(run, checkNames)];
-  if (run.artifacts.previousCommitSha !== undefined) {
+  if (run.artifacts.agent?.previousCommitSha !== undefined) {
     opening.push('', 'Your earlier change is already committed on this branch and its pull request is open. Build on it; do not start over.');
   }
-  if (run.artifacts.feedback !== undefined) opening.push('', run.artifacts.feedback);
+  if (run.artifacts.agent?.feedback !== undefined) opening.push('', run.artifacts.agent.feedback);
   if (followUps.length > 0) opening.push('', followUpMessage(followUps));
   return opening.join('\n');
 }

@@ -46,27 +46,65 @@ export interface RunLinks {
 }
 
 /** What the gates produced, recorded as they go so a restarted step resumes instead of redoing work. */
-export interface RunArtifacts {
+/** What the agent gate produced, and what later gates hand back to its next iteration. */
+export interface AgentArtifacts {
   branch?: string | undefined;
-  /** The commit the agent gate produced and pushed. */
+  /** The commit the latest iteration produced and pushed. */
   commitSha?: string | undefined;
-  /** The agent's own summary of its change. */
+  /** The commit of the previous iteration, once a new one is under way. */
+  previousCommitSha?: string | undefined;
+  /** The agent's own summary of its change (model text: shown quoted and neutralised). */
   summary?: string | undefined;
   diffStat?: string | undefined;
   checks?: Array<{ name: string; passed: boolean }> | undefined;
-  prNumber?: number | undefined;
   /** Model turns used so far (budgets.maxAgentTurns counts these across iterations). */
-  agentTurns?: number | undefined;
+  turns?: number | undefined;
   /** What the agent must address in its next iteration (a CI failure report); cleared when it commits. */
   feedback?: string | undefined;
-  /** CI verdicts that sent the run back to the agent, and their fingerprints (a repeat stops the loop). */
-  ciIterations?: number | undefined;
-  ciFingerprints?: string[] | undefined;
-  /** The commit of the previous iteration, once a new one is under way. */
-  previousCommitSha?: string | undefined;
-  mergeCommitSha?: string | undefined;
   /** Findings about tests being deleted, skipped or loosened by the agent's change. */
   testWarnings?: string[] | undefined;
+}
+
+export interface PrArtifacts {
+  number?: number | undefined;
+}
+
+export interface CiArtifacts {
+  /** CI verdicts that sent the run back to the agent, and their fingerprints (a repeat stops the loop). */
+  iterations?: number | undefined;
+  fingerprints?: string[] | undefined;
+}
+
+export interface MergeArtifacts {
+  commitSha?: string | undefined;
+}
+
+/**
+ * What each gate recorded, one namespace per gate (issue 8): a gate writes its own and reads what it
+ * needs of the earlier ones, so a new gate adds a namespace instead of growing one shared bag.
+ */
+export interface RunArtifacts {
+  agent?: AgentArtifacts | undefined;
+  pr?: PrArtifacts | undefined;
+  ci?: CiArtifacts | undefined;
+  merge?: MergeArtifacts | undefined;
+}
+
+/** `artifacts` with `patch` merged into one gate's namespace. */
+export function patchArtifacts<K extends keyof RunArtifacts>(artifacts: RunArtifacts, key: K, patch: NonNullable<RunArtifacts[K]>): RunArtifacts {
+  return { ...artifacts, [key]: { ...artifacts[key], ...patch } };
+}
+
+/** Both sets of artifacts, merged namespace by namespace (`extra` wins). */
+export function mergeArtifacts(artifacts: RunArtifacts, extra: RunArtifacts | undefined): RunArtifacts {
+  if (extra === undefined) return artifacts;
+  return {
+    ...artifacts,
+    ...(extra.agent === undefined ? {} : { agent: { ...artifacts.agent, ...extra.agent } }),
+    ...(extra.pr === undefined ? {} : { pr: { ...artifacts.pr, ...extra.pr } }),
+    ...(extra.ci === undefined ? {} : { ci: { ...artifacts.ci, ...extra.ci } }),
+    ...(extra.merge === undefined ? {} : { merge: { ...artifacts.merge, ...extra.merge } }),
+  };
 }
 
 export interface Run {
@@ -178,7 +216,7 @@ export type GateOutcome =
    * The gate failed in a way an earlier gate can fix (red CI goes back to the agent): the run
    * rewinds to `gate` with `feedback` for it, and this gate's verdict is kept as its summary.
    */
-  | { kind: 'retry-from'; gate: string; summary: string; feedback: string; artifacts?: Partial<RunArtifacts> | undefined };
+  | { kind: 'retry-from'; gate: string; summary: string; feedback: string; artifacts?: RunArtifacts | undefined };
 
 function replaceGate(run: Run, name: string, change: (gate: Gate) => Gate): Gate[] {
   return run.gates.map((gate) => (gate.name === name ? change(gate) : gate));
@@ -205,12 +243,11 @@ export function rewindTo(run: Run, gate: string, feedback: string | undefined): 
   return {
     ...run,
     state: 'running',
-    artifacts: {
-      ...run.artifacts,
+    artifacts: patchArtifacts(run.artifacts, 'agent', {
       feedback,
-      previousCommitSha: run.artifacts.commitSha ?? run.artifacts.previousCommitSha,
+      previousCommitSha: run.artifacts.agent?.commitSha ?? run.artifacts.agent?.previousCommitSha,
       commitSha: undefined,
-    },
+    }),
     gates: run.gates.map((g, index) =>
       index >= start && (g.state !== 'pending' || g.notConfigured === true)
         ? { name: g.name, kind: g.kind, state: 'pending', summary: g.summary }
@@ -226,7 +263,7 @@ export function applyOutcome(run: Run, name: string, outcome: GateOutcome, now: 
     // The loop's bookkeeping (iterations, fingerprints) lands in the same update as the rewind.
     const decided = {
       ...run,
-      artifacts: { ...run.artifacts, ...outcome.artifacts },
+      artifacts: mergeArtifacts(run.artifacts, outcome.artifacts),
       gates: replaceGate(run, name, (gate) => ({ ...gate, summary: outcome.summary })),
     };
     return rewindTo(decided, outcome.gate, outcome.feedback);
@@ -317,7 +354,7 @@ export const FOLLOW_UP_REWINDABLE: ReadonlySet<string> = new Set(['pr', 'ci', 'm
 export function rewindForFollowUp(run: Run): Run | undefined {
   const at = currentGate(run);
   if (isStopping(run) || at === undefined || !FOLLOW_UP_REWINDABLE.has(at.name)) return undefined;
-  return withNextJob(rewindTo(run, 'agent', run.artifacts.feedback));
+  return withNextJob(rewindTo(run, 'agent', run.artifacts.agent?.feedback));
 }
 
 /** Retry: reset the failed gate (and anything after it) to pending and queue the run again. */

@@ -250,7 +250,8 @@ export function renderCard(run: Run, options: CardOptions = {}): MessageView {
   if (run.gates.length > 0) blocks.push({ type: 'section', text: gateLines(run, CARD_SUMMARY_MAX_CHARS) });
 
   if (!isTerminal(run.state) && run.activity !== undefined && run.activity !== '') {
-    const turn = run.artifacts.agentTurns === undefined || currentGate(run)?.name !== 'agent' ? '' : `turn ${run.artifacts.agentTurns} · `;
+    const turns = run.artifacts.agent?.turns;
+    const turn = turns === undefined || currentGate(run)?.name !== 'agent' ? '' : `turn ${turns} · `;
     blocks.push({ type: 'context', text: rich`Now: ${turn}${truncate(oneLine(run.activity), 200)}` });
   }
   const links = linksLine(run.links);

@@ -62,6 +62,77 @@ export const runChatSchema = z
   .object({ channel: z.string(), card: z.string().optional(), ts: z.string().optional() })
   .transform(({ channel, card, ts }) => (card ?? ts) === undefined ? { channel } : { channel, card: card ?? ts });
 
+const agentArtifactsSchema = z.object({
+  branch: z.string().optional(),
+  commitSha: z.string().optional(),
+  previousCommitSha: z.string().optional(),
+  summary: z.string().optional(),
+  diffStat: z.string().optional(),
+  checks: z.array(z.object({ name: z.string(), passed: z.boolean() })).optional(),
+  turns: z.number().int().nonnegative().optional(),
+  feedback: z.string().optional(),
+  testWarnings: z.array(z.string()).optional(),
+});
+
+const namespacedArtifactsSchema = z.object({
+  agent: agentArtifactsSchema.optional(),
+  pr: z.object({ number: z.number().int().optional() }).optional(),
+  ci: z.object({ iterations: z.number().int().nonnegative().optional(), fingerprints: z.array(z.string()).optional() }).optional(),
+  merge: z.object({ commitSha: z.string().optional() }).optional(),
+});
+
+/** The one flat bag every gate shared before artifacts were namespaced per gate. */
+const legacyArtifactsSchema = z.object({
+  branch: z.string().optional(),
+  commitSha: z.string().optional(),
+  summary: z.string().optional(),
+  diffStat: z.string().optional(),
+  checks: z.array(z.object({ name: z.string(), passed: z.boolean() })).optional(),
+  prNumber: z.number().int().optional(),
+  agentTurns: z.number().int().nonnegative().optional(),
+  feedback: z.string().optional(),
+  ciIterations: z.number().int().nonnegative().optional(),
+  ciFingerprints: z.array(z.string()).optional(),
+  previousCommitSha: z.string().optional(),
+  mergeCommitSha: z.string().optional(),
+  testWarnings: z.array(z.string()).optional(),
+});
+
+const LEGACY_ARTIFACT_KEYS = Object.keys(legacyArtifactsSchema.shape);
+
+/** Drops undefined fields, and the namespace itself when nothing is left in it. */
+function compact<T extends Record<string, unknown>>(value: T): T | undefined {
+  const entries = Object.entries(value).filter(([, v]) => v !== undefined);
+  return entries.length === 0 ? undefined : (Object.fromEntries(entries) as T);
+}
+
+/**
+ * Artifacts as stored. Runs stored before the namespaces (a deployed bot's active runs) have the
+ * flat bag: read into the namespaces, so they go on where they were; the next write stores the new shape.
+ */
+export const runArtifactsSchema = z.unknown().transform((raw, ctx) => {
+  const isLegacy = typeof raw === 'object' && raw !== null && Object.keys(raw).some((key) => LEGACY_ARTIFACT_KEYS.includes(key));
+  if (!isLegacy) {
+    const parsed = namespacedArtifactsSchema.safeParse(raw);
+    if (!parsed.success) {
+      for (const issue of parsed.error.issues) ctx.addIssue({ ...issue, path: issue.path });
+      return z.NEVER;
+    }
+    return parsed.data;
+  }
+  const legacy = legacyArtifactsSchema.safeParse(raw);
+  if (!legacy.success) {
+    for (const issue of legacy.error.issues) ctx.addIssue({ ...issue, path: issue.path });
+    return z.NEVER;
+  }
+  const l = legacy.data;
+  const agent = compact({ branch: l.branch, commitSha: l.commitSha, previousCommitSha: l.previousCommitSha, summary: l.summary, diffStat: l.diffStat, checks: l.checks, turns: l.agentTurns, feedback: l.feedback, testWarnings: l.testWarnings });
+  const pr = compact({ number: l.prNumber });
+  const ci = compact({ iterations: l.ciIterations, fingerprints: l.ciFingerprints });
+  const merge = compact({ commitSha: l.mergeCommitSha });
+  return { ...(agent === undefined ? {} : { agent }), ...(pr === undefined ? {} : { pr }), ...(ci === undefined ? {} : { ci }), ...(merge === undefined ? {} : { merge }) };
+});
+
 const runSchema = z.object({
   id: z.string(),
   repo: z.string(),
@@ -85,21 +156,7 @@ const runSchema = z.object({
     argocd: z.string().optional(),
     kargo: z.string().optional(),
   }),
-  artifacts: z.object({
-    branch: z.string().optional(),
-    commitSha: z.string().optional(),
-    summary: z.string().optional(),
-    diffStat: z.string().optional(),
-    checks: z.array(z.object({ name: z.string(), passed: z.boolean() })).optional(),
-    prNumber: z.number().int().optional(),
-    agentTurns: z.number().int().nonnegative().optional(),
-    feedback: z.string().optional(),
-    ciIterations: z.number().int().nonnegative().optional(),
-    ciFingerprints: z.array(z.string()).optional(),
-    previousCommitSha: z.string().optional(),
-    mergeCommitSha: z.string().optional(),
-    testWarnings: z.array(z.string()).optional(),
-  }),
+  artifacts: runArtifactsSchema,
   activity: z.string().optional(),
   jobSeq: z.number().int().nonnegative(),
   createdAt: z.string(),

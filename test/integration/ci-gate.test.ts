@@ -55,7 +55,7 @@ async function runOf(w: World, runId: string) {
 async function pushedCommit(w: World, runId: string, other?: string): Promise<string> {
   return eventually(async () => {
     const run = await runOf(w, runId);
-    const sha = run.artifacts.commitSha;
+    const sha = run.artifacts.agent?.commitSha;
     return run.gates.find((g) => g.name === 'ci')?.state === 'running' && sha !== undefined && sha !== other ? sha : undefined;
   }, 'a pushed commit under CI', 20_000);
 }
@@ -92,17 +92,17 @@ describe('the CI gate and the fix loop', () => {
 
     const second = await pushedCommit(w, runId, first);
     const run = await runOf(w, runId);
-    const branch = run.artifacts.branch ?? '';
+    const branch = run.artifacts.agent?.branch ?? '';
     expect(gitIn(w.bare, 'rev-list', '--count', `main..${branch}`)).toBe('2');
     expect(gitIn(w.bare, 'rev-parse', `${branch}~1`)).toBe(first);
     expect(w.github.pulls('acme/shop')).toHaveLength(1);
 
     w.github.setCheckRuns('acme/shop', second, [{ name: 'test', conclusion: 'success' }]);
     await eventually(async () => (await runOf(w, runId)).gates.find((g) => g.name === 'ci')?.state === 'passed', 'CI passed');
-    const prNumber = run.artifacts.prNumber ?? 0;
+    const prNumber = run.artifacts.pr?.number ?? 0;
     w.github.mergePull('acme/shop', prNumber, 'f00dfacef00dfacef00dfacef00dfacef00dface');
     await eventually(async () => (await runOf(w, runId)).state === 'done', 'run done after the merge', 20_000);
-    expect((await runOf(w, runId)).artifacts.mergeCommitSha).toBe('f00dfacef00dfacef00dfacef00dfacef00dface');
+    expect((await runOf(w, runId)).artifacts.merge?.commitSha).toBe('f00dfacef00dfacef00dfacef00dfacef00dface');
 
     await new Promise((r) => setTimeout(r, 300));
     // One reply per CI verdict (failed, then passed), not one per poll; the failure names what failed.
@@ -183,7 +183,7 @@ describe('the CI gate and the fix loop', () => {
     annotate(second);
     await eventually(async () => (await runOf(w, runId)).state === 'failed', 'run failed', 20_000);
     expect((await runOf(w, runId)).outcome).toMatch(/same failure/);
-    expect((await runOf(w, runId)).artifacts.ciIterations).toBe(1);
+    expect((await runOf(w, runId)).artifacts.ci?.iterations).toBe(1);
   });
 
   it('does not spend an agent iteration on a cancelled or timed-out check: it offers a re-run', async () => {
@@ -206,7 +206,7 @@ describe('the CI gate and the fix loop', () => {
     const [failed] = w.github.setCheckRuns('acme/shop', first, [{ name: 'test', conclusion: 'failure' }]);
     w.github.setAnnotations(failed?.id ?? 0, [{ path: 'test/health.test.js', start_line: 1, message: "expected 'healthy' to be 'ok'" }]);
     await pushedCommit(w, runId, first);
-    expect((await runOf(w, runId)).artifacts.testWarnings?.join(' ')).toMatch(/assert/i);
+    expect((await runOf(w, runId)).artifacts.agent?.testWarnings?.join(' ')).toMatch(/assert/i);
     await w.bot.slack.waitFor(
       (s) => s.messages('CSHOP').some((m) => (m.text ?? '').startsWith('agent ') && JSON.stringify(m.blocks ?? []).includes('FLAGGED')),
       5_000,
@@ -221,7 +221,7 @@ describe('the CI gate and the fix loop', () => {
     const sha = await pushedCommit(w, runId);
     w.github.setCheckRuns('acme/shop', sha, [{ name: 'test', conclusion: 'success' }]);
     await eventually(async () => (await runOf(w, runId)).gates.find((g) => g.name === 'merge')?.state === 'running', 'waiting for the merge');
-    w.github.closePull('acme/shop', (await runOf(w, runId)).artifacts.prNumber ?? 0);
+    w.github.closePull('acme/shop', (await runOf(w, runId)).artifacts.pr?.number ?? 0);
     await eventually(async () => (await runOf(w, runId)).state === 'failed', 'run ended', 20_000);
     expect((await runOf(w, runId)).outcome).toMatch(/closed without merging/);
   });
@@ -316,7 +316,7 @@ describe('the CI gate and the fix loop', () => {
       );
     expect((await mention({ user: 'UOTHERBOT', bot_id: 'B999' }, 'Ev-bot')).status).toBe(200);
     await new Promise((r) => setTimeout(r, 500));
-    expect((await runOf(w, runId)).artifacts.commitSha).toBe(first);
+    expect((await runOf(w, runId)).artifacts.agent?.commitSha).toBe(first);
     expect(w.model.requests).toHaveLength(2);
 
     expect((await mention({ user: 'UALICE' }, 'Ev-human')).status).toBe(200);

@@ -58,9 +58,9 @@ describe('transitions commands and workers share (issue 8: every run transition 
   });
 
   it('a follow-up past the agent rewinds to it in a new job, keeping the pushed commit as the one to build on', () => {
-    const atCi = { ...passed(base, 'agent', 'pr'), artifacts: { commitSha: 'a'.repeat(40) } };
+    const atCi = { ...passed(base, 'agent', 'pr'), artifacts: { agent: { commitSha: 'a'.repeat(40) } } };
     const rewound = rewindForFollowUp(atCi);
-    expect(rewound).toMatchObject({ state: 'running', jobSeq: atCi.jobSeq + 1, artifacts: { previousCommitSha: 'a'.repeat(40), commitSha: undefined } });
+    expect(rewound).toMatchObject({ state: 'running', jobSeq: atCi.jobSeq + 1, artifacts: { agent: { previousCommitSha: 'a'.repeat(40), commitSha: undefined } } });
     expect(rewound === undefined ? undefined : currentGate(rewound)?.name).toBe('agent');
     // At the agent itself the instruction is read in place; a stopping run takes none.
     expect(rewindForFollowUp(base)).toBeUndefined();

@@ -264,7 +264,7 @@ describe('preparing the agent workspace', () => {
       submodulePaths: async () => [],
     };
     const run = sampleRun();
-    const resumed = { ...run, artifacts: { ...run.artifacts, branch: 'shipgate/sg-parts0001-earlier-name' } };
+    const resumed = { ...run, artifacts: { ...run.artifacts, agent: { branch: 'shipgate/sg-parts0001-earlier-name' } } };
     const workspace = await prepareAgentWorkspace({ github, git, workRoot: '/w', policyFileName: 'p.yaml' }, resumed, PIPELINE_POLICY.repos['acme/lib']!, 'acme', 'lib');
     expect(workspace.branch).toBe('shipgate/sg-parts0001-earlier-name');
     expect(workspace.prepared.source).toBe('existing-workspace');
@@ -274,8 +274,8 @@ describe('preparing the agent workspace', () => {
 describe('the agent gate’s verdict', () => {
   it('leads with the test-weakening flag, then what was pushed, the summary and the diff stat', () => {
     const run = sampleRun();
-    const text = passSummary({ ...run, artifacts: { ...run.artifacts, branch: 'shipgate/x', commitSha: 'a'.repeat(40), checks: [{ name: 'test', passed: true }], testWarnings: ['test file deleted: t.test.ts'], summary: 'Did it.', diffStat: 'a | +1 -0' } });
+    const text = passSummary({ ...run, artifacts: { ...run.artifacts, agent: { branch: 'shipgate/x', commitSha: 'a'.repeat(40), checks: [{ name: 'test', passed: true }], testWarnings: ['test file deleted: t.test.ts'], summary: 'Did it.', diffStat: 'a | +1 -0' } } });
     expect(text).toBe(`⚠️ FLAGGED — this change weakens tests; review it closely:\n• test file deleted: t.test.ts\npushed shipgate/x at ${'a'.repeat(12)} (checks passed: test)\nDid it.\na | +1 -0`);
-    expect(passSummary({ ...run, artifacts: { ...run.artifacts, branch: 'shipgate/x', commitSha: 'a'.repeat(40) } })).toBe(`pushed shipgate/x at ${'a'.repeat(12)} (no checks configured)`);
+    expect(passSummary({ ...run, artifacts: { ...run.artifacts, agent: { branch: 'shipgate/x', commitSha: 'a'.repeat(40) } } })).toBe(`pushed shipgate/x at ${'a'.repeat(12)} (no checks configured)`);
   });
 });

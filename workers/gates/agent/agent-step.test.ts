@@ -118,15 +118,15 @@ describe('agent gate step', () => {
 
     const outcome = await step.run(ctx);
     expect(outcome.kind).toBe('passed');
-    const branch = stored().artifacts.branch ?? '';
+    const branch = stored().artifacts.agent?.branch ?? '';
     expect(branch).toBe('shipgate/sg-agentst1-add-a-healthz-endpoint');
     expect(gitIn(bare, 'show', `refs/heads/${branch}:src/server.js`)).toContain("'/healthz'");
     expect(gitIn(bare, 'log', '-1', '--format=%(trailers:only)', `refs/heads/${branch}`)).toBe('Shipgate-Run: sg-agentst1\nRequested-by: Alice UCEO <UALICE>');
     // The bot's own check round went through the sandbox, on the tree with the agent's edit.
     expect(sandbox.runs.map((r) => r.command)).toEqual(['npm test']);
-    expect(stored().artifacts.checks).toEqual([{ name: 'test', passed: true }]);
+    expect(stored().artifacts.agent?.checks).toEqual([{ name: 'test', passed: true }]);
     expect(audits.map((a) => a.type)).toEqual(['agent.iteration', 'commit.created']);
-    expect(audits[1]?.data.commit).toBe(stored().artifacts.commitSha);
+    expect(audits[1]?.data.commit).toBe(stored().artifacts.agent?.commitSha);
   });
 
   it('sends failing checks back to the model and refuses a change that touches a protected path', async () => {
@@ -144,6 +144,6 @@ describe('agent gate step', () => {
     expect(results).toMatch(/protected/);
     // The failing first check round reached the model as the next user turn.
     expect(JSON.stringify(model.requests.at(2)?.messages)).toMatch(/FAIL: expected ok/);
-    expect(stored().artifacts.commitSha).toBeUndefined();
+    expect(stored().artifacts.agent?.commitSha).toBeUndefined();
   });
 });

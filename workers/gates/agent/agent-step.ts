@@ -6,6 +6,7 @@ import { createRepoFiles } from '../../../src/agent/repo-files.js';
 import { createSearchProvider } from '../../../src/agent/search-tool.js';
 import { createToolbox, providersFor, type AgentIteration, type ToolProviderRegistration } from '../../../src/agent/toolbox.js';
 import type { Policy } from '../../../src/config/policy.js';
+import { patchArtifacts } from '../../../src/domain/run.js';
 import { RefusedError } from '../../../src/errors.js';
 import type { Git } from '../../../src/git/git.js';
 import type { GitHubPort } from '../../../src/ports/github.js';
@@ -66,12 +67,13 @@ export function createAgentStep(deps: AgentStepDeps): GateStep {
 
       const workspace = await prepareAgentWorkspace(deps, run, repoPolicy, owner, repo);
       const { dir, base, protectedPaths, credentials, pushTarget, prepared } = workspace;
-      let latest = await record((r) => ({ artifacts: { ...r.artifacts, branch: workspace.branch }, activity: prepared.resumed ? 'resumed the workspace' : 'cloned the repository' }));
+      let latest = await record((r) => ({ artifacts: patchArtifacts(r.artifacts, 'agent', { branch: workspace.branch }), activity: prepared.resumed ? 'resumed the workspace' : 'cloned the repository' }));
       log.info({ branch: workspace.branch, source: prepared.source }, 'workspace ready');
 
       // A crash after the commit was recorded: only the push may be missing.
-      if (latest.artifacts.commitSha !== undefined && prepared.head === latest.artifacts.commitSha) {
-        await deps.git.push({ dir, ...pushTarget, credentials, sha: latest.artifacts.commitSha });
+      const recorded = latest.artifacts.agent?.commitSha;
+      if (recorded !== undefined && prepared.head === recorded) {
+        await deps.git.push({ dir, ...pushTarget, credentials, sha: recorded });
         return { kind: 'passed', summary: passSummary(latest) };
       }
 
@@ -84,7 +86,7 @@ export function createAgentStep(deps: AgentStepDeps): GateStep {
         sandbox: deps.sandbox,
         scrub: deps.scrub,
       });
-      const iteration: AgentIteration = { number: (latest.artifacts.ciIterations ?? 0) + 1, feedback: latest.artifacts.feedback };
+      const iteration: AgentIteration = { number: (latest.artifacts.ci?.iterations ?? 0) + 1, feedback: latest.artifacts.agent?.feedback };
       const toolbox = createToolbox(
         providersFor([{ provider: createEditorProvider(files) }, { provider: createSearchProvider(files) }, { provider: createCheckProvider(checks) }, ...(deps.toolProviders ?? [])], iteration),
       );
@@ -98,7 +100,7 @@ export function createAgentStep(deps: AgentStepDeps): GateStep {
         maxCostUsd: deps.policy.budgets.maxCostUsdPerRun,
         deadline: new Date(Date.parse(run.createdAt) + deps.policy.budgets.maxRunMinutes * 60_000),
       };
-      let spend: AgentSpend = { turns: latest.artifacts.agentTurns ?? 0, usage: latest.usage };
+      let spend: AgentSpend = { turns: latest.artifacts.agent?.turns ?? 0, usage: latest.usage };
       const loopDeps = {
         model: deps.model,
         modelId: deps.modelId,
@@ -106,7 +108,7 @@ export function createAgentStep(deps: AgentStepDeps): GateStep {
         clock: deps.clock,
         log,
         onSpend: async (next: AgentSpend, activity: string) => {
-          latest = await record((r) => ({ usage: next.usage, activity, artifacts: { ...r.artifacts, agentTurns: next.turns } }));
+          latest = await record((r) => ({ usage: next.usage, activity, artifacts: patchArtifacts(r.artifacts, 'agent', { turns: next.turns }) }));
         },
       };
 
@@ -135,7 +137,7 @@ export function createAgentStep(deps: AgentStepDeps): GateStep {
         'agent.iteration',
         {
           iteration: iteration.number,
-          onCommit: latest.artifacts.previousCommitSha ?? null,
+          onCommit: latest.artifacts.agent?.previousCommitSha ?? null,
           turns: spend.turns,
           inputTokens: spend.usage.inputTokens,
           outputTokens: spend.usage.outputTokens,
@@ -143,12 +145,12 @@ export function createAgentStep(deps: AgentStepDeps): GateStep {
           costUsd: spend.usage.costUsd,
           checks: rounds.kind === 'failed' ? 'failing' : rounds.results.map((c) => c.name),
         },
-        `${iteration.number}.${latest.artifacts.previousCommitSha ?? 'start'}`,
+        `${iteration.number}.${latest.artifacts.agent?.previousCommitSha ?? 'start'}`,
       );
       if (rounds.kind === 'failed') return rounds;
       const { summary, results } = rounds;
 
-      const review = await reviewChange(deps.git, { dir, base, protectedPaths, previousCommitSha: latest.artifacts.previousCommitSha, summary });
+      const review = await reviewChange(deps.git, { dir, base, protectedPaths, previousCommitSha: latest.artifacts.agent?.previousCommitSha, summary });
       if (review.kind === 'failed') return review;
       // A fix that deletes, skips or loosens tests is pushed only with a visible flag in the thread.
       const testWarnings = await testWarningsOf(deps.git, dir, base, review.changed);
@@ -159,15 +161,14 @@ export function createAgentStep(deps: AgentStepDeps): GateStep {
       await audit('commit.created', { commit: commit.sha, branch: workspace.branch, files: stat.files.length, insertions: stat.insertions, deletions: stat.deletions, testWarnings: testWarnings.length }, commit.sha);
       latest = await record((r) => ({
         activity: 'pushing the branch',
-        artifacts: {
-          ...r.artifacts,
+        artifacts: patchArtifacts(r.artifacts, 'agent', {
           commitSha: commit.sha,
           summary,
           diffStat: diffStatText(stat),
           checks: results.map((c) => ({ name: c.name, passed: true })),
           feedback: undefined,
           testWarnings: testWarnings.length > 0 ? testWarnings : undefined,
-        },
+        }),
       }));
       await deps.git.push({ dir, ...pushTarget, credentials, sha: commit.sha });
       await deps.followUps?.acknowledge(run.id, rounds.followUps.length);

@@ -40,7 +40,7 @@ export function workspaceDir(workRoot: string, runId: string): string {
  */
 export async function prepareAgentWorkspace(deps: AgentWorkspaceDeps, run: Run, repoPolicy: RepoPolicy, owner: string, repo: string): Promise<AgentWorkspace> {
   const info = await deps.github.getRepository(owner, repo);
-  const branch = run.artifacts.branch ?? branchName(run.id, run.task);
+  const branch = run.artifacts.agent?.branch ?? branchName(run.id, run.task);
   const dir = workspaceDir(deps.workRoot, run.id);
   const credentials = await deps.github.pushCredentials(owner, repo);
   const prepared = await deps.git.prepareWorkspace({ dir, cloneUrl: info.cloneUrl, defaultBranch: info.defaultBranch, branch, credentials });

@@ -63,7 +63,7 @@ function world(options: { checkRuns: CheckRunInfo[]; pr?: Partial<PullRequestSta
 
 function contextFor(artifacts: Run['artifacts'] = {}) {
   const base = newRun(policy, { id: 'sg-cistep01', repo: 'acme/shop', task: 'fix it', requester: { userId: 'UALICE' }, channel: 'CSHOP', now: new Date('2026-12-01T10:00:00Z') });
-  const run: Run = { ...base, artifacts: { commitSha: SHA, prNumber: 5, ...artifacts } };
+  const run: Run = { ...base, artifacts: { agent: { commitSha: SHA }, pr: { number: 5 }, ...artifacts } };
   const gate = { ...run.gates.find((g) => g.name === 'ci')!, startedAt: '2026-12-01T10:04:00Z' };
   const audits: Array<{ type: GateAuditType; data: Record<string, unknown> }> = [];
   const ctx: GateContext = {
@@ -107,18 +107,18 @@ describe('ci gate step', () => {
     if (outcome.kind !== 'retry-from') return;
     expect(outcome.gate).toBe('agent');
     expect(outcome.feedback).toContain("expected 'a' to be 'b'");
-    expect(outcome.artifacts?.ciIterations).toBe(1);
-    expect(outcome.artifacts?.ciFingerprints).toHaveLength(1);
+    expect(outcome.artifacts?.ci?.iterations).toBe(1);
+    expect(outcome.artifacts?.ci?.fingerprints).toHaveLength(1);
     expect(audits[0]).toMatchObject({ type: 'ci.verdict', data: { verdict: 'failed' } });
 
     // The same failure after the agent's fix: the loop stops instead of spending another iteration.
-    const repeat = await world({ checkRuns: [red] }).step.run(contextFor({ ciIterations: 1, ciFingerprints: outcome.artifacts?.ciFingerprints ?? [] }).ctx);
+    const repeat = await world({ checkRuns: [red] }).step.run(contextFor({ ci: { iterations: 1, fingerprints: outcome.artifacts?.ci?.fingerprints ?? [] } }).ctx);
     expect(repeat).toMatchObject({ kind: 'failed' });
     expect(repeat.summary).toMatch(/same failure/);
   });
 
   it('fails when the iteration budget is used up', async () => {
-    const outcome = await world({ checkRuns: [red] }).step.run(contextFor({ ciIterations: 2, ciFingerprints: ['other'] }).ctx);
+    const outcome = await world({ checkRuns: [red] }).step.run(contextFor({ ci: { iterations: 2, fingerprints: ['other'] } }).ctx);
     expect(outcome.kind).toBe('failed');
     expect(outcome.summary).toMatch(/budgets\.maxCiIterations = 3/);
   });

@@ -61,8 +61,8 @@ export function createCiStep(deps: CiStepDeps): GateStep {
   return {
     async run({ run, gate, record, log, audit }) {
       const [owner, repo] = run.repo.split('/');
-      const sha = run.artifacts.commitSha;
-      const prNumber = run.artifacts.prNumber;
+      const sha = run.artifacts.agent?.commitSha;
+      const prNumber = run.artifacts.pr?.number;
       if (owner === undefined || repo === undefined) throw new RefusedError(`bad repository name ${run.repo}`);
       if (sha === undefined || prNumber === undefined) throw new RefusedError('no pushed commit and pull request to watch');
       const waiting = (await deps.followUps?.pending(run.id)) ?? [];
@@ -71,7 +71,7 @@ export function createCiStep(deps: CiStepDeps): GateStep {
           kind: 'retry-from',
           gate: 'agent',
           summary: 'the requester added instructions in the thread; the agent works on them before CI decides',
-          feedback: run.artifacts.feedback ?? '',
+          feedback: run.artifacts.agent?.feedback ?? '',
         };
       }
       await deps.index.link({ kind: 'commit', repo: run.repo, sha }, run.id);
@@ -120,8 +120,8 @@ export function createCiStep(deps: CiStepDeps): GateStep {
         };
       }
       const fingerprint = failureFingerprint(details);
-      const seen = run.artifacts.ciFingerprints ?? [];
-      const iterations = run.artifacts.ciIterations ?? 0;
+      const seen = run.artifacts.ci?.fingerprints ?? [];
+      const iterations = run.artifacts.ci?.iterations ?? 0;
       const maxRuns = deps.policy.budgets.maxCiIterations;
       if (seen.includes(fingerprint)) {
         return { kind: 'failed', summary: `CI failed again with the same failure after the agent's fix (${names}); stopping the loop.\n${report}` };
@@ -135,7 +135,7 @@ export function createCiStep(deps: CiStepDeps): GateStep {
         gate: 'agent',
         summary: `CI failed: ${names}. Sent back to the agent (fix ${iterations + 1} of at most ${maxRuns - 1}).\n${report}`,
         feedback: renderFailureForAgent(details),
-        artifacts: { ciIterations: iterations + 1, ciFingerprints: [...seen, fingerprint] },
+        artifacts: { ci: { iterations: iterations + 1, fingerprints: [...seen, fingerprint] } },
       };
     },
   };

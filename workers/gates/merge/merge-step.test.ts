@@ -13,7 +13,7 @@ const policy = parsePolicy('repos:\n  acme/shop: {}\n', 'test');
 
 function setUp(pr: Partial<PullRequestState>) {
   const state: PullRequestState = { number: 9, url: 'https://github.test/acme/shop/pull/9', headSha: 'b'.repeat(40), state: 'open', merged: false, mergeCommitSha: null, base: 'main', ...pr };
-  const run: Run = { ...newRun(policy, { id: 'sg-merge001', repo: 'acme/shop', task: 't', requester: { userId: 'UALICE' }, channel: 'CSHOP', now: new Date('2026-12-01T10:00:00Z') }), artifacts: { prNumber: 9 } };
+  const run: Run = { ...newRun(policy, { id: 'sg-merge001', repo: 'acme/shop', task: 't', requester: { userId: 'UALICE' }, channel: 'CSHOP', now: new Date('2026-12-01T10:00:00Z') }), artifacts: { pr: { number: 9 } } };
   let stored = run;
   const ctx: GateContext = {
     run,
@@ -31,7 +31,7 @@ describe('merge gate step', () => {
   it('passes once GitHub merged the PR and records the merge commit', async () => {
     const { step, ctx, stored } = setUp({ merged: true, state: 'closed', mergeCommitSha: 'f'.repeat(40) });
     expect(await step.run(ctx)).toMatchObject({ kind: 'passed', summary: expect.stringContaining('f'.repeat(12)) as unknown });
-    expect(stored().artifacts.mergeCommitSha).toBe('f'.repeat(40));
+    expect(stored().artifacts.merge?.commitSha).toBe('f'.repeat(40));
   });
 
   it('waits, with a poll delay, while the PR is open', async () => {

@@ -1,3 +1,4 @@
+import { patchArtifacts } from '../../../src/domain/run.js';
 import { RefusedError } from '../../../src/errors.js';
 import type { GitHubCiPort } from '../../../src/ports/github.js';
 import type { GateStep } from '../gate-step.js';
@@ -21,12 +22,12 @@ export function createMergeStep(deps: MergeStepDeps): GateStep {
   return {
     async run({ run, gate, record }) {
       const [owner, repo] = run.repo.split('/');
-      const number = run.artifacts.prNumber;
+      const number = run.artifacts.pr?.number;
       if (owner === undefined || repo === undefined || number === undefined) throw new RefusedError('no pull request to watch');
       const pr = await deps.github.getPullRequest(owner, repo, number);
       if (pr.merged) {
         const sha = pr.mergeCommitSha ?? 'unknown';
-        await record((r) => ({ artifacts: { ...r.artifacts, mergeCommitSha: pr.mergeCommitSha ?? undefined }, activity: undefined }));
+        await record((r) => ({ artifacts: patchArtifacts(r.artifacts, 'merge', { commitSha: pr.mergeCommitSha ?? undefined }), activity: undefined }));
         return { kind: 'passed', summary: `pull request #${number} merged as ${sha.slice(0, 12)}` };
       }
       if (pr.state === 'closed') {

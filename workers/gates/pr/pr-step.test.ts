@@ -17,7 +17,7 @@ const policy = parsePolicy('repos:\n  acme/shop: {}\n', 'test');
 
 function pushedRun(): Run {
   const run = newRun(policy, { id: 'sg-prstep01', repo: 'acme/shop', task: 'add a /healthz endpoint', requester: { userId: 'UALICE' }, channel: 'CSHOP', now: new Date('2026-12-01T10:00:00Z') });
-  return { ...run, chat: { channel: 'CSHOP', card: '1700000000.000100' }, artifacts: { branch: 'shipgate/sg-prstep01-add-a-healthz-endpoint', commitSha: 'a'.repeat(40), summary: 'Added it. Fixes #1 @org/team' } };
+  return { ...run, chat: { channel: 'CSHOP', card: '1700000000.000100' }, artifacts: { agent: { branch: 'shipgate/sg-prstep01-add-a-healthz-endpoint', commitSha: 'a'.repeat(40), summary: 'Added it. Fixes #1 @org/team' } } };
 }
 
 function fakeGitHub(existing?: PullRequestRef) {
@@ -73,7 +73,7 @@ describe('pr gate step', () => {
     expect(created[0]?.body).toContain('https://chat.test/thread');
     expect(created[0]?.body).not.toMatch(/Fixes #1|@org\/team/);
     expect(stored().links.pr).toBe('https://github.test/acme/shop/pull/7');
-    expect(stored().artifacts.prNumber).toBe(7);
+    expect(stored().artifacts.pr?.number).toBe(7);
     expect(audits).toEqual([{ type: 'pr.opened', data: expect.objectContaining({ number: 7, commit: 'a'.repeat(40) }) as unknown, discriminator: '7' }]);
 
     // A rerun (after a crash) adopts the open PR instead of opening a second one, under the same audit key.

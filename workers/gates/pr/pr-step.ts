@@ -1,4 +1,4 @@
-import type { Run } from '../../../src/domain/run.js';
+import { patchArtifacts, type Run } from '../../../src/domain/run.js';
 import { RefusedError } from '../../../src/errors.js';
 import type { ChatPort } from '../../../src/ports/chat.js';
 import type { GitHubPort } from '../../../src/ports/github.js';
@@ -26,7 +26,8 @@ export function pullRequestTitle(task: string): string {
  * so it cannot notify anyone, close an issue on merge or imitate the bot's own sections.
  */
 export function pullRequestBody(run: Run, threadUrl: string | undefined): string {
-  const checks = run.artifacts.checks ?? [];
+  const agent = run.artifacts.agent ?? {};
+  const checks = agent.checks ?? [];
   const lines = [
     `Requested by a shipgate run (\`${run.id}\`) in chat${threadUrl === undefined ? '' : `: ${threadUrl}`}.`,
     '',
@@ -36,14 +37,14 @@ export function pullRequestBody(run: Run, threadUrl: string | undefined): string
     '',
     '### What the agent says it changed',
     '',
-    run.artifacts.summary?.trim() ? fencedForMarkdown(run.artifacts.summary) : '_(no summary)_',
+    agent.summary?.trim() ? fencedForMarkdown(agent.summary) : '_(no summary)_',
     '',
     '### Checks run by shipgate before pushing',
     '',
     ...(checks.length === 0 ? ['_(the repository configures no checks)_'] : checks.map((c) => `- ${c.passed ? '✅' : '❌'} \`${c.name}\``)),
   ];
   // File names are the model's choice too: the same fence (a name with backticks cannot close it).
-  if (run.artifacts.diffStat !== undefined) lines.push('', '### Diffstat', '', fencedForMarkdown(run.artifacts.diffStat));
+  if (agent.diffStat !== undefined) lines.push('', '### Diffstat', '', fencedForMarkdown(agent.diffStat));
   lines.push('', '---', 'This pull request goes through the same review, CI and deployment gates as any other. The bot cannot merge it past them.');
   return lines.join('\n');
 }
@@ -57,7 +58,7 @@ export function createPrStep(deps: PrStepDeps): GateStep {
   return {
     async run({ run, record, log, audit }) {
       const [owner, repo] = run.repo.split('/');
-      const { branch, commitSha } = run.artifacts;
+      const { branch, commitSha } = run.artifacts.agent ?? {};
       if (owner === undefined || repo === undefined) throw new RefusedError(`bad repository name ${run.repo}`);
       if (branch === undefined || commitSha === undefined) throw new RefusedError('the agent gate recorded no pushed branch');
       const info = await deps.github.getRepository(owner, repo);
@@ -78,7 +79,7 @@ export function createPrStep(deps: PrStepDeps): GateStep {
       }
       const opened = pr;
       await audit('pr.opened', { number: opened.number, url: opened.url, head: branch, commit: commitSha }, String(opened.number));
-      await record((latest) => ({ links: { ...latest.links, pr: opened.url }, artifacts: { ...latest.artifacts, prNumber: opened.number }, activity: undefined }));
+      await record((latest) => ({ links: { ...latest.links, pr: opened.url }, artifacts: patchArtifacts(latest.artifacts, 'pr', { number: opened.number }), activity: undefined }));
       return { kind: 'passed', summary: `pull request #${opened.number} is open: ${opened.url}` };
     },
   };
