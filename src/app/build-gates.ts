@@ -99,7 +99,7 @@ export function buildGates(deps: BuildGatesDeps): Gates {
     tuning: { checkTimeoutMs: tuning?.checkTimeoutMs, firstPollMs: tuning?.firstPollMs },
     github: memo(() => {
       if (auth === undefined)
-        throw new Error('GitHub is not configured: a gate that uses it must list it in its needs');
+        throw new Error('GitHub is not configured (a gate that needs it was built anyway)');
       return createGitHubRest({
         apiUrl: config.github.apiUrl,
         auth,
@@ -115,7 +115,7 @@ export function buildGates(deps: BuildGatesDeps): Gates {
     }),
     model: memo(() => {
       if (!configured.has('model'))
-        throw new Error('the model is not configured: a gate that uses it must list it in its needs');
+        throw new Error('the model is not configured (a gate that needs it was built anyway)');
       return createAnthropicModel({
         apiKey: config.anthropic.apiKey,
         baseUrl: config.anthropic.baseUrl,
@@ -127,6 +127,17 @@ export function buildGates(deps: BuildGatesDeps): Gates {
     }),
   };
   return resolveGates(deps.table ?? GATE_TABLE, gateDeps, configured, deps.injected ?? {});
+}
+
+/** A row reaches only the outside systems it lists, so its reason can never leave one out. */
+function listedOnly(deps: GateDeps, needs: readonly Need[], kind: GateKind): GateDeps {
+  const guard =
+    <T>(need: Need, get: () => T) =>
+    (): T => {
+      if (!needs.includes(need)) throw new Error(`the ${kind} gate uses ${need} but does not list it in its needs`);
+      return get();
+    };
+  return { ...deps, github: guard('github', deps.github), model: guard('model', deps.model) };
 }
 
 /** Applies the table: an injected step wins, then the table's step when its needs are met, else the reason. */
@@ -142,7 +153,8 @@ export function resolveGates(
     const given = injected[kind];
     const reason = notConfiguredReason(factory, configured);
     if (given !== undefined) gates.steps[kind] = given;
-    else if (reason === undefined && factory.build !== undefined) gates.steps[kind] = factory.build(deps);
+    else if (reason === undefined && factory.build !== undefined)
+      gates.steps[kind] = factory.build(listedOnly(deps, factory.needs, kind));
     else gates.notConfigured[kind] = reason ?? NOT_BUILT;
   }
   return gates;

@@ -45,11 +45,11 @@ export interface GateDeps {
   workRoot: string;
   tuning: { checkTimeoutMs?: number | undefined; firstPollMs?: number | undefined };
   /**
-   * The outside systems, built on first use and shared by every gate. Only a gate whose `needs`
-   * name the system is built while it is configured, so for any other gate these throw.
+   * The outside systems, built on first use and shared by every gate. A gate reaches only those
+   * its `needs` list (the others throw), and is built only once all of them are configured.
    */
-  github(): GitHubPort & GitHubCiPort;
-  model(): ModelPort;
+  github: () => GitHubPort & GitHubCiPort;
+  model: () => ModelPort;
 }
 
 export interface GateFactory {
@@ -63,9 +63,9 @@ export type GateTable = Readonly<Record<GateKind, GateFactory>>;
 
 /**
  * Gate kind → its step (SPEC §1). A new gate is one row here; the composition root builds the rows
- * whose needs are met and hands the rest to the run processor as "not configured", with the reason
- * from `notConfiguredReason`. The four shipped gates only make sense together (pr, ci and merge act on
- * the agent's change), so they all need both GitHub and the model.
+ * whose needs are met, and a run waits at any other gate as "not configured" (the run processor marks
+ * it) for the reason `notConfiguredReason` gives. The four shipped gates only make sense together (pr,
+ * ci and merge act on the agent's change), so they all need both GitHub and the model, as before.
  */
 export const GATE_TABLE: GateTable = {
   agent: {
