@@ -98,8 +98,7 @@ export function buildGates(deps: BuildGatesDeps): Gates {
     workRoot: deps.workRoot,
     tuning: { checkTimeoutMs: tuning?.checkTimeoutMs, firstPollMs: tuning?.firstPollMs },
     github: memo(() => {
-      if (auth === undefined)
-        throw new Error('GitHub is not configured (a gate that needs it was built anyway)');
+      if (auth === undefined) throw new Error('GitHub is not configured (a gate that needs it was built anyway)');
       return createGitHubRest({
         apiUrl: config.github.apiUrl,
         auth,
