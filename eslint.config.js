@@ -81,8 +81,9 @@ export default defineConfig(
               message: 'Logic talks to outside systems through ports; only the composition root picks adapters.',
             },
             {
-              target: ['./src', './commands', './workers'],
-              from: ['./src/app.ts', './src/app'],
+              // Every file of src/ outside src/app/ (whose modules wire each other), commands and workers.
+              target: ['./src/!(app)/**', './src/*.ts', './commands', './workers'],
+              from: './src/app',
               message: 'Only src/main.ts (and tests) may import the composition root.',
             },
           ],

@@ -1,6 +1,6 @@
 import { randomBytes } from 'node:crypto';
 import { PassThrough } from 'node:stream';
-import { createShipgate, type Shipgate } from '../src/app.js';
+import { createShipgate, type Shipgate } from '../src/app/create-shipgate.js';
 import { loadConfig, type Config } from '../src/config/config.js';
 import { createLogger } from '../src/log.js';
 import { startSlackServer, type SlackServer } from '../test/helpers/slack-server.js';

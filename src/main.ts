@@ -1,4 +1,4 @@
-import { createShipgate, type Shipgate } from './app.js';
+import { createShipgate, type Shipgate } from './app/create-shipgate.js';
 import { ConfigError, loadConfig, secretValues } from './config/config.js';
 import { startDevRedisIfNeeded } from './dev-redis.js';
 import { createLogger } from './log.js';

@@ -1,6 +1,6 @@
 import { PassThrough } from 'node:stream';
 import { inject } from 'vitest';
-import { createShipgate, type Shipgate, type ShipgateOptions } from '../../src/app.js';
+import { createShipgate, type Shipgate, type ShipgateOptions } from '../../src/app/create-shipgate.js';
 import { loadConfig, secretValues, type Config } from '../../src/config/config.js';
 import { createLogger } from '../../src/log.js';
 import { TEST_AUDIT_KEY } from './audit-key.js';

@@ -6,7 +6,7 @@ import { startAnthropicServer, type AnthropicServer } from './anthropic-server.j
 import { SIGNING_SECRET, startTestBot, type TestBot } from './bot.js';
 import { startGitHubServer, type GitHubServer } from './github-server.js';
 import { sendSlashCommand } from './slack-requests.js';
-import type { ShipgateOptions } from '../../src/app.js';
+import type { ShipgateOptions } from '../../src/app/create-shipgate.js';
 
 /**
  * The whole outside world of a run, on loopback: a bare git repository as

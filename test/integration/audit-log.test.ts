@@ -18,7 +18,7 @@ import {
   type AuditLogOptions,
 } from '../../src/audit/audit-log.js';
 import { main } from '../../src/cli/audit-cli.js';
-import { createShipgate } from '../../src/app.js';
+import { createShipgate } from '../../src/app/create-shipgate.js';
 import { loadConfig } from '../../src/config/config.js';
 import { createLogger } from '../../src/log.js';
 import { TEST_AUDIT_KEY, TEST_AUDIT_KEY_BYTES } from '../helpers/audit-key.js';

@@ -3,7 +3,7 @@ import { PassThrough } from 'node:stream';
 import { Redis } from 'ioredis';
 import { afterEach, describe, expect, inject, it } from 'vitest';
 import { z } from 'zod';
-import { createShipgate, type Shipgate } from '../../src/app.js';
+import { createShipgate, type Shipgate } from '../../src/app/create-shipgate.js';
 import { loadConfig } from '../../src/config/config.js';
 import { createLogger } from '../../src/log.js';
 import { createRunStore } from '../../src/store/run-store.js';

@@ -3,7 +3,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { PassThrough } from 'node:stream';
 import { afterAll, describe, expect, inject, it } from 'vitest';
-import { createShipgate } from '../../src/app.js';
+import { createShipgate } from '../../src/app/create-shipgate.js';
 import { ConfigError, loadConfig } from '../../src/config/config.js';
 import { createLogger } from '../../src/log.js';
 import { TEST_AUDIT_KEY } from '../helpers/audit-key.js';

@@ -3,7 +3,7 @@ import { PassThrough } from 'node:stream';
 import { describe, expect, it } from 'vitest';
 import { createConsoleChat } from '../../src/adapters/console/console-chat.js';
 import { createSlackPrincipals } from '../../src/adapters/slack/slack-principals.js';
-import { createShipgate } from '../../src/app.js';
+import { createShipgate } from '../../src/app/create-shipgate.js';
 import { ConfigError, loadConfig, parsePolicy } from '../../src/config/config.js';
 import { groupsOf, policyIdProblems, type PrincipalDirectory } from '../../src/domain/principals.js';
 import { createLogger } from '../../src/log.js';

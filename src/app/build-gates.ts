@@ -1,0 +1,160 @@
+import { basename } from 'node:path';
+import type { GateSteps } from '../../workers/gates/gate-step.js';
+import { createAnthropicModel } from '../adapters/anthropic/anthropic-model.js';
+import type { GitHubAuth } from '../adapters/github/options.js';
+import { createGitHubRest } from '../adapters/github/github-rest.js';
+import type { Config } from '../config/config.js';
+import type { GateKind } from '../domain/run.js';
+import type { Git } from '../git/git.js';
+import type { Logger } from '../log.js';
+import type { Metrics } from '../metrics.js';
+import type { ChatPort } from '../ports/chat.js';
+import type { SandboxPort } from '../ports/sandbox.js';
+import type { Redis } from '../redis.js';
+import type { Scrubber } from '../security/scrubber.js';
+import { createEtagCache } from '../store/etag-cache.js';
+import type { FollowUps } from '../store/follow-ups.js';
+import type { RunIndex } from '../store/run-index.js';
+import { createTtlCache } from '../store/ttl-cache.js';
+import { GATE_TABLE, NOT_BUILT, notConfiguredReason, type GateDeps, type GateTable, type Need } from './gate-table.js';
+
+export interface GateTuning {
+  githubRetryAfterBaseMs?: number | undefined;
+  githubLimiterId?: string | undefined;
+  modelMaxRetries?: number | undefined;
+  checkTimeoutMs?: number | undefined;
+  firstPollMs?: number | undefined;
+}
+
+export interface BuildGatesDeps {
+  config: Pick<Config, 'github' | 'anthropic' | 'policy' | 'policyPath'>;
+  log: Logger;
+  metrics: Metrics;
+  clock: () => Date;
+  scrubber: Scrubber;
+  redis: Redis;
+  prefix: string;
+  chat: ChatPort;
+  git: Git;
+  sandbox: SandboxPort;
+  followUps: FollowUps;
+  index: RunIndex;
+  workRoot: string;
+  tuning?: GateTuning | undefined;
+  /** Steps given by the caller (tests): they take the place of the table's, configured or not. */
+  injected?: GateSteps | undefined;
+  table?: GateTable | undefined;
+}
+
+export interface Gates {
+  steps: GateSteps;
+  /** The gates without a step, and why (the table's reasons). */
+  notConfigured: Partial<Record<GateKind, string>>;
+}
+
+function githubAuth(github: BuildGatesDeps['config']['github']): GitHubAuth | undefined {
+  if (github.app !== undefined)
+    return {
+      kind: 'app',
+      appId: github.app.appId,
+      privateKey: github.app.privateKey,
+      installationId: github.app.installationId,
+    };
+  return github.token !== undefined ? { kind: 'token', token: github.token } : undefined;
+}
+
+/** Memoised: every gate shares one client (one ETag cache, one rate limiter). */
+function memo<T>(make: () => T): () => T {
+  let made: { value: T } | undefined;
+  return () => (made ??= { value: make() }).value;
+}
+
+/** The outside systems configured here, out of those gates can need. */
+export function configuredNeeds(config: BuildGatesDeps['config']): Set<Need> {
+  const needs = new Set<Need>();
+  if (githubAuth(config.github) !== undefined) needs.add('github');
+  if (config.anthropic.apiKey !== undefined || config.anthropic.baseUrl !== undefined) needs.add('model');
+  return needs;
+}
+
+/** Builds the gate steps whose outside systems are configured (GATE_TABLE); the others come back with their reason. */
+export function buildGates(deps: BuildGatesDeps): Gates {
+  const { config, log, metrics, scrubber, redis, prefix, tuning } = deps;
+  const scrub = scrubber.scrub;
+  const configured = configuredNeeds(config);
+  const auth = githubAuth(config.github);
+  const gateDeps: GateDeps = {
+    policy: config.policy,
+    policyFileName: basename(config.policyPath),
+    modelId: config.anthropic.model,
+    git: deps.git,
+    sandbox: deps.sandbox,
+    chat: deps.chat,
+    clock: deps.clock,
+    scrub,
+    followUps: deps.followUps,
+    index: deps.index,
+    requiredChecksCache: createTtlCache({ redis, prefix, ttlSeconds: 600 }),
+    workRoot: deps.workRoot,
+    tuning: { checkTimeoutMs: tuning?.checkTimeoutMs, firstPollMs: tuning?.firstPollMs },
+    github: memo(() => {
+      if (auth === undefined) throw new Error('GitHub is not configured (a gate that needs it was built anyway)');
+      return createGitHubRest({
+        apiUrl: config.github.apiUrl,
+        auth,
+        log,
+        metrics,
+        retry: { retryAfterBaseMs: tuning?.githubRetryAfterBaseMs },
+        limiterId: tuning?.githubLimiterId,
+        // Shared by every worker, so a poll by any of them can be a 304 (SPEC §10).
+        etagCache: createEtagCache({ redis, prefix }),
+        scrub,
+        onSecret: (secret) => scrubber.add(secret),
+      });
+    }),
+    model: memo(() => {
+      if (!configured.has('model'))
+        throw new Error('the model is not configured (a gate that needs it was built anyway)');
+      return createAnthropicModel({
+        apiKey: config.anthropic.apiKey,
+        baseUrl: config.anthropic.baseUrl,
+        log,
+        metrics,
+        maxRetries: tuning?.modelMaxRetries,
+        scrub,
+      });
+    }),
+  };
+  return resolveGates(deps.table ?? GATE_TABLE, gateDeps, configured, deps.injected ?? {});
+}
+
+/** A row reaches only the outside systems it lists, so its reason can never leave one out. */
+function listedOnly(deps: GateDeps, needs: readonly Need[], kind: GateKind): GateDeps {
+  const guard =
+    <T>(need: Need, get: () => T) =>
+    (): T => {
+      if (!needs.includes(need)) throw new Error(`the ${kind} gate uses ${need} but does not list it in its needs`);
+      return get();
+    };
+  return { ...deps, github: guard('github', deps.github), model: guard('model', deps.model) };
+}
+
+/** Applies the table: an injected step wins, then the table's step when its needs are met, else the reason. */
+export function resolveGates(
+  table: GateTable,
+  deps: GateDeps,
+  configured: ReadonlySet<Need>,
+  injected: GateSteps,
+): Gates {
+  const gates: Gates = { steps: {}, notConfigured: {} };
+  for (const kind of Object.keys(table) as GateKind[]) {
+    const factory = table[kind];
+    const given = injected[kind];
+    const reason = notConfiguredReason(factory, configured);
+    if (given !== undefined) gates.steps[kind] = given;
+    else if (reason === undefined && factory.build !== undefined)
+      gates.steps[kind] = factory.build(listedOnly(deps, factory.needs, kind));
+    else gates.notConfigured[kind] = reason ?? NOT_BUILT;
+  }
+  return gates;
+}

@@ -1,0 +1,206 @@
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import type { Readable, Writable } from 'node:stream';
+import type { GateSteps } from '../../workers/gates/gate-step.js';
+import { workspaceDir } from '../../workers/gates/agent/workspace.js';
+import type { AuditLog } from '../audit/audit-log.js';
+import { secretValues, type Config } from '../config/config.js';
+import { createGit } from '../git/git.js';
+import type { Logger } from '../log.js';
+import { createMetrics, type Metrics } from '../metrics.js';
+import type { SandboxPort } from '../ports/sandbox.js';
+import { createCancellation, type Cancellation } from '../queue/cancellation.js';
+import type { Queues } from '../queue/queues.js';
+import { createScrubber, type Scrubber } from '../security/scrubber.js';
+import type { RunStore } from '../store/run-store.js';
+import { buildChat, checkPolicyIds } from './build-chat.js';
+import { buildGates, type GateTuning } from './build-gates.js';
+import { buildSandbox } from './build-sandbox.js';
+import { buildStores } from './build-stores.js';
+import { collectRunMetrics } from './collect-metrics.js';
+import { openConnections, redisReady, waitForRedis } from './connections.js';
+import { resolveAuditKey } from './resolve-audit-key.js';
+import { serveHttp, type HttpService } from './serve-http.js';
+import { createWebRole } from './web-role.js';
+import { createWorkerRole, type WorkerRole } from './worker-role.js';
+
+export interface ShipgateOptions {
+  config: Config;
+  /** Build it with `createLogger({ …, scrub: scrubber.scrub })` and pass the same `scrubber`, so logs lose the configured secrets too. */
+  log: Logger;
+  /**
+   * The one secret scrubber of the process (SPEC §4); default: one built from the configuration's
+   * secrets. Pass it when the logger was built with it (src/main.ts), so both learn minted tokens.
+   */
+  scrubber?: Scrubber;
+  clock?: () => Date;
+  /** Gate implementations; they take the place of the built ones, and a gate without one stays pending as "not configured". */
+  steps?: GateSteps;
+  /** Console chat streams (default stdin/stdout). */
+  console?: { input: Readable; output: Writable };
+  /** Run worker concurrency per process. */
+  concurrency?: number;
+  /** Card update spacing; SPEC §10 asks for at least 3 s. */
+  cardUpdateIntervalMs?: number;
+  /** Where run workspaces are cloned (default: <tmpdir>/shipgate-workspaces). */
+  workRoot?: string;
+  /** Where repository code runs (default: from the policy's `sandbox`). */
+  sandbox?: SandboxPort;
+  /** Retry pacing for outside APIs; tests shrink the waits. */
+  tuning?: GateTuning;
+}
+
+export interface Shipgate {
+  start(): Promise<void>;
+  stop(): Promise<void>;
+  /** The bound HTTP port (useful with PORT=0). */
+  port(): number;
+  /** Resolves when the console chat's input closes (never in Slack mode). */
+  closed: Promise<void>;
+  store: RunStore;
+  audit: AuditLog;
+  queues: Queues;
+  metrics: Metrics;
+  scrubber: Scrubber;
+}
+
+/**
+ * The composition root: wires shipgate from its configuration, adapters at the
+ * edge, logic in the middle; each piece is built in its own module here. Roles
+ * (SPEC §8): `web` takes chat input and serves the adapters' HTTP routes,
+ * `worker` runs the queues, `all` does both. All shared state lives in Redis,
+ * so any number of either can run side by side.
+ */
+export function createShipgate(options: ShipgateOptions): Shipgate {
+  const { config, log } = options;
+  const clock = options.clock ?? (() => new Date());
+  const prefix = config.redisPrefix;
+  const runsWeb = config.role !== 'worker';
+  const runsWorker = config.role !== 'web';
+
+  const metrics = createMetrics();
+  const chat = buildChat({ config, log, metrics, console: options.console });
+  checkPolicyIds(config, [chat.port.principals]);
+  // Before any connection is opened: a key problem stops the start-up with a ConfigError.
+  const auditKey = resolveAuditKey(config.auditKey, log);
+
+  const connections = openConnections({ url: config.redisUrl, subscribe: runsWorker, log });
+  // Every text that leaves the worker goes through this (SPEC §4); tokens minted at run time are added to it.
+  const scrubber = options.scrubber ?? createScrubber(secretValues(config));
+  const scrub = scrubber.scrub;
+  const stores = buildStores({
+    connections,
+    prefix,
+    clock,
+    auditKey,
+    auditCheckpointEvery: config.auditCheckpointEvery,
+    log,
+    scrub,
+  });
+  collectRunMetrics({ metrics, queues: stores.queues, store: stores.store });
+
+  const sandbox = options.sandbox ?? buildSandbox(config.policy, log);
+  const git = createGit({ log });
+  const workRoot = options.workRoot ?? join(tmpdir(), 'shipgate-workspaces');
+  const gates = buildGates({
+    config,
+    log,
+    metrics,
+    clock,
+    scrubber,
+    redis: connections.redis,
+    prefix,
+    chat: chat.port,
+    git,
+    sandbox,
+    followUps: stores.followUps,
+    index: stores.index,
+    workRoot,
+    tuning: options.tuning,
+    injected: options.steps,
+  });
+
+  let http: HttpService | undefined;
+  let cancellation: Cancellation | undefined;
+  let worker: WorkerRole | undefined;
+
+  return {
+    store: stores.store,
+    audit: stores.audit,
+    queues: stores.queues,
+    metrics,
+    scrubber,
+    closed: chat.closed ?? new Promise<void>(() => undefined),
+    port: () => http?.port ?? config.port,
+
+    async start() {
+      await waitForRedis(connections.redis, config.redisUrl);
+      cancellation = await createCancellation({
+        publisher: connections.redis,
+        subscriber: connections.subscriber,
+        prefix,
+      });
+      if (runsWorker) {
+        worker = createWorkerRole({
+          policy: config.policy,
+          stores,
+          chat: chat.port,
+          steps: gates.steps,
+          notConfigured: gates.notConfigured,
+          sandbox,
+          cancellation,
+          // A finished run's working copy is no longer needed.
+          onRunEnded: (run) => git.removeWorkspace(workspaceDir(workRoot, run.id)),
+          redis: connections.redis,
+          bullmq: connections.bullmq,
+          prefix,
+          clock,
+          log,
+          metrics,
+          scrub,
+          concurrency: options.concurrency,
+          cardUpdateIntervalMs: options.cardUpdateIntervalMs,
+        });
+        await worker.start();
+      }
+      const web = runsWeb
+        ? createWebRole({
+            policy: config.policy,
+            stores,
+            chat,
+            cancellation,
+            githubWebhookSecret: config.github.webhookSecret,
+            clock,
+            log,
+            metrics,
+            scrub,
+          })
+        : undefined;
+      // A worker serves health, readiness and metrics only.
+      http = await serveHttp({
+        routes: web?.routes ?? [],
+        ready: () => redisReady(connections.redis),
+        metrics,
+        log,
+        port: config.port,
+      });
+      await web?.start();
+      log.info({ role: config.role, chat: config.chat.kind, port: http.port }, 'shipgate started');
+    },
+
+    async stop() {
+      log.info('shipgate stopping');
+      // Stop taking work first, then let in-flight jobs finish (BullMQ waits for them on close).
+      await http?.close();
+      await chat.stop();
+      await worker?.close();
+      await stores.queues.close();
+      await cancellation?.close();
+      // Every append of this process is done now: record the head outside Redis (SPEC §7).
+      await stores.audit.close();
+      await connections.close();
+      await git.close();
+      log.info('shipgate stopped');
+    },
+  };
+}

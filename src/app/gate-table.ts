@@ -1,0 +1,122 @@
+import type { GateStep } from '../../workers/gates/gate-step.js';
+import { createAgentStep } from '../../workers/gates/agent/agent-step.js';
+import { createCiStep } from '../../workers/gates/ci/ci-step.js';
+import { createMergeStep } from '../../workers/gates/merge/merge-step.js';
+import { createPrStep } from '../../workers/gates/pr/pr-step.js';
+import type { Policy } from '../config/policy.js';
+import type { GateKind } from '../domain/run.js';
+import type { Git } from '../git/git.js';
+import type { ChatPort } from '../ports/chat.js';
+import type { GitHubCiPort, GitHubPort } from '../ports/github.js';
+import type { ModelPort } from '../ports/model.js';
+import type { SandboxPort } from '../ports/sandbox.js';
+import type { Scrub } from '../security/scrubber.js';
+import type { FollowUps } from '../store/follow-ups.js';
+import type { RunIndex } from '../store/run-index.js';
+import type { TtlCache } from '../store/ttl-cache.js';
+
+/**
+ * The outside systems a gate can need, and what an operator sets to provide each: the words of a
+ * gate's "not configured" reason.
+ */
+export const NEEDS = {
+  github: 'GITHUB_TOKEN or a GitHub App (GITHUB_APP_ID, GITHUB_APP_PRIVATE_KEY)',
+  model: 'ANTHROPIC_API_KEY (or ANTHROPIC_BASE_URL)',
+} as const;
+export type Need = keyof typeof NEEDS;
+
+/** The reason of a gate this shipgate has no step for at all. */
+export const NOT_BUILT = 'not built yet';
+
+/** What gate steps are built from. */
+export interface GateDeps {
+  policy: Policy;
+  /** Base name of the policy file (the agent never edits its own gates). */
+  policyFileName: string;
+  modelId: string;
+  git: Git;
+  sandbox: SandboxPort;
+  chat: ChatPort;
+  clock: () => Date;
+  scrub: Scrub;
+  followUps: FollowUps;
+  index: RunIndex;
+  requiredChecksCache: TtlCache;
+  workRoot: string;
+  tuning: { checkTimeoutMs?: number | undefined; firstPollMs?: number | undefined };
+  /**
+   * The outside systems, built on first use and shared by every gate. A gate reaches only those
+   * its `needs` list (the others throw), and is built only once all of them are configured.
+   */
+  github: () => GitHubPort & GitHubCiPort;
+  model: () => ModelPort;
+}
+
+export interface GateFactory {
+  /** Until every one of these is configured the gate is "not configured", and its reason names what is missing. */
+  needs: readonly Need[];
+  /** Absent: this shipgate has no step for the gate yet. */
+  build?: (deps: GateDeps) => GateStep;
+}
+
+export type GateTable = Readonly<Record<GateKind, GateFactory>>;
+
+/**
+ * Gate kind → its step (SPEC §1). A new gate is one row here; the composition root builds the rows
+ * whose needs are met, and a run waits at any other gate as "not configured" (the run processor marks
+ * it) for the reason `notConfiguredReason` gives. The four shipped gates only make sense together (pr,
+ * ci and merge act on the agent's change), so they all need both GitHub and the model, as before.
+ */
+export const GATE_TABLE: GateTable = {
+  agent: {
+    needs: ['github', 'model'],
+    build: (deps) =>
+      createAgentStep({
+        policy: deps.policy,
+        policyFileName: deps.policyFileName,
+        github: deps.github(),
+        git: deps.git,
+        model: deps.model(),
+        modelId: deps.modelId,
+        workRoot: deps.workRoot,
+        clock: deps.clock,
+        checkTimeoutMs: deps.tuning.checkTimeoutMs,
+        followUps: deps.followUps,
+        sandbox: deps.sandbox,
+        scrub: deps.scrub,
+      }),
+  },
+  pr: {
+    needs: ['github', 'model'],
+    build: (deps) => createPrStep({ github: deps.github(), chat: deps.chat, scrub: deps.scrub }),
+  },
+  ci: {
+    needs: ['github', 'model'],
+    build: (deps) =>
+      createCiStep({
+        policy: deps.policy,
+        github: deps.github(),
+        index: deps.index,
+        clock: deps.clock,
+        firstPollMs: deps.tuning.firstPollMs,
+        requiredChecksCache: deps.requiredChecksCache,
+        followUps: deps.followUps,
+        scrub: deps.scrub,
+      }),
+  },
+  merge: {
+    needs: ['github', 'model'],
+    build: (deps) =>
+      createMergeStep({ github: deps.github(), clock: deps.clock, firstPollMs: deps.tuning.firstPollMs }),
+  },
+  freight: { needs: [] },
+  stage: { needs: [] },
+  approval: { needs: [] },
+};
+
+/** Why the gate cannot run in this shipgate, or undefined when it can. */
+export function notConfiguredReason(factory: GateFactory, configured: ReadonlySet<Need>): string | undefined {
+  if (factory.build === undefined) return NOT_BUILT;
+  const missing = factory.needs.filter((need) => !configured.has(need));
+  return missing.length === 0 ? undefined : `needs ${missing.map((need) => NEEDS[need]).join(', and ')}`;
+}

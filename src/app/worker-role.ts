@@ -1,0 +1,136 @@
+import { Worker } from 'bullmq';
+import type { RedisOptions } from 'ioredis';
+import { createChatProcessor } from '../../workers/chat-processor.js';
+import type { GateSteps } from '../../workers/gates/gate-step.js';
+import { createRunProcessor, failRun } from '../../workers/run-processor.js';
+import type { Policy } from '../config/policy.js';
+import type { GateKind, Run } from '../domain/run.js';
+import type { Logger } from '../log.js';
+import type { Metrics } from '../metrics.js';
+import type { ChatPort } from '../ports/chat.js';
+import type { SandboxPort } from '../ports/sandbox.js';
+import type { Cancellation } from '../queue/cancellation.js';
+import { CHAT_QUEUE, RUN_QUEUE, settleInit, type AdvanceJob, type ChatJob } from '../queue/queues.js';
+import type { Redis } from '../redis.js';
+import type { Scrub } from '../security/scrubber.js';
+import { createWriteLimiter } from '../store/write-limiter.js';
+import { probeSandbox } from './build-sandbox.js';
+import type { Stores } from './build-stores.js';
+import { recoverRuns } from './recover-runs.js';
+import { runFailurePolicy } from './run-failure-policy.js';
+
+/**
+ * A job whose worker was killed is re-run once its lock expires. Locks are
+ * renewed every lockDuration/2 while a job runs, so a shorter lock only
+ * shortens recovery after a crash (default 30 s) without cutting live jobs short.
+ */
+const RECOVERY = { lockDuration: 15_000, stalledInterval: 5_000 } as const;
+
+export interface WorkerRoleDeps {
+  policy: Policy;
+  stores: Stores;
+  chat: ChatPort;
+  steps: GateSteps;
+  /** The gates without a step and why; logged at start (a run waits at such a gate). */
+  notConfigured: Partial<Record<GateKind, string>>;
+  sandbox: SandboxPort;
+  cancellation: Cancellation;
+  /** Clean-up once a run is terminal (its workspace). */
+  onRunEnded: (run: Run) => Promise<void>;
+  redis: Redis;
+  bullmq: RedisOptions;
+  prefix: string;
+  clock: () => Date;
+  log: Logger;
+  metrics: Metrics;
+  scrub: Scrub;
+  /** Run worker concurrency per process (default 8). */
+  concurrency?: number | undefined;
+  /** Card update spacing; SPEC §10 asks for at least 3 s. */
+  cardUpdateIntervalMs?: number | undefined;
+}
+
+export interface WorkerRole {
+  /** Probes the sandbox (a worker that cannot isolate checks does not start), starts both queues' workers, recovers runs. */
+  start(): Promise<void>;
+  /** Lets in-flight jobs finish (BullMQ waits for them on close). */
+  close(): Promise<void>;
+}
+
+/** The worker role (SPEC §8): the run and chat queues' BullMQ workers. */
+export function createWorkerRole(deps: WorkerRoleDeps): WorkerRole {
+  const { stores, log, clock, scrub, prefix, bullmq, sandbox } = deps;
+  const { store, audit, queues } = stores;
+  const workers: Worker[] = [];
+
+  return {
+    async start() {
+      await probeSandbox(sandbox, log);
+      if (Object.keys(deps.notConfigured).length > 0)
+        log.info({ notConfigured: deps.notConfigured }, 'gates without a step: runs wait at them');
+      const runProcessor = createRunProcessor({
+        store,
+        audit,
+        queues,
+        steps: deps.steps,
+        cancellation: deps.cancellation,
+        clock,
+        log,
+        metrics: deps.metrics,
+        pokes: stores.pokes,
+        onRunEnded: deps.onRunEnded,
+        maxRunMinutes: deps.policy.budgets.maxRunMinutes,
+        scrub,
+      });
+      const runWorker = new Worker<AdvanceJob>(RUN_QUEUE, runProcessor, {
+        connection: bullmq,
+        prefix: `${prefix}:bull`,
+        concurrency: deps.concurrency ?? 8,
+        ...RECOVERY,
+      });
+      const onRunJobFailed = runFailurePolicy({
+        log,
+        failRun: (runId, reason) =>
+          failRun({ store, audit, queues, clock, log, onRunEnded: deps.onRunEnded, scrub }, runId, reason),
+      });
+      runWorker.on('failed', (job, error) => void onRunJobFailed(job, error));
+
+      const chatProcessor = createChatProcessor({
+        chat: deps.chat,
+        store,
+        redis: deps.redis,
+        prefix,
+        log,
+        updateIntervalMs: deps.cardUpdateIntervalMs,
+        index: stores.index,
+        command: deps.policy.command,
+        unsandboxedChecks: !sandbox.isolated,
+        scrub,
+        // Stay well under Slack's per-workspace write limits (SPEC §10: zero 429s under a burst).
+        writes: createWriteLimiter({ redis: deps.redis, prefix, perSecond: 10 }),
+      });
+      const chatWorker = new Worker<ChatJob>(CHAT_QUEUE, chatProcessor, {
+        connection: bullmq,
+        prefix: `${prefix}:bull`,
+        concurrency: 4,
+        ...RECOVERY,
+      });
+      chatWorker.on('failed', (job, error) => {
+        log.warn(
+          { runId: job?.data.runId, kind: job?.data.kind, attempt: job?.attemptsMade, err: error },
+          'chat job failed',
+        );
+      });
+      for (const worker of [runWorker, chatWorker]) {
+        worker.on('error', (error) => log.error({ err: error }, 'worker error'));
+      }
+      workers.push(runWorker, chatWorker);
+      await recoverRuns({ store, queues });
+    },
+
+    async close() {
+      await settleInit(workers);
+      await Promise.all(workers.map((worker) => worker.close()));
+    },
+  };
+}

@@ -1,0 +1,150 @@
+import { PassThrough } from 'node:stream';
+import { Redis } from 'ioredis';
+import { afterEach, describe, expect, it } from 'vitest';
+import { createConsoleChat } from '../../src/adapters/console/console-chat.js';
+import { createUnsandboxed } from '../../src/adapters/sandbox/unsandboxed.js';
+import { buildGates, configuredNeeds, type BuildGatesDeps } from '../../src/app/build-gates.js';
+import {
+  GATE_TABLE,
+  NEEDS,
+  NOT_BUILT,
+  notConfiguredReason,
+  type GateTable,
+  type Need,
+} from '../../src/app/gate-table.js';
+import { loadConfig } from '../../src/config/config.js';
+import type { GateKind } from '../../src/domain/run.js';
+import { createGit, type Git } from '../../src/git/git.js';
+import { createLogger } from '../../src/log.js';
+import { createMetrics } from '../../src/metrics.js';
+import { createScrubber } from '../../src/security/scrubber.js';
+import { createFollowUps } from '../../src/store/follow-ups.js';
+import { createRunIndex } from '../../src/store/run-index.js';
+import type { GateStep } from '../../workers/gates/gate-step.js';
+
+/**
+ * The gate table of the composition root (issue 8): gate kind → step, built only when the outside
+ * systems it needs are configured; every other gate comes back with the reason the run's card and
+ * the start-up log give.
+ */
+
+const SHIPPED: GateKind[] = ['agent', 'pr', 'ci', 'merge'];
+const UNBUILT: GateKind[] = ['freight', 'stage', 'approval'];
+const silent = createLogger({ level: 'silent', destination: new PassThrough() });
+
+const opened: Array<{ redis: Redis; git: Git }> = [];
+afterEach(async () => {
+  for (const { redis, git } of opened.splice(0)) {
+    redis.disconnect();
+    await git.close();
+  }
+});
+
+/** Real factories over a Redis client that never connects: building gates does no I/O. */
+function deps(env: Record<string, string>, extra: Partial<BuildGatesDeps> = {}): BuildGatesDeps {
+  const config = loadConfig(
+    { REDIS_URL: 'redis://127.0.0.1:1', ...env },
+    { readFile: () => 'repos:\n  acme/shop: {}\n' },
+  );
+  const redis = new Redis({ lazyConnect: true });
+  const git = createGit({ log: silent });
+  opened.push({ redis, git });
+  return {
+    config,
+    log: silent,
+    metrics: createMetrics(),
+    clock: () => new Date(0),
+    scrubber: createScrubber([]),
+    redis,
+    prefix: 'test',
+    chat: createConsoleChat({ input: new PassThrough(), output: new PassThrough(), command: '/ship' }).port,
+    git,
+    sandbox: createUnsandboxed(),
+    followUps: createFollowUps({ redis, prefix: 'test' }),
+    index: createRunIndex({ redis, prefix: 'test' }),
+    workRoot: '/tmp/shipgate-test-workspaces',
+    ...extra,
+  };
+}
+
+const GITHUB = { GITHUB_TOKEN: 'ghp_not_real' };
+const MODEL = { ANTHROPIC_API_KEY: 'sk-ant-not-real' };
+const step: GateStep = { run: async () => ({ kind: 'passed', summary: 'injected' }) };
+
+describe('the gate table', () => {
+  it('has a row for every gate kind; the shipped four need GitHub and the model, the deploy half is not built yet', () => {
+    expect(Object.keys(GATE_TABLE).sort()).toEqual([...SHIPPED, ...UNBUILT].sort());
+    for (const kind of SHIPPED) expect(GATE_TABLE[kind]).toMatchObject({ needs: ['github', 'model'] });
+    for (const kind of UNBUILT) expect(GATE_TABLE[kind].build).toBeUndefined();
+  });
+
+  it('gives the reason from what is missing, naming the setting that provides it', () => {
+    const agent = GATE_TABLE.agent;
+    expect(notConfiguredReason(agent, new Set<Need>(['github', 'model']))).toBeUndefined();
+    expect(notConfiguredReason(agent, new Set<Need>(['github']))).toBe(`needs ${NEEDS.model}`);
+    expect(notConfiguredReason(agent, new Set<Need>())).toBe(`needs ${NEEDS.github}, and ${NEEDS.model}`);
+    expect(notConfiguredReason(GATE_TABLE.freight, new Set<Need>(['github', 'model']))).toBe(NOT_BUILT);
+    expect(NEEDS.github).toContain('GITHUB_TOKEN');
+    expect(NEEDS.model).toContain('ANTHROPIC_API_KEY');
+  });
+
+  it('reads what is configured from the config: a token or an App for GitHub, a key or a base URL for the model', () => {
+    expect([...configuredNeeds(deps({}).config)]).toEqual([]);
+    expect([...configuredNeeds(deps({ ...GITHUB, ANTHROPIC_BASE_URL: 'http://127.0.0.1:9' }).config)].sort()).toEqual([
+      'github',
+      'model',
+    ]);
+    expect([...configuredNeeds(deps({ GITHUB_APP_ID: '1', GITHUB_APP_PRIVATE_KEY: 'key' }).config)]).toEqual([
+      'github',
+    ]);
+  });
+});
+
+describe('buildGates', () => {
+  it('builds the shipped gates when GitHub and the model are configured; the rest wait as not built yet', () => {
+    const gates = buildGates(deps({ ...GITHUB, ...MODEL }));
+    expect(Object.keys(gates.steps).sort()).toEqual([...SHIPPED].sort());
+    expect(gates.notConfigured).toEqual({ freight: NOT_BUILT, stage: NOT_BUILT, approval: NOT_BUILT });
+  });
+
+  it('without the model, says so for every gate that needs it and builds none of them', () => {
+    const gates = buildGates(deps(GITHUB));
+    expect(gates.steps).toEqual({});
+    for (const kind of SHIPPED) expect(gates.notConfigured[kind]).toBe(`needs ${NEEDS.model}`);
+  });
+
+  it('an injected step takes the place of the table, configured or not (tests, and later other builds)', () => {
+    const gates = buildGates(deps({}, { injected: { agent: step, freight: step } }));
+    expect(gates.steps).toEqual({ agent: step, freight: step });
+    expect(gates.notConfigured.agent).toBeUndefined();
+    expect(gates.notConfigured.pr).toBe(`needs ${NEEDS.github}, and ${NEEDS.model}`);
+    expect(gates.notConfigured.stage).toBe(NOT_BUILT);
+  });
+
+  it('builds each outside system once, shared by every gate, and only for the gates that list it', () => {
+    const seen: Record<string, unknown[]> = { github: [], model: [] };
+    const spy = (kind: GateKind): GateTable[GateKind] => ({
+      needs: GATE_TABLE[kind].needs,
+      build: (gateDeps) => {
+        for (const need of GATE_TABLE[kind].needs)
+          seen[need]?.push(need === 'github' ? gateDeps.github() : gateDeps.model());
+        return step;
+      },
+    });
+    const table: GateTable = { ...GATE_TABLE, agent: spy('agent'), pr: spy('pr'), ci: spy('ci'), merge: spy('merge') };
+    buildGates(deps({ ...GITHUB, ...MODEL }, { table }));
+    expect(seen.github).toHaveLength(4);
+    expect(new Set(seen.github).size).toBe(1);
+    expect(new Set(seen.model).size).toBe(1);
+  });
+
+  it('a row that reaches for a system it does not list fails at start-up, even where that system is configured', () => {
+    const table: GateTable = {
+      ...GATE_TABLE,
+      freight: { needs: ['model'], build: (gateDeps) => (gateDeps.github(), step) },
+    };
+    expect(() => buildGates(deps({ ...GITHUB, ...MODEL }, { table }))).toThrow(
+      'the freight gate uses github but does not list it in its needs',
+    );
+  });
+});
