@@ -7,8 +7,7 @@ import type { ChatJob, ReplyContent } from '../src/queue/queues.js';
 import { renderCard, renderGateReply, renderRunEnded } from '../src/render/card.js';
 import { mapMessageView, type MessageView } from '../src/render/view.js';
 import type { Scrub } from '../src/security/scrubber.js';
-import type { Redis } from '../src/redis.js';
-import { createOutboxStore, type OutboxStore } from '../src/store/outbox-store.js';
+import type { OutboxStore } from '../src/store/outbox-store.js';
 import type { RunIndex } from '../src/store/run-index.js';
 import type { WriteLimiter } from '../src/store/write-limiter.js';
 import type { RunStore } from '../src/store/run-store.js';
@@ -25,12 +24,7 @@ function digestOf(view: MessageView): string {
 /** Slack allows roughly one update per second per message; SPEC §10 asks for at most one per 3 s in any chat. */
 export const CARD_UPDATE_INTERVAL_MS = 3_000;
 
-export type ChatProcessorDeps = ChatProcessorOptions &
-  (
-    | { outbox: OutboxStore }
-    /** The Redis outbox store is built from these; the form the composition root used before the store existed. */
-    | { redis: Redis; prefix: string }
-  );
+export type ChatProcessorDeps = ChatProcessorOptions & { outbox: OutboxStore };
 
 /** What the processor uses of a BullMQ job (a narrow type so tests can hand it a plain object). */
 export type ChatProcessorJob = Pick<Job<ChatJob>, 'data' | 'moveToDelayed'>;
@@ -69,7 +63,7 @@ export interface ChatProcessorOptions {
  */
 export function createChatProcessor(deps: ChatProcessorDeps): (job: ChatProcessorJob, token?: string) => Promise<void> {
   const { chat, store } = deps;
-  const outbox = 'outbox' in deps ? deps.outbox : createOutboxStore({ redis: deps.redis, prefix: deps.prefix });
+  const { outbox } = deps;
   const interval = deps.updateIntervalMs ?? CARD_UPDATE_INTERVAL_MS;
   const cardOptions = { unsandboxedChecks: deps.unsandboxedChecks === true };
   const scrub = deps.scrub;

@@ -1,6 +1,7 @@
 import { Worker } from 'bullmq';
 import type { RedisOptions } from 'ioredis';
 import { createChatProcessor } from '../../workers/chat-processor.js';
+import { createOutboxStore } from '../store/outbox-store.js';
 import type { GateSteps } from '../../workers/gates/gate-step.js';
 import { createRunProcessor, failRun } from '../../workers/run-processor.js';
 import type { Policy } from '../config/policy.js';
@@ -98,8 +99,7 @@ export function createWorkerRole(deps: WorkerRoleDeps): WorkerRole {
       const chatProcessor = createChatProcessor({
         chat: deps.chat,
         store,
-        redis: deps.redis,
-        prefix,
+        outbox: createOutboxStore({ redis: deps.redis, prefix }),
         log,
         updateIntervalMs: deps.cardUpdateIntervalMs,
         index: stores.index,
