@@ -9,6 +9,7 @@ import {
   isTerminal,
   markNotConfigured,
   startGate,
+  type GateKind,
   type GateOutcome,
   withNextJob,
   type Run,
@@ -46,6 +47,8 @@ export interface RunProcessorDeps {
    * logs and error messages in them.
    */
   scrub?: Scrub | undefined;
+  /** Why a gate kind has no step here (the composition root's gate table): shown on the card and audited. */
+  notConfigured?: Partial<Record<GateKind, string>> | undefined;
 }
 
 function scrubOutcome(outcome: GateOutcome, scrub: Scrub | undefined): GateOutcome {
@@ -183,8 +186,9 @@ export function createRunProcessor(deps: RunProcessorDeps): (job: Job<AdvanceJob
         }
         if (steps[gate.kind] === undefined) {
           if (gate.notConfigured !== true) {
-            await audit.append({ type: 'gate.not_configured', actor: BOT_ACTOR, runId, data: { gate: gate.name }, key: `${runId}.${gate.name}.not_configured` });
-            await store.update(runId, (latest) => (isStopping(latest) ? undefined : markNotConfigured(latest, gate.name)));
+            const reason = deps.notConfigured?.[gate.kind];
+            await audit.append({ type: 'gate.not_configured', actor: BOT_ACTOR, runId, data: { gate: gate.name, ...(reason === undefined ? {} : { reason }) }, key: `${runId}.${gate.name}.not_configured` });
+            await store.update(runId, (latest) => (isStopping(latest) ? undefined : markNotConfigured(latest, gate.name, reason)));
             log.warn({ gate: gate.name }, 'gate not configured; run waits there');
             // Look once more: a cancel that landed meanwhile must be finished by this job.
             continue;

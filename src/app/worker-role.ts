@@ -82,6 +82,7 @@ export function createWorkerRole(deps: WorkerRoleDeps): WorkerRole {
         onRunEnded: deps.onRunEnded,
         maxRunMinutes: deps.policy.budgets.maxRunMinutes,
         scrub,
+        notConfigured: deps.notConfigured,
       });
       const runWorker = new Worker<AdvanceJob>(RUN_QUEUE, runProcessor, {
         connection: bullmq,

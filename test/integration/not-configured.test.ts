@@ -1,0 +1,29 @@
+import { afterEach, expect, it } from 'vitest';
+import { SIGNING_SECRET, startTestBot, type TestBot } from '../helpers/bot.js';
+import { eventually } from '../helpers/eventually.js';
+import { sendSlashCommand } from '../helpers/slack-requests.js';
+
+/**
+ * A gate without a step says why, from the composition root's gate table (the one source of those
+ * reasons): on the card, in the gate's summary and in the audit event. Here neither GitHub nor the
+ * model is configured, so the run waits at `agent` naming both settings.
+ */
+
+let bot: TestBot | undefined;
+afterEach(async () => {
+  await bot?.stop();
+  bot = undefined;
+});
+
+it('names the missing settings when the agent gate is not configured', async () => {
+  bot = await startTestBot({ name: 'not-configured' });
+  const reply = await sendSlashCommand(bot.eventsUrl, SIGNING_SECRET, { text: 'acme/docs fix the typo', user_id: 'UALICE', channel_id: 'CDOCS' });
+  const runId = /sg-[a-z0-9]{8}/.exec(reply.body)?.[0] ?? '';
+  const app = bot.app;
+  await eventually(async () => (await app.store.get(runId))?.gates[0]?.notConfigured === true, 'the run waits at agent');
+  const summary = (await app.store.get(runId))?.gates[0]?.summary ?? '';
+  expect(summary).toMatch(/^not configured: needs GITHUB_TOKEN or a GitHub App .*, and ANTHROPIC_API_KEY/);
+  const event = (await app.audit.exportRun(runId)).split('\n').find((line) => line.includes('"gate.not_configured"'));
+  expect(event).toMatch(/"reason":"needs GITHUB_TOKEN/);
+  await bot.slack.waitFor((s) => s.callsOf('chat.update').some((c) => JSON.stringify(c.body).includes('needs GITHUB_TOKEN')), 10_000, 'the card names the missing setting');
+});
