@@ -26,6 +26,8 @@ import { createWorkerRole, type WorkerRole } from './worker-role.js';
 
 export interface ShipgateOptions {
   config: Config;
+  /** The process's PATH, for git (the entry point passes it; nothing below reads the environment). */
+  hostPath?: string | undefined;
   /** Build it with `createLogger({ …, scrub: scrubber.scrub })` and pass the same `scrubber`, so logs lose the configured secrets too. */
   log: Logger;
   /**
@@ -100,7 +102,7 @@ export function createShipgate(options: ShipgateOptions): Shipgate {
   collectRunMetrics({ metrics, queues: stores.queues, store: stores.store });
 
   const sandbox = options.sandbox ?? buildSandbox(config.policy, log);
-  const git = createGit({ log });
+  const git = createGit({ log, path: options.hostPath });
   const workRoot = options.workRoot ?? join(tmpdir(), 'shipgate-workspaces');
   const gates = buildGates({
     config,

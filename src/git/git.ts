@@ -46,6 +46,8 @@ export interface GitOptions {
   gitPath?: string | undefined;
   /** Per-command timeout (default 10 minutes: clones of big repositories are slow). */
   timeoutMs?: number | undefined;
+  /** PATH for git (the process's own, passed in by the entry point; default a fixed system PATH). */
+  path?: string | undefined;
 }
 
 export interface Git {
@@ -76,7 +78,7 @@ export interface Git {
 
 export function createGit(options: GitOptions = {}): Git {
   const log = options.log;
-  const runner = createGitRunner({ log, gitPath: options.gitPath ?? 'git', timeoutMs: options.timeoutMs ?? 10 * 60_000 });
+  const runner = createGitRunner({ log, gitPath: options.gitPath ?? 'git', timeoutMs: options.timeoutMs ?? 10 * 60_000, path: options.path });
   const inspect = createInspection(runner.run);
   const { prepareWorkspace, removeWorkspace } = createWorkspaces(runner.run, inspect, log);
   const { changedFiles, diffStat, headSha, mergeBase, committedFiles, submodulePaths, readFileAt, currentBranch } = inspect;

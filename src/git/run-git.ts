@@ -111,8 +111,12 @@ export interface GitRunner {
   close: () => Promise<void>;
 }
 
-export function createGitRunner(options: { log?: Logger | undefined; gitPath: string; timeoutMs: number }): GitRunner {
+/** Where git and the few tools it runs are found when the composition root names no PATH. */
+const DEFAULT_PATH = '/usr/local/bin:/usr/bin:/bin';
+
+export function createGitRunner(options: { log?: Logger | undefined; gitPath: string; timeoutMs: number; path?: string | undefined }): GitRunner {
   const { log, gitPath, timeoutMs } = options;
+  const path = options.path ?? DEFAULT_PATH;
   let home: Promise<string> | undefined;
   const getHome = () => (home ??= mkdtemp(join(tmpdir(), 'shipgate-git-home-')));
 
@@ -120,7 +124,7 @@ export function createGitRunner(options: { log?: Logger | undefined; gitPath: st
     const secrets = secretsOf(opts.credentials);
     const env: Record<string, string> = {
       // Built from nothing: no token, key or GIT_* variable of ours reaches git or its children.
-      PATH: process.env.PATH ?? '/usr/local/bin:/usr/bin:/bin',
+      PATH: path,
       HOME: await getHome(),
       GIT_CONFIG_GLOBAL: '/dev/null',
       GIT_CONFIG_NOSYSTEM: '1',
