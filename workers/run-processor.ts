@@ -117,8 +117,11 @@ export function createRunProcessor(deps: RunProcessorDeps): (job: Job<AdvanceJob
       if (stored === undefined) throw new Error(`run ${run.id} disappeared`);
       return stored.after;
     };
-    const auditEvent = async (type: GateAuditType, data: Record<string, unknown>, discriminator: string): Promise<void> => {
-      await audit.append({ type, actor: BOT_ACTOR, runId: run.id, data: { gate: gateName, ...data }, key: `${run.id}.${gateName}.${type}.${discriminator}` });
+    const auditEvent = async (type: GateAuditType, data: Record<string, unknown>, discriminator: string, options?: { once?: boolean }): Promise<void> => {
+      // The gate's attempt is part of the key: a retried or rewound gate records its own evidence, while a
+      // crash-redelivery within one attempt records it once.
+      const scope = options?.once === true ? 'once' : (gate.startedAt ?? 'unstarted');
+      await audit.append({ type, actor: BOT_ACTOR, runId: run.id, data: { gate: gateName, ...data }, key: `${run.id}.${gateName}.${scope}.${type}.${discriminator}` });
     };
     try {
       return scrubOutcome(await step.run({ run, gate, signal, log: log.child({ gate: gateName }), record, audit: auditEvent }), deps.scrub);

@@ -5,7 +5,7 @@ import type { ModelRequest } from '../helpers/anthropic-server.js';
 import type { CheckRunSetup } from '../helpers/github-server.js';
 import { SIGNING_SECRET } from '../helpers/bot.js';
 import { eventually } from '../helpers/eventually.js';
-import { sendSignedRequest } from '../helpers/slack-requests.js';
+import { sendSignedRequest, sendSlashCommand } from '../helpers/slack-requests.js';
 import { gitIn, GITHUB_TOKEN, startWorld, WEBHOOK_SECRET, type World } from '../helpers/world.js';
 
 /**
@@ -195,6 +195,16 @@ describe('the CI gate and the fix loop', () => {
     await eventually(async () => (await runOf(w, runId)).state === 'failed', 'run failed', 20_000);
     expect((await runOf(w, runId)).outcome).toMatch(/infrastructure problem.*retry/s);
     expect(w.model.requests).toHaveLength(2);
+
+    // The jobs are re-run and go green; `/ship retry` resumes at ci, and that attempt's verdict is
+    // evidence of its own (same commit, another attempt), not swallowed as a duplicate of the first.
+    w.github.setCheckRuns('acme/shop', sha, [{ name: 'test', conclusion: 'success' }, { name: 'lint', conclusion: 'success' }]);
+    await sendSlashCommand(w.bot.eventsUrl, SIGNING_SECRET, { text: `retry ${runId}`, user_id: 'UALICE', channel_id: 'CSHOP' });
+    await eventually(async () => (await runOf(w, runId)).gates.find((g) => g.name === 'ci')?.state === 'passed', 'CI passed after the retry', 20_000);
+    const verdicts = (await w.bot.app.audit.exportRun(runId)).split('\n').filter((line) => line.includes('"ci.verdict"'));
+    expect(verdicts).toHaveLength(2);
+    expect(verdicts[0]).toMatch(/"verdict":"incomplete"/);
+    expect(verdicts[1]).toMatch(/"verdict":"passed"/);
   });
 
   it('flags in the thread a fix that deletes a test instead of fixing the code', async () => {

@@ -17,10 +17,12 @@ export interface GateContext {
   record: (change: (run: Run) => Partial<Pick<Run, 'artifacts' | 'links' | 'usage' | 'activity'>>) => Promise<Run>;
   /**
    * Appends an event to the run's audit trail. `discriminator` names what the event is about (a
-   * commit sha, a PR number): with the run, gate and type it makes the event's idempotency key, so a
-   * step that runs again after a crash records it once.
+   * commit sha, a PR number): with the run, gate, type and the gate's attempt it makes the event's
+   * idempotency key, so a step that runs again after a crash records it once, and a retried gate
+   * records its own. `once: true` leaves the attempt out: for facts that happen once per subject
+   * whatever the attempt (a commit created, a pull request opened).
    */
-  audit: (type: GateAuditType, data: Record<string, unknown>, discriminator: string) => Promise<void>;
+  audit: (type: GateAuditType, data: Record<string, unknown>, discriminator: string, options?: { once?: boolean }) => Promise<void>;
 }
 
 /**

@@ -112,41 +112,46 @@ export function createAgentStep(deps: AgentStepDeps): GateStep {
         },
       };
 
-      const rounds = await runCheckRounds(
-        {
-          agent: async (conv) => {
-            const outcome = await runAgent(loopDeps, conv, budget, spend, signal);
-            spend = outcome.spend;
-            return outcome.finalText;
+      let rounds: Awaited<ReturnType<typeof runCheckRounds>> | undefined;
+      try {
+        rounds = await runCheckRounds(
+          {
+            agent: async (conv) => {
+              const outcome = await runAgent(loopDeps, conv, budget, spend, signal);
+              spend = outcome.spend;
+              return outcome.finalText;
+            },
+            checks,
+            pendingFollowUps: async () => (await deps.followUps?.pending(run.id)) ?? [],
+            onChecking: async () => {
+              await record(() => ({ activity: 'running the repository checks' }));
+            },
+            maxCheckRounds,
+            log,
+            signal,
           },
-          checks,
-          pendingFollowUps: async () => (await deps.followUps?.pending(run.id)) ?? [],
-          onChecking: async () => {
-            await record(() => ({ activity: 'running the repository checks' }));
+          conversation,
+          followUps,
+        );
+      } finally {
+        // The iteration's evidence (SPEC §7), whatever its outcome — a budget stop or a cancel included: what
+        // the agent spent and what the checks said. Keyed by the iteration and the commit it built on.
+        await audit(
+          'agent.iteration',
+          {
+            iteration: iteration.number,
+            onCommit: latest.artifacts.agent?.previousCommitSha ?? null,
+            // What onSpend stored after every model call: right even when the loop stopped on a budget.
+            turns: latest.artifacts.agent?.turns ?? spend.turns,
+            inputTokens: latest.usage.inputTokens,
+            outputTokens: latest.usage.outputTokens,
+            cacheReadTokens: latest.usage.cacheReadTokens,
+            costUsd: latest.usage.costUsd,
+            checks: rounds === undefined ? 'not reached' : rounds.kind === 'failed' ? 'failing' : rounds.results.map((c) => c.name),
           },
-          maxCheckRounds,
-          log,
-          signal,
-        },
-        conversation,
-        followUps,
-      );
-      // The iteration's evidence (SPEC §7), whatever its outcome: what the agent spent and what the checks said.
-      // Keyed by the iteration and the commit it built on, so a follow-up's rewind records its own.
-      await audit(
-        'agent.iteration',
-        {
-          iteration: iteration.number,
-          onCommit: latest.artifacts.agent?.previousCommitSha ?? null,
-          turns: spend.turns,
-          inputTokens: spend.usage.inputTokens,
-          outputTokens: spend.usage.outputTokens,
-          cacheReadTokens: spend.usage.cacheReadTokens,
-          costUsd: spend.usage.costUsd,
-          checks: rounds.kind === 'failed' ? 'failing' : rounds.results.map((c) => c.name),
-        },
-        `${iteration.number}.${latest.artifacts.agent?.previousCommitSha ?? 'start'}`,
-      );
+          `${iteration.number}.${latest.artifacts.agent?.previousCommitSha ?? 'start'}`,
+        );
+      }
       if (rounds.kind === 'failed') return rounds;
       const { summary, results } = rounds;
 
@@ -158,7 +163,7 @@ export function createAgentStep(deps: AgentStepDeps): GateStep {
 
       const commit = await commitChange(deps.git, { dir, base, protectedPaths, message: commitMessage(run.task, summary, scrub), trailers: commitTrailers(run) });
       if (commit.kind === 'failed') return commit;
-      await audit('commit.created', { commit: commit.sha, branch: workspace.branch, files: stat.files.length, insertions: stat.insertions, deletions: stat.deletions, testWarnings: testWarnings.length }, commit.sha);
+      await audit('commit.created', { commit: commit.sha, branch: workspace.branch, files: stat.files.length, insertions: stat.insertions, deletions: stat.deletions, testWarnings: testWarnings.length }, commit.sha, { once: true });
       latest = await record((r) => ({
         activity: 'pushing the branch',
         artifacts: patchArtifacts(r.artifacts, 'agent', {

@@ -78,7 +78,7 @@ export function createPrStep(deps: PrStepDeps): GateStep {
         log.info({ pr: pr.number }, 'pull request already open; adopted');
       }
       const opened = pr;
-      await audit('pr.opened', { number: opened.number, url: opened.url, head: branch, commit: commitSha }, String(opened.number));
+      await audit('pr.opened', { number: opened.number, url: opened.url, head: branch, commit: commitSha }, String(opened.number), { once: true });
       await record((latest) => ({ links: { ...latest.links, pr: opened.url }, artifacts: patchArtifacts(latest.artifacts, 'pr', { number: opened.number }), activity: undefined }));
       return { kind: 'passed', summary: `pull request #${opened.number} is open: ${opened.url}` };
     },
