@@ -76,6 +76,11 @@ export default defineConfig(
               message: 'The domain is pure: it imports only itself, the policy types and the neutral view model.',
             },
             {
+              target: ['./src/domain', './src/ports'],
+              from: ['./commands', './workers', './bench', './test'],
+              message: 'The domain and the ports sit below commands and workers: they never import them.',
+            },
+            {
               target: ['./src/domain', './src/ports', './commands', './workers'],
               from: './src/adapters',
               message: 'Logic talks to outside systems through ports; only the composition root picks adapters.',
@@ -88,6 +93,17 @@ export default defineConfig(
             },
           ],
         },
+      ],
+    },
+  },
+
+  {
+    // The domain is pure: no I/O, no outside system, no framework. Only zod (for the policy types it reads).
+    files: ['src/domain/**/*.ts'],
+    rules: {
+      'no-restricted-imports': [
+        'error',
+        { patterns: [{ group: ['node:*', 'ioredis', 'bullmq', '@slack/*', '@octokit/*', '@anthropic-ai/*', 'pino', 'prom-client', 'yaml'], message: 'The domain does no I/O: take what you need through a port or as plain data.' }] },
       ],
     },
   },
