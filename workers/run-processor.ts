@@ -4,7 +4,8 @@ import {
   applyOutcome,
   completeRun,
   currentGate,
-  finishRun,
+  finishCancellation,
+  forceFail,
   isStopping,
   isTerminal,
   markNotConfigured,
@@ -80,9 +81,7 @@ export function createRunProcessor(deps: RunProcessorDeps): (job: Job<AdvanceJob
     const by = run.cancel?.by ?? 'unknown';
     await audit.append({ type: 'run.cancelled', actor: by, runId: run.id, data: { atGate: currentGate(run)?.name ?? null }, key: `${run.id}.cancelled` });
     await queues.reply(run.id, 'ended', { type: 'ended' });
-    await store.update(run.id, (latest) =>
-      latest.state === 'cancelling' ? finishRun(latest, 'cancelled', 'cancelled on request', clock()) : undefined,
-    );
+    await store.update(run.id, (latest) => finishCancellation(latest, clock()));
     deps.metrics?.runEnded('cancelled');
     log.info({ by }, 'run cancelled');
     await cleanUp(run, log);
@@ -275,7 +274,7 @@ export async function failRun(
   const key = `${runId}.forced-end.${run.jobSeq}`;
   await deps.audit.append({ type: 'run.failed', actor: BOT_ACTOR, runId, data: { reason: outcome }, key });
   await deps.queues.reply(runId, `forced-end.${run.jobSeq}`, { type: 'ended' });
-  const change = await deps.store.update(runId, (latest) => (isTerminal(latest.state) ? undefined : finishRun(latest, 'failed', outcome, deps.clock())));
+  const change = await deps.store.update(runId, (latest) => forceFail(latest, outcome, deps.clock()));
   if (change === undefined || change.before === change.after) return;
   deps.log.error({ runId, outcome }, 'run failed');
   await deps.onRunEnded?.(change.after).catch((error: unknown) => deps.log.warn({ runId, err: error }, 'clean-up after the run failed'));

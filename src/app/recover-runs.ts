@@ -1,3 +1,4 @@
+import { needsLiveJob } from '../domain/run.js';
 import type { Queues } from '../queue/queues.js';
 import type { RunStore } from '../store/run-store.js';
 
@@ -15,7 +16,7 @@ export async function recoverRuns({
   queues: Pick<Queues, 'wakeRun'>;
 }): Promise<void> {
   for (const run of await store.listActive()) {
-    if (run.state === 'queued' || run.state === 'running' || run.state === 'cancelling') {
+    if (needsLiveJob(run)) {
       await queues.wakeRun(run.id, run.jobSeq);
     }
   }

@@ -1,3 +1,4 @@
+import { isWakeable } from '../domain/run.js';
 import type { GitHubEvent } from '../http/github-webhooks.js';
 import type { Logger } from '../log.js';
 import type { Queues } from '../queue/queues.js';
@@ -30,7 +31,7 @@ export function wakeRunsOnGitHubEvent({
     const runIds = new Set((await Promise.all(keys.map((key) => index.find(key)))).flat());
     for (const runId of runIds) {
       const run = await store.get(runId);
-      if (run === undefined || (run.state !== 'waiting' && run.state !== 'running')) continue;
+      if (run === undefined || !isWakeable(run)) continue;
       // If the gate is being evaluated right now, the poke makes it look again as soon as it ends pending.
       await pokes.poke(runId);
       if (run.state === 'waiting') await queues.wakeRun(runId, run.jobSeq);

@@ -286,7 +286,7 @@ export function applyOutcome(run: Run, name: string, outcome: GateOutcome, now: 
     return { ...run, gates, state: 'failed', outcome: `${name} failed: ${outcome.summary}` };
   }
   const next = { ...run, gates };
-  return currentGate(next) === undefined ? { ...next, state: 'done', outcome: 'every gate passed' } : next;
+  return currentGate(next) === undefined ? completeRun(next) : next;
 }
 
 /**
@@ -331,6 +331,29 @@ export function withNextJob(run: Run): Run {
 /** Every gate passed. */
 export function completeRun(run: Run): Run {
   return { ...run, state: 'done', outcome: 'every gate passed' };
+}
+
+/** The work of a cancelling run really stopped: it ends `cancelled`; undefined unless it was cancelling. */
+export function finishCancellation(run: Run, now: Date): Run | undefined {
+  return run.state === 'cancelling' ? finishRun(run, 'cancelled', 'cancelled on request', now) : undefined;
+}
+
+/** The run cannot go on (budget, retries used up): it ends `failed` with `reason`; undefined once it has ended. */
+export function forceFail(run: Run, reason: string, now: Date): Run | undefined {
+  return isTerminal(run.state) ? undefined : finishRun(run, 'failed', reason, now);
+}
+
+/** A webhook about this run's commit or PR should make it look now: it is at a gate, not queued or stopping. */
+export function isWakeable(run: Pick<Run, 'state'>): boolean {
+  return run.state === 'waiting' || run.state === 'running';
+}
+
+/**
+ * The run needs a live job of its own (crash recovery): queued, running or cancelling. A waiting run
+ * has a delayed job for its next look, which is not to be pulled forward.
+ */
+export function needsLiveJob(run: Pick<Run, 'state'>): boolean {
+  return run.state === 'queued' || run.state === 'running' || run.state === 'cancelling';
 }
 
 /** Cancel on request (SPEC §2): the run is `cancelling` until its work really stopped; undefined when already stopping. */

@@ -1,6 +1,6 @@
 import { describe, expect, it } from 'vitest';
 import { PIPELINE_POLICY } from '../helpers/policies.js';
-import { applyOutcome, completeRun, currentGate, FOLLOW_UP_REWINDABLE, gatesFor, isStopping, markNotConfigured, newRun, requestCancellation, retryRun, rewindForFollowUp, withNextJob, type Run } from '../../src/domain/run.js';
+import { applyOutcome, completeRun, currentGate, finishCancellation, forceFail, isWakeable, needsLiveJob, FOLLOW_UP_REWINDABLE, gatesFor, isStopping, markNotConfigured, newRun, requestCancellation, retryRun, rewindForFollowUp, withNextJob, type Run } from '../../src/domain/run.js';
 
 const policy = PIPELINE_POLICY;
 
@@ -71,5 +71,22 @@ describe('transitions commands and workers share (issue 8: every run transition 
   it('done and the next job', () => {
     expect(completeRun(base)).toMatchObject({ state: 'done', outcome: 'every gate passed' });
     expect(withNextJob(base).jobSeq).toBe(base.jobSeq + 1);
+  });
+});
+
+describe('ending and waking a run', () => {
+  const base = newRun(policy, { id: 'sg-test0003', repo: 'acme/lib', task: 't', requester: { userId: 'U1' }, channel: 'C1', now: new Date(0) });
+
+  it('a cancel finishes only from cancelling; a forced failure only before the end', () => {
+    const cancelling = requestCancellation(base, 'U2', new Date(1));
+    expect(cancelling === undefined ? undefined : finishCancellation(cancelling, new Date(2))).toMatchObject({ state: 'cancelled', outcome: 'cancelled on request' });
+    expect(finishCancellation(base, new Date(2))).toBeUndefined();
+    expect(forceFail(base, 'over budget', new Date(2))).toMatchObject({ state: 'failed', outcome: 'over budget' });
+    expect(forceFail({ ...base, state: 'done' }, 'late', new Date(2))).toBeUndefined();
+  });
+
+  it('webhooks wake runs at a gate; recovery re-adds the job of runs that need a live one', () => {
+    expect(['queued', 'running', 'waiting', 'cancelling', 'done'].map((state) => isWakeable({ state: state as Run['state'] }))).toEqual([false, true, true, false, false]);
+    expect(['queued', 'running', 'waiting', 'cancelling', 'done'].map((state) => needsLiveJob({ state: state as Run['state'] }))).toEqual([true, true, false, true, false]);
   });
 });
