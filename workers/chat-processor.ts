@@ -43,7 +43,7 @@ export interface ChatProcessorOptions {
   /** The policy says `sandbox: none`: every card says that checks run unsandboxed. */
   unsandboxedChecks?: boolean | undefined;
   /** Secret scrubbing of every message posted or updated (SPEC §4); default: none. */
-  scrub?: Scrub | undefined;
+  scrub: Scrub;
 }
 
 /**

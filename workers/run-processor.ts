@@ -47,13 +47,12 @@ export interface RunProcessorDeps {
    * it is audited, posted, stored or handed back to the agent (SPEC §4): steps put check output, CI
    * logs and error messages in them.
    */
-  scrub?: Scrub | undefined;
+  scrub: Scrub;
   /** Why a gate kind has no step here (the composition root's gate table): shown on the card and audited. */
-  notConfigured?: Partial<Record<GateKind, string>> | undefined;
+  notConfigured: Partial<Record<GateKind, string>>;
 }
 
-function scrubOutcome(outcome: GateOutcome, scrub: Scrub | undefined): GateOutcome {
-  if (scrub === undefined) return outcome;
+function scrubOutcome(outcome: GateOutcome, scrub: Scrub): GateOutcome {
   return outcome.kind === 'retry-from' ? { ...outcome, summary: scrub(outcome.summary), feedback: scrub(outcome.feedback) } : { ...outcome, summary: scrub(outcome.summary) };
 }
 
@@ -188,8 +187,9 @@ export function createRunProcessor(deps: RunProcessorDeps): (job: Job<AdvanceJob
         }
         if (steps[gate.kind] === undefined) {
           if (gate.notConfigured !== true) {
-            const reason = deps.notConfigured?.[gate.kind];
-            await audit.append({ type: 'gate.not_configured', actor: BOT_ACTOR, runId, data: { gate: gate.name, ...(reason === undefined ? {} : { reason }) }, key: `${runId}.${gate.name}.not_configured` });
+            // The gate table names a reason for every kind without a step; a step removed from it by hand still says so.
+            const reason = deps.notConfigured[gate.kind] ?? 'no step is wired for this gate';
+            await audit.append({ type: 'gate.not_configured', actor: BOT_ACTOR, runId, data: { gate: gate.name, reason }, key: `${runId}.${gate.name}.not_configured` });
             await store.update(runId, (latest) => (isStopping(latest) ? undefined : markNotConfigured(latest, gate.name, reason)));
             log.warn({ gate: gate.name }, 'gate not configured; run waits there');
             // Look once more: a cancel that landed meanwhile must be finished by this job.
@@ -268,7 +268,7 @@ export async function failRun(
   runId: string,
   reason: string,
 ): Promise<void> {
-  const outcome = deps.scrub?.(reason) ?? reason;
+  const outcome = deps.scrub(reason);
   const run = await deps.store.get(runId);
   if (run === undefined || isTerminal(run.state)) return;
   const key = `${runId}.forced-end.${run.jobSeq}`;

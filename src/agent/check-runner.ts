@@ -60,7 +60,7 @@ export interface CheckRunnerOptions {
   /** Where the commands run: every check is repository code, so it never runs outside the sandbox port. */
   sandbox: SandboxPort;
   /** Removes secret values and token shapes from the output before anyone (the model, chat, logs) sees it. */
-  scrub?: ((text: string) => string) | undefined;
+  scrub: (text: string) => string;
 }
 
 export interface CheckRunner {
@@ -81,7 +81,7 @@ function shorten(text: string, max = 60): string {
  */
 export function createCheckRunner(options: CheckRunnerOptions): CheckRunner {
   const { root, checks, timeoutMs, outputCapBytes, sandbox } = options;
-  const scrub = options.scrub ?? ((text: string) => text);
+  const { scrub } = options;
   const names = Object.keys(checks);
 
   async function run(name: string, signal?: AbortSignal): Promise<CheckResult> {

@@ -293,7 +293,7 @@ export function applyOutcome(run: Run, name: string, outcome: GateOutcome, now: 
  * A gate this build cannot evaluate yet: it stays pending, marked as not
  * configured, and the run waits there (a later build resumes it with retry).
  */
-export function markNotConfigured(run: Run, name: string, reason?: string): Run {
+export function markNotConfigured(run: Run, name: string, reason: string): Run {
   return {
     ...run,
     state: 'waiting',
@@ -301,7 +301,7 @@ export function markNotConfigured(run: Run, name: string, reason?: string): Run 
       ...gate,
       state: 'pending',
       notConfigured: true,
-      summary: `not configured: ${reason ?? 'this shipgate lacks the credentials for it (see README) or does not have the gate yet'}`,
+      summary: `not configured: ${reason}`,
     })),
   };
 }

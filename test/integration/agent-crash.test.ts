@@ -150,8 +150,9 @@ describe('a worker dying after each side effect of the agent and pr gates', () =
           workRoot: mkdtempSync(join(tmpdir(), 'shipgate-crash-work-')),
           clock: () => new Date(),
           sandbox: createBubblewrapSandbox({ workerUid: process.getuid?.() ?? 0 }),
+          scrub: (text) => text,
         }),
-        pr: createPrStep({ github: githubPort, chat: chatLinks }),
+        pr: createPrStep({ github: githubPort, chat: chatLinks, scrub: (text) => text }),
       };
       const bot: TestBot = await startTestBot({ name: `crash-${point}`, policy: POLICY_TEXT, steps, cardUpdateIntervalMs: 200 });
       cleanup.push(

@@ -464,6 +464,7 @@ describe.each(SANDBOXES)('check runner (sandbox: %s)', (kind, makeSandbox) => {
       timeoutMs: overrides.timeoutMs ?? 10_000,
       outputCapBytes: overrides.outputCapBytes ?? 64_000,
       sandbox,
+      scrub: (text) => text,
     });
   }
 

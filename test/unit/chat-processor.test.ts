@@ -97,6 +97,7 @@ function world() {
     outbox,
     log: createLogger({ level: 'silent', destination: new PassThrough() }),
     updateIntervalMs: INTERVAL,
+    scrub: (text: string) => text,
   });
 
   /** Runs one attempt of a job: 'done', or the delay it asked for (BullMQ would run it again after that). */

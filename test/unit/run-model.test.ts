@@ -19,7 +19,7 @@ describe('run transitions', () => {
   const run = newRun(policy, { id: 'sg-test0001', repo: 'acme/lib', task: 't', requester: { userId: 'U1' }, channel: 'C1', now: new Date(0) });
 
   it('a gate without a step stays pending and is never reported passed', () => {
-    const waiting = markNotConfigured(run, 'agent');
+    const waiting = markNotConfigured(run, 'agent', 'needs GITHUB_TOKEN');
     expect(waiting.state).toBe('waiting');
     expect(waiting.gates[0]).toMatchObject({ state: 'pending', notConfigured: true });
   });

@@ -108,7 +108,7 @@ describe('renderCard', () => {
   });
 
   it('a not-configured gate reads "not configured" and never looks passed', () => {
-    const r = markNotConfigured(run({}, 'acme/lib'), 'merge');
+    const r = markNotConfigured(run({}, 'acme/lib'), 'merge', 'not built yet');
     const line = gateLine(renderCard(r), 'merge');
     expect(line).toContain('not configured');
     expect(line).not.toContain('✅');

@@ -87,7 +87,7 @@ function setUp(model: ModelPort, sandbox: SandboxPort) {
   };
   const git = createGit();
   cleanup.push(() => void git.close());
-  const step = createAgentStep({ policy, policyFileName: 'shipgate.yaml', github, git, model, modelId: 'claude-sonnet-4-6', workRoot, clock: () => new Date(), sandbox });
+  const step = createAgentStep({ policy, policyFileName: 'shipgate.yaml', github, git, model, modelId: 'claude-sonnet-4-6', workRoot, clock: () => new Date(), sandbox, scrub: (text) => text });
   const run = newRun(policy, { id: 'sg-agentst1', repo: 'acme/shop', task: 'add a /healthz endpoint', requester: { userId: 'UALICE', name: 'Alice <UCEO>' }, channel: 'CSHOP', now: new Date() });
   let stored: Run = run;
   const audits: Array<{ type: GateAuditType; data: Record<string, unknown> }> = [];

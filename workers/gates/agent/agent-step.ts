@@ -40,7 +40,7 @@ export interface AgentStepDeps {
   /** Where checks run: repository code never runs outside it. */
   sandbox: SandboxPort;
   /** Removes secrets from check output before the model, chat or logs see it. */
-  scrub?: ((text: string) => string) | undefined;
+  scrub: (text: string) => string;
   /**
    * Tool providers beyond the workspace's own editor, search and checks (e.g. read-only diagnosis),
    * each offered in every iteration or only where its `offeredIn` says so.
@@ -56,7 +56,7 @@ export interface AgentStepDeps {
  */
 export function createAgentStep(deps: AgentStepDeps): GateStep {
   const maxCheckRounds = deps.maxCheckRounds ?? 3;
-  const scrub = deps.scrub ?? ((text: string) => text);
+  const { scrub } = deps;
 
   return {
     async run(context: GateContext) {

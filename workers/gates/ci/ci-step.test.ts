@@ -58,7 +58,7 @@ function world(options: { checkRuns: CheckRunInfo[]; pr?: Partial<PullRequestSta
     find: async () => [],
   };
   const followUps = { add: async () => true, pending: async () => options.followUps ?? [], acknowledge: async () => undefined };
-  return { step: createCiStep({ policy, github, index, clock, followUps }), linked };
+  return { step: createCiStep({ policy, github, index, clock, followUps, scrub: (text) => text }), linked };
 }
 
 function contextFor(artifacts: Run['artifacts'] = {}) {

@@ -28,7 +28,7 @@ export interface CiStepDeps {
   /** Command name, for the "retry" hint. */
   command?: string;
   /** Secret scrubbing of what CI reported (log tails, annotations, summaries) before it goes to the agent and the thread. */
-  scrub?: Scrub | undefined;
+  scrub: Scrub;
 }
 
 const LOG_TAIL_BYTES = 16 * 1024;
@@ -44,7 +44,7 @@ export function createCiStep(deps: CiStepDeps): GateStep {
   const firstPoll = deps.firstPollMs ?? 5_000;
   const maxPoll = deps.maxPollMs ?? 60_000;
   const command = deps.command ?? deps.policy.command;
-  const scrub = deps.scrub ?? ((text: string) => text);
+  const { scrub } = deps;
 
   async function requiredChecks(owner: string, repo: string, branch: string): Promise<string[] | undefined> {
     const key = `required-checks:${owner}/${repo}:${branch}`;

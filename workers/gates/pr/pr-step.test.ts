@@ -63,7 +63,7 @@ function context(run: Run) {
 describe('pr gate step', () => {
   it('opens the pull request with a neutralised summary, links it and audits pr.opened once per PR', async () => {
     const { github, created } = fakeGitHub();
-    const step = createPrStep({ github, chat: { permalink: async () => 'https://chat.test/thread' } });
+    const step = createPrStep({ github, chat: { permalink: async () => 'https://chat.test/thread' }, scrub: (text) => text });
     const { ctx, audits, stored } = context(pushedRun());
 
     const outcome = await step.run(ctx);
@@ -86,7 +86,7 @@ describe('pr gate step', () => {
   it('fails for good when the agent gate recorded no pushed branch', async () => {
     const { github } = fakeGitHub();
     const run = { ...pushedRun(), artifacts: {} };
-    const outcome = createPrStep({ github, chat: { permalink: async () => undefined } }).run(context(run).ctx);
+    const outcome = createPrStep({ github, chat: { permalink: async () => undefined }, scrub: (text) => text }).run(context(run).ctx);
     await expect(outcome).rejects.toThrow(/no pushed branch/);
   });
 });

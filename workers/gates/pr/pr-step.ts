@@ -10,7 +10,7 @@ export interface PrStepDeps {
   github: GitHubPort;
   chat: Pick<ChatPort, 'permalink'>;
   /** Secret scrubbing of the title and body (the adapter scrubs what it writes as well). */
-  scrub?: Scrub | undefined;
+  scrub: Scrub;
 }
 
 const TITLE_MAX = 72;
@@ -54,7 +54,7 @@ export function pullRequestBody(run: Run, threadUrl: string | undefined): string
  * opens its pull request, or adopts the one an earlier attempt opened.
  */
 export function createPrStep(deps: PrStepDeps): GateStep {
-  const scrub = deps.scrub ?? ((text: string) => text);
+  const { scrub } = deps;
   return {
     async run({ run, record, log, audit }) {
       const [owner, repo] = run.repo.split('/');
