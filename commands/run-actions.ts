@@ -1,9 +1,9 @@
 import { authoriseCancel } from '../src/domain/authorise.js';
 import type { ActionEvent, CommandReply } from '../src/ports/chat.js';
+import { CANCEL_ACTION_ID } from '../src/render/card.js';
 import { plainText, rich, type RichText } from '../src/render/view.js';
 import { requestCancel, type ShipCommandDeps } from './ship-command.js';
 
-export const CANCEL_ACTION = 'shipgate.cancel';
 
 /** The same collaborators as the /ship command, minus what only starting a run needs. */
 export type RunActionDeps = Omit<ShipCommandDeps, 'metrics' | 'newRunId'>;
@@ -26,7 +26,7 @@ export function createRunActions(deps: RunActionDeps): (event: ActionEvent) => P
   }
 
   return async function handleAction(event) {
-    if (event.actionId !== CANCEL_ACTION) {
+    if (event.actionId !== CANCEL_ACTION_ID) {
       deps.log.warn({ action: event.actionId }, 'unknown action ignored');
       return { ephemeral: rich`This button is not known to this version of shipgate.` };
     }

@@ -31,7 +31,7 @@ async function main(): Promise<void> {
   }
   let app: Shipgate;
   try {
-    app = createShipgate({ config, log, scrubber, hostPath: process.env.PATH });
+    app = createShipgate({ config, log, scrubber });
   } catch (error) {
     if (error instanceof ConfigError) {
       process.stderr.write(`${error.message}\n`);

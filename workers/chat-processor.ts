@@ -12,11 +12,6 @@ import type { RunIndex } from '../src/store/run-index.js';
 import type { WriteLimiter } from '../src/store/write-limiter.js';
 import type { RunStore } from '../src/store/run-store.js';
 
-/** Every text of a message scrubbed of secrets: what reaches the chat is checked here, on write, whoever rendered it. */
-export function scrubMessageView(view: MessageView, scrub: Scrub): MessageView {
-  return mapMessageView(view, scrub);
-}
-
 function digestOf(view: MessageView): string {
   return createHash('sha256').update(JSON.stringify(view)).digest('hex');
 }
@@ -24,14 +19,14 @@ function digestOf(view: MessageView): string {
 /** Slack allows roughly one update per second per message; SPEC §10 asks for at most one per 3 s in any chat. */
 export const CARD_UPDATE_INTERVAL_MS = 3_000;
 
-export type ChatProcessorDeps = ChatProcessorOptions & { outbox: OutboxStore };
-
 /** What the processor uses of a BullMQ job (a narrow type so tests can hand it a plain object). */
 export type ChatProcessorJob = Pick<Job<ChatJob>, 'data' | 'moveToDelayed'>;
 
-export interface ChatProcessorOptions {
+export interface ChatProcessorDeps {
   chat: ChatPort;
   store: RunStore;
+  /** Where the outbox keeps its records (posted keys, the root lease, the card's coalescing state). */
+  outbox: OutboxStore;
   log: Logger;
   updateIntervalMs?: number;
   /** Shared pacing of chat writes; without it writes are not paced. */
@@ -42,7 +37,7 @@ export interface ChatProcessorOptions {
   index?: RunIndex | undefined;
   /** The policy says `sandbox: none`: every card says that checks run unsandboxed. */
   unsandboxedChecks?: boolean | undefined;
-  /** Secret scrubbing of every message posted or updated (SPEC §4); default: none. */
+  /** Secret scrubbing of every message posted or updated (SPEC §4): checked here, on write, whoever rendered it. */
   scrub: Scrub;
 }
 
@@ -62,12 +57,10 @@ export interface ChatProcessorOptions {
  * the logic over them.
  */
 export function createChatProcessor(deps: ChatProcessorDeps): (job: ChatProcessorJob, token?: string) => Promise<void> {
-  const { chat, store } = deps;
-  const { outbox } = deps;
+  const { chat, store, outbox, scrub } = deps;
   const interval = deps.updateIntervalMs ?? CARD_UPDATE_INTERVAL_MS;
   const cardOptions = { unsandboxedChecks: deps.unsandboxedChecks === true };
-  const scrub = deps.scrub;
-  const safe = (view: MessageView): MessageView => (scrub === undefined ? view : scrubMessageView(view, scrub));
+  const safe = (view: MessageView): MessageView => mapMessageView(view, scrub);
 
   /** Posts at most once per key; `fresh` is false when an earlier attempt's message was found instead. */
   async function postOnce(input: { channel: string; thread?: string | undefined; view: MessageView; key: string }): Promise<{ ref: string; fresh: boolean }> {

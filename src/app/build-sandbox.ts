@@ -6,10 +6,11 @@ import type { Logger } from '../log.js';
 import { SandboxUnavailableError, type SandboxPort } from '../ports/sandbox.js';
 
 /** Where repository code (checks) runs: bubblewrap, or `none` only when the policy says so in as many words. */
-export function buildSandbox(policy: Pick<Policy, 'sandbox'>, log: Logger): SandboxPort {
+export function buildSandbox(policy: Pick<Policy, 'sandbox'>, hostPath: string | undefined, log: Logger): SandboxPort {
   if (policy.sandbox === 'none') return createUnsandboxed();
   return createBubblewrapSandbox({
     workerUid: process.getuid?.() ?? 0,
+    hostPath,
     onCleanupError: (err: unknown) =>
       log.warn({ err }, 'sandbox: a scratch copy could not be removed (start-up sweeps it)'),
   });

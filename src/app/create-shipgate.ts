@@ -26,8 +26,6 @@ import { createWorkerRole, type WorkerRole } from './worker-role.js';
 
 export interface ShipgateOptions {
   config: Config;
-  /** The process's PATH, for git (the entry point passes it; nothing below reads the environment). */
-  hostPath?: string | undefined;
   /** Build it with `createLogger({ …, scrub: scrubber.scrub })` and pass the same `scrubber`, so logs lose the configured secrets too. */
   log: Logger;
   /**
@@ -101,8 +99,8 @@ export function createShipgate(options: ShipgateOptions): Shipgate {
   });
   collectRunMetrics({ metrics, queues: stores.queues, store: stores.store });
 
-  const sandbox = options.sandbox ?? buildSandbox(config.policy, log);
-  const git = createGit({ log, path: options.hostPath });
+  const sandbox = options.sandbox ?? buildSandbox(config.policy, config.hostPath, log);
+  const git = createGit({ log, path: config.hostPath });
   const workRoot = options.workRoot ?? join(tmpdir(), 'shipgate-workspaces');
   const gates = buildGates({
     config,

@@ -151,6 +151,8 @@ export interface Config {
   };
   kubeconfig: string | undefined;
   prometheusUrl: string | undefined;
+  /** The process's PATH: where git and bubblewrap are found (commands inside the sandbox get a fixed one). */
+  hostPath: string | undefined;
   auditKey: AuditKeySource;
   /** Log an `audit checkpoint` line every this many events (SHIPGATE_AUDIT_CHECKPOINT_EVERY). */
   auditCheckpointEvery: number;
@@ -266,6 +268,7 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env, options: LoadCo
     },
     kubeconfig: e.KUBECONFIG,
     prometheusUrl: e.PROMETHEUS_URL,
+    hostPath: present.PATH,
     auditKey: auditKeySource(e, cwd),
     auditCheckpointEvery: e.SHIPGATE_AUDIT_CHECKPOINT_EVERY,
     policyPath,

@@ -45,7 +45,6 @@ export interface RunLinks {
   kargo?: string | undefined;
 }
 
-/** What the gates produced, recorded as they go so a restarted step resumes instead of redoing work. */
 /** What the agent gate produced, and what later gates hand back to its next iteration. */
 export interface AgentArtifacts {
   branch?: string | undefined;
@@ -178,6 +177,12 @@ export interface NewRunInput {
   requester: { userId: string; name?: string | undefined };
   channel: string;
   now: Date;
+}
+
+/** The task's first line, at most 72 characters: the commit subject and the pull request title. */
+export function taskTitle(task: string): string {
+  const line = task.split('\n')[0]?.trim() || 'shipgate change';
+  return line.length <= 72 ? line : `${line.slice(0, 71)}…`;
 }
 
 export function newRun(policy: Policy, input: NewRunInput): Run {

@@ -1,10 +1,10 @@
+import { mapMessageView } from '../../src/render/view.js';
 import { generateKeyPairSync } from 'node:crypto';
 import { PassThrough } from 'node:stream';
 import { describe, expect, it } from 'vitest';
 import { scrubModelRequest } from '../../src/adapters/anthropic/anthropic-model.js';
 import { scrubFailureDetails } from '../../workers/gates/ci/failure-report.js';
 import { createLogger } from '../../src/log.js';
-import { scrubMessageView } from '../../workers/chat-processor.js';
 import {
   createScrubber,
   MIN_SECRET_LENGTH,
@@ -268,7 +268,7 @@ describe('the sinks', () => {
   });
 
   it('scrubs every text of a chat message', () => {
-    const view = scrubMessageView(
+    const view = mapMessageView(
       {
         text: `fallback ${secret}`,
         blocks: [

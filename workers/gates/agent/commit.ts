@@ -1,5 +1,5 @@
 import type { ProtectedPaths } from '../../../src/agent/protected-paths.js';
-import type { Run } from '../../../src/domain/run.js';
+import { taskTitle, type Run } from '../../../src/domain/run.js';
 import type { DiffStat, Git } from '../../../src/git/git.js';
 import { quotedForCommit } from '../../../src/security/model-text.js';
 
@@ -35,17 +35,12 @@ export async function reviewChange(
   return { kind: 'changed', changed };
 }
 
-export function firstLine(task: string): string {
-  const line = task.split('\n')[0]?.trim() ?? 'shipgate change';
-  return line.length > 72 ? `${line.slice(0, 71)}…` : line;
-}
-
 /**
  * The commit message: the task's first line, then the model's summary quoted and neutralised (no
  * mentions, closing keywords or trailer lines), so the bot's trailers are the only ones the commit has.
  */
 export function commitMessage(task: string, summary: string, scrub: (text: string) => string): string {
-  return summary.trim() === '' ? firstLine(task) : `${firstLine(task)}\n\nThe agent's summary (model output, quoted):\n\n${quotedForCommit(scrub(summary))}`;
+  return summary.trim() === '' ? taskTitle(task) : `${taskTitle(task)}\n\nThe agent's summary (model output, quoted):\n\n${quotedForCommit(scrub(summary))}`;
 }
 
 /** The bot's trailers. A display name comes from chat: no angle brackets, so it cannot pose as another id. */

@@ -1,4 +1,4 @@
-import { patchArtifacts, type Run } from '../../../src/domain/run.js';
+import { patchArtifacts, taskTitle, type Run } from '../../../src/domain/run.js';
 import { RefusedError } from '../../../src/errors.js';
 import type { ChatPort } from '../../../src/ports/chat.js';
 import type { GitHubPort } from '../../../src/ports/github.js';
@@ -13,12 +13,6 @@ export interface PrStepDeps {
   scrub: Scrub;
 }
 
-const TITLE_MAX = 72;
-
-export function pullRequestTitle(task: string): string {
-  const line = task.split('\n')[0]?.trim() ?? 'shipgate change';
-  return line.length <= TITLE_MAX ? line : `${line.slice(0, TITLE_MAX - 1)}…`;
-}
 
 /**
  * The PR body: the task, the agent's summary, the checks the bot ran, and the way back to the thread.
@@ -70,7 +64,7 @@ export function createPrStep(deps: PrStepDeps): GateStep {
           repo,
           head: branch,
           base: info.defaultBranch,
-          title: scrub(pullRequestTitle(run.task)),
+          title: scrub(taskTitle(run.task)),
           body: scrub(pullRequestBody(run, threadUrl)),
         });
         log.info({ pr: pr.number }, 'pull request opened');
