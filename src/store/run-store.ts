@@ -109,20 +109,22 @@ function compact<T extends Record<string, unknown>>(value: T): T | undefined {
 /**
  * Artifacts as stored. Runs stored before the namespaces (a deployed bot's active runs) have the
  * flat bag: read into the namespaces, so they go on where they were; the next write stores the new shape.
+ * Ended runs are never written again but are still read (`/ship status`, `/ship audit`), so this reader
+ * stays until a migration rewrites them.
  */
 export const runArtifactsSchema = z.unknown().transform((raw, ctx) => {
   const isLegacy = typeof raw === 'object' && raw !== null && Object.keys(raw).some((key) => LEGACY_ARTIFACT_KEYS.includes(key));
   if (!isLegacy) {
     const parsed = namespacedArtifactsSchema.safeParse(raw);
     if (!parsed.success) {
-      for (const issue of parsed.error.issues) ctx.addIssue({ ...issue, path: issue.path });
+      for (const issue of parsed.error.issues) ctx.addIssue({ ...issue });
       return z.NEVER;
     }
     return parsed.data;
   }
   const legacy = legacyArtifactsSchema.safeParse(raw);
   if (!legacy.success) {
-    for (const issue of legacy.error.issues) ctx.addIssue({ ...issue, path: issue.path });
+    for (const issue of legacy.error.issues) ctx.addIssue({ ...issue });
     return z.NEVER;
   }
   const l = legacy.data;
