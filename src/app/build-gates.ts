@@ -9,13 +9,12 @@ import type { Git } from '../git/git.js';
 import type { Logger } from '../log.js';
 import type { Metrics } from '../metrics.js';
 import type { ChatPort } from '../ports/chat.js';
+import type { EtagCache } from '../ports/github.js';
 import type { SandboxPort } from '../ports/sandbox.js';
-import type { Redis } from '../redis.js';
 import type { Scrubber } from '../security/scrubber.js';
-import { createEtagCache } from '../store/etag-cache.js';
 import type { FollowUps } from '../store/follow-ups.js';
 import type { RunIndex } from '../store/run-index.js';
-import { createTtlCache } from '../store/ttl-cache.js';
+import type { TtlCache } from '../store/ttl-cache.js';
 import { GATE_TABLE, NOT_BUILT, notConfiguredReason, type GateDeps, type GateTable, type Need } from './gate-table.js';
 
 export interface GateTuning {
@@ -32,8 +31,8 @@ export interface BuildGatesDeps {
   metrics: Metrics;
   clock: () => Date;
   scrubber: Scrubber;
-  redis: Redis;
-  prefix: string;
+  etagCache: EtagCache;
+  requiredChecksCache: TtlCache;
   chat: ChatPort;
   git: Git;
   sandbox: SandboxPort;
@@ -79,7 +78,7 @@ export function configuredNeeds(config: BuildGatesDeps['config']): Set<Need> {
 
 /** Builds the gate steps whose outside systems are configured (GATE_TABLE); the others come back with their reason. */
 export function buildGates(deps: BuildGatesDeps): Gates {
-  const { config, log, metrics, scrubber, redis, prefix, tuning } = deps;
+  const { config, log, metrics, scrubber, tuning } = deps;
   const scrub = scrubber.scrub;
   const configured = configuredNeeds(config);
   const auth = githubAuth(config.github);
@@ -94,7 +93,7 @@ export function buildGates(deps: BuildGatesDeps): Gates {
     scrub,
     followUps: deps.followUps,
     index: deps.index,
-    requiredChecksCache: createTtlCache({ redis, prefix, ttlSeconds: 600 }),
+    requiredChecksCache: deps.requiredChecksCache,
     workRoot: deps.workRoot,
     tuning: { checkTimeoutMs: tuning?.checkTimeoutMs, firstPollMs: tuning?.firstPollMs },
     github: memo(() => {
@@ -106,8 +105,7 @@ export function buildGates(deps: BuildGatesDeps): Gates {
         metrics,
         retry: { retryAfterBaseMs: tuning?.githubRetryAfterBaseMs },
         limiterId: tuning?.githubLimiterId,
-        // Shared by every worker, so a poll by any of them can be a 304 (SPEC §10).
-        etagCache: createEtagCache({ redis, prefix }),
+        etagCache: deps.etagCache,
         scrub,
         onSecret: (secret) => scrubber.add(secret),
       });

@@ -2,7 +2,12 @@ import { createAuditLog, type AuditLog } from '../audit/audit-log.js';
 import type { Logger } from '../log.js';
 import { createQueues, type Queues } from '../queue/queues.js';
 import type { Scrub } from '../security/scrubber.js';
+import { createEtagCache } from '../store/etag-cache.js';
+import type { EtagCache } from '../ports/github.js';
 import { createFollowUps, type FollowUps } from '../store/follow-ups.js';
+import { createOutboxStore, type OutboxStore } from '../store/outbox-store.js';
+import { createTtlCache, type TtlCache } from '../store/ttl-cache.js';
+import { createWriteLimiter, type WriteLimiter } from '../store/write-limiter.js';
 import { createPokes, type Pokes } from '../store/pokes.js';
 import { createRunIndex, type RunIndex } from '../store/run-index.js';
 import { createRunStore, type RunStore } from '../store/run-store.js';
@@ -16,6 +21,14 @@ export interface Stores {
   index: RunIndex;
   followUps: FollowUps;
   pokes: Pokes;
+  /** The chat outbox's records (posted keys, the root lease, card coalescing). */
+  outbox: OutboxStore;
+  /** Paces chat writes across every worker, well under Slack's per-workspace limits (SPEC §10: zero 429s). */
+  chatWrites: WriteLimiter;
+  /** Shared by every worker, so a poll by any of them can be a 304 (SPEC §10). */
+  etagCache: EtagCache;
+  /** Required checks per repository and branch (branch protection answers cost a request each). */
+  requiredChecksCache: TtlCache;
 }
 
 export interface BuildStoresDeps {
@@ -52,5 +65,9 @@ export function buildStores({
     index: createRunIndex({ redis, prefix }),
     followUps: createFollowUps({ redis, prefix }),
     pokes: createPokes({ redis, prefix }),
+    outbox: createOutboxStore({ redis, prefix }),
+    chatWrites: createWriteLimiter({ redis, prefix, perSecond: 10 }),
+    etagCache: createEtagCache({ redis, prefix }),
+    requiredChecksCache: createTtlCache({ redis, prefix, ttlSeconds: 600 }),
   };
 }

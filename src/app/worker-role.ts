@@ -1,7 +1,6 @@
 import { Worker } from 'bullmq';
 import type { RedisOptions } from 'ioredis';
 import { createChatProcessor } from '../../workers/chat-processor.js';
-import { createOutboxStore } from '../store/outbox-store.js';
 import type { GateSteps } from '../../workers/gates/gate-step.js';
 import { createRunProcessor, failRun } from '../../workers/run-processor.js';
 import type { Policy } from '../config/policy.js';
@@ -14,7 +13,6 @@ import type { Cancellation } from '../queue/cancellation.js';
 import { CHAT_QUEUE, RUN_QUEUE, settleInit, type AdvanceJob, type ChatJob } from '../queue/queues.js';
 import type { Redis } from '../redis.js';
 import type { Scrub } from '../security/scrubber.js';
-import { createWriteLimiter } from '../store/write-limiter.js';
 import { probeSandbox } from './build-sandbox.js';
 import type { Stores } from './build-stores.js';
 import { recoverRuns } from './recover-runs.js';
@@ -100,15 +98,14 @@ export function createWorkerRole(deps: WorkerRoleDeps): WorkerRole {
       const chatProcessor = createChatProcessor({
         chat: deps.chat,
         store,
-        outbox: createOutboxStore({ redis: deps.redis, prefix }),
+        outbox: stores.outbox,
         log,
         updateIntervalMs: deps.cardUpdateIntervalMs,
         index: stores.index,
         command: deps.policy.command,
         unsandboxedChecks: !sandbox.isolated,
         scrub,
-        // Stay well under Slack's per-workspace write limits (SPEC §10: zero 429s under a burst).
-        writes: createWriteLimiter({ redis: deps.redis, prefix, perSecond: 10 }),
+        writes: stores.chatWrites,
       });
       const chatWorker = new Worker<ChatJob>(CHAT_QUEUE, chatProcessor, {
         connection: bullmq,

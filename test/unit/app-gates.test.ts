@@ -18,6 +18,8 @@ import { createGit, type Git } from '../../src/git/git.js';
 import { createLogger } from '../../src/log.js';
 import { createMetrics } from '../../src/metrics.js';
 import { createScrubber } from '../../src/security/scrubber.js';
+import { createEtagCache } from '../../src/store/etag-cache.js';
+import { createTtlCache } from '../../src/store/ttl-cache.js';
 import { createFollowUps } from '../../src/store/follow-ups.js';
 import { createRunIndex } from '../../src/store/run-index.js';
 import type { GateStep } from '../../workers/gates/gate-step.js';
@@ -55,8 +57,8 @@ function deps(env: Record<string, string>, extra: Partial<BuildGatesDeps> = {}):
     metrics: createMetrics(),
     clock: () => new Date(0),
     scrubber: createScrubber([]),
-    redis,
-    prefix: 'test',
+    etagCache: createEtagCache({ redis, prefix: 'test' }),
+    requiredChecksCache: createTtlCache({ redis, prefix: 'test', ttlSeconds: 60 }),
     chat: createConsoleChat({ input: new PassThrough(), output: new PassThrough(), command: '/ship' }).port,
     git,
     sandbox: createUnsandboxed(),
