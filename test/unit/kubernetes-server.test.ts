@@ -51,6 +51,7 @@ async function watchEvents(server: KubernetesServer, path: string, count: number
       // Destroying the request once enough events arrived aborts the response: expected here.
       res.on('error', () => undefined);
       const lines = createInterface({ input: res });
+      lines.on('error', () => undefined);
       lines.on('line', (line) => {
         events.push(eventSchema.parse(JSON.parse(line)));
         if (events.length >= count) {
