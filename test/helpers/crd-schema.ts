@@ -166,7 +166,11 @@ function walk(value: JsonValue, schema: OpenApiSchema, path: string, errors: Fie
   if (value === null) {
     if (schema.nullable === true) return null;
     // The API server prunes nulls the schema does not allow before it validates (they never store).
-    errors.push({ field: path, reason: 'FieldValueTypeInvalid', message: `${path}: Invalid value: "null": ${path} in body must be of type ${schema.type ?? 'any'}: "null"` });
+    errors.push({
+      field: path,
+      reason: 'FieldValueTypeInvalid',
+      message: `${path}: Invalid value: "null": ${path} in body must be of type ${schema.type ?? 'any'}: "null"`,
+    });
     return null;
   }
   if (!typeMatches(schema, value)) {
@@ -186,31 +190,59 @@ function walk(value: JsonValue, schema: OpenApiSchema, path: string, errors: Fie
   }
   if (typeof value === 'string') {
     if (schema.minLength !== undefined && value.length < schema.minLength) {
-      errors.push({ field: path, reason: 'FieldValueInvalid', message: `${path}: Invalid value: ${JSON.stringify(value)}: ${path} in body should be at least ${schema.minLength} chars long` });
+      errors.push({
+        field: path,
+        reason: 'FieldValueInvalid',
+        message: `${path}: Invalid value: ${JSON.stringify(value)}: ${path} in body should be at least ${schema.minLength} chars long`,
+      });
     }
     if (schema.maxLength !== undefined && value.length > schema.maxLength) {
-      errors.push({ field: path, reason: 'FieldValueInvalid', message: `${path}: Too long: may not be more than ${schema.maxLength} bytes` });
+      errors.push({
+        field: path,
+        reason: 'FieldValueInvalid',
+        message: `${path}: Too long: may not be more than ${schema.maxLength} bytes`,
+      });
     }
     if (schema.pattern !== undefined && !new RegExp(schema.pattern, 'u').test(value)) {
-      errors.push({ field: path, reason: 'FieldValueInvalid', message: `${path}: Invalid value: ${JSON.stringify(value)}: ${path} in body should match '${schema.pattern}'` });
+      errors.push({
+        field: path,
+        reason: 'FieldValueInvalid',
+        message: `${path}: Invalid value: ${JSON.stringify(value)}: ${path} in body should match '${schema.pattern}'`,
+      });
     }
     return value;
   }
   if (typeof value === 'number') {
     if (schema.minimum !== undefined && value < schema.minimum) {
-      errors.push({ field: path, reason: 'FieldValueInvalid', message: `${path}: Invalid value: ${value}: ${path} in body should be greater than or equal to ${schema.minimum}` });
+      errors.push({
+        field: path,
+        reason: 'FieldValueInvalid',
+        message: `${path}: Invalid value: ${value}: ${path} in body should be greater than or equal to ${schema.minimum}`,
+      });
     }
     if (schema.maximum !== undefined && value > schema.maximum) {
-      errors.push({ field: path, reason: 'FieldValueInvalid', message: `${path}: Invalid value: ${value}: ${path} in body should be less than or equal to ${schema.maximum}` });
+      errors.push({
+        field: path,
+        reason: 'FieldValueInvalid',
+        message: `${path}: Invalid value: ${value}: ${path} in body should be less than or equal to ${schema.maximum}`,
+      });
     }
     return value;
   }
   if (Array.isArray(value)) {
     if (schema.minItems !== undefined && value.length < schema.minItems) {
-      errors.push({ field: path, reason: 'FieldValueInvalid', message: `${path}: Invalid value: ${value.length}: ${path} in body should have at least ${schema.minItems} items` });
+      errors.push({
+        field: path,
+        reason: 'FieldValueInvalid',
+        message: `${path}: Invalid value: ${value.length}: ${path} in body should have at least ${schema.minItems} items`,
+      });
     }
     if (schema.maxItems !== undefined && value.length > schema.maxItems) {
-      errors.push({ field: path, reason: 'FieldValueInvalid', message: `${path}: Too many: ${value.length}: must have at most ${schema.maxItems} items` });
+      errors.push({
+        field: path,
+        reason: 'FieldValueInvalid',
+        message: `${path}: Too many: ${value.length}: must have at most ${schema.maxItems} items`,
+      });
     }
     const items = schema.items;
     if (items === undefined) return value;
@@ -220,7 +252,13 @@ function walk(value: JsonValue, schema: OpenApiSchema, path: string, errors: Fie
   return value;
 }
 
-function walkObject(value: JsonObject, schema: OpenApiSchema, path: string, errors: FieldError[], root: boolean): JsonObject {
+function walkObject(
+  value: JsonObject,
+  schema: OpenApiSchema,
+  path: string,
+  errors: FieldError[],
+  root: boolean,
+): JsonObject {
   const preserve = schema['x-kubernetes-preserve-unknown-fields'] === true;
   const embedded = schema['x-kubernetes-embedded-resource'] === true;
   const properties = schema.properties ?? {};
@@ -245,7 +283,13 @@ function walkObject(value: JsonObject, schema: OpenApiSchema, path: string, erro
   }
   for (const [key, childSchema] of Object.entries(properties)) {
     if (out[key] === undefined && childSchema.default !== undefined) {
-      out[key] = walk(structuredClone(childSchema.default), childSchema, path === '' ? key : `${path}.${key}`, errors, false);
+      out[key] = walk(
+        structuredClone(childSchema.default),
+        childSchema,
+        path === '' ? key : `${path}.${key}`,
+        errors,
+        false,
+      );
     }
   }
   for (const key of schema.required ?? []) {

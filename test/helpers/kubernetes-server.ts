@@ -225,7 +225,10 @@ function pointer(path: string): string[] {
 }
 
 function patchFailure(message: string): HttpError {
-  return new HttpError(422, statusBody(422, 'Invalid', `the server rejected our request due to an error in our request: ${message}`));
+  return new HttpError(
+    422,
+    statusBody(422, 'Invalid', `the server rejected our request due to an error in our request: ${message}`),
+  );
 }
 
 function getAt(doc: JsonValue, parts: readonly string[]): JsonValue | undefined {
@@ -241,7 +244,8 @@ function getAt(doc: JsonValue, parts: readonly string[]): JsonValue | undefined 
 function parentOf(doc: JsonValue, parts: readonly string[]): { parent: JsonObject | JsonValue[]; key: string } {
   const parent = getAt(doc, parts.slice(0, -1));
   const key = parts[parts.length - 1];
-  if (key === undefined || !(Array.isArray(parent) || isObject(parent))) throw patchFailure(`missing path: /${parts.join('/')}`);
+  if (key === undefined || !(Array.isArray(parent) || isObject(parent)))
+    throw patchFailure(`missing path: /${parts.join('/')}`);
   return { parent, key };
 }
 
@@ -263,7 +267,8 @@ function addAt(doc: JsonValue, parts: readonly string[], value: JsonValue, repla
   const { parent, key } = parentOf(doc, parts);
   if (Array.isArray(parent)) {
     const i = key === '-' ? parent.length : Number(key);
-    if (!Number.isInteger(i) || i < 0 || i > parent.length || (replace && i === parent.length)) throw patchFailure(`index out of range: ${key}`);
+    if (!Number.isInteger(i) || i < 0 || i > parent.length || (replace && i === parent.length))
+      throw patchFailure(`index out of range: ${key}`);
     parent.splice(i, replace ? 1 : 0, value);
   } else {
     if (replace && parent[key] === undefined) throw patchFailure(`missing path: /${parts.join('/')}`);
@@ -275,7 +280,8 @@ function addAt(doc: JsonValue, parts: readonly string[], value: JsonValue, repla
 /** RFC 6902 JSON patch. */
 function jsonPatch(target: JsonObject, patchBody: JsonValue): JsonValue {
   const parsed = jsonPatchSchema.safeParse(patchBody);
-  if (!parsed.success) throw new HttpError(400, statusBody(400, 'BadRequest', `invalid JSON patch: ${parsed.error.message}`));
+  if (!parsed.success)
+    throw new HttpError(400, statusBody(400, 'BadRequest', `invalid JSON patch: ${parsed.error.message}`));
   let doc: JsonValue = structuredClone(target);
   for (const op of parsed.data) {
     const parts = pointer(op.path);
@@ -298,7 +304,8 @@ function jsonPatch(target: JsonObject, patchBody: JsonValue): JsonValue {
         break;
       }
       case 'test':
-        if (JSON.stringify(getAt(doc, parts)) !== JSON.stringify(op.value)) throw patchFailure(`testing value ${op.path} failed`);
+        if (JSON.stringify(getAt(doc, parts)) !== JSON.stringify(op.value))
+          throw patchFailure(`testing value ${op.path} failed`);
         break;
     }
   }
@@ -306,7 +313,17 @@ function jsonPatch(target: JsonObject, patchBody: JsonValue): JsonValue {
 }
 
 const ROUTE = /^\/apis\/([^/]+)\/([^/]+)\/namespaces\/([^/]+)\/([^/]+)(?:\/([^/]+)(?:\/([^/]+))?)?$/u;
-const KNOWN_QUERY = new Set(['watch', 'resourceVersion', 'resourceVersionMatch', 'allowWatchBookmarks', 'timeoutSeconds', 'labelSelector', 'fieldManager', 'fieldValidation', 'pretty']);
+const KNOWN_QUERY = new Set([
+  'watch',
+  'resourceVersion',
+  'resourceVersionMatch',
+  'allowWatchBookmarks',
+  'timeoutSeconds',
+  'labelSelector',
+  'fieldManager',
+  'fieldValidation',
+  'pretty',
+]);
 
 export async function startKubernetesServer(options: KubernetesServerOptions = {}): Promise<KubernetesServer> {
   const crds = (options.crdPaths ?? DEFAULT_CRD_PATHS).flatMap((path) => loadCrds(path));
@@ -363,7 +380,13 @@ export async function startKubernetesServer(options: KubernetesServerOptions = {
   };
 
   /** Validates, prunes and stores `candidate` (a create when `previous` is undefined); emits the watch event. */
-  const store = (stored: Stored, namespace: string, name: string, candidate: JsonObject, previous: JsonObject | undefined): JsonObject => {
+  const store = (
+    stored: Stored,
+    namespace: string,
+    name: string,
+    candidate: JsonObject,
+    previous: JsonObject | undefined,
+  ): JsonObject => {
     const { crd } = stored;
     const result = admit(candidate, crd.schema);
     if (result.errors.length > 0) throw invalid(crd, name, result.errors);
@@ -400,7 +423,11 @@ export async function startKubernetesServer(options: KubernetesServerOptions = {
   const removeObject = (stored: Stored, namespace: string, name: string): JsonObject => {
     const key = `${namespace}/${name}`;
     const object = stored.objects.get(key);
-    if (object === undefined) throw new HttpError(404, statusBody(404, 'NotFound', `${stored.crd.plural}.${stored.crd.group} "${name}" not found`));
+    if (object === undefined)
+      throw new HttpError(
+        404,
+        statusBody(404, 'NotFound', `${stored.crd.plural}.${stored.crd.group} "${name}" not found`),
+      );
     stored.objects.delete(key);
     rv += 1;
     const deleted = structuredClone(object);
@@ -420,7 +447,13 @@ export async function startKubernetesServer(options: KubernetesServerOptions = {
     items: itemsOf(stored, namespace, selector),
   });
 
-  const startWatch = (stored: Stored, namespace: string, query: Record<string, string>, req: IncomingMessage, res: ServerResponse): void => {
+  const startWatch = (
+    stored: Stored,
+    namespace: string,
+    query: Record<string, string>,
+    req: IncomingMessage,
+    res: ServerResponse,
+  ): void => {
     const selector = parseSelector(query['labelSelector']);
     const from = query['resourceVersion'];
     res.writeHead(200, { 'content-type': 'application/json', 'transfer-encoding': 'chunked' });
@@ -439,12 +472,20 @@ export async function startKubernetesServer(options: KubernetesServerOptions = {
       if (!Number.isInteger(since) || since < compactedRv) {
         // The API server answers a watch from a compacted resourceVersion with a 200 whose only
         // event is an ERROR carrying a 410 Status, then ends the stream.
-        res.end(`${JSON.stringify({ type: 'ERROR', object: statusBody(410, 'Expired', `too old resource version: ${from} (${compactedRv})`) })}\n`);
+        res.end(
+          `${JSON.stringify({ type: 'ERROR', object: statusBody(410, 'Expired', `too old resource version: ${from} (${compactedRv})`) })}\n`,
+        );
         return;
       }
       watches.add(watch);
       for (const event of history) {
-        if (event.rv > since && event.crd === stored.crd && event.namespace === namespace && selector(labelsOf(event.object))) send(watch, event.type, event.object);
+        if (
+          event.rv > since &&
+          event.crd === stored.crd &&
+          event.namespace === namespace &&
+          selector(labelsOf(event.object))
+        )
+          send(watch, event.type, event.object);
       }
     } else {
       // No resourceVersion (or "0"): synthetic ADDED events for the current state, then changes.
@@ -470,24 +511,39 @@ export async function startKubernetesServer(options: KubernetesServerOptions = {
     }
   };
 
-  const handle = async (req: IncomingMessage, res: ServerResponse, record: RecordedKubeRequest): Promise<JsonValue | undefined> => {
+  const handle = async (
+    req: IncomingMessage,
+    res: ServerResponse,
+    record: RecordedKubeRequest,
+  ): Promise<JsonValue | undefined> => {
     const fail = (status: number, reason: string): HttpError => {
       unexpected.push({ method: record.method, path: record.path, reason });
       return new HttpError(status, statusBody(status, status === 415 ? 'UnsupportedMediaType' : 'NotFound', reason));
     };
-    for (const key of Object.keys(record.query)) if (!KNOWN_QUERY.has(key)) throw fail(400, `query parameter ${key} is not supported by the test server`);
+    for (const key of Object.keys(record.query))
+      if (!KNOWN_QUERY.has(key)) throw fail(400, `query parameter ${key} is not supported by the test server`);
     const match = ROUTE.exec(record.path);
     if (match === null) throw fail(404, 'no such route');
     const [, group, version, namespace, plural, name, subresource] = match;
     const stored = stores.get(`${group}/${plural}`);
-    if (stored === undefined || stored.crd.version !== version || !stored.crd.namespaced) throw fail(404, `no such resource: ${group}/${version} ${plural}`);
+    if (stored === undefined || stored.crd.version !== version || !stored.crd.namespaced)
+      throw fail(404, `no such resource: ${group}/${version} ${plural}`);
     const { crd } = stored;
     record.kind = crd.kind;
     record.namespace = namespace;
     record.name = name;
     record.subresource = subresource;
-    if (subresource !== undefined && (subresource !== 'status' || !crd.hasStatusSubresource)) throw fail(404, `no such subresource: ${subresource}`);
-    const notFound = (): HttpError => new HttpError(404, statusBody(404, 'NotFound', `${crd.plural}.${crd.group} "${name}" not found`, { name: name ?? '', group: crd.group, kind: crd.plural }));
+    if (subresource !== undefined && (subresource !== 'status' || !crd.hasStatusSubresource))
+      throw fail(404, `no such subresource: ${subresource}`);
+    const notFound = (): HttpError =>
+      new HttpError(
+        404,
+        statusBody(404, 'NotFound', `${crd.plural}.${crd.group} "${name}" not found`, {
+          name: name ?? '',
+          group: crd.group,
+          kind: crd.plural,
+        }),
+      );
 
     if (name === undefined) {
       if (req.method === 'GET' && record.query['watch'] === 'true') {
@@ -504,24 +560,63 @@ export async function startKubernetesServer(options: KubernetesServerOptions = {
         const body = await readBody(req);
         if (!isObject(body)) throw new HttpError(400, statusBody(400, 'BadRequest', 'the body must be an object'));
         if (body['apiVersion'] !== `${crd.group}/${crd.version}` || body['kind'] !== crd.kind) {
-          throw new HttpError(400, statusBody(400, 'BadRequest', `the API version in the data (${JSON.stringify(body['apiVersion'] ?? null)}) does not match the expected API version (${crd.group}/${crd.version})`));
+          throw new HttpError(
+            400,
+            statusBody(
+              400,
+              'BadRequest',
+              `the API version in the data (${JSON.stringify(body['apiVersion'] ?? null)}) does not match the expected API version (${crd.group}/${crd.version})`,
+            ),
+          );
         }
         const meta = metaOf(body);
         if (meta.namespace !== undefined && meta.namespace !== namespace) {
-          throw new HttpError(400, statusBody(400, 'BadRequest', 'the namespace of the provided object does not match the namespace sent on the request'));
+          throw new HttpError(
+            400,
+            statusBody(
+              400,
+              'BadRequest',
+              'the namespace of the provided object does not match the namespace sent on the request',
+            ),
+          );
         }
         let objectName = meta.name;
-        if ((objectName === undefined || objectName === '') && meta.generateName !== undefined && meta.generateName !== '') {
+        if (
+          (objectName === undefined || objectName === '') &&
+          meta.generateName !== undefined &&
+          meta.generateName !== ''
+        ) {
           let suffix = '';
-          for (let i = 0; i < 5; i += 1) suffix += SUFFIX_ALPHABET.charAt(Math.floor(Math.random() * SUFFIX_ALPHABET.length));
+          for (let i = 0; i < 5; i += 1)
+            suffix += SUFFIX_ALPHABET.charAt(Math.floor(Math.random() * SUFFIX_ALPHABET.length));
           objectName = `${meta.generateName.slice(0, 58)}${suffix}`;
         }
-        if (objectName === undefined || objectName === '') throw invalid(crd, '', [{ field: 'metadata.name', reason: 'FieldValueRequired', message: 'metadata.name: Required value: name or generateName is required' }]);
+        if (objectName === undefined || objectName === '')
+          throw invalid(crd, '', [
+            {
+              field: 'metadata.name',
+              reason: 'FieldValueRequired',
+              message: 'metadata.name: Required value: name or generateName is required',
+            },
+          ]);
         if (!DNS_SUBDOMAIN.test(objectName) || objectName.length > 253) {
-          throw invalid(crd, objectName, [{ field: 'metadata.name', reason: 'FieldValueInvalid', message: `metadata.name: Invalid value: "${objectName}": a lowercase RFC 1123 subdomain must consist of lower case alphanumeric characters, '-' or '.'` }]);
+          throw invalid(crd, objectName, [
+            {
+              field: 'metadata.name',
+              reason: 'FieldValueInvalid',
+              message: `metadata.name: Invalid value: "${objectName}": a lowercase RFC 1123 subdomain must consist of lower case alphanumeric characters, '-' or '.'`,
+            },
+          ]);
         }
         if (stored.objects.has(`${namespace}/${objectName}`)) {
-          throw new HttpError(409, statusBody(409, 'AlreadyExists', `${crd.plural}.${crd.group} "${objectName}" already exists`, { name: objectName, group: crd.group, kind: crd.plural }));
+          throw new HttpError(
+            409,
+            statusBody(409, 'AlreadyExists', `${crd.plural}.${crd.group} "${objectName}" already exists`, {
+              name: objectName,
+              group: crd.group,
+              kind: crd.plural,
+            }),
+          );
         }
         const candidate = structuredClone(body);
         const candidateMeta = metadataObject(candidate);
@@ -546,7 +641,13 @@ export async function startKubernetesServer(options: KubernetesServerOptions = {
       if (subresource !== undefined) throw fail(405, 'DELETE on a subresource');
       if (current === undefined) throw notFound();
       removeObject(stored, namespace!, name);
-      return { kind: 'Status', apiVersion: 'v1', metadata: {}, status: 'Success', details: { name, group: crd.group, kind: crd.plural } };
+      return {
+        kind: 'Status',
+        apiVersion: 'v1',
+        metadata: {},
+        status: 'Success',
+        details: { name, group: crd.group, kind: crd.plural },
+      };
     }
     if (req.method !== 'PUT' && req.method !== 'PATCH') throw fail(405, `${req.method ?? ''} is not supported`);
     record.verb = req.method === 'PUT' ? 'update' : 'patch';
@@ -561,11 +662,26 @@ export async function startKubernetesServer(options: KubernetesServerOptions = {
       else if (type === 'application/json-patch+json') candidate = jsonPatch(current, body);
       else throw fail(415, `patch type ${type} is not supported for custom resources here`);
     }
-    if (!isObject(candidate)) throw new HttpError(400, statusBody(400, 'BadRequest', 'the object must be a JSON object'));
+    if (!isObject(candidate))
+      throw new HttpError(400, statusBody(400, 'BadRequest', 'the object must be a JSON object'));
     const wanted = metaOf(candidate).resourceVersion;
-    if (req.method === 'PUT' && wanted === undefined) throw invalid(crd, name, [{ field: 'metadata.resourceVersion', reason: 'FieldValueInvalid', message: 'metadata.resourceVersion: Invalid value: 0x0: must be specified for an update' }]);
+    if (req.method === 'PUT' && wanted === undefined)
+      throw invalid(crd, name, [
+        {
+          field: 'metadata.resourceVersion',
+          reason: 'FieldValueInvalid',
+          message: 'metadata.resourceVersion: Invalid value: 0x0: must be specified for an update',
+        },
+      ]);
     if (wanted !== undefined && wanted !== metaOf(current).resourceVersion) {
-      throw new HttpError(409, statusBody(409, 'Conflict', `Operation cannot be fulfilled on ${crd.plural}.${crd.group} "${name}": the object has been modified; please apply your changes to the latest version and try again`));
+      throw new HttpError(
+        409,
+        statusBody(
+          409,
+          'Conflict',
+          `Operation cannot be fulfilled on ${crd.plural}.${crd.group} "${name}": the object has been modified; please apply your changes to the latest version and try again`,
+        ),
+      );
     }
     let next: JsonObject;
     if (subresource === 'status') {
@@ -613,8 +729,15 @@ export async function startKubernetesServer(options: KubernetesServerOptions = {
         res.end(JSON.stringify(body));
       },
       (error: unknown) => {
-        const httpError = error instanceof HttpError ? error : new HttpError(500, statusBody(500, 'InternalError', error instanceof Error ? error.message : String(error)));
-        if (!(error instanceof HttpError)) unexpected.push({ method: record.method, path: record.path, reason: `server error: ${httpError.message}` });
+        const httpError =
+          error instanceof HttpError
+            ? error
+            : new HttpError(
+                500,
+                statusBody(500, 'InternalError', error instanceof Error ? error.message : String(error)),
+              );
+        if (!(error instanceof HttpError))
+          unexpected.push({ method: record.method, path: record.path, reason: `server error: ${httpError.message}` });
         record.status = httpError.status;
         res.writeHead(httpError.status, { 'content-type': 'application/json' });
         res.end(JSON.stringify(httpError.body));
@@ -634,7 +757,11 @@ export async function startKubernetesServer(options: KubernetesServerOptions = {
   const bookmark = (): void => {
     for (const watch of watches) {
       if (!watch.bookmarks) continue;
-      send(watch, 'BOOKMARK', { kind: watch.crd.kind, apiVersion: `${watch.crd.group}/${watch.crd.version}`, metadata: { resourceVersion: String(rv) } });
+      send(watch, 'BOOKMARK', {
+        kind: watch.crd.kind,
+        apiVersion: `${watch.crd.group}/${watch.crd.version}`,
+        metadata: { resourceVersion: String(rv) },
+      });
     }
   };
   if ((options.bookmarkIntervalMs ?? 0) > 0) {
@@ -642,12 +769,14 @@ export async function startKubernetesServer(options: KubernetesServerOptions = {
     bookmarkTimer.unref();
   }
 
-  const watchesOf = (kind: string | undefined): OpenWatch[] => [...watches].filter((w) => kind === undefined || w.crd.kind === kind);
+  const watchesOf = (kind: string | undefined): OpenWatch[] =>
+    [...watches].filter((w) => kind === undefined || w.crd.kind === kind);
   const setterName = (object: JsonObject): { stored: Stored; namespace: string; name: string } => {
     const kind = object['kind'];
     if (typeof kind !== 'string') throw new Error('object without kind');
     const meta = metaOf(object);
-    if (meta.name === undefined || meta.namespace === undefined) throw new Error('object needs metadata.name and metadata.namespace');
+    if (meta.name === undefined || meta.namespace === undefined)
+      throw new Error('object needs metadata.name and metadata.namespace');
     return { stored: byKind(kind), namespace: meta.namespace, name: meta.name };
   };
   const asController = <T>(fn: () => T): T => {
@@ -655,7 +784,8 @@ export async function startKubernetesServer(options: KubernetesServerOptions = {
       return fn();
     } catch (error) {
       // A controller writing an invalid object is a bug in the test: say what the CRD refused.
-      if (error instanceof HttpError) throw new Error(`kubernetes test server refused the write: ${error.message}`, { cause: error });
+      if (error instanceof HttpError)
+        throw new Error(`kubernetes test server refused the write: ${error.message}`, { cause: error });
       throw error;
     }
   };
@@ -723,7 +853,9 @@ export async function startKubernetesServer(options: KubernetesServerOptions = {
       return object === undefined ? undefined : structuredClone(object);
     },
     list(kind, namespace) {
-      return [...byKind(kind).objects.entries()].filter(([key]) => key.startsWith(`${namespace}/`)).map(([, o]) => structuredClone(o));
+      return [...byKind(kind).objects.entries()]
+        .filter(([key]) => key.startsWith(`${namespace}/`))
+        .map(([, o]) => structuredClone(o));
     },
     compact() {
       compactedRv = rv;

@@ -7,7 +7,12 @@ import { z } from 'zod';
 import { createClientNodeKubernetes } from '../../src/adapters/kubernetes/client-node-kubernetes.js';
 import { resolveKubeConfig } from '../../src/adapters/kubernetes/kubeconfig.js';
 import { createLogger } from '../../src/log.js';
-import { KubernetesRequestError, type KubernetesChange, type KubernetesInformers, type KubernetesPort } from '../../src/ports/kubernetes.js';
+import {
+  KubernetesRequestError,
+  type KubernetesChange,
+  type KubernetesInformers,
+  type KubernetesPort,
+} from '../../src/ports/kubernetes.js';
 import { eventually } from '../helpers/eventually.js';
 import { startKubernetesServer, type JsonObject, type KubernetesServer } from '../helpers/kubernetes-server.js';
 
@@ -46,7 +51,8 @@ function application(name: string): JsonObject {
   };
 }
 
-const aliasOf = (object: unknown): string | undefined => z.looseObject({ alias: z.string().optional() }).parse(object).alias;
+const aliasOf = (object: unknown): string | undefined =>
+  z.looseObject({ alias: z.string().optional() }).parse(object).alias;
 
 describe('client-node Kubernetes adapter against the test server', () => {
   let server: KubernetesServer;
@@ -65,7 +71,11 @@ describe('client-node Kubernetes adapter against the test server', () => {
     const destination = new PassThrough();
     destination.on('data', (chunk: Buffer) => logLines.push(chunk.toString('utf8')));
     kube = createClientNodeKubernetes({
-      kubeConfig: resolveKubeConfig({ kubeconfig: server.writeKubeconfig(dir), homeDir: undefined, inCluster: undefined }),
+      kubeConfig: resolveKubeConfig({
+        kubeconfig: server.writeKubeconfig(dir),
+        homeDir: undefined,
+        inCluster: undefined,
+      }),
       targets: [FREIGHT, STAGE, APP, FREIGHT],
       logger: createLogger({ level: 'info', destination }),
       backoff: { initialMs: 50, maxMs: 400, healthyAfterMs: 5_000 },
@@ -81,7 +91,8 @@ describe('client-node Kubernetes adapter against the test server', () => {
     rmSync(dir, { recursive: true, force: true });
   });
 
-  const saw = (name: string, type: KubernetesChange['type']): boolean => changes.some((c) => c.name === name && c.type === type);
+  const saw = (name: string, type: KubernetesChange['type']): boolean =>
+    changes.some((c) => c.name === name && c.type === type);
 
   it('fills the cache from one initial list per kind and namespace (not known before that)', async () => {
     expect(kube.list(FREIGHT)).toBeUndefined();
@@ -106,11 +117,18 @@ describe('client-node Kubernetes adapter against the test server', () => {
     await eventually(async () => server.openWatches() === 3, 'three watches open');
     for (let i = 0; i < 5; i += 1) {
       server.modify('Application', 'argocd', 'shop-dev', (app) => {
-        app['status'] = { health: { status: i === 4 ? 'Healthy' : 'Progressing' }, sync: { status: 'Synced', revision: `r${i}` } };
+        app['status'] = {
+          health: { status: i === 4 ? 'Healthy' : 'Progressing' },
+          sync: { status: 'Synced', revision: `r${i}` },
+        };
       });
     }
     server.put(freight('f2'));
-    await eventually(async () => saw('f2', 'added') && changes.filter((c) => c.name === 'shop-dev' && c.type === 'modified').length === 5, 'five modifications and one add');
+    await eventually(
+      async () =>
+        saw('f2', 'added') && changes.filter((c) => c.name === 'shop-dev' && c.type === 'modified').length === 5,
+      'five modifications and one add',
+    );
     expect(kube.get(APP, 'shop-dev')).toMatchObject({ status: { health: { status: 'Healthy' } } });
     for (const kind of ['Freight', 'Stage', 'Application']) {
       expect(server.count('list', kind)).toBe(1);
@@ -142,7 +160,12 @@ describe('client-node Kubernetes adapter against the test server', () => {
       s['status'] = { lastHandledRefresh: 'x' };
     });
     await eventually(async () => saw('dev', 'modified'), 'the change after the restart');
-    expect(logLines.some((line) => line.includes('kubernetes informer failed; restarting after backoff') && line.includes('"kind":"Stage"'))).toBe(true);
+    expect(
+      logLines.some(
+        (line) =>
+          line.includes('kubernetes informer failed; restarting after backoff') && line.includes('"kind":"Stage"'),
+      ),
+    ).toBe(true);
     // The restart watched from the last resourceVersion: no second LIST.
     expect(server.count('list', 'Stage')).toBe(1);
     expect(server.count('watch', 'Stage')).toBe(2);
@@ -165,12 +188,24 @@ describe('client-node Kubernetes adapter against the test server', () => {
       generateName: 'prod.',
       labels: { 'shipgate.dev/run': 'r1' },
       annotations: { 'shipgate.dev/approved-by': 'alice,bob' },
-      spec: { stage: 'prod', freight: 'f1', steps: [{ uses: 'argocd-update', config: { apps: [{ name: 'shop-prod' }] } }] },
+      spec: {
+        stage: 'prod',
+        freight: 'f1',
+        steps: [{ uses: 'argocd-update', config: { apps: [{ name: 'shop-prod' }] } }],
+      },
     });
     expect(created.name).toMatch(/^prod\.[a-z0-9]{5}$/u);
-    expect(server.get('Promotion', NS, created.name)).toMatchObject({ metadata: { labels: { 'shipgate.dev/run': 'r1' }, annotations: { 'shipgate.dev/approved-by': 'alice,bob' } } });
+    expect(server.get('Promotion', NS, created.name)).toMatchObject({
+      metadata: { labels: { 'shipgate.dev/run': 'r1' }, annotations: { 'shipgate.dev/approved-by': 'alice,bob' } },
+    });
 
-    const refused = kube.createPromotion({ namespace: NS, generateName: 'prod.', labels: {}, annotations: {}, spec: { stage: 'prod', freight: 'f1', steps: [] } });
+    const refused = kube.createPromotion({
+      namespace: NS,
+      generateName: 'prod.',
+      labels: {},
+      annotations: {},
+      spec: { stage: 'prod', freight: 'f1', steps: [] },
+    });
     await expect(refused).rejects.toBeInstanceOf(KubernetesRequestError);
     await expect(refused).rejects.toMatchObject({ statusCode: 422 });
     await expect(refused).rejects.toThrow(/spec\.steps/u);

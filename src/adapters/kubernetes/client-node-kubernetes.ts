@@ -38,7 +38,10 @@ function requestError(error: unknown): Error {
     }
   }
   const status = statusSchema.safeParse(body);
-  return new KubernetesRequestError(parsed.data.code, status.success ? status.data.message : `HTTP ${parsed.data.code}`);
+  return new KubernetesRequestError(
+    parsed.data.code,
+    status.success ? status.data.message : `HTTP ${parsed.data.code}`,
+  );
 }
 
 const key = (target: WatchTarget): string => `${target.kind}/${target.namespace}`;
@@ -69,7 +72,10 @@ export function createClientNodeKubernetes(deps: ClientNodeKubernetesDeps): Kube
         try {
           listener({ kind: target.kind, namespace: target.namespace, name, type });
         } catch (error) {
-          log.error({ err: error, kind: target.kind, namespace: target.namespace, name }, 'kubernetes change subscriber failed');
+          log.error(
+            { err: error, kind: target.kind, namespace: target.namespace, name },
+            'kubernetes change subscriber failed',
+          );
         }
       }
     });
@@ -110,7 +116,12 @@ export function createClientNodeKubernetes(deps: ClientNodeKubernetesDeps): Kube
           body: {
             apiVersion: `${group}/${version}`,
             kind: 'Promotion',
-            metadata: { generateName: request.generateName, namespace: request.namespace, labels: request.labels, annotations: request.annotations },
+            metadata: {
+              generateName: request.generateName,
+              namespace: request.namespace,
+              labels: request.labels,
+              annotations: request.annotations,
+            },
             spec: request.spec,
           },
         });

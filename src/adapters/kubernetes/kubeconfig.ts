@@ -33,7 +33,8 @@ export function resolveKubeConfig(source: KubeConfigSource): KubeConfig {
     for (const file of rest) {
       const other = new KubeConfig();
       other.loadFromFile(file);
-      kc.mergeConfig(other);
+      // kubectl's rule: the first file that sets current-context wins (loadFromDefault's default is the last).
+      kc.mergeConfig(other, true);
     }
     return kc;
   }
@@ -50,11 +51,18 @@ export function resolveKubeConfig(source: KubeConfigSource): KubeConfig {
     const { host, port } = source.inCluster;
     const serverHost = host.includes(':') ? `[${host}]` : host;
     kc.loadFromClusterAndUser(
-      { name: 'inCluster', server: `https://${serverHost}:${port}`, caFile: join(accountDir, 'ca.crt'), skipTLSVerify: false },
+      {
+        name: 'inCluster',
+        server: `https://${serverHost}:${port}`,
+        caFile: join(accountDir, 'ca.crt'),
+        skipTLSVerify: false,
+      },
       // The tokenFile provider re-reads the projected token, which the kubelet rotates.
       { name: 'inClusterUser', authProvider: { name: 'tokenFile', config: { tokenFile } } },
     );
     return kc;
   }
-  throw new Error('No Kubernetes configuration: set KUBECONFIG, provide ~/.kube/config, or run in a pod with a service account');
+  throw new Error(
+    'No Kubernetes configuration: set KUBECONFIG, provide ~/.kube/config, or run in a pod with a service account',
+  );
 }

@@ -1,4 +1,11 @@
-import { ListWatch, V1ListMeta, Watch, type KubeConfig, type KubernetesListObject, type KubernetesObject } from '@kubernetes/client-node';
+import {
+  ListWatch,
+  V1ListMeta,
+  Watch,
+  type KubeConfig,
+  type KubernetesListObject,
+  type KubernetesObject,
+} from '@kubernetes/client-node';
 import { z } from 'zod';
 import type { Logger } from '../../log.js';
 import type { WatchTarget } from '../../ports/kubernetes.js';
@@ -40,7 +47,11 @@ export interface SharedInformerDeps {
 const objectSchema = z.looseObject({
   apiVersion: z.string().optional(),
   kind: z.string().optional(),
-  metadata: z.looseObject({ name: z.string(), namespace: z.string().optional(), resourceVersion: z.string().optional() }),
+  metadata: z.looseObject({
+    name: z.string(),
+    namespace: z.string().optional(),
+    resourceVersion: z.string().optional(),
+  }),
 });
 
 function isKubernetesObject(value: unknown): value is KubernetesObject {
@@ -55,7 +66,9 @@ const listSchema = z.looseObject({
 /** The error's status and message, for the log (client-node errors carry `code` or `statusCode`). */
 function describeError(error: unknown): { message: string; statusCode?: number } {
   const parsed = z.looseObject({ code: z.unknown().optional(), statusCode: z.unknown().optional() }).safeParse(error);
-  const code = parsed.success ? [parsed.data.statusCode, parsed.data.code].find((c) => typeof c === 'number') : undefined;
+  const code = parsed.success
+    ? [parsed.data.statusCode, parsed.data.code].find((c) => typeof c === 'number')
+    : undefined;
   const message = error instanceof Error ? error.message : String(error);
   return typeof code === 'number' ? { message, statusCode: code } : { message };
 }
