@@ -1,0 +1,889 @@
+import { randomUUID } from 'node:crypto';
+import { writeFileSync } from 'node:fs';
+import { createServer, type IncomingMessage, type ServerResponse } from 'node:http';
+import type { Socket } from 'node:net';
+import { join } from 'node:path';
+import { z } from 'zod';
+import { admit, loadCrds, type CustomResourceDefinition, type FieldError } from './crd-schema.js';
+
+/**
+ * A local stand-in for the Kubernetes API server (SPEC §9) for the custom resources the deploy
+ * gates follow, for the real `@kubernetes/client-node`. It speaks what the informers and the
+ * Promotion create use:
+ * - `GET /apis/{group}/{version}/namespaces/{ns}/{plural}`: LIST with the collection's
+ *   `resourceVersion` (and equality `labelSelector`s);
+ * - the same with `?watch=true`: chunked JSON lines `ADDED`/`MODIFIED`/`DELETED`, `BOOKMARK`s
+ *   when `allowWatchBookmarks=true`, replay from `resourceVersion`, and, for a resourceVersion
+ *   older than the last compaction, a `200` whose one event is `ERROR` with a Status
+ *   `code: 410` (what a real API server sends), then the end of the stream;
+ * - `GET`, `POST` (with `generateName`), `PUT`, `PATCH` (`merge-patch+json`, `json-patch+json`),
+ *   `DELETE`, and `/status` where the CRD declares the status subresource (the main resource
+ *   then ignores status writes, and a create drops the status, as the API server does).
+ *
+ * Everything stored goes through the real CRDs in ../shared/upstream-samples (structural
+ * validation, pruning of unknown fields, defaults: see crd-schema.ts); an invalid object is a
+ * `422` Status with the field causes. resourceVersions are one server-wide counter.
+ *
+ * Unknown routes, verbs, query parameters and patch types answer 404/415 and land in
+ * `unexpected`, which tests assert empty. Every request is recorded with its verb and kind, so
+ * tests can count LIST versus WATCH per kind.
+ */
+
+export type JsonValue = z.core.util.JSONType;
+export type JsonObject = { [key: string]: JsonValue };
+
+const SAMPLES = new URL('../../../shared/upstream-samples/', import.meta.url);
+
+/** The CRDs the deploy gates need, from the upstream samples (SOURCES.md names their versions). */
+export const DEFAULT_CRD_PATHS: readonly string[] = [
+  'kargo/crds/kargo.akuity.io_freights.yaml',
+  'kargo/crds/kargo.akuity.io_stages.yaml',
+  'kargo/crds/kargo.akuity.io_promotions.yaml',
+  'kargo/crds/kargo.akuity.io_warehouses.yaml',
+  'argocd/crds/application-crd.yaml',
+  'argo-rollouts/crds/analysis-run-crd.yaml',
+].map((p) => new URL(p, SAMPLES).pathname);
+
+export type KubeVerb = 'list' | 'watch' | 'get' | 'create' | 'update' | 'patch' | 'delete';
+
+export interface RecordedKubeRequest {
+  method: string;
+  path: string;
+  query: Record<string, string>;
+  verb: KubeVerb | undefined;
+  /** The CRD kind, e.g. `Freight`. */
+  kind: string | undefined;
+  namespace: string | undefined;
+  name: string | undefined;
+  subresource: string | undefined;
+  contentType: string | undefined;
+  /** The answer's HTTP status (200 for a watch that started). */
+  status: number;
+}
+
+export interface UnexpectedKubeRequest {
+  method: string;
+  path: string;
+  reason: string;
+}
+
+export interface KubernetesServerOptions {
+  crdPaths?: readonly string[];
+  /** How often open watches that asked for bookmarks get one; default 0 (only on `bookmark()`). */
+  bookmarkIntervalMs?: number;
+}
+
+export interface KubernetesServer {
+  /** `http://127.0.0.1:<port>`. */
+  readonly url: string;
+  readonly requests: readonly RecordedKubeRequest[];
+  readonly unexpected: readonly UnexpectedKubeRequest[];
+  /** The current (latest) resourceVersion. */
+  readonly resourceVersion: number;
+  /** Writes a kubeconfig for this server into `dir` and returns its path (see the README's Kubernetes note). */
+  writeKubeconfig(dir: string): string;
+  /** Recorded requests with this verb (and kind). */
+  count(verb: KubeVerb, kind?: string): number;
+  /** As a controller would: create or replace the object (status included), validated and pruned; throws when invalid. */
+  put(object: JsonObject): JsonObject;
+  /** As a controller would: change a stored object in place (status included); throws when absent or invalid. */
+  modify(kind: string, namespace: string, name: string, mutate: (object: JsonObject) => void): JsonObject;
+  remove(kind: string, namespace: string, name: string): void;
+  get(kind: string, namespace: string, name: string): JsonObject | undefined;
+  list(kind: string, namespace: string): JsonObject[];
+  /** Forgets the event history: a watch from any resourceVersion before now gets 410. */
+  compact(): void;
+  /** Compacts, then sends every open watch (of `kind`) an `ERROR` 410 event and ends it. */
+  expireWatches(kind?: string): void;
+  /** Destroys the connection of every open watch (of `kind`) mid-stream, as a broken network or a restarting apiserver does. */
+  dropWatches(kind?: string): void;
+  /** Ends open watches (of `kind`) cleanly, as the apiserver's watch timeout does. */
+  endWatches(kind?: string): void;
+  /** Sends a BOOKMARK to every open watch that asked for them. */
+  bookmark(): void;
+  /** Open watch connections (of `kind`). */
+  openWatches(kind?: string): number;
+  close(): Promise<void>;
+}
+
+interface Stored {
+  crd: CustomResourceDefinition;
+  objects: Map<string, JsonObject>; // key: namespace/name
+}
+
+interface WatchEvent {
+  rv: number;
+  type: 'ADDED' | 'MODIFIED' | 'DELETED';
+  crd: CustomResourceDefinition;
+  namespace: string;
+  object: JsonObject;
+}
+
+interface OpenWatch {
+  crd: CustomResourceDefinition;
+  namespace: string;
+  selector: LabelSelector;
+  bookmarks: boolean;
+  res: ServerResponse;
+  socket: Socket;
+  timer: NodeJS.Timeout | undefined;
+}
+
+type LabelSelector = (labels: Record<string, string>) => boolean;
+
+class HttpError extends Error {
+  constructor(
+    readonly status: number,
+    readonly body: JsonObject,
+  ) {
+    super(typeof body['message'] === 'string' ? body['message'] : `HTTP ${status}`);
+  }
+}
+
+function statusBody(code: number, reason: string, message: string, details?: JsonObject): JsonObject {
+  return {
+    kind: 'Status',
+    apiVersion: 'v1',
+    metadata: {},
+    status: 'Failure',
+    message,
+    reason,
+    ...(details === undefined ? {} : { details }),
+    code,
+  };
+}
+
+const metadataSchema = z.looseObject({
+  name: z.string().optional(),
+  generateName: z.string().optional(),
+  namespace: z.string().optional(),
+  resourceVersion: z.string().optional(),
+  labels: z.record(z.string(), z.string()).optional(),
+  annotations: z.record(z.string(), z.string()).optional(),
+});
+
+function isObject(value: JsonValue | undefined): value is JsonObject {
+  return typeof value === 'object' && value !== null && !Array.isArray(value);
+}
+
+function metaOf(object: JsonObject): z.infer<typeof metadataSchema> {
+  const parsed = metadataSchema.safeParse(object['metadata'] ?? {});
+  if (!parsed.success) throw new HttpError(400, statusBody(400, 'BadRequest', `metadata: ${parsed.error.message}`));
+  return parsed.data;
+}
+
+function metadataObject(object: JsonObject): JsonObject {
+  const metadata = object['metadata'];
+  if (!isObject(metadata)) throw new Error('stored object without metadata');
+  return metadata;
+}
+
+const DNS_SUBDOMAIN = /^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$/u;
+// The API server's generateName suffix alphabet (no vowels, no look-alikes).
+const SUFFIX_ALPHABET = 'bcdfghjklmnpqrstvwxz2456789';
+
+function parseSelector(text: string | undefined): LabelSelector {
+  if (text === undefined || text === '') return () => true;
+  const terms = text.split(',').map((term) => {
+    const neq = /^([^!=]+)!=(.*)$/u.exec(term);
+    if (neq !== null) return (labels: Record<string, string>) => labels[neq[1]!.trim()] !== neq[2]!.trim();
+    const eq = /^([^!=]+)==?(.*)$/u.exec(term);
+    if (eq !== null) return (labels: Record<string, string>) => labels[eq[1]!.trim()] === eq[2]!.trim();
+    if (/^[A-Za-z0-9./_-]+$/u.test(term)) return (labels: Record<string, string>) => labels[term] !== undefined;
+    throw new HttpError(400, statusBody(400, 'BadRequest', `unable to parse requirement: ${term}`));
+  });
+  return (labels) => terms.every((t) => t(labels));
+}
+
+/** RFC 7386 JSON merge patch. */
+function mergePatch(target: JsonValue | undefined, patch: JsonValue): JsonValue {
+  if (!isObject(patch)) return patch;
+  const out: JsonObject = isObject(target) ? { ...target } : {};
+  for (const [key, value] of Object.entries(patch)) {
+    if (value === null) Reflect.deleteProperty(out, key);
+    else out[key] = mergePatch(out[key], value);
+  }
+  return out;
+}
+
+const jsonPatchSchema = z.array(
+  z.object({
+    op: z.enum(['add', 'remove', 'replace', 'move', 'copy', 'test']),
+    path: z.string(),
+    from: z.string().optional(),
+    value: z.json().optional(),
+  }),
+);
+
+function pointer(path: string): string[] {
+  if (path === '') return [];
+  if (!path.startsWith('/')) throw new HttpError(422, statusBody(422, 'Invalid', `invalid JSON pointer: ${path}`));
+  return path
+    .slice(1)
+    .split('/')
+    .map((p) => p.replaceAll('~1', '/').replaceAll('~0', '~'));
+}
+
+function patchFailure(message: string): HttpError {
+  return new HttpError(
+    422,
+    statusBody(422, 'Invalid', `the server rejected our request due to an error in our request: ${message}`),
+  );
+}
+
+function getAt(doc: JsonValue, parts: readonly string[]): JsonValue | undefined {
+  let node: JsonValue | undefined = doc;
+  for (const part of parts) {
+    if (Array.isArray(node)) node = node[Number(part)];
+    else if (isObject(node)) node = node[part];
+    else return undefined;
+  }
+  return node;
+}
+
+function parentOf(doc: JsonValue, parts: readonly string[]): { parent: JsonObject | JsonValue[]; key: string } {
+  const parent = getAt(doc, parts.slice(0, -1));
+  const key = parts[parts.length - 1];
+  if (key === undefined || !(Array.isArray(parent) || isObject(parent)))
+    throw patchFailure(`missing path: /${parts.join('/')}`);
+  return { parent, key };
+}
+
+function removeAt(doc: JsonValue, parts: readonly string[]): JsonValue {
+  const { parent, key } = parentOf(doc, parts);
+  if (Array.isArray(parent)) {
+    const i = Number(key);
+    if (!Number.isInteger(i) || i < 0 || i >= parent.length) throw patchFailure(`index out of range: ${key}`);
+    return parent.splice(i, 1)[0]!;
+  }
+  const value = parent[key];
+  if (value === undefined) throw patchFailure(`missing path: /${parts.join('/')}`);
+  Reflect.deleteProperty(parent, key);
+  return value;
+}
+
+function addAt(doc: JsonValue, parts: readonly string[], value: JsonValue, replace: boolean): JsonValue {
+  if (parts.length === 0) return value;
+  const { parent, key } = parentOf(doc, parts);
+  if (Array.isArray(parent)) {
+    const i = key === '-' ? parent.length : Number(key);
+    if (!Number.isInteger(i) || i < 0 || i > parent.length || (replace && i === parent.length))
+      throw patchFailure(`index out of range: ${key}`);
+    parent.splice(i, replace ? 1 : 0, value);
+  } else {
+    if (replace && parent[key] === undefined) throw patchFailure(`missing path: /${parts.join('/')}`);
+    parent[key] = value;
+  }
+  return doc;
+}
+
+/** RFC 6902 JSON patch. */
+function jsonPatch(target: JsonObject, patchBody: JsonValue): JsonValue {
+  const parsed = jsonPatchSchema.safeParse(patchBody);
+  if (!parsed.success)
+    throw new HttpError(400, statusBody(400, 'BadRequest', `invalid JSON patch: ${parsed.error.message}`));
+  let doc: JsonValue = structuredClone(target);
+  for (const op of parsed.data) {
+    const parts = pointer(op.path);
+    switch (op.op) {
+      case 'add':
+      case 'replace':
+        if (op.value === undefined) throw patchFailure(`${op.op} without value`);
+        doc = addAt(doc, parts, structuredClone(op.value), op.op === 'replace');
+        break;
+      case 'remove':
+        removeAt(doc, parts);
+        break;
+      case 'move':
+      case 'copy': {
+        if (op.from === undefined) throw patchFailure(`${op.op} without from`);
+        const from = pointer(op.from);
+        const value = op.op === 'move' ? removeAt(doc, from) : structuredClone(getAt(doc, from));
+        if (value === undefined) throw patchFailure(`missing path: ${op.from}`);
+        doc = addAt(doc, parts, value, false);
+        break;
+      }
+      case 'test':
+        if (JSON.stringify(getAt(doc, parts)) !== JSON.stringify(op.value))
+          throw patchFailure(`testing value ${op.path} failed`);
+        break;
+    }
+  }
+  return doc;
+}
+
+const ROUTE = /^\/apis\/([^/]+)\/([^/]+)\/namespaces\/([^/]+)\/([^/]+)(?:\/([^/]+)(?:\/([^/]+))?)?$/u;
+const KNOWN_QUERY = new Set([
+  'watch',
+  'resourceVersion',
+  'resourceVersionMatch',
+  'allowWatchBookmarks',
+  'timeoutSeconds',
+  'labelSelector',
+  'fieldManager',
+  'fieldValidation',
+  'pretty',
+]);
+
+export async function startKubernetesServer(options: KubernetesServerOptions = {}): Promise<KubernetesServer> {
+  const crds = (options.crdPaths ?? DEFAULT_CRD_PATHS).flatMap((path) => loadCrds(path));
+  const stores = new Map<string, Stored>(); // key: group/plural
+  for (const crd of crds) stores.set(`${crd.group}/${crd.plural}`, { crd, objects: new Map() });
+  const byKind = (kind: string): Stored => {
+    const store = [...stores.values()].find((s) => s.crd.kind === kind);
+    if (store === undefined) throw new Error(`no CRD for kind ${kind}`);
+    return store;
+  };
+
+  const requests: RecordedKubeRequest[] = [];
+  const unexpected: UnexpectedKubeRequest[] = [];
+  let rv = 1;
+  let compactedRv = 0;
+  let history: WatchEvent[] = [];
+  const watches = new Set<OpenWatch>();
+  const sockets = new Set<Socket>();
+
+  const labelsOf = (object: JsonObject): Record<string, string> => metaOf(object).labels ?? {};
+
+  const send = (watch: OpenWatch, type: string, object: JsonObject): void => {
+    watch.res.write(`${JSON.stringify({ type, object })}\n`);
+  };
+
+  const emit = (event: WatchEvent): void => {
+    history.push(event);
+    for (const watch of watches) {
+      if (watch.crd !== event.crd || watch.namespace !== event.namespace) continue;
+      if (!watch.selector(labelsOf(event.object))) continue;
+      send(watch, event.type, event.object);
+    }
+  };
+
+  const closeWatch = (watch: OpenWatch, how: 'end' | 'destroy'): void => {
+    watches.delete(watch);
+    if (watch.timer !== undefined) clearTimeout(watch.timer);
+    if (how === 'end') watch.res.end();
+    else watch.socket.destroy();
+  };
+
+  const invalid = (crd: CustomResourceDefinition, name: string, errors: FieldError[]): HttpError => {
+    const messages = errors.map((e) => e.message);
+    const joined = messages.length === 1 ? messages[0]! : `[${messages.join(', ')}]`;
+    return new HttpError(
+      422,
+      statusBody(422, 'Invalid', `${crd.kind}.${crd.group} "${name}" is invalid: ${joined}`, {
+        name,
+        group: crd.group,
+        kind: crd.kind,
+        causes: errors.map((e) => ({ reason: e.reason, message: e.message.replace(/^[^:]*: /u, ''), field: e.field })),
+      }),
+    );
+  };
+
+  /** Validates, prunes and stores `candidate` (a create when `previous` is undefined); emits the watch event. */
+  const store = (
+    stored: Stored,
+    namespace: string,
+    name: string,
+    candidate: JsonObject,
+    previous: JsonObject | undefined,
+  ): JsonObject => {
+    const { crd } = stored;
+    const result = admit(candidate, crd.schema);
+    if (result.errors.length > 0) throw invalid(crd, name, result.errors);
+    const object = result.object;
+    const meta = metadataObject(object);
+    rv += 1;
+    meta['name'] = name;
+    meta['namespace'] = namespace;
+    meta['resourceVersion'] = String(rv);
+    if (previous === undefined) {
+      meta['uid'] = randomUUID();
+      meta['creationTimestamp'] = new Date().toISOString().replace(/\.\d+Z$/u, 'Z');
+      meta['generation'] = 1;
+    } else {
+      const before = metadataObject(previous);
+      meta['uid'] = before['uid'] ?? randomUUID();
+      meta['creationTimestamp'] = before['creationTimestamp'] ?? null;
+      const generation = typeof before['generation'] === 'number' ? before['generation'] : 1;
+      // generation counts changes to the desired state: everything but metadata (and status, where
+      // status is its own subresource).
+      const strip = (o: JsonObject): string => {
+        const { metadata: _m, status, ...rest } = o;
+        return JSON.stringify(crd.hasStatusSubresource ? rest : { ...rest, status });
+      };
+      meta['generation'] = strip(previous) === strip(object) ? generation : generation + 1;
+    }
+    object['apiVersion'] = `${crd.group}/${crd.version}`;
+    object['kind'] = crd.kind;
+    stored.objects.set(`${namespace}/${name}`, object);
+    emit({ rv, type: previous === undefined ? 'ADDED' : 'MODIFIED', crd, namespace, object });
+    return object;
+  };
+
+  const removeObject = (stored: Stored, namespace: string, name: string): JsonObject => {
+    const key = `${namespace}/${name}`;
+    const object = stored.objects.get(key);
+    if (object === undefined)
+      throw new HttpError(
+        404,
+        statusBody(404, 'NotFound', `${stored.crd.plural}.${stored.crd.group} "${name}" not found`),
+      );
+    stored.objects.delete(key);
+    rv += 1;
+    const deleted = structuredClone(object);
+    metadataObject(deleted)['resourceVersion'] = String(rv);
+    emit({ rv, type: 'DELETED', crd: stored.crd, namespace, object: deleted });
+    return deleted;
+  };
+
+  const itemsOf = (stored: Stored, namespace: string, selector: LabelSelector): JsonObject[] =>
+    [...stored.objects.entries()]
+      .filter(([key, object]) => key.startsWith(`${namespace}/`) && selector(labelsOf(object)))
+      .map(([, object]) => object);
+  const listBody = (stored: Stored, namespace: string, selector: LabelSelector): JsonObject => ({
+    apiVersion: `${stored.crd.group}/${stored.crd.version}`,
+    kind: stored.crd.listKind,
+    metadata: { resourceVersion: String(rv) },
+    items: itemsOf(stored, namespace, selector),
+  });
+
+  const startWatch = (
+    stored: Stored,
+    namespace: string,
+    query: Record<string, string>,
+    req: IncomingMessage,
+    res: ServerResponse,
+  ): void => {
+    const selector = parseSelector(query['labelSelector']);
+    const from = query['resourceVersion'];
+    res.writeHead(200, { 'content-type': 'application/json', 'transfer-encoding': 'chunked' });
+    res.flushHeaders();
+    const watch: OpenWatch = {
+      crd: stored.crd,
+      namespace,
+      selector,
+      bookmarks: query['allowWatchBookmarks'] === 'true',
+      res,
+      socket: req.socket,
+      timer: undefined,
+    };
+    if (from !== undefined && from !== '' && from !== '0') {
+      const since = Number(from);
+      if (!Number.isInteger(since) || since < compactedRv) {
+        // The API server answers a watch from a compacted resourceVersion with a 200 whose only
+        // event is an ERROR carrying a 410 Status, then ends the stream.
+        res.end(
+          `${JSON.stringify({ type: 'ERROR', object: statusBody(410, 'Expired', `too old resource version: ${from} (${compactedRv})`) })}\n`,
+        );
+        return;
+      }
+      watches.add(watch);
+      for (const event of history) {
+        if (
+          event.rv > since &&
+          event.crd === stored.crd &&
+          event.namespace === namespace &&
+          selector(labelsOf(event.object))
+        )
+          send(watch, event.type, event.object);
+      }
+    } else {
+      // No resourceVersion (or "0"): synthetic ADDED events for the current state, then changes.
+      watches.add(watch);
+      for (const object of itemsOf(stored, namespace, selector)) send(watch, 'ADDED', object);
+    }
+    const timeout = Number(query['timeoutSeconds'] ?? '0');
+    if (timeout > 0) watch.timer = setTimeout(() => closeWatch(watch, 'end'), timeout * 1000);
+    res.on('close', () => {
+      watches.delete(watch);
+      if (watch.timer !== undefined) clearTimeout(watch.timer);
+    });
+  };
+
+  const readBody = async (req: IncomingMessage): Promise<JsonValue> => {
+    const chunks: Buffer[] = [];
+    for await (const chunk of req) chunks.push(Buffer.isBuffer(chunk) ? chunk : Buffer.from(String(chunk)));
+    const text = Buffer.concat(chunks).toString('utf8');
+    try {
+      return z.json().parse(JSON.parse(text));
+    } catch {
+      throw new HttpError(400, statusBody(400, 'BadRequest', 'the request body is not valid JSON'));
+    }
+  };
+
+  const handle = async (
+    req: IncomingMessage,
+    res: ServerResponse,
+    record: RecordedKubeRequest,
+  ): Promise<JsonValue | undefined> => {
+    const fail = (status: number, reason: string): HttpError => {
+      unexpected.push({ method: record.method, path: record.path, reason });
+      return new HttpError(status, statusBody(status, status === 415 ? 'UnsupportedMediaType' : 'NotFound', reason));
+    };
+    for (const key of Object.keys(record.query))
+      if (!KNOWN_QUERY.has(key)) throw fail(400, `query parameter ${key} is not supported by the test server`);
+    const match = ROUTE.exec(record.path);
+    if (match === null) throw fail(404, 'no such route');
+    const [, group, version, namespace, plural, name, subresource] = match;
+    const stored = stores.get(`${group}/${plural}`);
+    if (stored === undefined || stored.crd.version !== version || !stored.crd.namespaced)
+      throw fail(404, `no such resource: ${group}/${version} ${plural}`);
+    const { crd } = stored;
+    record.kind = crd.kind;
+    record.namespace = namespace;
+    record.name = name;
+    record.subresource = subresource;
+    if (subresource !== undefined && (subresource !== 'status' || !crd.hasStatusSubresource))
+      throw fail(404, `no such subresource: ${subresource}`);
+    const notFound = (): HttpError =>
+      new HttpError(
+        404,
+        statusBody(404, 'NotFound', `${crd.plural}.${crd.group} "${name}" not found`, {
+          name: name ?? '',
+          group: crd.group,
+          kind: crd.plural,
+        }),
+      );
+
+    if (name === undefined) {
+      if (req.method === 'GET' && record.query['watch'] === 'true') {
+        record.verb = 'watch';
+        startWatch(stored, namespace!, record.query, req, res);
+        return undefined;
+      }
+      if (req.method === 'GET') {
+        record.verb = 'list';
+        return listBody(stored, namespace!, parseSelector(record.query['labelSelector']));
+      }
+      if (req.method === 'POST') {
+        record.verb = 'create';
+        const body = await readBody(req);
+        if (!isObject(body)) throw new HttpError(400, statusBody(400, 'BadRequest', 'the body must be an object'));
+        if (body['apiVersion'] !== `${crd.group}/${crd.version}` || body['kind'] !== crd.kind) {
+          throw new HttpError(
+            400,
+            statusBody(
+              400,
+              'BadRequest',
+              `the API version in the data (${JSON.stringify(body['apiVersion'] ?? null)}) does not match the expected API version (${crd.group}/${crd.version})`,
+            ),
+          );
+        }
+        const meta = metaOf(body);
+        if (meta.namespace !== undefined && meta.namespace !== namespace) {
+          throw new HttpError(
+            400,
+            statusBody(
+              400,
+              'BadRequest',
+              'the namespace of the provided object does not match the namespace sent on the request',
+            ),
+          );
+        }
+        let objectName = meta.name;
+        if (
+          (objectName === undefined || objectName === '') &&
+          meta.generateName !== undefined &&
+          meta.generateName !== ''
+        ) {
+          let suffix = '';
+          for (let i = 0; i < 5; i += 1)
+            suffix += SUFFIX_ALPHABET.charAt(Math.floor(Math.random() * SUFFIX_ALPHABET.length));
+          objectName = `${meta.generateName.slice(0, 58)}${suffix}`;
+        }
+        if (objectName === undefined || objectName === '')
+          throw invalid(crd, '', [
+            {
+              field: 'metadata.name',
+              reason: 'FieldValueRequired',
+              message: 'metadata.name: Required value: name or generateName is required',
+            },
+          ]);
+        if (!DNS_SUBDOMAIN.test(objectName) || objectName.length > 253) {
+          throw invalid(crd, objectName, [
+            {
+              field: 'metadata.name',
+              reason: 'FieldValueInvalid',
+              message: `metadata.name: Invalid value: "${objectName}": a lowercase RFC 1123 subdomain must consist of lower case alphanumeric characters, '-' or '.'`,
+            },
+          ]);
+        }
+        if (stored.objects.has(`${namespace}/${objectName}`)) {
+          throw new HttpError(
+            409,
+            statusBody(409, 'AlreadyExists', `${crd.plural}.${crd.group} "${objectName}" already exists`, {
+              name: objectName,
+              group: crd.group,
+              kind: crd.plural,
+            }),
+          );
+        }
+        const candidate = structuredClone(body);
+        const candidateMeta = metadataObject(candidate);
+        delete candidateMeta['resourceVersion'];
+        // With a status subresource, a create's status is dropped: only the controller writes it.
+        if (crd.hasStatusSubresource) delete candidate['status'];
+        res.statusCode = 201;
+        return store(stored, namespace!, objectName, candidate, undefined);
+      }
+      throw fail(405, `${req.method ?? ''} on a collection is not supported`);
+    }
+
+    const key = `${namespace}/${name}`;
+    const current = stored.objects.get(key);
+    if (req.method === 'GET') {
+      record.verb = 'get';
+      if (current === undefined) throw notFound();
+      return current;
+    }
+    if (req.method === 'DELETE') {
+      record.verb = 'delete';
+      if (subresource !== undefined) throw fail(405, 'DELETE on a subresource');
+      if (current === undefined) throw notFound();
+      removeObject(stored, namespace!, name);
+      return {
+        kind: 'Status',
+        apiVersion: 'v1',
+        metadata: {},
+        status: 'Success',
+        details: { name, group: crd.group, kind: crd.plural },
+      };
+    }
+    if (req.method !== 'PUT' && req.method !== 'PATCH') throw fail(405, `${req.method ?? ''} is not supported`);
+    record.verb = req.method === 'PUT' ? 'update' : 'patch';
+    if (current === undefined) throw notFound();
+    const body = await readBody(req);
+    let candidate: JsonValue;
+    if (req.method === 'PUT') {
+      candidate = body;
+    } else {
+      const type = (req.headers['content-type'] ?? '').split(';')[0]!.trim();
+      if (type === 'application/merge-patch+json') candidate = mergePatch(structuredClone(current), body);
+      else if (type === 'application/json-patch+json') candidate = jsonPatch(current, body);
+      else throw fail(415, `patch type ${type} is not supported for custom resources here`);
+    }
+    if (!isObject(candidate))
+      throw new HttpError(400, statusBody(400, 'BadRequest', 'the object must be a JSON object'));
+    const wanted = metaOf(candidate).resourceVersion;
+    if (req.method === 'PUT' && wanted === undefined)
+      throw invalid(crd, name, [
+        {
+          field: 'metadata.resourceVersion',
+          reason: 'FieldValueInvalid',
+          message: 'metadata.resourceVersion: Invalid value: 0x0: must be specified for an update',
+        },
+      ]);
+    if (wanted !== undefined && wanted !== metaOf(current).resourceVersion) {
+      throw new HttpError(
+        409,
+        statusBody(
+          409,
+          'Conflict',
+          `Operation cannot be fulfilled on ${crd.plural}.${crd.group} "${name}": the object has been modified; please apply your changes to the latest version and try again`,
+        ),
+      );
+    }
+    let next: JsonObject;
+    if (subresource === 'status') {
+      // A status write changes only the status.
+      next = structuredClone(current);
+      if (candidate['status'] === undefined) delete next['status'];
+      else next['status'] = candidate['status'];
+    } else {
+      next = structuredClone(candidate);
+      // System metadata is the server's; with a status subresource the main resource ignores status.
+      const meta = metadataObject(next);
+      const before = metadataObject(current);
+      for (const field of ['uid', 'creationTimestamp', 'generation']) {
+        if (before[field] === undefined) Reflect.deleteProperty(meta, field);
+        else meta[field] = before[field];
+      }
+      if (crd.hasStatusSubresource) {
+        if (current['status'] === undefined) delete next['status'];
+        else next['status'] = current['status'];
+      }
+    }
+    return store(stored, namespace!, name, next, current);
+  };
+
+  const server = createServer((req, res) => {
+    const url = new URL(req.url ?? '/', 'http://localhost');
+    const record: RecordedKubeRequest = {
+      method: req.method ?? 'GET',
+      path: url.pathname,
+      query: Object.fromEntries(url.searchParams),
+      verb: undefined,
+      kind: undefined,
+      namespace: undefined,
+      name: undefined,
+      subresource: undefined,
+      contentType: req.headers['content-type'],
+      status: 200,
+    };
+    requests.push(record);
+    handle(req, res, record).then(
+      (body) => {
+        if (record.verb === 'watch') return;
+        record.status = res.statusCode;
+        res.setHeader('content-type', 'application/json');
+        res.end(JSON.stringify(body));
+      },
+      (error: unknown) => {
+        const httpError =
+          error instanceof HttpError
+            ? error
+            : new HttpError(
+                500,
+                statusBody(500, 'InternalError', error instanceof Error ? error.message : String(error)),
+              );
+        if (!(error instanceof HttpError))
+          unexpected.push({ method: record.method, path: record.path, reason: `server error: ${httpError.message}` });
+        record.status = httpError.status;
+        res.writeHead(httpError.status, { 'content-type': 'application/json' });
+        res.end(JSON.stringify(httpError.body));
+      },
+    );
+  });
+  server.on('connection', (socket) => {
+    sockets.add(socket);
+    socket.on('close', () => sockets.delete(socket));
+  });
+  await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
+  const address = server.address();
+  if (address === null || typeof address === 'string') throw new Error('kubernetes test server: no TCP address');
+  const url = `http://127.0.0.1:${address.port}`;
+
+  let bookmarkTimer: NodeJS.Timeout | undefined;
+  const bookmark = (): void => {
+    for (const watch of watches) {
+      if (!watch.bookmarks) continue;
+      send(watch, 'BOOKMARK', {
+        kind: watch.crd.kind,
+        apiVersion: `${watch.crd.group}/${watch.crd.version}`,
+        metadata: { resourceVersion: String(rv) },
+      });
+    }
+  };
+  if ((options.bookmarkIntervalMs ?? 0) > 0) {
+    bookmarkTimer = setInterval(bookmark, options.bookmarkIntervalMs);
+    bookmarkTimer.unref();
+  }
+
+  const watchesOf = (kind: string | undefined): OpenWatch[] =>
+    [...watches].filter((w) => kind === undefined || w.crd.kind === kind);
+  const setterName = (object: JsonObject): { stored: Stored; namespace: string; name: string } => {
+    const kind = object['kind'];
+    if (typeof kind !== 'string') throw new Error('object without kind');
+    const meta = metaOf(object);
+    if (meta.name === undefined || meta.namespace === undefined)
+      throw new Error('object needs metadata.name and metadata.namespace');
+    return { stored: byKind(kind), namespace: meta.namespace, name: meta.name };
+  };
+  const asController = <T>(fn: () => T): T => {
+    try {
+      return fn();
+    } catch (error) {
+      // A controller writing an invalid object is a bug in the test: say what the CRD refused.
+      if (error instanceof HttpError)
+        throw new Error(`kubernetes test server refused the write: ${error.message}`, { cause: error });
+      throw error;
+    }
+  };
+
+  return {
+    url,
+    requests,
+    unexpected,
+    get resourceVersion() {
+      return rv;
+    },
+    writeKubeconfig(dir) {
+      const path = join(dir, 'kubeconfig.yaml');
+      // client-node 1.x refuses a plain-http server unless TLS verification is (nominally) skipped.
+      writeFileSync(
+        path,
+        [
+          'apiVersion: v1',
+          'kind: Config',
+          'clusters:',
+          '- name: test',
+          '  cluster:',
+          `    server: ${url}`,
+          '    insecure-skip-tls-verify: true',
+          'users:',
+          '- name: test',
+          '  user:',
+          '    token: test-token',
+          'contexts:',
+          '- name: test',
+          '  context:',
+          '    cluster: test',
+          '    user: test',
+          'current-context: test',
+          '',
+        ].join('\n'),
+      );
+      return path;
+    },
+    count(verb, kind) {
+      return requests.filter((r) => r.verb === verb && (kind === undefined || r.kind === kind)).length;
+    },
+    put(object) {
+      return asController(() => {
+        const { stored, namespace, name } = setterName(object);
+        const previous = stored.objects.get(`${namespace}/${name}`);
+        return structuredClone(store(stored, namespace, name, structuredClone(object), previous));
+      });
+    },
+    modify(kind, namespace, name, mutate) {
+      return asController(() => {
+        const stored = byKind(kind);
+        const previous = stored.objects.get(`${namespace}/${name}`);
+        if (previous === undefined) throw new Error(`no ${kind} ${namespace}/${name}`);
+        const next = structuredClone(previous);
+        mutate(next);
+        return structuredClone(store(stored, namespace, name, next, previous));
+      });
+    },
+    remove(kind, namespace, name) {
+      asController(() => removeObject(byKind(kind), namespace, name));
+    },
+    get(kind, namespace, name) {
+      const object = byKind(kind).objects.get(`${namespace}/${name}`);
+      return object === undefined ? undefined : structuredClone(object);
+    },
+    list(kind, namespace) {
+      return [...byKind(kind).objects.entries()]
+        .filter(([key]) => key.startsWith(`${namespace}/`))
+        .map(([, o]) => structuredClone(o));
+    },
+    compact() {
+      compactedRv = rv;
+      history = [];
+    },
+    expireWatches(kind) {
+      compactedRv = rv;
+      history = [];
+      for (const watch of watchesOf(kind)) {
+        send(watch, 'ERROR', statusBody(410, 'Expired', 'The resourceVersion for the provided watch is too old.'));
+        closeWatch(watch, 'end');
+      }
+    },
+    dropWatches(kind) {
+      for (const watch of watchesOf(kind)) closeWatch(watch, 'destroy');
+    },
+    endWatches(kind) {
+      for (const watch of watchesOf(kind)) closeWatch(watch, 'end');
+    },
+    bookmark,
+    openWatches(kind) {
+      return watchesOf(kind).length;
+    },
+    async close() {
+      if (bookmarkTimer !== undefined) clearInterval(bookmarkTimer);
+      for (const watch of [...watches]) closeWatch(watch, 'end');
+      for (const socket of sockets) socket.destroy();
+      await new Promise<void>((resolve) => server.close(() => resolve()));
+    },
+  };
+}
