@@ -53,11 +53,19 @@ async function runOf(w: World, runId: string) {
 
 /** Waits for the run's pushed commit (a new one when `other` is given) and returns its sha. */
 async function pushedCommit(w: World, runId: string, other?: string): Promise<string> {
-  return eventually(async () => {
-    const run = await runOf(w, runId);
-    const sha = run.artifacts.agent?.commitSha;
-    return run.gates.find((g) => g.name === 'ci')?.state === 'running' && sha !== undefined && sha !== other ? sha : undefined;
-  }, 'a pushed commit under CI', 20_000);
+  let seen = '';
+  try {
+    return await eventually(async () => {
+      const run = await runOf(w, runId);
+      const sha = run.artifacts.agent?.commitSha;
+      seen = `${run.state} ${run.gates.map((g) => `${g.name}:${g.state}${g.summary === undefined ? '' : `(${g.summary.slice(0, 80)})`}`).join(' ')} sha=${sha ?? '-'} activity=${run.activity ?? '-'}`;
+      return run.gates.find((g) => g.name === 'ci')?.state === 'running' && sha !== undefined && sha !== other ? sha : undefined;
+      // Generous: on a loaded 2-core machine a stalled BullMQ job is recovered after ~20 s, and that is still a pass.
+    }, 'a pushed commit under CI', 45_000);
+  } catch (error) {
+    // Say where the run was, so a slow or stuck run can be told apart.
+    throw new Error(`${error instanceof Error ? error.message : String(error)}; the run was: ${seen}`, { cause: error });
+  }
 }
 
 function ciReplies(w: World): string[] {
@@ -67,7 +75,7 @@ function ciReplies(w: World): string[] {
     .map((m) => m.text ?? '');
 }
 
-describe('the CI gate and the fix loop', () => {
+describe('the CI gate and the fix loop', { timeout: 120_000 }, () => {
   it('red CI with an annotation goes back to the agent, a second commit lands on the same branch, green CI passes, the merge is recorded', async () => {
     const w = await start('fix-loop');
     w.model.script(
@@ -181,7 +189,7 @@ describe('the CI gate and the fix loop', () => {
     annotate(first);
     const second = await pushedCommit(w, runId, first);
     annotate(second);
-    await eventually(async () => (await runOf(w, runId)).state === 'failed', 'run failed', 20_000);
+    await eventually(async () => (await runOf(w, runId)).state === 'failed', 'run failed', 45_000);
     expect((await runOf(w, runId)).outcome).toMatch(/same failure/);
     expect((await runOf(w, runId)).artifacts.ci?.iterations).toBe(1);
   });
@@ -192,7 +200,7 @@ describe('the CI gate and the fix loop', () => {
     const runId = await w.ship('acme/shop add a health module');
     const sha = await pushedCommit(w, runId);
     w.github.setCheckRuns('acme/shop', sha, [{ name: 'test', conclusion: 'timed_out' }, { name: 'lint', conclusion: 'cancelled' }]);
-    await eventually(async () => (await runOf(w, runId)).state === 'failed', 'run failed', 20_000);
+    await eventually(async () => (await runOf(w, runId)).state === 'failed', 'run failed', 45_000);
     expect((await runOf(w, runId)).outcome).toMatch(/infrastructure problem.*retry/s);
     expect(w.model.requests).toHaveLength(2);
 
