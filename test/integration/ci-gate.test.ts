@@ -2,7 +2,7 @@ import { createHmac } from 'node:crypto';
 import { z } from 'zod';
 import { afterEach, describe, expect, it } from 'vitest';
 import type { ModelRequest } from '../helpers/anthropic-server.js';
-import type { CheckRunSetup } from '../helpers/github-server.js';
+import type { AnnotationSetup, CheckRunSetup } from '../helpers/github-server.js';
 import { SIGNING_SECRET } from '../helpers/bot.js';
 import { eventually } from '../helpers/eventually.js';
 import { sendSignedRequest, sendSlashCommand } from '../helpers/slack-requests.js';
@@ -68,6 +68,20 @@ async function pushedCommit(w: World, runId: string, other?: string): Promise<st
   }
 }
 
+/**
+ * Fails a check run with its annotations (and job log) already in place, as GitHub reports them: a
+ * poll between two fake updates must never see the failure without its details, which would give the
+ * fix loop another failure fingerprint than the one the test means.
+ */
+function failCheck(w: World, sha: string, setup: CheckRunSetup, annotations: AnnotationSetup[], jobLog?: string): number {
+  const [running] = w.github.setCheckRuns('acme/shop', sha, [{ name: setup.name, status: 'in_progress', app: setup.app }]);
+  const id = running?.id ?? 0;
+  w.github.setAnnotations(id, annotations);
+  if (jobLog !== undefined) w.github.setJobLog(id, jobLog);
+  w.github.setCheckRuns('acme/shop', sha, [{ ...setup, id }]);
+  return id;
+}
+
 function ciReplies(w: World): string[] {
   return w.bot.slack
     .messages('CSHOP')
@@ -92,11 +106,13 @@ describe('the CI gate and the fix loop', { timeout: 120_000 }, () => {
 
     w.github.setCheckRuns('acme/shop', first, [{ name: 'test', status: 'in_progress' }]);
     await eventually(async () => (await runOf(w, runId)).gates.find((g) => g.name === 'ci')?.summary?.includes('0/1'), 'CI in progress on the card');
-    const [failed] = w.github.setCheckRuns('acme/shop', first, [
+    failCheck(
+      w,
+      first,
       { name: 'test', conclusion: 'failure', output: { title: '1 test failed', summary: 'health' }, app: { slug: 'github-actions' } },
-    ]);
-    w.github.setAnnotations(failed?.id ?? 0, [{ path: 'test/health.test.js', start_line: 1, message: "expected 'healthy' to be 'ok'", annotation_level: 'failure' }]);
-    w.github.setJobLog(failed?.id ?? 0, 'Run npm test\nFAIL test/health.test.js\n  expected healthy to be ok\n');
+      [{ path: 'test/health.test.js', start_line: 1, message: "expected 'healthy' to be 'ok'", annotation_level: 'failure' }],
+      'Run npm test\nFAIL test/health.test.js\n  expected healthy to be ok\n',
+    );
 
     const second = await pushedCommit(w, runId, first);
     const run = await runOf(w, runId);
@@ -151,12 +167,11 @@ describe('the CI gate and the fix loop', { timeout: 120_000 }, () => {
     );
     const runId = await w.ship('acme/shop add a health module');
     const first = await pushedCommit(w, runId);
-    const [failed] = w.github.setCheckRuns('acme/shop', first, [
+    failCheck(
+      w,
+      first,
       { name: 'test', conclusion: 'failure', output: { title: '1 test failed', summary: `env: GITHUB_WEBHOOK_SECRET=${WEBHOOK_SECRET}` }, app: { slug: 'github-actions' } },
-    ]);
-    w.github.setAnnotations(failed?.id ?? 0, [{ path: 'test/health.test.js', start_line: 1, message: `request failed with token ${GITHUB_TOKEN}`, annotation_level: 'failure' }]);
-    w.github.setJobLog(
-      failed?.id ?? 0,
+      [{ path: 'test/health.test.js', start_line: 1, message: `request failed with token ${GITHUB_TOKEN}`, annotation_level: 'failure' }],
       ['Run npm test', `+ echo ${WEBHOOK_SECRET}`, WEBHOOK_SECRET, `curl -H "X-Signing: ${SIGNING_SECRET}"`, `aws configure set aws_access_key_id ${awsKey}`, 'FAIL test/health.test.js', ''].join('\n'),
     );
     await pushedCommit(w, runId, first);
@@ -181,10 +196,7 @@ describe('the CI gate and the fix loop', { timeout: 120_000 }, () => {
     const w = await start('repeat');
     w.model.script(create('c1', "module.exports = 'a';\n"), done('first try'), create('c2', "module.exports = 'b';\n"), done('second try'));
     const runId = await w.ship('acme/shop add a health module');
-    const annotate = (sha: string) => {
-      const [run] = w.github.setCheckRuns('acme/shop', sha, [{ name: 'test', conclusion: 'failure' }]);
-      w.github.setAnnotations(run?.id ?? 0, [{ path: 'test/health.test.js', start_line: 3, message: 'health is not a function' }]);
-    };
+    const annotate = (sha: string) => failCheck(w, sha, { name: 'test', conclusion: 'failure' }, [{ path: 'test/health.test.js', start_line: 3, message: 'health is not a function' }]);
     const first = await pushedCommit(w, runId);
     annotate(first);
     const second = await pushedCommit(w, runId, first);
@@ -221,8 +233,7 @@ describe('the CI gate and the fix loop', { timeout: 120_000 }, () => {
     w.model.script(create('c1', "module.exports = () => 'healthy';\n"), done('first try'), remove, done('Made the test pass.'));
     const runId = await w.ship('acme/shop add a health module');
     const first = await pushedCommit(w, runId);
-    const [failed] = w.github.setCheckRuns('acme/shop', first, [{ name: 'test', conclusion: 'failure' }]);
-    w.github.setAnnotations(failed?.id ?? 0, [{ path: 'test/health.test.js', start_line: 1, message: "expected 'healthy' to be 'ok'" }]);
+    failCheck(w, first, { name: 'test', conclusion: 'failure' }, [{ path: 'test/health.test.js', start_line: 1, message: "expected 'healthy' to be 'ok'" }]);
     await pushedCommit(w, runId, first);
     expect((await runOf(w, runId)).artifacts.agent?.testWarnings?.join(' ')).toMatch(/assert/i);
     await w.bot.slack.waitFor(
