@@ -15,6 +15,7 @@ import { createScrubber, type Scrubber } from '../security/scrubber.js';
 import type { RunStore } from '../store/run-store.js';
 import { buildChat, checkPolicyIds } from './build-chat.js';
 import { buildGates, type GateTuning } from './build-gates.js';
+import { buildKubernetes } from './build-kubernetes.js';
 import { buildSandbox } from './build-sandbox.js';
 import { buildStores } from './build-stores.js';
 import { collectRunMetrics } from './collect-metrics.js';
@@ -160,6 +161,7 @@ export function createShipgate(options: ShipgateOptions): Shipgate {
           scrub,
           concurrency: options.concurrency,
           cardUpdateIntervalMs: options.cardUpdateIntervalMs,
+          kubernetes: buildKubernetes(config, log),
         });
         await worker.start();
       }

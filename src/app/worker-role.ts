@@ -8,6 +8,7 @@ import type { GateKind, Run } from '../domain/run.js';
 import type { Logger } from '../log.js';
 import type { Metrics } from '../metrics.js';
 import type { ChatPort } from '../ports/chat.js';
+import type { KubernetesInformers } from '../ports/kubernetes.js';
 import type { SandboxPort } from '../ports/sandbox.js';
 import type { Cancellation } from '../queue/cancellation.js';
 import { CHAT_QUEUE, RUN_QUEUE, settleInit, type AdvanceJob, type ChatJob } from '../queue/queues.js';
@@ -47,6 +48,8 @@ export interface WorkerRoleDeps {
   concurrency?: number | undefined;
   /** Card update spacing; SPEC §10 asks for at least 3 s. */
   cardUpdateIntervalMs?: number | undefined;
+  /** The shared Kubernetes informers the deploy gates read, when the policy needs a cluster and one is configured. */
+  kubernetes?: KubernetesInformers | undefined;
 }
 
 export interface WorkerRole {
@@ -124,9 +127,13 @@ export function createWorkerRole(deps: WorkerRoleDeps): WorkerRole {
       }
       workers.push(runWorker, chatWorker);
       await recoverRuns({ store, queues });
+      // Not awaited: an unreachable cluster must not hold the worker's start (the informers retry with
+      // backoff and log each failure); the deploy gates read whatever the caches hold.
+      deps.kubernetes?.start().catch((error: unknown) => log.error({ err: error }, 'kubernetes informers could not start'));
     },
 
     async close() {
+      await deps.kubernetes?.stop();
       await settleInit(workers);
       await Promise.all(workers.map((worker) => worker.close()));
     },

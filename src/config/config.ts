@@ -153,6 +153,10 @@ export interface Config {
   prometheusUrl: string | undefined;
   /** The process's PATH: where git and bubblewrap are found (commands inside the sandbox get a fixed one). */
   hostPath: string | undefined;
+  /** HOME, for `~/.kube/config` when KUBECONFIG is unset. */
+  homeDir: string | undefined;
+  /** KUBERNETES_SERVICE_HOST/PORT: set by Kubernetes in every pod (in-cluster configuration). */
+  kubernetesService: { host: string; port: string } | undefined;
   auditKey: AuditKeySource;
   /** Log an `audit checkpoint` line every this many events (SHIPGATE_AUDIT_CHECKPOINT_EVERY). */
   auditCheckpointEvery: number;
@@ -269,6 +273,11 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env, options: LoadCo
     kubeconfig: e.KUBECONFIG,
     prometheusUrl: e.PROMETHEUS_URL,
     hostPath: present.PATH,
+    homeDir: present.HOME,
+    kubernetesService:
+      present.KUBERNETES_SERVICE_HOST !== undefined && present.KUBERNETES_SERVICE_PORT !== undefined
+        ? { host: present.KUBERNETES_SERVICE_HOST, port: present.KUBERNETES_SERVICE_PORT }
+        : undefined,
     auditKey: auditKeySource(e, cwd),
     auditCheckpointEvery: e.SHIPGATE_AUDIT_CHECKPOINT_EVERY,
     policyPath,

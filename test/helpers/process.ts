@@ -29,7 +29,8 @@ export function spawnShipgate(env: Record<string, string>): ShipgateProcess {
   const child = spawn(process.execPath, ['--import', 'tsx', 'src/main.ts'], {
     cwd: ROOT,
     // A fixed audit key, so that a console-mode process never generates one into the checkout.
-    env: { PATH: process.env.PATH ?? '', HOME: process.env.HOME ?? '', SHIPGATE_AUDIT_KEY: TEST_AUDIT_KEY, ...env },
+    // A throwaway HOME too: a developer's ~/.kube/config must never be what a test process watches.
+    env: { PATH: process.env.PATH ?? '', HOME: mkdtempSync(join(tmpdir(), 'shipgate-home-')), SHIPGATE_AUDIT_KEY: TEST_AUDIT_KEY, ...env },
     stdio: ['pipe', 'pipe', 'pipe'],
   });
   let out = '';
