@@ -1,6 +1,6 @@
 import { TEST_AUDIT_KEY } from './audit-key.js';
 import { spawn, type ChildProcessWithoutNullStreams } from 'node:child_process';
-import { mkdtempSync, writeFileSync } from 'node:fs';
+import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join, resolve } from 'node:path';
 
@@ -26,18 +26,24 @@ export function writePolicyFile(text: string): string {
 
 /** Spawns `src/main.ts` the way `npm start` runs it, with exactly the given environment. */
 export function spawnShipgate(env: Record<string, string>): ShipgateProcess {
+  const home = mkdtempSync(join(tmpdir(), 'shipgate-home-'));
   const child = spawn(process.execPath, ['--import', 'tsx', 'src/main.ts'], {
     cwd: ROOT,
     // A fixed audit key, so that a console-mode process never generates one into the checkout.
     // A throwaway HOME too: a developer's ~/.kube/config must never be what a test process watches.
-    env: { PATH: process.env.PATH ?? '', HOME: mkdtempSync(join(tmpdir(), 'shipgate-home-')), SHIPGATE_AUDIT_KEY: TEST_AUDIT_KEY, ...env },
+    env: { PATH: process.env.PATH ?? '', HOME: home, SHIPGATE_AUDIT_KEY: TEST_AUDIT_KEY, ...env },
     stdio: ['pipe', 'pipe', 'pipe'],
   });
   let out = '';
   let err = '';
   child.stdout.on('data', (chunk: Buffer) => (out += chunk.toString()));
   child.stderr.on('data', (chunk: Buffer) => (err += chunk.toString()));
-  const exited = new Promise<number | null>((resolveExit) => child.once('exit', (code) => resolveExit(code)));
+  const exited = new Promise<number | null>((resolveExit) =>
+    child.once('exit', (code) => {
+      rmSync(home, { recursive: true, force: true });
+      resolveExit(code);
+    }),
+  );
   return {
     child,
     stdout: () => out,
