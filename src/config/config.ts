@@ -1,5 +1,5 @@
 import { readFileSync } from 'node:fs';
-import { delimiter, resolve } from 'node:path';
+import { delimiter, isAbsolute, resolve } from 'node:path';
 import { parse as parseYaml } from 'yaml';
 import { z } from 'zod';
 import { parseAuditKey } from '../audit/audit-key.js';
@@ -272,7 +272,9 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env, options: LoadCo
     },
     kubeconfig: e.KUBECONFIG,
     prometheusUrl: e.PROMETHEUS_URL,
-    hostPath: present.PATH,
+    // Absolute entries only: a relative one ('', '.') would find `git` or `bash` in whatever directory a
+    // command runs in, and the workspace tree is written by the model.
+    hostPath: present.PATH?.split(delimiter).filter((entry) => isAbsolute(entry)).join(delimiter) || undefined,
     homeDir: present.HOME,
     kubernetesService:
       present.KUBERNETES_SERVICE_HOST !== undefined && present.KUBERNETES_SERVICE_PORT !== undefined

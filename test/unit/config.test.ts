@@ -86,6 +86,13 @@ describe('loadConfig: defaults', () => {
   });
 });
 
+describe('loadConfig: the host PATH', () => {
+  it('keeps only absolute entries, so git and bash are never found in the directory a command runs in', () => {
+    expect(load({ PATH: '/usr/local/bin::.:bin:/usr/bin' }).hostPath).toBe('/usr/local/bin:/usr/bin');
+    expect(load({ PATH: '.' }).hostPath).toBeUndefined();
+  });
+});
+
 describe('loadConfig: Slack mode', () => {
   it('uses HTTP mode with a bot token and signing secret', () => {
     const config = load({

@@ -4,7 +4,7 @@ import { join } from 'node:path';
 import { SandboxUnavailableError, type SandboxPort, type SandboxRequest, type SandboxResult } from '../../ports/sandbox.js';
 import { createScratchTree, removeTree, SCRATCH_PREFIX } from './scratch-tree.js';
 import { seccompProgram } from './seccomp-filter.js';
-import { LaunchError, sandboxResult, supervise, type Watchdog } from './supervise.js';
+import { CHECK_PATH, LaunchError, sandboxResult, supervise, type Watchdog } from './supervise.js';
 
 /**
  * Runs repository code under bubblewrap (SPEC §4, "Checks are arbitrary code").
@@ -73,8 +73,6 @@ export interface BubblewrapOptions {
   arch?: string | undefined;
 }
 
-const SANDBOX_PATH = '/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin';
-
 /** System directories offered read-only; on merged-/usr systems most are symbolic links into /usr. */
 const SYSTEM_DIRS = ['/usr', '/bin', '/sbin', '/lib', '/lib32', '/lib64', '/libx32'];
 
@@ -133,8 +131,10 @@ export function createBubblewrapSandbox(options: BubblewrapOptions): SandboxPort
   const dropPrivileges = options.workerUid === 0;
   const uid = dropPrivileges ? (options.sandboxUid ?? 65534) : options.workerUid;
   const gid = dropPrivileges ? (options.sandboxGid ?? options.sandboxUid ?? 65534) : options.workerUid;
-  const hostEnv = { PATH: options.hostPath ?? SANDBOX_PATH, LC_ALL: 'C' };
+  const hostEnv = { PATH: options.hostPath ?? CHECK_PATH, LC_ALL: 'C' };
   const seccomp = seccompProgram(options.arch ?? process.arch);
+  // The host's system directories do not change while the worker runs: look them up once, not per check.
+  let mounts: Promise<string[]> | undefined;
 
   async function launch(request: SandboxRequest): Promise<SandboxResult> {
     const scratch = await createScratchTree(request.tree, scratchParent, dropPrivileges ? { uid, gid } : undefined);
@@ -162,7 +162,7 @@ export function createBubblewrapSandbox(options: BubblewrapOptions): SandboxPort
         '--hostname', 'sandbox',
         ...(seccompFile === undefined ? [] : ['--seccomp', '3']),
         '--clearenv',
-        '--setenv', 'PATH', SANDBOX_PATH,
+        '--setenv', 'PATH', CHECK_PATH,
         '--setenv', 'HOME', '/tmp/home',
         '--setenv', 'TMPDIR', '/tmp',
         '--setenv', 'LANG', 'C.UTF-8',
@@ -170,7 +170,7 @@ export function createBubblewrapSandbox(options: BubblewrapOptions): SandboxPort
         '--setenv', 'CI', 'true',
         '--uid', String(uid),
         '--gid', String(gid),
-        ...(await systemMounts()),
+        ...(await (mounts ??= systemMounts())),
         '--ro-bind', join(etc, 'passwd'), '/etc/passwd',
         '--ro-bind', join(etc, 'group'), '/etc/group',
         '--ro-bind', join(etc, 'hosts'), '/etc/hosts',

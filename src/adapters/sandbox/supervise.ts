@@ -9,6 +9,9 @@ import type { SandboxResult } from '../../ports/sandbox.js';
  * process is gone and its pipes are closed.
  */
 
+/** The PATH a check gets, in the sandbox or not: fixed, never the worker's. */
+export const CHECK_PATH = '/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin';
+
 export interface SuperviseInput {
   file: string;
   args: readonly string[];

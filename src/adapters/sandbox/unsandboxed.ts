@@ -3,7 +3,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import type { SandboxPort, SandboxRequest, SandboxResult } from '../../ports/sandbox.js';
 import { createScratchTree, removeTree } from './scratch-tree.js';
-import { sandboxResult, supervise } from './supervise.js';
+import { CHECK_PATH, sandboxResult, supervise } from './supervise.js';
 
 /**
  * `sandbox: none` — only when the policy says so explicitly, and then every
@@ -20,8 +20,6 @@ export interface UnsandboxedOptions {
   scratchParent?: string | undefined;
 }
 
-const DEFAULT_PATH = '/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin';
-
 export function createUnsandboxed(options: UnsandboxedOptions = {}): SandboxPort {
   const scratchParent = options.scratchParent ?? tmpdir();
   return {
@@ -36,7 +34,7 @@ export function createUnsandboxed(options: UnsandboxedOptions = {}): SandboxPort
           file: '/bin/sh',
           args: ['-c', request.command],
           cwd: scratch.repo,
-          env: { PATH: options.path ?? DEFAULT_PATH, HOME: home, TMPDIR: scratchParent, LANG: 'C.UTF-8', LC_ALL: 'C.UTF-8', CI: 'true' },
+          env: { PATH: options.path ?? CHECK_PATH, HOME: home, TMPDIR: scratchParent, LANG: 'C.UTF-8', LC_ALL: 'C.UTF-8', CI: 'true' },
           timeoutMs: request.timeoutMs,
           // Room for the longest path spelling to be replaced whole at the tail's edge.
           keepBytes: request.outputCapBytes + 4_096,
