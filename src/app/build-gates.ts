@@ -10,6 +10,7 @@ import type { Logger } from '../log.js';
 import type { Metrics } from '../metrics.js';
 import type { ChatPort } from '../ports/chat.js';
 import type { EtagCache } from '../ports/github.js';
+import type { KubernetesPort } from '../ports/kubernetes.js';
 import type { SandboxPort } from '../ports/sandbox.js';
 import type { Scrubber } from '../security/scrubber.js';
 import type { FollowUps } from '../store/follow-ups.js';
@@ -23,10 +24,12 @@ export interface GateTuning {
   modelMaxRetries?: number | undefined;
   checkTimeoutMs?: number | undefined;
   firstPollMs?: number | undefined;
+  /** First fallback re-check of the deploy gates (informer events wake them sooner). */
+  deployPollMs?: number | undefined;
 }
 
 export interface BuildGatesDeps {
-  config: Pick<Config, 'github' | 'anthropic' | 'policy' | 'policyPath'>;
+  config: Pick<Config, 'github' | 'anthropic' | 'policy' | 'policyPath' | 'kargoUrl' | 'argocdUrl'>;
   log: Logger;
   metrics: Metrics;
   clock: () => Date;
@@ -39,6 +42,8 @@ export interface BuildGatesDeps {
   followUps: FollowUps;
   index: RunIndex;
   workRoot: string;
+  /** The cluster, when one is configured and the policy's pipelines need it (build-kubernetes.ts). */
+  kubernetes?: KubernetesPort | undefined;
   tuning?: GateTuning | undefined;
   /** Steps given by the caller (tests): they take the place of the table's, configured or not. */
   injected?: GateSteps | undefined;
@@ -69,8 +74,9 @@ function memo<T>(make: () => T): () => T {
 }
 
 /** The outside systems configured here, out of those gates can need. */
-export function configuredNeeds(config: BuildGatesDeps['config']): Set<Need> {
+export function configuredNeeds(config: BuildGatesDeps['config'], kubernetes?: KubernetesPort): Set<Need> {
   const needs = new Set<Need>();
+  if (kubernetes !== undefined) needs.add('kubernetes');
   if (githubAuth(config.github) !== undefined) needs.add('github');
   if (config.anthropic.apiKey !== undefined || config.anthropic.baseUrl !== undefined) needs.add('model');
   return needs;
@@ -80,7 +86,8 @@ export function configuredNeeds(config: BuildGatesDeps['config']): Set<Need> {
 export function buildGates(deps: BuildGatesDeps): Gates {
   const { config, log, metrics, scrubber, tuning } = deps;
   const scrub = scrubber.scrub;
-  const configured = configuredNeeds(config);
+  const configured = configuredNeeds(config, deps.kubernetes);
+  const { kubernetes } = deps;
   const auth = githubAuth(config.github);
   const gateDeps: GateDeps = {
     policy: config.policy,
@@ -95,7 +102,12 @@ export function buildGates(deps: BuildGatesDeps): Gates {
     index: deps.index,
     requiredChecksCache: deps.requiredChecksCache,
     workRoot: deps.workRoot,
-    tuning: { checkTimeoutMs: tuning?.checkTimeoutMs, firstPollMs: tuning?.firstPollMs },
+    tuning: { checkTimeoutMs: tuning?.checkTimeoutMs, firstPollMs: tuning?.firstPollMs, deployPollMs: tuning?.deployPollMs },
+    deployUi: { kargo: config.kargoUrl, argocd: config.argocdUrl },
+    kubernetes: () => {
+      if (kubernetes === undefined) throw new Error('no cluster is configured (a gate that needs it was built anyway)');
+      return kubernetes;
+    },
     github: memo(() => {
       if (auth === undefined) throw new Error('GitHub is not configured (a gate that needs it was built anyway)');
       return createGitHubRest({
@@ -134,7 +146,12 @@ function listedOnly(deps: GateDeps, needs: readonly Need[], kind: GateKind): Gat
       if (!needs.includes(need)) throw new Error(`the ${kind} gate uses ${need} but does not list it in its needs`);
       return get();
     };
-  return { ...deps, github: guard('github', deps.github), model: guard('model', deps.model) };
+  return {
+    ...deps,
+    github: guard('github', deps.github),
+    model: guard('model', deps.model),
+    kubernetes: guard('kubernetes', deps.kubernetes),
+  };
 }
 
 /** Applies the table: an injected step wins, then the table's step when its needs are met, else the reason. */

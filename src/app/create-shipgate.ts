@@ -103,6 +103,8 @@ export function createShipgate(options: ShipgateOptions): Shipgate {
   const sandbox = options.sandbox ?? buildSandbox(config.policy, config.hostPath, log);
   const git = createGit({ log, path: config.hostPath });
   const workRoot = options.workRoot ?? join(tmpdir(), 'shipgate-workspaces');
+  // Only workers evaluate gates and run the informers; a web replica never talks to the cluster.
+  const kubernetes = runsWorker ? buildKubernetes(config, log) : undefined;
   const gates = buildGates({
     config,
     log,
@@ -117,6 +119,7 @@ export function createShipgate(options: ShipgateOptions): Shipgate {
     followUps: stores.followUps,
     index: stores.index,
     workRoot,
+    kubernetes,
     tuning: options.tuning,
     injected: options.steps,
   });
@@ -161,7 +164,7 @@ export function createShipgate(options: ShipgateOptions): Shipgate {
           scrub,
           concurrency: options.concurrency,
           cardUpdateIntervalMs: options.cardUpdateIntervalMs,
-          kubernetes: buildKubernetes(config, log),
+          kubernetes,
         });
         await worker.start();
       }

@@ -1,6 +1,9 @@
 import type { GateStep } from '../../workers/gates/gate-step.js';
 import { createAgentStep } from '../../workers/gates/agent/agent-step.js';
 import { createCiStep } from '../../workers/gates/ci/ci-step.js';
+import { createFreightStep } from '../../workers/gates/freight/freight-step.js';
+import type { DeployUiBases } from '../../workers/gates/stage/deploy-links.js';
+import { createStageStep } from '../../workers/gates/stage/stage-step.js';
 import { createMergeStep } from '../../workers/gates/merge/merge-step.js';
 import { createPrStep } from '../../workers/gates/pr/pr-step.js';
 import type { Policy } from '../config/policy.js';
@@ -8,6 +11,7 @@ import type { GateKind } from '../domain/run.js';
 import type { Git } from '../git/git.js';
 import type { ChatPort } from '../ports/chat.js';
 import type { GitHubCiPort, GitHubPort } from '../ports/github.js';
+import type { KubernetesPort } from '../ports/kubernetes.js';
 import type { ModelPort } from '../ports/model.js';
 import type { SandboxPort } from '../ports/sandbox.js';
 import type { Scrub } from '../security/scrubber.js';
@@ -22,6 +26,7 @@ import type { TtlCache } from '../store/ttl-cache.js';
 export const NEEDS = {
   github: 'GITHUB_TOKEN or a GitHub App (GITHUB_APP_ID, GITHUB_APP_PRIVATE_KEY)',
   model: 'ANTHROPIC_API_KEY (or ANTHROPIC_BASE_URL)',
+  kubernetes: 'a cluster to watch (KUBECONFIG, ~/.kube/config, or running in a pod)',
 } as const;
 export type Need = keyof typeof NEEDS;
 
@@ -43,13 +48,17 @@ export interface GateDeps {
   index: RunIndex;
   requiredChecksCache: TtlCache;
   workRoot: string;
-  tuning: { checkTimeoutMs?: number | undefined; firstPollMs?: number | undefined };
+  tuning: { checkTimeoutMs?: number | undefined; firstPollMs?: number | undefined; deployPollMs?: number | undefined };
+  /** The Kargo and Argo CD UIs, for links in deploy gate replies. */
+  deployUi: DeployUiBases;
   /**
    * The outside systems, built on first use and shared by every gate. A gate reaches only those
    * its `needs` list (the others throw), and is built only once all of them are configured.
    */
   github: () => GitHubPort & GitHubCiPort;
   model: () => ModelPort;
+  /** The shared informers' caches and the Promotion create (built by the composition root, started by the worker role). */
+  kubernetes: () => KubernetesPort;
 }
 
 export interface GateFactory {
@@ -65,7 +74,8 @@ export type GateTable = Readonly<Record<GateKind, GateFactory>>;
  * Gate kind → its step (SPEC §1). A new gate is one row here; the composition root builds the rows
  * whose needs are met, and a run waits at any other gate as "not configured" (the run processor marks
  * it) for the reason `notConfiguredReason` gives. The four shipped gates only make sense together (pr,
- * ci and merge act on the agent's change), so they all need both GitHub and the model, as before.
+ * ci and merge act on the agent's change), so they all need both GitHub and the model, as before; the
+ * deploy gates need a cluster to watch.
  */
 export const GATE_TABLE: GateTable = {
   agent: {
@@ -109,8 +119,30 @@ export const GATE_TABLE: GateTable = {
     build: (deps) =>
       createMergeStep({ github: deps.github(), clock: deps.clock, firstPollMs: deps.tuning.firstPollMs }),
   },
-  freight: { needs: [] },
-  stage: { needs: [] },
+  freight: {
+    needs: ['kubernetes'],
+    build: (deps) =>
+      createFreightStep({
+        policy: deps.policy,
+        kubernetes: deps.kubernetes(),
+        index: deps.index,
+        ui: deps.deployUi,
+        clock: deps.clock,
+        firstPollMs: deps.tuning.deployPollMs,
+      }),
+  },
+  stage: {
+    needs: ['kubernetes'],
+    build: (deps) =>
+      createStageStep({
+        policy: deps.policy,
+        kubernetes: deps.kubernetes(),
+        index: deps.index,
+        ui: deps.deployUi,
+        clock: deps.clock,
+        firstPollMs: deps.tuning.deployPollMs,
+      }),
+  },
   approval: { needs: [] },
 };
 

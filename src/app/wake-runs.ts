@@ -1,6 +1,8 @@
+import { wakeKeysFor } from '../../workers/gates/stage/wake-keys.js';
 import { isWakeable } from '../domain/run.js';
 import type { GitHubEvent } from '../http/github-webhooks.js';
 import type { Logger } from '../log.js';
+import type { KubernetesChange, KubernetesPort } from '../ports/kubernetes.js';
 import type { Queues } from '../queue/queues.js';
 import type { Pokes } from '../store/pokes.js';
 import type { RunIndex, RunIndexKey } from '../store/run-index.js';
@@ -15,27 +17,44 @@ export interface WakeRunsDeps {
 }
 
 /**
- * A GitHub event about a commit or PR a run watches: look at the run now instead of at its next
- * poll (SPEC §5). The event decides nothing; the gate re-reads GitHub's state when it runs.
+ * Makes every run linked to one of `keys` look at its gate now instead of at its next poll. The
+ * caller's event decides nothing: the gate re-reads the outside system's state when it runs.
  */
-export function wakeRunsOnGitHubEvent({
-  index,
-  store,
-  pokes,
-  queues,
-  log,
-}: WakeRunsDeps): (event: GitHubEvent) => Promise<void> {
+async function wakeLinkedRuns(deps: WakeRunsDeps, keys: readonly RunIndexKey[], about: Record<string, unknown>): Promise<void> {
+  const runIds = new Set((await Promise.all(keys.map((key) => deps.index.find(key)))).flat());
+  for (const runId of runIds) {
+    const run = await deps.store.get(runId);
+    if (run === undefined || !isWakeable(run)) continue;
+    // If the gate is being evaluated right now, the poke makes it look again as soon as it ends pending.
+    await deps.pokes.poke(runId);
+    if (run.state === 'waiting') await deps.queues.wakeRun(runId, run.jobSeq);
+    deps.log.debug({ runId, ...about }, 'an event woke the run');
+  }
+}
+
+/** A GitHub event about a commit or PR a run watches (SPEC §5). */
+export function wakeRunsOnGitHubEvent(deps: WakeRunsDeps): (event: GitHubEvent) => Promise<void> {
   return async (event) => {
     const keys: RunIndexKey[] = [{ kind: 'commit', repo: event.repo, sha: event.headSha }];
     if (event.kind === 'pull_request') keys.push({ kind: 'pull', repo: event.repo, number: event.number });
-    const runIds = new Set((await Promise.all(keys.map((key) => index.find(key)))).flat());
-    for (const runId of runIds) {
-      const run = await store.get(runId);
-      if (run === undefined || !isWakeable(run)) continue;
-      // If the gate is being evaluated right now, the poke makes it look again as soon as it ends pending.
-      await pokes.poke(runId);
-      if (run.state === 'waiting') await queues.wakeRun(runId, run.jobSeq);
-      log.info({ runId, event: event.kind, deliveryId: event.deliveryId }, 'webhook woke the run');
-    }
+    await wakeLinkedRuns(deps, keys, { event: event.kind, deliveryId: event.deliveryId });
+  };
+}
+
+/**
+ * An informer event about a Kargo or Argo CD object a deploy gate follows (SPEC §5): the runs linked
+ * to it (workers/gates/stage/wake-keys.ts) look now. Subscribed once per worker, for every informer.
+ */
+export function wakeRunsOnKubernetesChange(
+  deps: WakeRunsDeps & { kubernetes: Pick<KubernetesPort, 'get'> },
+): (change: KubernetesChange) => void {
+  return (change) => {
+    const object = change.type === 'deleted' ? undefined : deps.kubernetes.get(change, change.name);
+    const keys = wakeKeysFor(change, object);
+    if (keys.length === 0) return;
+    // Informer callbacks are synchronous; a failed wake costs only latency (the gate polls as a fallback).
+    wakeLinkedRuns(deps, keys, { kind: change.kind, namespace: change.namespace, name: change.name, type: change.type }).catch(
+      (error: unknown) => deps.log.warn({ err: error, kind: change.kind, name: change.name }, 'waking runs on a kubernetes change failed'),
+    );
   };
 }

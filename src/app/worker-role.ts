@@ -8,7 +8,7 @@ import type { GateKind, Run } from '../domain/run.js';
 import type { Logger } from '../log.js';
 import type { Metrics } from '../metrics.js';
 import type { ChatPort } from '../ports/chat.js';
-import type { KubernetesInformers } from '../ports/kubernetes.js';
+import type { KubernetesInformers, KubernetesPort } from '../ports/kubernetes.js';
 import type { SandboxPort } from '../ports/sandbox.js';
 import type { Cancellation } from '../queue/cancellation.js';
 import { CHAT_QUEUE, RUN_QUEUE, settleInit, type AdvanceJob, type ChatJob } from '../queue/queues.js';
@@ -18,6 +18,7 @@ import { probeSandbox } from './build-sandbox.js';
 import type { Stores } from './build-stores.js';
 import { recoverRuns } from './recover-runs.js';
 import { runFailurePolicy } from './run-failure-policy.js';
+import { wakeRunsOnKubernetesChange } from './wake-runs.js';
 
 /**
  * A job whose worker was killed is re-run once its lock expires. Locks are
@@ -49,7 +50,7 @@ export interface WorkerRoleDeps {
   /** Card update spacing; SPEC §10 asks for at least 3 s. */
   cardUpdateIntervalMs?: number | undefined;
   /** The shared Kubernetes informers the deploy gates read, when the policy needs a cluster and one is configured. */
-  kubernetes?: KubernetesInformers | undefined;
+  kubernetes?: (KubernetesInformers & Pick<KubernetesPort, 'get' | 'subscribe'>) | undefined;
 }
 
 export interface WorkerRole {
@@ -64,6 +65,7 @@ export function createWorkerRole(deps: WorkerRoleDeps): WorkerRole {
   const { stores, log, clock, scrub, prefix, bullmq, sandbox } = deps;
   const { store, audit, queues } = stores;
   const workers: Worker[] = [];
+  let unsubscribe: (() => void) | undefined;
 
   return {
     async start() {
@@ -127,12 +129,19 @@ export function createWorkerRole(deps: WorkerRoleDeps): WorkerRole {
       }
       workers.push(runWorker, chatWorker);
       await recoverRuns({ store, queues });
+      if (deps.kubernetes !== undefined) {
+        // Every informer event wakes the runs that follow the object (SPEC §5); the gates re-read the caches.
+        unsubscribe = deps.kubernetes.subscribe(
+          wakeRunsOnKubernetesChange({ index: stores.index, store, pokes: stores.pokes, queues, log, kubernetes: deps.kubernetes }),
+        );
+      }
       // Not awaited: an unreachable cluster must not hold the worker's start (the informers retry with
       // backoff and log each failure); the deploy gates read whatever the caches hold.
       deps.kubernetes?.start().catch((error: unknown) => log.error({ err: error }, 'kubernetes informers could not start'));
     },
 
     async close() {
+      unsubscribe?.();
       await deps.kubernetes?.stop();
       await settleInit(workers);
       await Promise.all(workers.map((worker) => worker.close()));

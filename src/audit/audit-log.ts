@@ -61,6 +61,8 @@ export const AUDIT_EVENT_TYPES = [
   'gate.sent_back',
   'run.follow_up',
   'ci.verdict',
+  'freight.found',
+  'stage.verdict',
 ] as const;
 
 export type AuditEventType = (typeof AUDIT_EVENT_TYPES)[number];

@@ -32,6 +32,8 @@ const ENV_FIXES: Record<string, string> = {
   GITHUB_APP_PRIVATE_KEY: "set it to the App's PEM private key, together with GITHUB_APP_ID",
   GITHUB_APP_INSTALLATION_ID: 'set it to the numeric installation id, or unset it',
   PROMETHEUS_URL: 'set it to the Prometheus base URL, e.g. http://prometheus:9090, or unset it',
+  KARGO_URL: "set it to the Kargo UI's base URL, e.g. https://kargo.example.com, or unset it (threads then carry no Kargo links)",
+  ARGOCD_URL: "set it to the Argo CD UI's base URL, e.g. https://argocd.example.com, or unset it (threads then carry no Argo CD links)",
   SHIPGATE_CONFIG: 'point it at the policy file (default ./shipgate.yaml)',
   SHIPGATE_ROLE: 'use all, web or worker',
   SHIPGATE_REDIS_PREFIX: 'use letters, digits, - and _ only',
@@ -70,6 +72,8 @@ const envSchema = z
     GITHUB_WEBHOOK_SECRET: optionalText,
     KUBECONFIG: optionalText,
     PROMETHEUS_URL: optionalUrl,
+    KARGO_URL: optionalUrl,
+    ARGOCD_URL: optionalUrl,
     SHIPGATE_CONFIG: z.string().min(1).default('./shipgate.yaml'),
     SHIPGATE_ROLE: z.enum(['all', 'web', 'worker']).default('all'),
     SHIPGATE_REDIS_PREFIX: z
@@ -151,6 +155,9 @@ export interface Config {
   };
   kubeconfig: string | undefined;
   prometheusUrl: string | undefined;
+  /** The Kargo and Argo CD UIs, for links in threads and on the card (SPEC §2); links are left out without them. */
+  kargoUrl: string | undefined;
+  argocdUrl: string | undefined;
   /** The process's PATH: where git and bubblewrap are found (commands inside the sandbox get a fixed one). */
   hostPath: string | undefined;
   /** HOME, for `~/.kube/config` when KUBECONFIG is unset. */
@@ -272,6 +279,8 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env, options: LoadCo
     },
     kubeconfig: e.KUBECONFIG,
     prometheusUrl: e.PROMETHEUS_URL,
+    kargoUrl: e.KARGO_URL,
+    argocdUrl: e.ARGOCD_URL,
     // Absolute entries only: a relative one ('', '.') would find `git` or `bash` in whatever directory a
     // command runs in, and the workspace tree is written by the model.
     hostPath: present.PATH?.split(delimiter).filter((entry) => isAbsolute(entry)).join(delimiter) || undefined,

@@ -54,6 +54,16 @@ const approvalSchema = z
   })
   .strict();
 
+/** An image tag pattern: must name the commit, or any tag would match every run. */
+const tagPattern = z
+  .string()
+  .min(1)
+  .refine((pattern) => /\{sha(:\d+)?\}/.test(pattern), 'must contain {sha} or {sha:N}, e.g. "sha-{sha:7}"')
+  .refine(
+    (pattern) => [...pattern.matchAll(/\{sha:(\d+)\}/g)].every((m) => Number(m[1]) >= 7 && Number(m[1]) <= 40),
+    '{sha:N} needs 7 ≤ N ≤ 40',
+  );
+
 const goldenSignalsSchema = z
   .object({
     errorRatio: z.object({ query: z.string().min(1), max: z.number().min(0) }).strict().optional(),
@@ -66,6 +76,11 @@ const stageSchema = z
     name: z.string().regex(/^[a-z0-9][a-z0-9-]*$/, 'stage names are lower-case words (a-z, 0-9 and -)'),
     kargoStage: z.string().min(1),
     argocdApps: z.array(z.string().min(1)).default([]),
+    /**
+     * Who starts the Promotion into this stage: `auto` (Kargo's auto-promotion; the gate only follows
+     * it) or `bot` (shipgate creates it, exactly once per run). A stage behind an approval is always the bot's.
+     */
+    promote: z.enum(['auto', 'bot']).default('auto'),
     approval: approvalSchema.optional(),
     goldenSignals: goldenSignalsSchema.optional(),
   })
@@ -78,6 +93,13 @@ const pipelineSchema = z
         project: z.string().min(1),
         warehouse: z.string().min(1),
         match: z.enum(['commit', 'image']).default('commit'),
+        /**
+         * With `match: image`: the tags CI gives the image it builds from a commit; `{sha}` is the full
+         * SHA, `{sha:N}` its first N characters (default: the full SHA or a 7–12 character prefix).
+         */
+        tagPatterns: z.array(tagPattern).min(1).optional(),
+        /** With `match: image`: only this image repository's tags count (e.g. ghcr.io/acme/shop). */
+        imageRepoURL: z.string().min(1).optional(),
       })
       .strict()
       .optional(),
@@ -91,6 +113,8 @@ const budgetsSchema = z
   .object({
     maxAgentTurns: z.number().int().positive().default(40),
     maxCiIterations: z.number().int().positive().default(3),
+    /** Fixes forward after a red deploy gate (SPEC §1): 0 turns them off, and a red deploy ends the run. */
+    maxDeployIterations: z.number().int().min(0).default(1),
     maxTokensPerRun: z.number().int().positive().default(2_000_000),
     maxCostUsdPerRun: z.number().positive().default(10),
     maxRunMinutes: z.number().positive().default(240),
@@ -125,6 +149,7 @@ export const policySchema = z
     budgets: budgetsSchema.default({
       maxAgentTurns: 40,
       maxCiIterations: 3,
+      maxDeployIterations: 1,
       maxTokensPerRun: 2_000_000,
       maxCostUsdPerRun: 10,
       maxRunMinutes: 240,

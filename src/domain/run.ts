@@ -79,6 +79,43 @@ export interface MergeArtifacts {
 }
 
 /**
+ * A revision the run's Freight stands for (SPEC §5): a commit of the repository at `repoURL`, or,
+ * with `chart`, that Helm chart's version. Argo CD applications are checked against these when the
+ * Promotion does not say what it synced them to.
+ */
+export interface DeployRevision {
+  repoURL: string;
+  revision: string;
+  chart?: string | undefined;
+}
+
+export interface FreightArtifacts {
+  /** The Freight's name (Kargo's content hash) and its alias, as the thread names it. */
+  name?: string | undefined;
+  alias?: string | undefined;
+  /** What matched the merge commit: the commit's repository, or the image `repo:tag`. */
+  matchedBy?: string | undefined;
+  revisions?: DeployRevision[] | undefined;
+}
+
+/** What a stage gate recorded about this run's Freight in one stage. */
+export interface StageProgress {
+  /** The Promotion that brings (or brought) the Freight into the stage. */
+  promotion?: string | undefined;
+  /** When that Promotion finished: verification must be newer than this. */
+  promotedAt?: string | undefined;
+}
+
+export interface DeployArtifacts {
+  /** Fixes forward after red deploy gates so far (budgets.maxDeployIterations). */
+  iterations?: number | undefined;
+  /** Fingerprints of the red deploy results that were sent back: the same failure twice stops the loop. */
+  fingerprints?: string[] | undefined;
+  /** Per stage name (the policy's, not Kargo's). */
+  stages?: Record<string, StageProgress> | undefined;
+}
+
+/**
  * What each gate recorded, one namespace per gate (issue 8): a gate writes its own and reads what it
  * needs of the earlier ones, so a new gate adds a namespace instead of growing one shared bag.
  */
@@ -87,7 +124,11 @@ export interface RunArtifacts {
   pr?: PrArtifacts | undefined;
   ci?: CiArtifacts | undefined;
   merge?: MergeArtifacts | undefined;
+  freight?: FreightArtifacts | undefined;
+  deploy?: DeployArtifacts | undefined;
 }
+
+const ARTIFACT_NAMESPACES = ['agent', 'pr', 'ci', 'merge', 'freight', 'deploy'] as const satisfies ReadonlyArray<keyof RunArtifacts>;
 
 /** `artifacts` with `patch` merged into one gate's namespace. */
 export function patchArtifacts<K extends keyof RunArtifacts>(artifacts: RunArtifacts, key: K, patch: NonNullable<RunArtifacts[K]>): RunArtifacts {
@@ -97,12 +138,24 @@ export function patchArtifacts<K extends keyof RunArtifacts>(artifacts: RunArtif
 /** Both sets of artifacts, merged namespace by namespace (`extra` wins). */
 export function mergeArtifacts(artifacts: RunArtifacts, extra: RunArtifacts | undefined): RunArtifacts {
   if (extra === undefined) return artifacts;
+  let merged = artifacts;
+  for (const key of ARTIFACT_NAMESPACES) {
+    const patch = extra[key];
+    if (patch !== undefined) merged = patchArtifacts(merged, key, patch);
+  }
+  return merged;
+}
+
+/**
+ * A fix forward after a red deploy gate (SPEC §1): the merged change stays merged, and the agent
+ * starts a new branch from the default branch as it is now, so everything the old branch's pull
+ * request, CI, merge and Freight recorded is dropped; the agent's turns (a run-wide budget) and the
+ * deploy loop's bookkeeping stay.
+ */
+export function fixForwardArtifacts(artifacts: RunArtifacts, feedback: string, deploy: DeployArtifacts): RunArtifacts {
   return {
-    ...artifacts,
-    ...(extra.agent === undefined ? {} : { agent: { ...artifacts.agent, ...extra.agent } }),
-    ...(extra.pr === undefined ? {} : { pr: { ...artifacts.pr, ...extra.pr } }),
-    ...(extra.ci === undefined ? {} : { ci: { ...artifacts.ci, ...extra.ci } }),
-    ...(extra.merge === undefined ? {} : { merge: { ...artifacts.merge, ...extra.merge } }),
+    agent: { turns: artifacts.agent?.turns, feedback },
+    deploy: { ...artifacts.deploy, ...deploy, stages: undefined },
   };
 }
 
@@ -221,7 +274,18 @@ export type GateOutcome =
    * The gate failed in a way an earlier gate can fix (red CI goes back to the agent): the run
    * rewinds to `gate` with `feedback` for it, and this gate's verdict is kept as its summary.
    */
-  | { kind: 'retry-from'; gate: string; summary: string; feedback: string; artifacts?: RunArtifacts | undefined };
+  | {
+      kind: 'retry-from';
+      gate: string;
+      summary: string;
+      feedback: string;
+      artifacts?: RunArtifacts | undefined;
+      /**
+       * `new-branch`: a fix forward after a red deploy gate; the change was merged, so the agent starts
+       * over on a new branch (fixForwardArtifacts) instead of adding a commit to the merged one.
+       */
+      restart?: 'new-branch' | undefined;
+    };
 
 function replaceGate(run: Run, name: string, change: (gate: Gate) => Gate): Gate[] {
   return run.gates.map((gate) => (gate.name === name ? change(gate) : gate));
@@ -271,7 +335,9 @@ export function applyOutcome(run: Run, name: string, outcome: GateOutcome, now: 
       artifacts: mergeArtifacts(run.artifacts, outcome.artifacts),
       gates: replaceGate(run, name, (gate) => ({ ...gate, summary: outcome.summary })),
     };
-    return rewindTo(decided, outcome.gate, outcome.feedback);
+    const rewound = rewindTo(decided, outcome.gate, outcome.feedback);
+    if (outcome.restart !== 'new-branch') return rewound;
+    return { ...rewound, artifacts: fixForwardArtifacts(decided.artifacts, outcome.feedback, decided.artifacts.deploy ?? {}) };
   }
   if (outcome.kind === 'pending') {
     return {

@@ -63,6 +63,12 @@ export interface KubernetesPort {
   get(target: WatchTarget, name: string): unknown;
   /** Calls `listener` for every change any informer sees; returns the unsubscribe function. */
   subscribe(listener: (change: KubernetesChange) => void): () => void;
+  /**
+   * The Promotions in `namespace` carrying every one of `labels`, read live from the API server, not
+   * from the cache: the look-up before a create must see a Promotion created a moment ago by a worker
+   * that died before recording it, which the informer may not have delivered yet.
+   */
+  findPromotions(namespace: string, labels: Readonly<Record<string, string>>): Promise<unknown[]>;
   createPromotion(request: PromotionRequest): Promise<CreatedObject>;
 }
 

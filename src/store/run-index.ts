@@ -15,7 +15,14 @@ export type RunIndexKey =
   | { kind: 'commit'; repo: string; sha: string }
   | { kind: 'pull'; repo: string; number: number }
   /** A run's thread: the channel and the card's message reference, as the chat adapter gave them. */
-  | { kind: 'thread'; channel: string; message: string };
+  | { kind: 'thread'; channel: string; message: string }
+  /**
+   * A Kubernetes object a deploy gate follows (a Freight, Stage, Promotion or Application), or a
+   * Warehouse whose next Freight a run waits for: an informer event about it wakes the run.
+   */
+  | { kind: 'kube'; object: KubeObjectKind; namespace: string; name: string };
+
+export type KubeObjectKind = 'Freight' | 'Stage' | 'Promotion' | 'Application' | 'AnalysisRun' | 'Warehouse';
 
 const TTL_SECONDS = 14 * 24 * 3600;
 
@@ -29,6 +36,8 @@ export function createRunIndex({ redis, prefix }: { redis: Redis; prefix: string
       case 'thread':
         // Unchanged since the reference was called `ts`: threads linked by a running bot are still found.
         return `${prefix}:index:thread:${key.channel}:${key.message}`;
+      case 'kube':
+        return `${prefix}:index:kube:${key.object}:${key.namespace}:${key.name}`;
     }
   };
   return {

@@ -79,6 +79,21 @@ const namespacedArtifactsSchema = z.object({
   pr: z.object({ number: z.number().int().optional() }).optional(),
   ci: z.object({ iterations: z.number().int().nonnegative().optional(), fingerprints: z.array(z.string()).optional() }).optional(),
   merge: z.object({ commitSha: z.string().optional() }).optional(),
+  freight: z
+    .object({
+      name: z.string().optional(),
+      alias: z.string().optional(),
+      matchedBy: z.string().optional(),
+      revisions: z.array(z.object({ repoURL: z.string(), revision: z.string(), chart: z.string().optional() })).optional(),
+    })
+    .optional(),
+  deploy: z
+    .object({
+      iterations: z.number().int().nonnegative().optional(),
+      fingerprints: z.array(z.string()).optional(),
+      stages: z.record(z.string(), z.object({ promotion: z.string().optional(), promotedAt: z.string().optional() })).optional(),
+    })
+    .optional(),
 });
 
 /** The one flat bag every gate shared before artifacts were namespaced per gate. */

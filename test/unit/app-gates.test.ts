@@ -14,6 +14,7 @@ import {
 } from '../../src/app/gate-table.js';
 import { loadConfig } from '../../src/config/config.js';
 import type { GateKind } from '../../src/domain/run.js';
+import type { KubernetesPort } from '../../src/ports/kubernetes.js';
 import { createGit, type Git } from '../../src/git/git.js';
 import { createLogger } from '../../src/log.js';
 import { createMetrics } from '../../src/metrics.js';
@@ -31,7 +32,8 @@ import type { GateStep } from '../../workers/gates/gate-step.js';
  */
 
 const SHIPPED: GateKind[] = ['agent', 'pr', 'ci', 'merge'];
-const UNBUILT: GateKind[] = ['freight', 'stage', 'approval'];
+const DEPLOY: GateKind[] = ['freight', 'stage'];
+const UNBUILT: GateKind[] = ['approval'];
 const silent = createLogger({ level: 'silent', destination: new PassThrough() });
 
 const opened: Array<{ redis: Redis; git: Git }> = [];
@@ -74,9 +76,10 @@ const MODEL = { ANTHROPIC_API_KEY: 'sk-ant-not-real' };
 const step: GateStep = { run: async () => ({ kind: 'passed', summary: 'injected' }) };
 
 describe('the gate table', () => {
-  it('has a row for every gate kind; the shipped four need GitHub and the model, the deploy half is not built yet', () => {
-    expect(Object.keys(GATE_TABLE).sort()).toEqual([...SHIPPED, ...UNBUILT].sort());
+  it('has a row for every gate kind; the Git four need GitHub and the model, the deploy gates a cluster, approval is not built yet', () => {
+    expect(Object.keys(GATE_TABLE).sort()).toEqual([...SHIPPED, ...DEPLOY, ...UNBUILT].sort());
     for (const kind of SHIPPED) expect(GATE_TABLE[kind]).toMatchObject({ needs: ['github', 'model'] });
+    for (const kind of DEPLOY) expect(GATE_TABLE[kind]).toMatchObject({ needs: ['kubernetes'] });
     for (const kind of UNBUILT) expect(GATE_TABLE[kind].build).toBeUndefined();
   });
 
@@ -85,7 +88,9 @@ describe('the gate table', () => {
     expect(notConfiguredReason(agent, new Set<Need>(['github', 'model']))).toBeUndefined();
     expect(notConfiguredReason(agent, new Set<Need>(['github']))).toBe(`needs ${NEEDS.model}`);
     expect(notConfiguredReason(agent, new Set<Need>())).toBe(`needs ${NEEDS.github}, and ${NEEDS.model}`);
-    expect(notConfiguredReason(GATE_TABLE.freight, new Set<Need>(['github', 'model']))).toBe(NOT_BUILT);
+    expect(notConfiguredReason(GATE_TABLE.freight, new Set<Need>(['github', 'model']))).toBe(`needs ${NEEDS.kubernetes}`);
+    expect(notConfiguredReason(GATE_TABLE.approval, new Set<Need>(['github', 'model', 'kubernetes']))).toBe(NOT_BUILT);
+    expect(NEEDS.kubernetes).toContain('KUBECONFIG');
     expect(NEEDS.github).toContain('GITHUB_TOKEN');
     expect(NEEDS.model).toContain('ANTHROPIC_API_KEY');
   });
@@ -103,10 +108,25 @@ describe('the gate table', () => {
 });
 
 describe('buildGates', () => {
-  it('builds the shipped gates when GitHub and the model are configured; the rest wait as not built yet', () => {
+  it('builds the Git gates when GitHub and the model are configured; without a cluster the deploy gates say what they need', () => {
     const gates = buildGates(deps({ ...GITHUB, ...MODEL }));
     expect(Object.keys(gates.steps).sort()).toEqual([...SHIPPED].sort());
-    expect(gates.notConfigured).toEqual({ freight: NOT_BUILT, stage: NOT_BUILT, approval: NOT_BUILT });
+    const cluster = `needs ${NEEDS.kubernetes}`;
+    expect(gates.notConfigured).toEqual({ freight: cluster, stage: cluster, approval: NOT_BUILT });
+  });
+
+  it('with a cluster, builds the deploy gates too', () => {
+    const kubernetes: KubernetesPort = {
+      list: () => undefined,
+      get: () => undefined,
+      subscribe: () => () => undefined,
+      findPromotions: async () => [],
+      createPromotion: async () => ({ name: 'p', object: {} }),
+    };
+    expect([...configuredNeeds(deps({}).config, kubernetes)]).toEqual(['kubernetes']);
+    const gates = buildGates(deps({ ...GITHUB, ...MODEL }, { kubernetes }));
+    expect(Object.keys(gates.steps).sort()).toEqual([...SHIPPED, ...DEPLOY].sort());
+    expect(gates.notConfigured).toEqual({ approval: NOT_BUILT });
   });
 
   it('without the model, says so for every gate that needs it and builds none of them', () => {
@@ -120,7 +140,8 @@ describe('buildGates', () => {
     expect(gates.steps).toEqual({ agent: step, freight: step });
     expect(gates.notConfigured.agent).toBeUndefined();
     expect(gates.notConfigured.pr).toBe(`needs ${NEEDS.github}, and ${NEEDS.model}`);
-    expect(gates.notConfigured.stage).toBe(NOT_BUILT);
+    expect(gates.notConfigured.stage).toBe(`needs ${NEEDS.kubernetes}`);
+    expect(gates.notConfigured.approval).toBe(NOT_BUILT);
   });
 
   it('builds each outside system once, shared by every gate, and only for the gates that list it', () => {

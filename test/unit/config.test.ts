@@ -255,6 +255,7 @@ describe('parsePolicy', () => {
     expect(parsePolicy(MINIMAL_POLICY, 'p').budgets).toEqual({
       maxAgentTurns: 40,
       maxCiIterations: 3,
+      maxDeployIterations: 1,
       maxTokensPerRun: 2_000_000,
       maxCostUsdPerRun: 10,
       maxRunMinutes: 240,
@@ -264,6 +265,7 @@ describe('parsePolicy', () => {
     ).toEqual({
       maxAgentTurns: 40,
       maxCiIterations: 5,
+      maxDeployIterations: 1,
       maxTokensPerRun: 2_000_000,
       maxCostUsdPerRun: 2.5,
       maxRunMinutes: 240,

@@ -2,7 +2,14 @@ import type { Logger } from '../../src/log.js';
 import type { Gate, GateKind, GateOutcome, Run } from '../../src/domain/run.js';
 
 /** The evidence a gate step writes itself (SPEC §7); gate results and run events are the run processor's. */
-export type GateAuditType = 'agent.iteration' | 'commit.created' | 'pr.opened' | 'ci.verdict';
+export type GateAuditType =
+  | 'agent.iteration'
+  | 'commit.created'
+  | 'pr.opened'
+  | 'ci.verdict'
+  | 'freight.found'
+  | 'promotion.created'
+  | 'stage.verdict';
 
 /** What a gate step sees: the run, its gate, a logger bound to both, and the cancel signal. */
 export interface GateContext {

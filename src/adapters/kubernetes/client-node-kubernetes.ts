@@ -21,6 +21,7 @@ export interface ClientNodeKubernetesDeps {
   backoff?: BackoffOptions;
 }
 
+const listSchema = z.looseObject({ items: z.array(z.unknown()) });
 const createdSchema = z.looseObject({ metadata: z.looseObject({ name: z.string().min(1) }) });
 const apiErrorSchema = z.looseObject({ code: z.number(), body: z.unknown() });
 const statusSchema = z.looseObject({ message: z.string() });
@@ -103,6 +104,19 @@ export function createClientNodeKubernetes(deps: ClientNodeKubernetesDeps): Kube
       return () => {
         listeners.delete(listener);
       };
+    },
+    async findPromotions(namespace, labels) {
+      const { group, version, plural } = KIND_RESOURCES.Promotion;
+      const labelSelector = Object.entries(labels)
+        .map(([name, value]) => `${name}=${value}`)
+        .join(',');
+      let answer: unknown;
+      try {
+        answer = await api.listNamespacedCustomObject({ group, version, namespace, plural, labelSelector });
+      } catch (error) {
+        throw requestError(error);
+      }
+      return listSchema.parse(answer).items;
     },
     async createPromotion(request: PromotionRequest): Promise<CreatedObject> {
       const { group, version, plural } = KIND_RESOURCES.Promotion;

@@ -6,7 +6,7 @@ import { createRepoFiles } from '../../../src/agent/repo-files.js';
 import { createSearchProvider } from '../../../src/agent/search-tool.js';
 import { createToolbox, providersFor, type AgentIteration, type ToolProviderRegistration } from '../../../src/agent/toolbox.js';
 import type { Policy } from '../../../src/config/policy.js';
-import { patchArtifacts } from '../../../src/domain/run.js';
+import { patchArtifacts, type Run } from '../../../src/domain/run.js';
 import { RefusedError } from '../../../src/errors.js';
 import type { Git } from '../../../src/git/git.js';
 import type { GitHubPort } from '../../../src/ports/github.js';
@@ -149,7 +149,8 @@ export function createAgentStep(deps: AgentStepDeps): GateStep {
             costUsd: latest.usage.costUsd,
             checks: rounds === undefined ? 'not reached' : rounds.kind === 'failed' ? 'failing' : rounds.results.map((c) => c.name),
           },
-          `${iteration.number}.${latest.artifacts.agent?.previousCommitSha ?? 'start'}`,
+          // A fix forward starts its own count of iterations on its own branch: its key says which fix.
+          `${fixPrefix(latest)}${iteration.number}.${latest.artifacts.agent?.previousCommitSha ?? 'start'}`,
         );
       }
       if (rounds.kind === 'failed') return rounds;
@@ -181,4 +182,10 @@ export function createAgentStep(deps: AgentStepDeps): GateStep {
       return { kind: 'passed', summary: passSummary(latest) };
     },
   };
+}
+
+/** `fix<N>.` for the iterations of the N-th fix forward; nothing before the first (keys as they were). */
+function fixPrefix(run: Run): string {
+  const fixes = run.artifacts.deploy?.iterations ?? 0;
+  return fixes === 0 ? '' : `fix${fixes}.`;
 }

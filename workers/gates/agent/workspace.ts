@@ -40,7 +40,9 @@ export function workspaceDir(workRoot: string, runId: string): string {
  */
 export async function prepareAgentWorkspace(deps: AgentWorkspaceDeps, run: Run, repoPolicy: RepoPolicy, owner: string, repo: string): Promise<AgentWorkspace> {
   const info = await deps.github.getRepository(owner, repo);
-  const branch = run.artifacts.agent?.branch ?? branchName(run.id, run.task);
+  // A fix forward after a red deploy starts a new branch (the first one is merged): `…-fix-N-<task>`.
+  const fixes = run.artifacts.deploy?.iterations ?? 0;
+  const branch = run.artifacts.agent?.branch ?? branchName(run.id, fixes === 0 ? run.task : `fix ${fixes} ${run.task}`);
   const dir = workspaceDir(deps.workRoot, run.id);
   const credentials = await deps.github.pushCredentials(owner, repo);
   const prepared = await deps.git.prepareWorkspace({ dir, cloneUrl: info.cloneUrl, defaultBranch: info.defaultBranch, branch, credentials });

@@ -1,0 +1,88 @@
+import { z } from 'zod';
+import { RefusedError } from '../../../src/errors.js';
+import { KubernetesRequestError, type KubernetesPort } from '../../../src/ports/kubernetes.js';
+
+/**
+ * Exactly one Promotion per run and stage, whatever happens (SPEC §6, §10): a retry after a crash
+ * between creating and recording, a redelivered job, two looks in a row before the informer saw the
+ * first create. The Promotion is found by deterministic labels (the run and the stage) with a live
+ * LIST before it is created, and created with `generateName` (Kargo's webhook renames it anyway, so
+ * the bot never relies on a name it chose). The production approval (issue 10) uses the same path.
+ */
+
+export const RUN_LABEL = 'shipgate.io/run';
+export const STAGE_LABEL = 'shipgate.io/stage';
+
+const labelledPromotion = z.object({
+  metadata: z.object({ name: z.string(), creationTimestamp: z.string().optional() }),
+  spec: z.object({ stage: z.string(), freight: z.string().optional() }),
+});
+
+/** The part of the Stage a Promotion is built from: Kargo's webhook re-populates the steps from it anyway. */
+const stageTemplateSchema = z.object({
+  spec: z.object({
+    promotionTemplate: z
+      .object({ spec: z.object({ steps: z.array(z.record(z.string(), z.unknown())).nullish() }).optional() })
+      .nullish(),
+  }),
+});
+
+export interface PromotionTarget {
+  namespace: string;
+  /** Kargo's Stage name. */
+  kargoStage: string;
+  freight: string;
+  runId: string;
+  /** The policy's stage name (the label's value). */
+  stage: string;
+  /** The Stage object (from the cache): its promotion template gives the steps. */
+  stageObject: unknown;
+  annotations: Record<string, string>;
+}
+
+/** The run's Promotion of `freight` into the stage: found, or created once. */
+export async function ensurePromotion(
+  kubernetes: Pick<KubernetesPort, 'findPromotions' | 'createPromotion'>,
+  target: PromotionTarget,
+): Promise<{ name: string; created: boolean }> {
+  const labels = { [RUN_LABEL]: target.runId, [STAGE_LABEL]: target.stage };
+  const existing = (await kubernetes.findPromotions(target.namespace, labels))
+    .map((raw) => labelledPromotion.safeParse(raw))
+    .flatMap((parsed) => (parsed.success ? [parsed.data] : []))
+    .filter((p) => p.spec.stage === target.kargoStage && p.spec.freight === target.freight)
+    .sort((a, b) => (a.metadata.creationTimestamp ?? '').localeCompare(b.metadata.creationTimestamp ?? ''));
+  const first = existing[0];
+  if (first !== undefined) return { name: first.metadata.name, created: false };
+
+  const stage = stageTemplateSchema.safeParse(target.stageObject);
+  const steps = stage.success ? (stage.data.spec.promotionTemplate?.spec?.steps ?? []) : [];
+  if (steps.length === 0)
+    throw new RefusedError(`Kargo Stage ${target.namespace}/${target.kargoStage} defines no promotion steps, so there is nothing to promote with`);
+  try {
+    const created = await kubernetes.createPromotion({
+      namespace: target.namespace,
+      generateName: `${target.kargoStage}.`,
+      labels,
+      annotations: target.annotations,
+      spec: { stage: target.kargoStage, freight: target.freight, steps },
+    });
+    return { name: created.name, created: true };
+  } catch (error) {
+    throw kargoRefusal(error, target) ?? error;
+  }
+}
+
+/**
+ * A refusal retrying cannot change, said plainly: RBAC (`promote` not granted; Kargo's webhook answers
+ * 500 wrapping a Forbidden), Freight not available to the Stage, an invalid object. Anything else is
+ * an outage, retried by the queue.
+ */
+function kargoRefusal(error: unknown, target: PromotionTarget): RefusedError | undefined {
+  if (!(error instanceof KubernetesRequestError)) return undefined;
+  const status = error.statusCode ?? 0;
+  const forbidden = status === 403 || /forbidden/i.test(error.message);
+  const refused = forbidden || (status >= 400 && status < 500 && status !== 429 && status !== 408);
+  if (!refused) return undefined;
+  const why = forbidden ? ' (the bot may not promote into this Stage: grant it Kargo\'s `promote` verb on it)' : '';
+  return new RefusedError(`Kargo refused the Promotion of Freight ${target.freight} into ${target.kargoStage}${why}: ${error.message}`);
+}
