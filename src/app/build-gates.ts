@@ -3,6 +3,7 @@ import type { GateSteps } from '../../workers/gates/gate-step.js';
 import { createAnthropicModel } from '../adapters/anthropic/anthropic-model.js';
 import type { GitHubAuth } from '../adapters/github/options.js';
 import { createGitHubRest } from '../adapters/github/github-rest.js';
+import { createPrometheusHttp } from '../adapters/prometheus/prometheus-http.js';
 import type { Config } from '../config/config.js';
 import type { GateKind } from '../domain/run.js';
 import type { Git } from '../git/git.js';
@@ -29,7 +30,7 @@ export interface GateTuning {
 }
 
 export interface BuildGatesDeps {
-  config: Pick<Config, 'github' | 'anthropic' | 'policy' | 'policyPath' | 'kargoUrl' | 'argocdUrl'>;
+  config: Pick<Config, 'github' | 'anthropic' | 'policy' | 'policyPath' | 'kargoUrl' | 'argocdUrl' | 'prometheusUrl'>;
   log: Logger;
   metrics: Metrics;
   clock: () => Date;
@@ -104,6 +105,10 @@ export function buildGates(deps: BuildGatesDeps): Gates {
     workRoot: deps.workRoot,
     tuning: { checkTimeoutMs: tuning?.checkTimeoutMs, firstPollMs: tuning?.firstPollMs, deployPollMs: tuning?.deployPollMs },
     deployUi: { kargo: config.kargoUrl, argocd: config.argocdUrl },
+    metricsQuery: memo(() => {
+      const baseUrl = config.prometheusUrl;
+      return baseUrl === undefined ? undefined : createPrometheusHttp({ baseUrl, metrics });
+    }),
     kubernetes: () => {
       if (kubernetes === undefined) throw new Error('no cluster is configured (a gate that needs it was built anyway)');
       return kubernetes;

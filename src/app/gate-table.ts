@@ -12,6 +12,7 @@ import type { Git } from '../git/git.js';
 import type { ChatPort } from '../ports/chat.js';
 import type { GitHubCiPort, GitHubPort } from '../ports/github.js';
 import type { KubernetesPort } from '../ports/kubernetes.js';
+import type { MetricsQueryPort } from '../ports/metrics-query.js';
 import type { ModelPort } from '../ports/model.js';
 import type { SandboxPort } from '../ports/sandbox.js';
 import type { Scrub } from '../security/scrubber.js';
@@ -59,6 +60,8 @@ export interface GateDeps {
   model: () => ModelPort;
   /** The shared informers' caches and the Promotion create (built by the composition root, started by the worker role). */
   kubernetes: () => KubernetesPort;
+  /** Prometheus, when PROMETHEUS_URL is set (stages with golden signals; loadConfig refuses them without it). */
+  metricsQuery: () => MetricsQueryPort | undefined;
 }
 
 export interface GateFactory {
@@ -137,6 +140,7 @@ export const GATE_TABLE: GateTable = {
       createStageStep({
         policy: deps.policy,
         kubernetes: deps.kubernetes(),
+        metrics: deps.metricsQuery(),
         index: deps.index,
         ui: deps.deployUi,
         clock: deps.clock,

@@ -247,6 +247,15 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env, options: LoadCo
     ]);
   }
   const policy = parsePolicy(text, policyPath);
+  const withSignals = Object.entries(policy.pipelines).flatMap(([name, pipeline]) =>
+    pipeline.stages.filter((stage) => stage.goldenSignals !== undefined).map((stage) => `${name}/${stage.name}`),
+  );
+  if (withSignals.length > 0 && e.PROMETHEUS_URL === undefined) {
+    // A stage that asks for golden signals must never pass without them.
+    throw new ConfigError([
+      `PROMETHEUS_URL: the policy's stages ${withSignals.join(', ')} list goldenSignals, which are PromQL queries. Fix: ${ENV_FIXES.PROMETHEUS_URL}, or remove goldenSignals from those stages`,
+    ]);
+  }
 
   const chat: ChatMode =
     e.SLACK_BOT_TOKEN === undefined

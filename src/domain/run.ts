@@ -104,6 +104,8 @@ export interface StageProgress {
   promotion?: string | undefined;
   /** When that Promotion finished: verification must be newer than this. */
   promotedAt?: string | undefined;
+  /** When the golden signals were first queried without data: the wait for data is bounded from here. */
+  signalsSince?: string | undefined;
 }
 
 export interface DeployArtifacts {

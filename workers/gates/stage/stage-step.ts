@@ -4,6 +4,7 @@ import { evaluateArgoHealth, parseArgoApplication, type ArgoHealthOutcome } from
 import { argocdAppUrl, kargoStageUrl, linkSuffix, pipelineFor, type DeployUiBases } from './deploy-links.js';
 import { renderDeployFailure, type DeployFailure } from './deploy-report.js';
 import { desiredRevisionsFor, promotionDesiredRevisions } from './desired-revisions.js';
+import { checkGoldenSignals, renderGoldenSignalFailure, type GoldenSignalBreach } from './golden-signals.js';
 import { evaluatePromotion, kargoPromotionSchema } from './kargo-promotion.js';
 import { ensurePromotion } from './promotion-once.js';
 import { analysisRunSchema, evaluateVerification, kargoFreightStatusSchema, kargoStageSchema, summariseAnalysisRun } from './verification.js';
@@ -11,6 +12,7 @@ import type { PipelinePolicy, Policy, StagePolicy } from '../../../src/config/po
 import { patchArtifacts, type GateOutcome, type Run, type StageProgress } from '../../../src/domain/run.js';
 import { RefusedError } from '../../../src/errors.js';
 import type { KubernetesPort } from '../../../src/ports/kubernetes.js';
+import type { MetricsQueryPort } from '../../../src/ports/metrics-query.js';
 import type { RunIndex } from '../../../src/store/run-index.js';
 import type { GateContext, GateStep } from '../gate-step.js';
 import { pollDelay } from '../poll-delay.js';
@@ -21,6 +23,10 @@ export interface StageStepDeps {
   index: Pick<RunIndex, 'link'>;
   ui: DeployUiBases;
   clock: () => Date;
+  /** Prometheus (PROMETHEUS_URL), for stages that list golden signals; config refuses such a stage without it. */
+  metrics?: MetricsQueryPort | undefined;
+  /** How long golden signals may have no data after the stage verified before the gate gives up (default 10 min). */
+  goldenSignalsNoDataMs?: number | undefined;
   /** Fallback re-check while no informer event woke the run. */
   firstPollMs?: number | undefined;
   maxPollMs?: number | undefined;
@@ -115,6 +121,8 @@ class StageEvaluation {
     if (apps.done) return apps.outcome;
     const verification = await this.verification(promotion.finishedAt);
     if (verification.done) return verification.outcome;
+    const signals = await this.goldenSignals();
+    if (signals.done) return signals.outcome;
 
     await this.context.audit('stage.verdict', { stage: this.stageName, freight: this.freight, promotion: promotion.name, verdict: 'passed' }, this.freight);
     await this.context.record(() => ({ activity: undefined }));
@@ -124,7 +132,7 @@ class StageEvaluation {
     ].filter((link) => link !== '');
     return {
       kind: 'passed',
-      summary: [`${this.stageName}: ${promotion.line}`, apps.line, verification.line, ...links.map((link) => link.slice(3))].filter((l) => l !== '').join('\n'),
+      summary: [`${this.stageName}: ${promotion.line}`, apps.line, verification.line, signals.line, ...links.map((link) => link.slice(3))].filter((l) => l !== '').join('\n'),
     };
   }
 
@@ -167,7 +175,7 @@ class StageEvaluation {
       await this.context.record(() => ({ activity: outcome.summary }));
       return { done: true, outcome: this.pending(outcome.summary) };
     }
-    if (outcome.state === 'failed') return { done: true, outcome: await this.red({ kind: 'promotion', stage: this.stageName, outcome }) };
+    if (outcome.state === 'failed') return { done: true, outcome: await this.redDeploy({ kind: 'promotion', stage: this.stageName, outcome }) };
     if (finishedAt !== undefined && progress.promotedAt !== finishedAt) await this.recordProgress({ promotion: name, promotedAt: finishedAt });
     return { done: false, line: outcome.summary, raw: chosen.raw, name, finishedAt };
   }
@@ -221,7 +229,7 @@ class StageEvaluation {
           // Not the change's fault but the pipeline's wiring: a fix forward could not help.
           return { done: true, outcome: { kind: 'failed', summary: `${this.stageName}: ${outcome.summary}. Check that the Promotion's argocd-update step names this application, or that it tracks the repository the Freight carries.` } };
         }
-        return { done: true, outcome: await this.red({ kind: 'application', stage: this.stageName, outcome }) };
+        return { done: true, outcome: await this.redDeploy({ kind: 'application', stage: this.stageName, outcome }) };
       }
       if (outcome.state === 'progressing') waiting.push(outcome.summary);
       else healthy.push(outcome.summary);
@@ -255,7 +263,7 @@ class StageEvaluation {
       const analysis = raw === undefined ? null : analysisRunSchema.safeParse(raw);
       return {
         done: true,
-        outcome: await this.red({ kind: 'verification', stage: this.stageName, outcome, analysis: analysis?.success ? summariseAnalysisRun(analysis.data) : null }),
+        outcome: await this.redDeploy({ kind: 'verification', stage: this.stageName, outcome, analysis: analysis?.success ? summariseAnalysisRun(analysis.data) : null }),
       };
     }
     return { done: false, line: outcome.summary };
@@ -272,12 +280,45 @@ class StageEvaluation {
     );
   }
 
+  /**
+   * Step 4, where the stage lists them: the golden signals within their thresholds. No data at all
+   * (a service nobody calls yet) waits, for a bounded time from the first look; then the gate fails
+   * without a fix forward, since no code change makes traffic appear.
+   */
+  private async goldenSignals(): Promise<Decided> {
+    const signals = this.stage.goldenSignals;
+    if (signals === undefined) return { done: false, line: '' };
+    const port = this.deps.metrics;
+    if (port === undefined) throw new RefusedError(`stage ${this.stageName} lists goldenSignals, but PROMETHEUS_URL is not set`);
+    const outcome = await checkGoldenSignals({ port, signals, signal: this.context.signal });
+    if (outcome.state === 'passed') return { done: false, line: outcome.summary };
+    if (outcome.state === 'failed') return { done: true, outcome: await this.redSignals(outcome.breaches) };
+    const progress = this.run.artifacts.deploy?.stages?.[this.stageName] ?? {};
+    const since = progress.signalsSince ?? this.deps.clock().toISOString();
+    if (progress.signalsSince === undefined) await this.recordProgress({ signalsSince: since });
+    const limit = this.deps.goldenSignalsNoDataMs ?? 10 * 60_000;
+    if (this.deps.clock().getTime() - Date.parse(since) > limit)
+      return { done: true, outcome: { kind: 'failed', summary: `${this.stageName}: ${outcome.summary}, for more than ${Math.round(limit / 60_000)} minutes after the stage verified; the run ends here` } };
+    await this.context.record(() => ({ activity: outcome.summary }));
+    return { done: true, outcome: this.pending(outcome.summary) };
+  }
+
+  private async redDeploy(failure: DeployFailure): Promise<GateOutcome> {
+    return this.red(failure.kind, renderDeployFailure(failure), deployFingerprint(failure));
+  }
+
+  private async redSignals(breaches: readonly GoldenSignalBreach[]): Promise<GateOutcome> {
+    const fingerprint = createHash('sha256')
+      .update(JSON.stringify(['golden-signals', this.stageName, breaches.map((b) => b.signal).sort()]))
+      .digest('hex')
+      .slice(0, 16);
+    return this.red('golden-signals', renderGoldenSignalFailure(this.stageName, breaches), fingerprint);
+  }
+
   /** A red deploy gate: one report, then a fix forward within budgets.maxDeployIterations, or the end. */
-  private async red(failure: DeployFailure): Promise<GateOutcome> {
-    const lines = renderDeployFailure(failure);
+  private async red(kind: DeployFailure['kind'] | 'golden-signals', lines: readonly string[], fingerprint: string): Promise<GateOutcome> {
     const report = lines.join('\n');
-    const fingerprint = deployFingerprint(failure);
-    await this.context.audit('stage.verdict', { stage: this.stageName, freight: this.freight, verdict: 'failed', kind: failure.kind, fingerprint }, this.freight);
+    await this.context.audit('stage.verdict', { stage: this.stageName, freight: this.freight, verdict: 'failed', kind, fingerprint }, this.freight);
     const deploy = this.run.artifacts.deploy ?? {};
     const iterations = deploy.iterations ?? 0;
     const max = this.deps.policy.budgets.maxDeployIterations;
