@@ -3,6 +3,7 @@ import { createAgentStep } from '../../workers/gates/agent/agent-step.js';
 import { createCiStep } from '../../workers/gates/ci/ci-step.js';
 import { createFreightStep } from '../../workers/gates/freight/freight-step.js';
 import type { DeployUiBases } from '../../workers/gates/stage/deploy-links.js';
+import { createArgocdStep } from '../../workers/gates/stage/argocd-step.js';
 import { createStageStep } from '../../workers/gates/stage/stage-step.js';
 import { createMergeStep } from '../../workers/gates/merge/merge-step.js';
 import { createPrStep } from '../../workers/gates/pr/pr-step.js';
@@ -148,6 +149,18 @@ export const GATE_TABLE: GateTable = {
       }),
   },
   approval: { needs: [] },
+  argocd: {
+    needs: ['kubernetes'],
+    build: (deps) =>
+      createArgocdStep({
+        policy: deps.policy,
+        kubernetes: deps.kubernetes(),
+        index: deps.index,
+        ui: deps.deployUi,
+        clock: deps.clock,
+        firstPollMs: deps.tuning.deployPollMs,
+      }),
+  },
 };
 
 /** Why the gate cannot run in this shipgate, or undefined when it can. */

@@ -8,11 +8,14 @@ import type { Policy } from '../config/policy.js';
 
 export type GateState = 'pending' | 'running' | 'passed' | 'failed' | 'skipped';
 
-/** The gate kinds of SPEC §1; stage gates are named `stage:<name>`. */
-export type GateKind = 'agent' | 'pr' | 'ci' | 'merge' | 'freight' | 'stage' | 'approval';
+/**
+ * The gate kinds of SPEC §1; stage gates are named `stage:<name>`. `argocd` ends an Argo-only
+ * pipeline (no Kargo section): its applications healthy at the merge commit.
+ */
+export type GateKind = 'agent' | 'pr' | 'ci' | 'merge' | 'freight' | 'stage' | 'approval' | 'argocd';
 
 export interface Gate {
-  /** `agent`, `pr`, `ci`, `merge`, `freight`, `approval` or `stage:<name>`. */
+  /** `agent`, `pr`, `ci`, `merge`, `freight`, `approval`, `stage:<name>` or `argocd`. */
   name: string;
   kind: GateKind;
   state: GateState;
@@ -196,7 +199,8 @@ export function isTerminal(state: RunState): state is TerminalRunState {
 /**
  * The gates a run on `repo` goes through, derived from policy: the four Git
  * gates always; Kargo's freight, each stage and the approval before the stage
- * that asks for one when the repository's pipeline has a Kargo section.
+ * that asks for one when the repository's pipeline has a Kargo section; without
+ * one, `argocd` when the pipeline lists Argo CD applications.
  */
 export function gatesFor(policy: Policy, repo: string): Gate[] {
   const names: Array<{ name: string; kind: GateKind }> = [
@@ -213,6 +217,8 @@ export function gatesFor(policy: Policy, repo: string): Gate[] {
       if (stage.approval !== undefined) names.push({ name: 'approval', kind: 'approval' });
       names.push({ name: `stage:${stage.name}`, kind: 'stage' });
     }
+  } else if ((pipeline?.argocdApps ?? []).length > 0) {
+    names.push({ name: 'argocd', kind: 'argocd' });
   }
   return names.map(({ name, kind }) => ({ name, kind, state: 'pending' }));
 }

@@ -46,7 +46,7 @@ declare module 'ioredis' {
 
 const gateSchema = z.object({
   name: z.string(),
-  kind: z.enum(['agent', 'pr', 'ci', 'merge', 'freight', 'stage', 'approval']),
+  kind: z.enum(['agent', 'pr', 'ci', 'merge', 'freight', 'stage', 'approval', 'argocd']),
   state: z.enum(['pending', 'running', 'passed', 'failed', 'skipped']),
   summary: z.string().optional(),
   notConfigured: z.boolean().optional(),

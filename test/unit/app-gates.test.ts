@@ -32,7 +32,7 @@ import type { GateStep } from '../../workers/gates/gate-step.js';
  */
 
 const SHIPPED: GateKind[] = ['agent', 'pr', 'ci', 'merge'];
-const DEPLOY: GateKind[] = ['freight', 'stage'];
+const DEPLOY: GateKind[] = ['freight', 'stage', 'argocd'];
 const UNBUILT: GateKind[] = ['approval'];
 const silent = createLogger({ level: 'silent', destination: new PassThrough() });
 
@@ -112,7 +112,7 @@ describe('buildGates', () => {
     const gates = buildGates(deps({ ...GITHUB, ...MODEL }));
     expect(Object.keys(gates.steps).sort()).toEqual([...SHIPPED].sort());
     const cluster = `needs ${NEEDS.kubernetes}`;
-    expect(gates.notConfigured).toEqual({ freight: cluster, stage: cluster, approval: NOT_BUILT });
+    expect(gates.notConfigured).toEqual({ freight: cluster, stage: cluster, argocd: cluster, approval: NOT_BUILT });
   });
 
   it('with a cluster, builds the deploy gates too', () => {
