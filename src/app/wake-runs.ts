@@ -23,11 +23,14 @@ export interface WakeRunsDeps {
 async function wakeLinkedRuns(deps: WakeRunsDeps, keys: readonly RunIndexKey[], about: Record<string, unknown>): Promise<void> {
   const runIds = new Set((await Promise.all(keys.map((key) => deps.index.find(key)))).flat());
   for (const runId of runIds) {
-    const run = await deps.store.get(runId);
-    if (run === undefined || !isWakeable(run)) continue;
-    // If the gate is being evaluated right now, the poke makes it look again as soon as it ends pending.
+    const before = await deps.store.get(runId);
+    if (before === undefined || !isWakeable(before)) continue;
+    // Poke first, then read: a gate being evaluated right now takes the poke when it ends pending
+    // (the run processor stores `waiting`, then takes pokes). Read first and poke after, and a gate
+    // that ended pending in between would miss both the poke and the wake, and sleep until its poll.
     await deps.pokes.poke(runId);
-    if (run.state === 'waiting') await deps.queues.wakeRun(runId, run.jobSeq);
+    const run = await deps.store.get(runId);
+    if (run?.state === 'waiting') await deps.queues.wakeRun(runId, run.jobSeq);
     deps.log.debug({ runId, ...about }, 'an event woke the run');
   }
 }

@@ -84,7 +84,9 @@ export function createQueues({ connection, prefix }: { connection: RedisOptions;
       await chat.add('card', { kind: 'card', runId, version }, { ...CHAT_JOB_OPTIONS, jobId: `${runId}.card.${version}` });
     },
     async reply(runId, key, content) {
-      await chat.add('reply', { kind: 'reply', runId, key, content }, { ...CHAT_JOB_OPTIONS, jobId: `${runId}.reply.${key}` });
+      // BullMQ refuses `:` in custom ids, and stage gates are named `stage:<name>`; `~` cannot clash with
+      // a gate name (policy names are lower-case words), and keys without `:` keep the ids they had.
+      await chat.add('reply', { kind: 'reply', runId, key, content }, { ...CHAT_JOB_OPTIONS, jobId: `${runId}.reply.${key.replaceAll(':', '~')}` });
     },
     async queuePositions() {
       const waiting = await runs.getJobs(['waiting', 'prioritized'], 0, -1, true);

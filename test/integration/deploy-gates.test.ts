@@ -1,0 +1,296 @@
+import { mkdtempSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { z } from 'zod';
+import { afterEach, describe, expect, it } from 'vitest';
+import type { ModelRequest } from '../helpers/anthropic-server.js';
+import { eventually } from '../helpers/eventually.js';
+import { createGitOpsController, type GitOpsController, type StageScript } from '../helpers/gitops-controller.js';
+import { startKubernetesServer, type KubernetesServer } from '../helpers/kubernetes-server.js';
+import { startWorld, type World } from '../helpers/world.js';
+
+/**
+ * Issue 9, end to end through Slack: after the merge, Kargo and Argo CD decide. The real client-node
+ * informers watch the local Kubernetes API server (objects validated against the real CRDs) while a
+ * scripted Kargo/Argo CD controller produces Freight, auto-promotes and syncs; the deploy gates follow
+ * through informer events (the fallback poll is set far beyond the tests' waits, so only events can
+ * move a run in time).
+ */
+
+const POLICY = `
+repos:
+  acme/shop:
+    checks: { test: test -f src/health.js }
+    pipeline: shop
+pipelines:
+  shop:
+    kargo: { project: shop, warehouse: shop }
+    stages:
+      - { name: dev, kargoStage: dev, argocdApps: [shop-dev] }
+      - { name: staging, kargoStage: staging, argocdApps: [shop-staging] }
+budgets: { maxAgentTurns: 20, maxCiIterations: 3, maxDeployIterations: 1, maxTokensPerRun: 2000000, maxCostUsdPerRun: 10, maxRunMinutes: 60 }
+`;
+const FILES = { 'src/server.js': 'module.exports = {};\n' };
+const KARGO_URL = 'https://kargo.example.test';
+const ARGOCD_URL = 'https://argocd.example.test';
+const MERGE_SHA = 'f00dfacef00dfacef00dfacef00dfacef00dface';
+const FIX_MERGE_SHA = 'c0ffee00c0ffee00c0ffee00c0ffee00c0ffee00';
+
+let world: World | undefined;
+let server: KubernetesServer | undefined;
+let controller: GitOpsController | undefined;
+const dirs: string[] = [];
+afterEach(async () => {
+  const problems = (await world?.stop()) ?? [];
+  world = undefined;
+  await controller?.stop();
+  controller = undefined;
+  const unexpected = server?.unexpected ?? [];
+  await server?.close();
+  server = undefined;
+  for (const dir of dirs.splice(0)) rmSync(dir, { recursive: true, force: true });
+  expect(problems).toEqual([]);
+  expect(unexpected).toEqual([]);
+});
+
+const create = (id: string, text: string) => ({
+  content: [{ type: 'tool_use' as const, id, name: 'str_replace_based_edit_tool', input: { command: 'create', path: '/repo/src/health.js', file_text: text } }],
+});
+const done = (text: string) => ({ content: [{ type: 'text' as const, text }] });
+
+function firstUserText(request: ModelRequest): string {
+  const first = request.params.messages[0];
+  if (first === undefined) return '';
+  return typeof first.content === 'string' ? first.content : first.content.map((b) => ('text' in b && typeof b.text === 'string' ? b.text : '')).join('\n');
+}
+
+async function start(name: string, scripts: Record<string, StageScript> = {}): Promise<{ w: World; k8s: KubernetesServer; gitops: GitOpsController }> {
+  const k8s = await startKubernetesServer();
+  server = k8s;
+  const dir = mkdtempSync(join(tmpdir(), 'shipgate-deploy-'));
+  dirs.push(dir);
+  const gitops = createGitOpsController({
+    server: k8s,
+    project: 'shop',
+    warehouse: 'shop',
+    sourceRepoURL: 'https://github.com/acme/shop',
+    gitopsRepoURL: 'https://github.com/acme/shop-gitops',
+    stages: [
+      { name: 'dev', apps: ['shop-dev'], ...(scripts.dev === undefined ? {} : { script: scripts.dev }) },
+      { name: 'staging', apps: ['shop-staging'], verification: true, ...(scripts.staging === undefined ? {} : { script: scripts.staging }) },
+    ],
+  });
+  controller = gitops;
+  gitops.install();
+  gitops.start();
+  const w = await startWorld({
+    name,
+    policy: POLICY,
+    files: FILES,
+    env: { KUBECONFIG: k8s.writeKubeconfig(dir), KARGO_URL, ARGOCD_URL },
+    // Far beyond every wait below: a deploy gate that moves in time was woken by an informer event.
+    tuning: { firstPollMs: 100, deployPollMs: 120_000 },
+  });
+  world = w;
+  return { w, k8s, gitops };
+}
+
+async function runOf(w: World, runId: string) {
+  const run = await w.bot.app.store.get(runId);
+  if (run === undefined) throw new Error(`no run ${runId}`);
+  return run;
+}
+
+function describeRun(run: Awaited<ReturnType<typeof runOf>>): string {
+  return `${run.state} ${run.gates.map((g) => `${g.name}:${g.state}${g.summary === undefined ? '' : `(${g.summary.slice(0, 100)})`}`).join(' ')}`;
+}
+
+async function until<T>(w: World, runId: string, what: string, check: (run: Awaited<ReturnType<typeof runOf>>) => T | undefined, timeoutMs = 45_000): Promise<T> {
+  let seen = '';
+  try {
+    return await eventually(async () => {
+      const run = await runOf(w, runId);
+      seen = describeRun(run);
+      const value = check(run);
+      return value === undefined || value === false ? undefined : value;
+    }, what, timeoutMs);
+  } catch (error) {
+    throw new Error(`${error instanceof Error ? error.message : String(error)}; the run was: ${seen}`, { cause: error });
+  }
+}
+
+/** Drives the run through agent, PR, green CI and the merge; returns the merge commit. */
+async function mergeChange(w: World, runId: string, mergeSha: string, previousCommit?: string): Promise<void> {
+  const sha = await until(w, runId, 'a pushed commit under CI', (run) =>
+    run.gates.find((g) => g.name === 'ci')?.state === 'running' && run.artifacts.agent?.commitSha !== previousCommit ? run.artifacts.agent?.commitSha : undefined,
+  );
+  w.github.setCheckRuns('acme/shop', sha, [{ name: 'test', conclusion: 'success' }]);
+  const prNumber = await until(w, runId, 'CI passed', (run) => (run.gates.find((g) => g.name === 'ci')?.state === 'passed' ? run.artifacts.pr?.number : undefined));
+  w.github.mergePull('acme/shop', prNumber, mergeSha);
+  await until(w, runId, 'waiting at freight', (run) => run.gates.find((g) => g.name === 'freight')?.state === 'running');
+}
+
+/** The thread replies whose fallback text starts with `prefix`, each as its text plus its blocks (the text is cut for notifications). */
+function threadReplies(w: World, prefix: string): string[] {
+  return w.bot.slack
+    .messages('CSHOP')
+    .filter((m) => m.thread_ts !== undefined && m.thread_ts !== m.ts && (m.text ?? '').startsWith(prefix))
+    .map((m) => `${m.text ?? ''}\n${JSON.stringify(m.blocks ?? [])}`);
+}
+
+const auditEvents = async (w: World, runId: string) =>
+  (await w.bot.app.audit.exportRun(runId))
+    .trim()
+    .split('\n')
+    .map((line) => z.object({ type: z.string(), data: z.record(z.string(), z.unknown()) }).parse(JSON.parse(line)));
+
+describe('the deploy gates', { timeout: 150_000 }, () => {
+  it('auto-promoted dev and staging pass: the Freight, each stage and verification are replied once, with Kargo and Argo CD links', async () => {
+    const { w, k8s, gitops } = await start('deploy-pass');
+    w.model.script(create('c1', "module.exports = () => 'ok';\n"), done('Added src/health.js.'));
+    const runId = await w.ship('acme/shop add a health module');
+    await mergeChange(w, runId, MERGE_SHA);
+
+    const freight = gitops.produceFreight(MERGE_SHA, { alias: 'mellow-otter' });
+    await until(w, runId, 'the run done', (run) => run.state === 'done');
+    const run = await runOf(w, runId);
+    expect(run.artifacts.freight).toMatchObject({ name: freight, alias: 'mellow-otter' });
+    expect(run.gates.map((g) => `${g.name}:${g.state}`)).toEqual(['agent:passed', 'pr:passed', 'ci:passed', 'merge:passed', 'freight:passed', 'stage:dev:passed', 'stage:staging:passed']);
+    expect(run.links.kargo).toBe(`${KARGO_URL}/project/shop`);
+    // Each stage recorded the Promotion Kargo auto-created (named by Kargo, found by stage and Freight).
+    for (const stage of ['dev', 'staging']) {
+      const promotions = gitops.promotionsFor(stage).map((p) => z.object({ metadata: z.object({ name: z.string() }) }).parse(p).metadata.name);
+      expect(promotions).toHaveLength(1);
+      expect(run.artifacts.deploy?.stages?.[stage]?.promotion).toBe(promotions[0]);
+    }
+
+    await w.bot.slack.waitFor((s) => s.messages('CSHOP').some((m) => (m.text ?? '').startsWith('stage:staging ')), 5_000, 'the staging reply');
+    const [freightReply, ...rest] = threadReplies(w, 'freight ');
+    expect(rest).toEqual([]);
+    expect(freightReply).toContain('mellow-otter');
+    expect(freightReply).toContain(`${KARGO_URL}/project/shop/freight/${freight}`);
+    const dev = threadReplies(w, 'stage:dev ');
+    expect(dev).toHaveLength(1);
+    expect(dev[0]).toContain('Succeeded');
+    expect(dev[0]).toContain(gitops.gitopsCommit('dev', freight).slice(0, 12));
+    expect(dev[0]).toContain(`${ARGOCD_URL}/applications/argocd/shop-dev`);
+    const staging = threadReplies(w, 'stage:staging ');
+    expect(staging).toHaveLength(1);
+    expect(staging[0]).toContain('verification Successful');
+
+    // One shared informer per kind: one LIST and one WATCH each, however many looks the gates took.
+    for (const kind of ['Freight', 'Stage', 'Promotion', 'Application', 'AnalysisRun']) {
+      expect(k8s.count('list', kind), kind).toBe(1);
+      expect(k8s.count('watch', kind), kind).toBe(1);
+    }
+    expect(k8s.count('create', 'Promotion')).toBe(0);
+    const types = (await auditEvents(w, runId)).map((e) => e.type);
+    expect(types.filter((t) => t === 'freight.found')).toHaveLength(1);
+    expect(types.filter((t) => t === 'stage.verdict')).toHaveLength(2);
+  });
+
+  for (const [name, script, expected] of [
+    ['a Healthy app still at the old revision', { app: 'old-revision' }, /is at .*, not /],
+    ['a sync operation that keeps running', { app: 'operation-running' }, /operation|Running/],
+    ['a ComparisonError', { app: 'comparison-error' }, /ComparisonError/],
+  ] as const) {
+    it(`${name} never passes the stage gate`, async () => {
+      const { w, gitops } = await start(`deploy-wait-${script.app}`, { dev: script });
+      w.model.script(create('c1', "module.exports = () => 'ok';\n"), done('Added src/health.js.'));
+      const runId = await w.ship('acme/shop add a health module');
+      await mergeChange(w, runId, MERGE_SHA);
+      gitops.produceFreight(MERGE_SHA);
+      await gitops.settled();
+      const summary = await until(w, runId, 'stage:dev waiting with the reason', (run) => {
+        const gate = run.gates.find((g) => g.name === 'stage:dev');
+        return gate?.state === 'running' && expected.test(gate.summary ?? '') ? gate.summary : undefined;
+      });
+      expect(summary).toMatch(expected);
+      // Settled, and still not passed after more looks: nothing reports done that Argo CD would not call done.
+      await new Promise((r) => setTimeout(r, 1_000));
+      const run = await runOf(w, runId);
+      expect(run.state).toBe('waiting');
+      expect(run.gates.find((g) => g.name === 'stage:dev')?.state).toBe('running');
+      expect(threadReplies(w, 'stage:dev ')).toEqual([]);
+    });
+  }
+
+  it('a Degraded app is one red reply with its unhealthy resource, the agent fixes forward on a new branch and PR, and the fix passes every gate again', async () => {
+    const { w, gitops } = await start('deploy-fix-forward', { dev: { app: 'degraded' } });
+    w.model.script(
+      create('c1', "module.exports = () => 'ok';\n"),
+      done('Added src/health.js.'),
+      (request) => {
+        const text = firstUserText(request);
+        if (!text.includes('exceeded its progress deadline')) throw new Error(`the deploy failure is missing from: ${text}`);
+        return create('c2', "module.exports = () => 'ok'; // fixed\n");
+      },
+      done('Fixed the deployment.'),
+    );
+    const runId = await w.ship('acme/shop add a health module');
+    await mergeChange(w, runId, MERGE_SHA);
+    const firstBranch = (await runOf(w, runId)).artifacts.agent?.branch;
+    gitops.produceFreight(MERGE_SHA);
+
+    // Red: sent back to the agent, which works on a new branch; the old PR stays merged.
+    const fixBranch = await until(w, runId, 'a fix-forward branch', (run) => {
+      const branch = run.artifacts.agent?.branch;
+      return run.artifacts.deploy?.iterations === 1 && branch !== undefined && branch !== firstBranch ? branch : undefined;
+    });
+    expect(fixBranch).toMatch(/-fix-1-/);
+    const red = threadReplies(w, 'stage:dev ');
+    expect(red).toHaveLength(1);
+    expect(red[0]).toContain('Degraded');
+    expect(red[0]).toContain('exceeded its progress deadline');
+    expect(red[0]).toContain('fix forward');
+
+    gitops.setScript('dev', { app: 'healthy' });
+    const firstCommit = (await runOf(w, runId)).artifacts.agent?.commitSha;
+    await mergeChange(w, runId, FIX_MERGE_SHA, firstCommit);
+    expect(w.github.pulls('acme/shop')).toHaveLength(2);
+    gitops.produceFreight(FIX_MERGE_SHA);
+    await until(w, runId, 'the run done after the fix', (run) => run.state === 'done');
+    const run = await runOf(w, runId);
+    expect(run.artifacts.merge?.commitSha).toBe(FIX_MERGE_SHA);
+    expect(run.artifacts.deploy?.iterations).toBe(1);
+    const types = (await auditEvents(w, runId)).map((e) => e.type);
+    expect(types.filter((t) => t === 'pr.opened')).toHaveLength(2);
+    expect(types.filter((t) => t === 'gate.sent_back')).toHaveLength(1);
+  });
+
+  it('a failed Promotion ends the run failed once the fixes forward are used up, with the failed step in the reply', async () => {
+    const { w, gitops } = await start('deploy-promotion-failed', { dev: { promotion: 'fail' } });
+    w.model.script(
+      create('c1', "module.exports = () => 'ok';\n"),
+      done('Added src/health.js.'),
+      create('c2', "module.exports = () => 'ok'; // again\n"),
+      done('Tried again.'),
+    );
+    const runId = await w.ship('acme/shop add a health module');
+    await mergeChange(w, runId, MERGE_SHA);
+    gitops.produceFreight(MERGE_SHA);
+    await until(w, runId, 'sent back once', (run) => run.artifacts.deploy?.iterations === 1);
+    const firstCommit = (await runOf(w, runId)).artifacts.agent?.commitSha;
+    await mergeChange(w, runId, FIX_MERGE_SHA, firstCommit);
+    gitops.produceFreight(FIX_MERGE_SHA);
+    await until(w, runId, 'the run failed', (run) => run.state === 'failed');
+    const replies = threadReplies(w, 'stage:dev ');
+    expect(replies).toHaveLength(2);
+    expect(replies[1]).toMatch(/git-push/);
+    expect(replies[1]).toMatch(/came back|maxDeployIterations/);
+  });
+
+  it('a watch that expires (410) and a dropped watch mid-run lose nothing: the run still reaches done', async () => {
+    const { w, k8s, gitops } = await start('deploy-watch-trouble');
+    w.model.script(create('c1', "module.exports = () => 'ok';\n"), done('Added src/health.js.'));
+    const runId = await w.ship('acme/shop add a health module');
+    await mergeChange(w, runId, MERGE_SHA);
+    k8s.expireWatches();
+    gitops.produceFreight(MERGE_SHA);
+    await until(w, runId, 'at stage:dev', (run) => run.gates.find((g) => g.name === 'stage:dev')?.state === 'running');
+    k8s.dropWatches();
+    await until(w, runId, 'the run done', (run) => run.state === 'done', 60_000);
+    // The informers recovered by listing again, not by polling: a handful of LISTs, not one per look.
+    for (const kind of ['Freight', 'Stage', 'Promotion', 'Application']) expect(k8s.count('list', kind), kind).toBeLessThanOrEqual(4);
+  });
+});
