@@ -155,6 +155,9 @@ class StageEvaluation {
       if (this.stage.promote === 'bot') {
         if (progress.promotion !== undefined)
           return { done: true, outcome: this.pending(`Promotion ${progress.promotion} was created; waiting for the informer to see it`) };
+        // The Stage gives the Promotion its steps: not listed yet is not "not found" (a refusal for good).
+        if (kubernetes.list({ kind: 'Stage', namespace: this.namespace }) === undefined)
+          return { done: true, outcome: this.pending(`waiting for the first list of Stages in ${this.namespace}`) };
         const created = await this.createPromotion();
         return { done: true, outcome: this.pending(`Promotion ${created} of Freight ${this.freightLabel()} created; waiting for Kargo to run it`) };
       }
