@@ -72,6 +72,18 @@ export async function ensurePromotion(
   }
 }
 
+/** Whether the run's Promotion `name` into the stage still exists, asked of the API server (not the cache). */
+export async function promotionStillExists(
+  kubernetes: Pick<KubernetesPort, 'findPromotions'>,
+  namespace: string,
+  runId: string,
+  stage: string,
+  name: string,
+): Promise<boolean> {
+  const found = await kubernetes.findPromotions(namespace, { [RUN_LABEL]: runId, [STAGE_LABEL]: stage });
+  return found.some((raw) => labelledPromotion.safeParse(raw).data?.metadata.name === name);
+}
+
 /**
  * A refusal retrying cannot change, said plainly: RBAC (`promote` not granted; Kargo's webhook answers
  * 500 wrapping a Forbidden), Freight not available to the Stage, an invalid object. Anything else is

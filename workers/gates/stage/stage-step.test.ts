@@ -504,7 +504,8 @@ describe('stage gate: Argo CD applications at the promoted revision', () => {
         `qa: ${ARGOCD}/${APP}: none of its sources is one the promoted Freight names (961cfaedbc53), so its revision cannot be checked. ` +
         "Check that the Promotion's argocd-update step names this application, or that it tracks the repository the Freight carries.",
     });
-    expect(w.audits).toEqual([]);
+    // The verdict is evidence like any other (SPEC §7), with why it ended.
+    expect(w.audits.map((a) => a.data)).toEqual([{ stage: 'qa', freight: FREIGHT, app: APP, verdict: 'failed', kind: 'no-desired-source' }]);
   });
 });
 
@@ -655,6 +656,19 @@ describe('stage gate: promote: bot', () => {
       ['promotion.created', BOT_PROMOTION, true, false],
       ['promotion.created', BOT_PROMOTION, true, true],
     ]);
+  });
+
+  it('a recorded Promotion someone deleted ends the gate failed, and is not created again', async () => {
+    const w = botWorld();
+    await w.look();
+    w.kubernetes.deliver(PROJECT);
+    w.kubernetes.remove(T.promotion, BOT_PROMOTION);
+    expect(await w.look()).toEqual({
+      kind: 'failed',
+      summary: `qa: Promotion ${BOT_PROMOTION} was deleted before it finished; the run ends here (start a new run to promote again)`,
+    });
+    expect(w.kubernetes.creates).toHaveLength(1);
+    expect(w.audits.at(-1)).toMatchObject({ type: 'stage.verdict', data: { verdict: 'failed', kind: 'promotion-deleted', promotion: BOT_PROMOTION } });
   });
 
   it('another run’s Promotion of the same Freight does not count as this run’s', async () => {
