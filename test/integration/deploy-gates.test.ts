@@ -64,7 +64,7 @@ function firstUserText(request: ModelRequest): string {
   return typeof first.content === 'string' ? first.content : first.content.map((b) => ('text' in b && typeof b.text === 'string' ? b.text : '')).join('\n');
 }
 
-async function start(name: string, scripts: Record<string, StageScript> = {}): Promise<{ w: World; k8s: KubernetesServer; gitops: GitOpsController }> {
+async function start(name: string, scripts: Record<string, StageScript> = {}, policy = POLICY): Promise<{ w: World; k8s: KubernetesServer; gitops: GitOpsController }> {
   const k8s = await startKubernetesServer();
   server = k8s;
   const dir = mkdtempSync(join(tmpdir(), 'shipgate-deploy-'));
@@ -85,7 +85,7 @@ async function start(name: string, scripts: Record<string, StageScript> = {}): P
   gitops.start();
   const w = await startWorld({
     name,
-    policy: POLICY,
+    policy,
     files: FILES,
     env: { KUBECONFIG: k8s.writeKubeconfig(dir), KARGO_URL, ARGOCD_URL },
     // Far beyond every wait below: a deploy gate that moves in time was woken by an informer event.
@@ -292,5 +292,45 @@ describe('the deploy gates', { timeout: 150_000 }, () => {
     await until(w, runId, 'the run done', (run) => run.state === 'done', 60_000);
     // The informers recovered by listing again, not by polling: a handful of LISTs, not one per look.
     for (const kind of ['Freight', 'Stage', 'Promotion', 'Application']) expect(k8s.count('list', kind), kind).toBeLessThanOrEqual(4);
+  });
+
+  it('an Argo-only pipeline ends done when its application is Synced and Healthy at the merge commit, not before', async () => {
+    const policy = POLICY.replace('pipeline: shop', 'pipeline: web').replace(/pipelines:[\s\S]*?budgets:/, 'pipelines:\n  web:\n    argocdApps: [shop-web]\nbudgets:');
+    const { w, k8s } = await start('deploy-argo-only', {}, policy);
+    const app = (revision: string, health: string, reconciled: boolean) => ({
+      apiVersion: 'argoproj.io/v1alpha1',
+      kind: 'Application',
+      metadata: { name: 'shop-web', namespace: 'argocd' },
+      spec: { project: 'default', destination: { server: 'https://kubernetes.default.svc', namespace: 'web' }, source: { repoURL: 'git@github.com:acme/shop.git', path: 'deploy', targetRevision: 'main' } },
+      status: {
+        sync: { status: 'Synced', revision },
+        health: { status: health },
+        operationState: {
+          operation: { sync: { revision } },
+          phase: 'Succeeded',
+          startedAt: '2026-12-01T10:00:00Z',
+          finishedAt: '2026-12-01T10:00:05Z',
+          syncResult: { revision },
+        },
+        reconciledAt: reconciled ? '2026-12-01T10:00:06Z' : '2026-12-01T10:00:01Z',
+      },
+    });
+    k8s.put(app('1'.repeat(40), 'Healthy', true));
+    w.model.script(create('c1', "module.exports = () => 'ok';\n"), done('Added src/health.js.'));
+    const runId = await w.ship('acme/shop add a health module');
+    const sha = await until(w, runId, 'a pushed commit under CI', (run) => (run.gates.find((g) => g.name === 'ci')?.state === 'running' ? run.artifacts.agent?.commitSha : undefined));
+    w.github.setCheckRuns('acme/shop', sha, [{ name: 'test', conclusion: 'success' }]);
+    const prNumber = await until(w, runId, 'CI passed', (run) => (run.gates.find((g) => g.name === 'ci')?.state === 'passed' ? run.artifacts.pr?.number : undefined));
+    w.github.mergePull('acme/shop', prNumber, MERGE_SHA);
+    // Healthy, but at the old revision: waits.
+    await until(w, runId, 'argocd waiting on the old revision', (run) => /not f00dfacef00d/.test(run.gates.find((g) => g.name === 'argocd')?.summary ?? ''));
+    // At the merge commit but not reconciled since the sync: still waits.
+    k8s.put(app(MERGE_SHA, 'Healthy', false));
+    await until(w, runId, 'argocd waiting for the reconcile', (run) => /not reconciled/.test(run.gates.find((g) => g.name === 'argocd')?.summary ?? ''));
+    k8s.put(app(MERGE_SHA, 'Healthy', true));
+    await until(w, runId, 'the run done', (run) => run.state === 'done');
+    const run = await runOf(w, runId);
+    expect(run.gates.map((g) => g.name)).toEqual(['agent', 'pr', 'ci', 'merge', 'argocd']);
+    expect(run.links.argocd).toBe(`${ARGOCD_URL}/applications/argocd/shop-web`);
   });
 });
