@@ -241,6 +241,9 @@ class StageEvaluation {
       if (outcome.state === 'progressing') waiting.push(outcome.summary);
       else healthy.push(outcome.summary);
     }
+    // The card links to the stage's (first) application while the run is there.
+    const appLink = argocdAppUrl(this.deps.ui, this.argocdNamespace, this.stage.argocdApps[0] ?? '');
+    if (appLink !== undefined) await this.context.record((r) => ({ links: { ...r.links, argocd: appLink } }));
     if (waiting.length > 0) return { done: true, outcome: this.pending(waiting.join('; ')) };
     return { done: false, line: healthy.join('\n') };
   }
