@@ -107,7 +107,9 @@ export function createRunProcessor(deps: RunProcessorDeps): (job: Job<AdvanceJob
     const record = async (change: (latest: Run) => Partial<Pick<Run, 'artifacts' | 'links' | 'usage' | 'activity'>>): Promise<Run> => {
       const stored = await store.update(run.id, (latest) => {
         if (isTerminal(latest.state)) return undefined;
-        const patch = change(latest);
+        const given = change(latest);
+        // Activity is what the card shows "now": it quotes outside systems (Kargo, Argo CD, Prometheus), so it is scrubbed like a verdict.
+        const patch = given.activity === undefined ? given : { ...given, activity: deps.scrub(given.activity) };
         // Unchanged polls must not bump the run (and so the card) on every look.
         const same = Object.entries(patch).every(([key, value]) => JSON.stringify(value) === JSON.stringify(latest[key as keyof Run]));
         return same ? undefined : { ...latest, ...patch };
@@ -127,6 +129,23 @@ export function createRunProcessor(deps: RunProcessorDeps): (job: Job<AdvanceJob
       if (error instanceof RefusedError) return scrubOutcome({ kind: 'failed', summary: error.message }, deps.scrub);
       throw error;
     }
+  }
+
+  /**
+   * A run waiting at a gate this build cannot evaluate still has a time limit (budgets are hard
+   * limits, SPEC §1): one delayed job at its deadline ends it then — or, when a newer build with the
+   * gate's step picked the job up by then, evaluates the gate as usual.
+   */
+  async function waitNotConfigured(run: Run, gateName: string): Promise<void> {
+    if (deps.maxRunMinutes === undefined) return;
+    const deadline = Date.parse(run.createdAt) + deps.maxRunMinutes * 60_000;
+    const left = deadline - clock().getTime();
+    if (left <= 0) {
+      await failRun(deps, run.id, `the run passed its time limit of ${deps.maxRunMinutes} minutes (budgets.maxRunMinutes) while ${gateName} was not configured`);
+      return;
+    }
+    const change = await store.update(run.id, (latest) => (isStopping(latest) || latest.jobSeq !== run.jobSeq || currentGate(latest)?.name !== gateName ? undefined : withNextJob(latest)), { silent: true });
+    if (change !== undefined && change.before !== change.after) await queues.scheduleRun(run.id, change.after.jobSeq, left);
   }
 
   return async function processAdvance(job) {
@@ -195,6 +214,7 @@ export function createRunProcessor(deps: RunProcessorDeps): (job: Job<AdvanceJob
             // Look once more: a cancel that landed meanwhile must be finished by this job.
             continue;
           }
+          await waitNotConfigured(run, gate.name);
           return;
         }
         let started = run;

@@ -69,22 +69,33 @@ const goldenSignalsSchema = z
     errorRatio: z.object({ query: z.string().min(1), max: z.number().min(0) }).strict().optional(),
     latencyP95: z.object({ query: z.string().min(1), maxSeconds: z.number().positive() }).strict().optional(),
   })
-  .strict();
+  .strict()
+  .refine((signals) => signals.errorRatio !== undefined || signals.latencyP95 !== undefined, 'name errorRatio or latencyP95 (or remove goldenSignals)');
 
 const stageSchema = z
   .object({
-    name: z.string().regex(/^[a-z0-9][a-z0-9-]*$/, 'stage names are lower-case words (a-z, 0-9 and -)'),
+    // At most 63 characters: the name is a Kubernetes label value on the Promotions the bot creates.
+    name: z
+      .string()
+      .regex(/^[a-z0-9]([a-z0-9-]*[a-z0-9])?$/, 'stage names are lower-case words (a-z, 0-9 and -, not ending in -)')
+      .max(63, 'stage names are at most 63 characters (they become Kubernetes label values)'),
     kargoStage: z.string().min(1),
     argocdApps: z.array(z.string().min(1)).default([]),
     /**
      * Who starts the Promotion into this stage: `auto` (Kargo's auto-promotion; the gate only follows
-     * it) or `bot` (shipgate creates it, exactly once per run). A stage behind an approval is always the bot's.
+     * it) or `bot` (shipgate creates it, exactly once per run). A stage behind an approval is always the
+     * bot's (the default there; `auto` is refused): Kargo must not promote past the approvers.
      */
-    promote: z.enum(['auto', 'bot']).default('auto'),
+    promote: z.enum(['auto', 'bot']).optional(),
     approval: approvalSchema.optional(),
     goldenSignals: goldenSignalsSchema.optional(),
   })
-  .strict();
+  .strict()
+  .superRefine((stage, ctx) => {
+    if (stage.approval !== undefined && stage.promote === 'auto')
+      ctx.addIssue({ code: 'custom', path: ['promote'], message: 'a stage behind an approval is promoted by the bot once approved: remove `promote: auto` (and auto-promotion for this Stage in Kargo)' });
+  })
+  .transform((stage) => ({ ...stage, promote: stage.promote ?? (stage.approval === undefined ? ('auto' as const) : ('bot' as const)) }));
 
 const pipelineSchema = z
   .object({

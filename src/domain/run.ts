@@ -118,6 +118,8 @@ export interface DeployArtifacts {
   fingerprints?: string[] | undefined;
   /** Per stage name (the policy's, not Kargo's). */
   stages?: Record<string, StageProgress> | undefined;
+  /** The run's branches that were merged before a fix forward: a new branch must never be one of them. */
+  mergedBranches?: string[] | undefined;
 }
 
 /**
@@ -160,7 +162,12 @@ export function mergeArtifacts(artifacts: RunArtifacts, extra: RunArtifacts | un
 export function fixForwardArtifacts(artifacts: RunArtifacts, feedback: string, deploy: DeployArtifacts): RunArtifacts {
   return {
     agent: { turns: artifacts.agent?.turns, feedback },
-    deploy: { ...artifacts.deploy, ...deploy, stages: undefined },
+    deploy: {
+      ...artifacts.deploy,
+      ...deploy,
+      stages: undefined,
+      mergedBranches: [...(artifacts.deploy?.mergedBranches ?? []), ...(artifacts.agent?.branch === undefined ? [] : [artifacts.agent.branch])],
+    },
   };
 }
 
@@ -462,13 +469,19 @@ export function rewindForFollowUp(run: Run): Run | undefined {
 /** Retry: reset the failed gate (and anything after it) to pending and queue the run again. */
 export function resetForRetry(run: Run): Run {
   let reset = false;
+  const gates = run.gates.map((gate): Gate => {
+    if (gate.state === 'failed') reset = true;
+    return reset ? { name: gate.name, kind: gate.kind, state: 'pending' } : gate;
+  });
+  // A retried stage gate looks afresh: which Promotion counts now, and when its golden signals started.
+  const resetStages = gates.filter((gate, i) => gate.kind === 'stage' && gate !== run.gates[i]).map((gate) => gate.name.slice('stage:'.length));
+  const stages = run.artifacts.deploy?.stages;
+  const kept = stages === undefined ? undefined : Object.fromEntries(Object.entries(stages).filter(([name]) => !resetStages.includes(name)));
   return {
     ...run,
     state: 'queued',
     outcome: undefined,
-    gates: run.gates.map((gate) => {
-      if (gate.state === 'failed') reset = true;
-      return reset ? { name: gate.name, kind: gate.kind, state: 'pending' } : gate;
-    }),
+    gates,
+    artifacts: stages === undefined ? run.artifacts : patchArtifacts(run.artifacts, 'deploy', { stages: kept }),
   };
 }

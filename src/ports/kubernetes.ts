@@ -27,7 +27,7 @@ export interface KubernetesChange extends WatchTarget {
 export interface PromotionRequest {
   /** The Kargo project namespace. */
   namespace: string;
-  /** Kargo's webhook renames Promotions, so the bot never picks the name: the server does. */
+  /** The server picks the name (the bot sends only `generateName`), so the bot never relies on one it chose: it finds its Promotions by label. */
   generateName: string;
   labels: Record<string, string>;
   annotations: Record<string, string>;

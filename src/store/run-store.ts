@@ -92,6 +92,7 @@ const namespacedArtifactsSchema = z.object({
       iterations: z.number().int().nonnegative().optional(),
       fingerprints: z.array(z.string()).optional(),
       stages: z.record(z.string(), z.object({ promotion: z.string().optional(), promotedAt: z.string().optional(), signalsSince: z.string().optional() })).optional(),
+      mergedBranches: z.array(z.string()).optional(),
     })
     .optional(),
 });

@@ -27,3 +27,13 @@ it('names the missing settings when the agent gate is not configured', async () 
   expect(event).toMatch(/"reason":"needs GITHUB_TOKEN/);
   await bot.slack.waitFor((s) => s.callsOf('chat.update').some((c) => JSON.stringify(c.body).includes('needs GITHUB_TOKEN')), 10_000, 'the card names the missing setting');
 });
+
+it('a run waiting at a gate without a step still ends at its time limit (budgets.maxRunMinutes), with the reason', async () => {
+  // 0.02 minutes: 1.2 s. The delayed job at the deadline is what ends it; nothing else wakes the run.
+  bot = await startTestBot({ name: 'not-configured-deadline', policy: 'repos:\n  acme/docs: {}\nbudgets: { maxRunMinutes: 0.02 }\n' });
+  const reply = await sendSlashCommand(bot.eventsUrl, SIGNING_SECRET, { text: 'acme/docs fix the typo', user_id: 'UALICE', channel_id: 'CDOCS' });
+  const runId = /sg-[a-z0-9]{8}/.exec(reply.body)?.[0] ?? '';
+  const app = bot.app;
+  await eventually(async () => (await app.store.get(runId))?.state === 'failed', 'the run failed at its deadline', 15_000);
+  expect((await app.store.get(runId))?.outcome).toMatch(/time limit of 0.02 minutes .* while agent was not configured/);
+});

@@ -419,3 +419,36 @@ budgets: { maxAgentTurns: 40, maxCiIterations: 3, maxTokensPerRun: 2000000, maxC
     expect(message).toContain('like /ship');
   });
 });
+
+describe('deploy pipeline policy', () => {
+  const pipeline = (stage: string) => `repos:\n  acme/shop: { pipeline: shop }\npipelines:\n  shop:\n    kargo: { project: shop, warehouse: shop }\n    stages:\n      - ${stage}\n`;
+  const problems = (text: string): string => {
+    try {
+      parsePolicy(text, 'p');
+      return '';
+    } catch (error) {
+      return error instanceof ConfigError ? error.problems.join('\n') : String(error);
+    }
+  };
+
+  it('a stage behind an approval is the bot’s to promote: the default there, and `promote: auto` is refused', () => {
+    const approval = 'approval: { approvers: [U0999] }';
+    expect(parsePolicy(pipeline(`{ name: prod, kargoStage: prod, ${approval} }`), 'p').pipelines['shop']?.stages[0]?.promote).toBe('bot');
+    expect(parsePolicy(pipeline('{ name: dev, kargoStage: dev }'), 'p').pipelines['shop']?.stages[0]?.promote).toBe('auto');
+    expect(problems(pipeline(`{ name: prod, kargoStage: prod, promote: auto, ${approval} }`))).toMatch(/promote.*behind an approval/);
+  });
+
+  it('refuses empty goldenSignals, stage names that cannot be label values, and image tag patterns without the commit', () => {
+    expect(problems(pipeline('{ name: dev, kargoStage: dev, goldenSignals: {} }'))).toMatch(/errorRatio or latencyP95/);
+    expect(problems(pipeline(`{ name: ${'a'.repeat(64)}, kargoStage: dev }`))).toMatch(/at most 63/);
+    expect(problems(pipeline('{ name: dev-, kargoStage: dev }'))).toMatch(/not ending in -/);
+    expect(problems(pipeline('{ name: dev, kargoStage: dev }').replace('warehouse: shop', 'warehouse: shop, match: image, tagPatterns: [latest]'))).toMatch(/\{sha\}/);
+    expect(problems(pipeline('{ name: dev, kargoStage: dev }').replace('warehouse: shop', 'warehouse: shop, match: image, tagPatterns: ["{sha:4}"]'))).toMatch(/7 ≤ N ≤ 40/);
+  });
+
+  it('stages listing goldenSignals need PROMETHEUS_URL', () => {
+    const text = pipeline('{ name: dev, kargoStage: dev, goldenSignals: { errorRatio: { query: "up", max: 0.01 } } }');
+    expect(() => loadConfig({}, { readFile: () => text })).toThrow(/PROMETHEUS_URL: the policy's stages shop\/dev list goldenSignals/);
+    expect(loadConfig({ PROMETHEUS_URL: 'http://127.0.0.1:9090' }, { readFile: () => text }).prometheusUrl).toBe('http://127.0.0.1:9090');
+  });
+});

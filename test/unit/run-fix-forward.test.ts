@@ -1,6 +1,7 @@
 import { describe, expect, it } from 'vitest';
 import { parsePolicy } from '../../src/config/config.js';
-import { applyOutcome, currentGate, fixForwardArtifacts, mergeArtifacts, newRun, type GateOutcome, type Run, type RunArtifacts } from '../../src/domain/run.js';
+import { applyOutcome, currentGate, fixForwardArtifacts, mergeArtifacts, newRun, resetForRetry, type GateOutcome, type Run, type RunArtifacts } from '../../src/domain/run.js';
+import { runBranch } from '../../workers/gates/agent/workspace.js';
 
 /**
  * The fix forward after a red deploy gate (SPEC §1), as domain transitions: `retry-from` the agent
@@ -84,7 +85,7 @@ describe('fix forward after a red deploy gate', () => {
     const fixed = applyOutcome(atStaging(), 'stage:staging', red, at(3));
     expect(Object.keys(fixed.artifacts).sort()).toEqual(['agent', 'deploy']);
     expect(fixed.artifacts.agent).toStrictEqual({ turns: 12, feedback: red.feedback });
-    expect(fixed.artifacts.deploy).toStrictEqual({ iterations: 1, fingerprints: ['deploy-fp-1'], stages: undefined });
+    expect(fixed.artifacts.deploy).toStrictEqual({ iterations: 1, fingerprints: ['deploy-fp-1'], stages: undefined, mergedBranches: ['shipgate/sg-fixfwd01-add-healthz'] });
     expect(fixed.artifacts.pr).toBeUndefined();
     expect(fixed.artifacts.ci).toBeUndefined();
     expect(fixed.artifacts.merge).toBeUndefined();
@@ -114,7 +115,7 @@ describe('fix forward after a red deploy gate', () => {
     // An ordinary CI rewind stays on the fix's branch, building on its commit, and keeps the deploy count.
     expect(run.artifacts.agent).toMatchObject({ branch: 'shipgate/sg-fixfwd01-fix-1-add-healthz', commitSha: undefined, previousCommitSha: NEW_COMMIT, feedback: 'test failed', turns: 20 });
     expect(run.artifacts.pr).toEqual({ number: 4 });
-    expect(run.artifacts.deploy).toEqual({ iterations: 1, fingerprints: ['deploy-fp-1'] });
+    expect(run.artifacts.deploy).toEqual({ iterations: 1, fingerprints: ['deploy-fp-1'], mergedBranches: ['shipgate/sg-fixfwd01-add-healthz'] });
 
     // Through to the deploy gates again, red again: the second fix counts on from the first.
     run = { ...run, artifacts: mergeArtifacts(run.artifacts, { agent: { commitSha: NEXT_COMMIT } }) };
@@ -123,14 +124,14 @@ describe('fix forward after a red deploy gate', () => {
     run = applyOutcome(run, 'stage:staging', secondRed, at(8));
     expect(run.artifacts).toStrictEqual({
       agent: { turns: 20, feedback: red.feedback },
-      deploy: { iterations: 2, fingerprints: ['deploy-fp-1', 'deploy-fp-2'], stages: undefined },
+      deploy: { iterations: 2, fingerprints: ['deploy-fp-1', 'deploy-fp-2'], stages: undefined, mergedBranches: ['shipgate/sg-fixfwd01-add-healthz', 'shipgate/sg-fixfwd01-fix-1-add-healthz'] },
     });
   });
 
   it('fixForwardArtifacts on a run without a deploy record yet starts the bookkeeping from the outcome', () => {
     expect(fixForwardArtifacts({ merge: { commitSha: MERGE } }, 'fb', { iterations: 1, fingerprints: ['x'] })).toStrictEqual({
       agent: { turns: undefined, feedback: 'fb' },
-      deploy: { iterations: 1, fingerprints: ['x'], stages: undefined },
+      deploy: { iterations: 1, fingerprints: ['x'], stages: undefined, mergedBranches: [] },
     });
   });
 });
@@ -159,5 +160,28 @@ describe('mergeArtifacts over the deploy namespaces', () => {
   it('adds a namespace the run did not have, and returns the same artifacts without extra', () => {
     expect(mergeArtifacts({}, { deploy: { iterations: 1 } })).toEqual({ deploy: { iterations: 1 } });
     expect(mergeArtifacts(base, undefined)).toBe(base);
+  });
+});
+
+describe('the branch of a fix forward, and a retried stage', () => {
+  it('is new, and never one of the run’s merged branches, even when the task itself reads like a fix branch', () => {
+    const tricky = 'fix 1 add healthz';
+    const merged = runBranch({ id: 'sg-fixfwd01', task: tricky, artifacts: {} });
+    const run = { id: 'sg-fixfwd01', task: tricky, artifacts: { deploy: { iterations: 1, mergedBranches: [merged] } } };
+    const next = runBranch(run);
+    expect(next).not.toBe(merged);
+    expect(next).toMatch(/^shipgate\/sg-fixfwd01-fix-1-/);
+    expect(fixForwardArtifacts({ agent: { branch: merged } }, 'f', { iterations: 1 }).deploy?.mergedBranches).toEqual([merged]);
+  });
+
+  it('a retry forgets what the failed stage recorded (its Promotion, its golden-signal clock), and keeps the others', () => {
+    const failed = applyOutcome(
+      { ...atStaging(), artifacts: { ...atStaging().artifacts, deploy: { stages: { dev: { promotion: 'dev.1' }, staging: { promotion: 'staging.1', signalsSince: at(2).toISOString() } } } } },
+      'stage:staging',
+      { kind: 'failed', summary: 'red' },
+      at(3),
+    );
+    const retried = resetForRetry(failed);
+    expect(retried.artifacts.deploy?.stages).toEqual({ dev: { promotion: 'dev.1' } });
   });
 });

@@ -40,9 +40,7 @@ export function workspaceDir(workRoot: string, runId: string): string {
  */
 export async function prepareAgentWorkspace(deps: AgentWorkspaceDeps, run: Run, repoPolicy: RepoPolicy, owner: string, repo: string): Promise<AgentWorkspace> {
   const info = await deps.github.getRepository(owner, repo);
-  // A fix forward after a red deploy starts a new branch (the first one is merged): `…-fix-N-<task>`.
-  const fixes = run.artifacts.deploy?.iterations ?? 0;
-  const branch = run.artifacts.agent?.branch ?? branchName(run.id, fixes === 0 ? run.task : `fix ${fixes} ${run.task}`);
+  const branch = run.artifacts.agent?.branch ?? runBranch(run);
   const dir = workspaceDir(deps.workRoot, run.id);
   const credentials = await deps.github.pushCredentials(owner, repo);
   const prepared = await deps.git.prepareWorkspace({ dir, cloneUrl: info.cloneUrl, defaultBranch: info.defaultBranch, branch, credentials });
@@ -63,4 +61,18 @@ export async function prepareAgentWorkspace(deps: AgentWorkspaceDeps, run: Run, 
     pushTarget: { branch, defaultBranch: info.defaultBranch, runId: run.id, remoteUrl: info.cloneUrl },
     prepared,
   };
+}
+
+/**
+ * The run's branch: `shipgate/<run-id>-<task slug>`, and after a red deploy a new one for each fix
+ * forward (`…-fix-N-<task slug>`), never one of the run's merged branches, whatever the task says.
+ */
+export function runBranch(run: Pick<Run, 'id' | 'task' | 'artifacts'>): string {
+  const fixes = run.artifacts.deploy?.iterations ?? 0;
+  if (fixes === 0) return branchName(run.id, run.task);
+  const merged = new Set(run.artifacts.deploy?.mergedBranches ?? []);
+  for (let attempt = 0; ; attempt += 1) {
+    const candidate = branchName(run.id, attempt === 0 ? `fix ${fixes} ${run.task}` : `fix ${fixes} ${attempt}`);
+    if (!merged.has(candidate)) return candidate;
+  }
 }

@@ -50,6 +50,16 @@ export function promotionDesiredRevisions(promotion: unknown, app: { name: strin
   return undefined;
 }
 
+/** The applications in `namespace` the Promotion's argocd-update health checks name. */
+export function promotionAppNames(promotion: unknown, namespace: string): string[] {
+  const parsed = promotionHealthChecksSchema.safeParse(promotion);
+  if (!parsed.success) return [];
+  return (parsed.data.status?.healthChecks ?? []).flatMap((raw) => {
+    const check = argocdHealthCheckSchema.safeParse(raw);
+    return check.success ? check.data.config.apps.filter((a) => (a.namespace || namespace) === namespace).map((a) => a.name) : [];
+  });
+}
+
 /**
  * The revisions `application` is checked against: the Promotion's, paired with the application's
  * sources by position (as Kargo pairs them), else the Freight's.

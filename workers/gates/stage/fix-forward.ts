@@ -37,7 +37,15 @@ export function fixForwardOrFail(input: {
     gate: 'agent',
     restart: 'new-branch',
     summary: `${report}\nSent back to the agent to fix forward on a new branch and pull request (fix ${iterations + 1} of at most ${max}).`,
-    feedback: `${AGENT_PREAMBLE}\n<deploy_failure>\n${report}\n</deploy_failure>`,
+    feedback: `${AGENT_PREAMBLE}\n<deploy_failure>\n${neutraliseFrame(report)}\n</deploy_failure>`,
     artifacts: { deploy: { iterations: iterations + 1, fingerprints: [...seen, input.fingerprint] } },
   };
+}
+
+/**
+ * Cluster text (a Promotion's message, a resource's health message, a query) must not close or forge
+ * the `<deploy_failure>` frame the agent is told to read as data, nor open a code block.
+ */
+export function neutraliseFrame(text: string): string {
+  return text.replace(/`{3,}/g, "'''").replace(/<\s*(\/?)\s*deploy_failure\s*>/gi, '[$1deploy_failure]');
 }

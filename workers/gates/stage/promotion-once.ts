@@ -6,11 +6,19 @@ import { KubernetesRequestError, type KubernetesPort } from '../../../src/ports/
  * Exactly one Promotion per run and stage, whatever happens (SPEC §6, §10): a retry after a crash
  * between creating and recording, a redelivered job, two looks in a row before the informer saw the
  * first create. The Promotion is found by deterministic labels (the run and the stage) with a live
- * LIST before it is created, and created with `generateName` (Kargo's webhook renames it anyway, so
- * the bot never relies on a name it chose). The production approval (issue 10) uses the same path.
+ * LIST before it is created, and created with `generateName` (the server picks the name, so the bot
+ * never relies on one it chose). The production approval (issue 10) uses the same path.
  */
 
 export const RUN_LABEL = 'shipgate.io/run';
+
+/**
+ * Kargo refused the Promotion because the Freight is not available to the Stage yet (upstream
+ * verification, an approval or a soak time still outstanding): Kargo decides when, so the gate waits.
+ */
+export class PromotionNotYetAllowedError extends Error {
+  override name = 'PromotionNotYetAllowedError';
+}
 export const STAGE_LABEL = 'shipgate.io/stage';
 
 const labelledPromotion = z.object({
@@ -22,8 +30,13 @@ const labelledPromotion = z.object({
 const stageTemplateSchema = z.object({
   spec: z.object({
     promotionTemplate: z
-      .object({ spec: z.object({ steps: z.array(z.record(z.string(), z.unknown())).nullish() }).optional() })
+      .object({
+        spec: z
+          .object({ steps: z.array(z.record(z.string(), z.unknown())).nullish(), vars: z.array(z.record(z.string(), z.unknown())).nullish() })
+          .optional(),
+      })
       .nullish(),
+    vars: z.array(z.record(z.string(), z.unknown())).nullish(),
   }),
 });
 
@@ -56,6 +69,7 @@ export async function ensurePromotion(
 
   const stage = stageTemplateSchema.safeParse(target.stageObject);
   const steps = stage.success ? (stage.data.spec.promotionTemplate?.spec?.steps ?? []) : [];
+  const vars = stage.success ? [...(stage.data.spec.vars ?? []), ...(stage.data.spec.promotionTemplate?.spec?.vars ?? [])] : [];
   if (steps.length === 0)
     throw new RefusedError(`Kargo Stage ${target.namespace}/${target.kargoStage} defines no promotion steps, so there is nothing to promote with`);
   try {
@@ -64,7 +78,9 @@ export async function ensurePromotion(
       generateName: `${target.kargoStage}.`,
       labels,
       annotations: target.annotations,
-      spec: { stage: target.kargoStage, freight: target.freight, steps },
+      // Kargo's webhook re-populates steps and vars from the Stage anyway; sent too, so that the object
+      // is complete as it leaves the bot (the CRD requires steps) and means what the Stage means.
+      spec: { stage: target.kargoStage, freight: target.freight, steps, ...(vars.length === 0 ? {} : { vars }) },
     });
     return { name: created.name, created: true };
   } catch (error) {
@@ -89,9 +105,11 @@ export async function promotionStillExists(
  * 500 wrapping a Forbidden), Freight not available to the Stage, an invalid object. Anything else is
  * an outage, retried by the queue.
  */
-function kargoRefusal(error: unknown, target: PromotionTarget): RefusedError | undefined {
+function kargoRefusal(error: unknown, target: PromotionTarget): Error | undefined {
   if (!(error instanceof KubernetesRequestError)) return undefined;
   const status = error.statusCode ?? 0;
+  if (status === 422 && /not available/i.test(error.message))
+    return new PromotionNotYetAllowedError(`Kargo does not let Freight ${target.freight} into ${target.kargoStage} yet: ${error.message}`);
   const forbidden = status === 403 || /forbidden/i.test(error.message);
   const refused = forbidden || (status >= 400 && status < 500 && status !== 429 && status !== 408);
   if (!refused) return undefined;

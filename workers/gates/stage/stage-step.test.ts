@@ -56,11 +56,11 @@ const T = {
   app: { kind: 'Application', namespace: ARGOCD },
 } as const;
 
-function policyWith(options: { promote?: 'bot'; goldenSignals?: boolean; maxDeployIterations?: number } = {}): Policy {
+function policyWith(options: { promote?: 'bot'; goldenSignals?: boolean; maxDeployIterations?: number; apps?: string[] } = {}): Policy {
   const stage = [
     `name: qa`,
     `kargoStage: ${KARGO_STAGE}`,
-    `argocdApps: [${APP}]`,
+    `argocdApps: [${(options.apps ?? [APP]).join(', ')}]`,
     ...(options.promote === undefined ? [] : [`promote: ${options.promote}`]),
     ...(options.goldenSignals ? [`goldenSignals: { errorRatio: { query: ${JSON.stringify(ERROR_QUERY)}, max: 0.01 } }`] : []),
   ];
@@ -366,7 +366,7 @@ describe('stage gate: the Promotion', () => {
     const first = retry(await w.look());
     // The run goes back to the agent (new branch, new Freight), keeping the deploy loop's bookkeeping.
     const fixed = applyOutcome(w.stored(), 'stage:qa', first, START);
-    expect(fixed.artifacts.deploy).toEqual({ iterations: 1, fingerprints: first.artifacts?.deploy?.fingerprints, stages: undefined });
+    expect(fixed.artifacts.deploy).toEqual({ iterations: 1, fingerprints: first.artifacts?.deploy?.fingerprints, stages: undefined, mergedBranches: ['shipgate/sg-stage0001-add-healthz'] });
     const back = { ...fixed, artifacts: { ...fixed.artifacts, merge: { commitSha: SHA }, freight: w.initial.artifacts.freight } };
 
     const same = await w.look(back);
@@ -491,6 +491,15 @@ describe('stage gate: Argo CD applications at the promoted revision', () => {
     const outcome = retry(await w.look());
     expect(outcome).toMatchObject({ gate: 'agent', restart: 'new-branch', summary: `${report}\n${FIX_1_OF_2}` });
     expect(w.audits).toEqual([expect.objectContaining({ type: 'stage.verdict', data: expect.objectContaining({ verdict: 'failed', kind: 'application' }) as unknown })]);
+  });
+
+  it('an app the Promotion synced is checked even where the stage lists none', async () => {
+    const w = world({ policy: policyWith({ apps: [] }) });
+    w.green();
+    w.kubernetes.put(T.app, application({ revision: SHA }));
+    expect(await w.look()).toMatchObject({ kind: 'pending', summary: expect.stringContaining('not 111eaf55aa41') as unknown });
+    w.kubernetes.put(T.app, application({ revision: GITOPS }));
+    expect((await w.look()).kind).toBe('passed');
   });
 
   it('an app none of whose sources the Promotion or the Freight names fails without a fix forward', async () => {
@@ -669,6 +678,23 @@ describe('stage gate: promote: bot', () => {
     });
     expect(w.kubernetes.creates).toHaveLength(1);
     expect(w.audits.at(-1)).toMatchObject({ type: 'stage.verdict', data: { verdict: 'failed', kind: 'promotion-deleted', promotion: BOT_PROMOTION } });
+  });
+
+  it('a person’s (unlabelled) Succeeded Promotion of the Freight neither passes the gate nor stands in for the bot’s', async () => {
+    const w = botWorld();
+    w.kubernetes.put(T.promotion, promotionObject({ name: 'test.by-a-person', status: { phase: 'Succeeded', finishedAt: PROMOTED_AT, healthChecks: [ARGOCD_UPDATE] } }));
+    expect(await w.look()).toMatchObject({ kind: 'pending', summary: expect.stringContaining(`Promotion ${BOT_PROMOTION} of Freight`) as unknown });
+    expect(w.kubernetes.creates).toHaveLength(1);
+    // Recorded: an older Succeeded one in the cache never replaces it.
+    expect(await w.look()).toEqual({ kind: 'pending', summary: `qa: Promotion ${BOT_PROMOTION} was created; waiting for the informer to see it`, recheckAfterMs: POLL });
+  });
+
+  it('Freight Kargo does not let into the Stage yet (422 not available) waits instead of failing', async () => {
+    const w = botWorld();
+    w.kubernetes.refuseCreates(new KubernetesRequestError(422, 'Freight "666209f" is not available to Stage "test"'));
+    expect(await w.look()).toMatchObject({ kind: 'pending', summary: expect.stringContaining('does not let Freight') as unknown });
+    w.kubernetes.refuseCreates(undefined);
+    expect(await w.look()).toMatchObject({ kind: 'pending', summary: expect.stringContaining('created; waiting for Kargo') as unknown });
   });
 
   it('another run’s Promotion of the same Freight does not count as this run’s', async () => {

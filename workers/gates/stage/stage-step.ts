@@ -1,13 +1,13 @@
 import { createHash } from 'node:crypto';
 import { z } from 'zod';
-import { evaluateArgoHealth, parseArgoApplication, type ArgoHealthOutcome } from './argocd-health.js';
+import { argoApplicationSchema, evaluateArgoHealth, type ArgoHealthOutcome } from './argocd-health.js';
 import { argocdAppUrl, kargoStageUrl, linkSuffix, pipelineFor, type DeployUiBases } from './deploy-links.js';
 import { renderDeployFailure, type DeployFailure } from './deploy-report.js';
-import { desiredRevisionsFor, promotionDesiredRevisions } from './desired-revisions.js';
+import { desiredRevisionsFor, promotionAppNames, promotionDesiredRevisions } from './desired-revisions.js';
 import { fixForwardOrFail } from './fix-forward.js';
 import { checkGoldenSignals, renderGoldenSignalFailure, type GoldenSignalBreach } from './golden-signals.js';
 import { evaluatePromotion, kargoPromotionSchema } from './kargo-promotion.js';
-import { ensurePromotion, promotionStillExists } from './promotion-once.js';
+import { ensurePromotion, promotionStillExists, PromotionNotYetAllowedError, RUN_LABEL, STAGE_LABEL } from './promotion-once.js';
 import { analysisRunSchema, evaluateVerification, kargoFreightStatusSchema, kargoStageSchema, summariseAnalysisRun } from './verification.js';
 import type { PipelinePolicy, Policy, StagePolicy } from '../../../src/config/policy.js';
 import { patchArtifacts, type GateOutcome, type Run, type StageProgress } from '../../../src/domain/run.js';
@@ -34,7 +34,11 @@ export interface StageStepDeps {
 }
 
 const promotionRefSchema = z.object({
-  metadata: z.object({ name: z.string(), creationTimestamp: z.string().optional() }),
+  metadata: z.object({
+    name: z.string(),
+    creationTimestamp: z.string().optional(),
+    labels: z.record(z.string(), z.string()).optional(),
+  }),
   spec: z.object({ stage: z.string(), freight: z.string().optional() }),
   status: z.object({ finishedAt: z.string().optional() }).optional(),
 });
@@ -144,9 +148,16 @@ class StageEvaluation {
       .map((raw) => ({ raw, ref: promotionRefSchema.safeParse(raw) }))
       .flatMap(({ raw, ref }) => (ref.success ? [{ raw, ref: ref.data }] : []))
       .filter(({ ref }) => ref.spec.stage === this.stage.kargoStage && ref.spec.freight === this.freight)
+      // Where the bot promotes, only its own Promotion for this run and stage counts: a person's, or
+      // another run's, of the same Freight must not pass this run's gate (nor stand in for its create).
+      .filter(({ ref }) => this.stage.promote !== 'bot' || (ref.metadata.labels?.[RUN_LABEL] === this.run.id && ref.metadata.labels[STAGE_LABEL] === this.stageName))
       // The newest first: a Promotion a person started again after a failure is the one that counts now.
       .sort((a, b) => (b.ref.metadata.creationTimestamp ?? '').localeCompare(a.ref.metadata.creationTimestamp ?? ''));
-    const chosen = candidates.find((c) => c.ref.metadata.name === progress.promotion) ?? candidates[0];
+    // The bot's recorded Promotion is the one; never another in its place. Kargo's auto-promotion: the newest.
+    const chosen =
+      this.stage.promote === 'bot' && progress.promotion !== undefined
+        ? candidates.find((c) => c.ref.metadata.name === progress.promotion)
+        : candidates[0];
 
     if (chosen === undefined) {
       if (this.stage.promote === 'bot') {
@@ -161,8 +172,14 @@ class StageEvaluation {
         // The Stage gives the Promotion its steps: not listed yet is not "not found" (a refusal for good).
         if (kubernetes.list({ kind: 'Stage', namespace: this.namespace }) === undefined)
           return { done: true, outcome: this.pending(`waiting for the first list of Stages in ${this.namespace}`) };
-        const created = await this.createPromotion();
-        return { done: true, outcome: this.pending(`Promotion ${created} of Freight ${this.freightLabel()} created; waiting for Kargo to run it`) };
+        try {
+          const created = await this.createPromotion();
+          return { done: true, outcome: this.pending(`Promotion ${created} of Freight ${this.freightLabel()} created; waiting for Kargo to run it`) };
+        } catch (error) {
+          // Kargo decides when Freight may enter a Stage (upstream verification, soak time): that is a wait, not a refusal.
+          if (error instanceof PromotionNotYetAllowedError) return { done: true, outcome: this.pending(error.message) };
+          throw error;
+        }
       }
       await this.context.record(() => ({ activity: `waiting for Kargo to promote ${this.freightLabel()} into ${this.stage.kargoStage}` }));
       return { done: true, outcome: this.pending(`waiting for Kargo to promote Freight ${this.freightLabel()} into Stage ${this.stage.kargoStage}`) };
@@ -212,18 +229,27 @@ class StageEvaluation {
   /** Step 2: each Argo CD Application healthy at the promoted revision. */
   private async applications(promotion: unknown): Promise<Decided> {
     const target = { kind: 'Application' as const, namespace: this.argocdNamespace };
-    if (this.stage.argocdApps.length === 0) return { done: false, line: '' };
+    // The stage's listed apps, and every app in Argo CD's namespace the Promotion's argocd-update step
+    // synced: an app Kargo touched is checked even where the policy forgot to list it.
+    const apps = [...new Set([...this.stage.argocdApps, ...promotionAppNames(promotion, this.argocdNamespace)])];
+    if (apps.length === 0) return { done: false, line: '' };
     if (this.deps.kubernetes.list(target) === undefined)
       return { done: true, outcome: this.pending(`waiting for the first list of Applications in ${this.argocdNamespace}`) };
     const waiting: string[] = [];
     const healthy: string[] = [];
-    for (const name of this.stage.argocdApps) {
+    for (const name of apps) {
+      await this.deps.index.link({ kind: 'kube', object: 'Application', namespace: this.argocdNamespace, name }, this.run.id);
       const raw = this.deps.kubernetes.get(target, name);
       if (raw === undefined) {
         waiting.push(`Application ${this.argocdNamespace}/${name} not found`);
         continue;
       }
-      const application = parseArgoApplication(raw);
+      const parsed = argoApplicationSchema.safeParse(raw);
+      if (!parsed.success) {
+        waiting.push(`Application ${this.argocdNamespace}/${name} is not readable as an Argo CD Application`);
+        continue;
+      }
+      const application = parsed.data;
       const desired = desiredRevisionsFor({
         application,
         promoted: promotionDesiredRevisions(promotion, { name, namespace: this.argocdNamespace }, this.argocdNamespace),

@@ -117,6 +117,24 @@ describe('verification of this Freight in this stage', () => {
     expect(evaluate(stage)).toMatchObject({ state: 'pending', phase: 'Running' });
   });
 
+  it('a verification that started before this promotion finished is an earlier stay\'s: it waits', () => {
+    const stage = verified((s) => {
+      latest(s).phase = 'Successful';
+      latest(s).startTime = '2024-07-15T22:00:00Z';
+    });
+    const before = evaluateVerification({ stage, stageName: 'ab-test-a', freightName: FREIGHT, freightStatus: {}, promotedAt: '2024-07-15T22:13:25Z' });
+    expect(before).toMatchObject({ state: 'pending', summary: expect.stringContaining('from before this promotion') as unknown });
+    const after = evaluateVerification({ stage, stageName: 'ab-test-a', freightName: FREIGHT, freightStatus: {}, promotedAt: '2024-07-15T21:59:59Z' });
+    expect(after.state).toBe('passed');
+  });
+
+  it('without verification, a verifiedIn entry with no time does not pass once the promotion time is known', () => {
+    const plain: KargoStage = { metadata: { name: 'plain' }, spec: {} };
+    const input = { stage: plain, stageName: 'plain', freightName: FREIGHT, freightStatus: { verifiedIn: { plain: null } } };
+    expect(evaluateVerification({ ...input, promotedAt: '2024-07-15T22:13:25Z' }).state).toBe('pending');
+    expect(evaluateVerification(input).state).toBe('passed');
+  });
+
   it('no verification started yet waits', () => {
     const stage = verified((s) => {
       const entry = s.status?.freightHistory?.[0];

@@ -84,6 +84,8 @@ export function evaluateVerification(input: {
   if (stage.spec?.verification == null) {
     const verified = input.freightStatus?.verifiedIn?.[stageName];
     if (verified === undefined) return { state: 'pending', summary: `${label}: not marked verified yet`, phase: null };
+    // After a known promotion, only a verification that says when, and not before it, counts.
+    if (input.promotedAt && !verified?.verifiedAt) return { state: 'pending', summary: `${label}: marked verified without a time; waiting for Kargo`, phase: null };
     if (input.promotedAt && verified?.verifiedAt && Date.parse(verified.verifiedAt) < Date.parse(input.promotedAt)) {
       return { state: 'pending', summary: `${label}: verified before this promotion; waiting for Kargo`, phase: null };
     }
@@ -101,6 +103,10 @@ export function evaluateVerification(input: {
   const latest = stay.verificationHistory?.[0];
   if (!latest) return { state: 'pending', summary: `${label}: verification not started`, phase: null };
 
+  // The same Freight may have been in the stage before: a verification that started before this
+  // promotion finished is that earlier stay's (Kargo starts a new one after the promotion).
+  if (input.promotedAt && latest.startTime && Date.parse(latest.startTime) < Date.parse(input.promotedAt))
+    return { state: 'pending', summary: `${label}: the latest verification is from before this promotion`, phase: null };
   const phase = latest.phase ?? '';
   const analysisRun = latest.analysisRun
     ? { name: latest.analysisRun.name, namespace: latest.analysisRun.namespace ?? null }

@@ -3,7 +3,7 @@ import { parsePolicy } from '../../../src/config/config.js';
 import { watchTargetsFor } from './watch-targets.js';
 
 describe('watchTargetsFor', () => {
-  it('watches the Kargo kinds in each project and Applications in each Argo CD namespace, once each', () => {
+  it('watches the Kargo kinds in each project and Applications in each Argo CD namespace a pipeline uses (a Kargo one always: its Promotions may sync apps it does not list), once each', () => {
     const policy = parsePolicy(
       `repos:
   acme/shop: { pipeline: shop }
@@ -26,6 +26,7 @@ pipelines:
     );
     expect(watchTargetsFor(policy)).toEqual([
       { kind: 'Application', namespace: 'argocd' },
+      { kind: 'Application', namespace: 'gitops' },
       { kind: 'AnalysisRun', namespace: 'shop' },
       { kind: 'Freight', namespace: 'shop' },
       { kind: 'Promotion', namespace: 'shop' },
