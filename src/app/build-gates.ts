@@ -15,6 +15,7 @@ import type { KubernetesPort } from '../ports/kubernetes.js';
 import type { SandboxPort } from '../ports/sandbox.js';
 import type { Scrubber } from '../security/scrubber.js';
 import type { FollowUps } from '../store/follow-ups.js';
+import type { Claims } from '../store/claims.js';
 import type { RunIndex } from '../store/run-index.js';
 import type { TtlCache } from '../store/ttl-cache.js';
 import { GATE_TABLE, NOT_BUILT, notConfiguredReason, type GateDeps, type GateTable, type Need } from './gate-table.js';
@@ -42,6 +43,7 @@ export interface BuildGatesDeps {
   sandbox: SandboxPort;
   followUps: FollowUps;
   index: RunIndex;
+  claims: Claims;
   workRoot: string;
   /** The cluster, when one is configured and the policy's pipelines need it (build-kubernetes.ts). */
   kubernetes?: KubernetesPort | undefined;
@@ -101,6 +103,7 @@ export function buildGates(deps: BuildGatesDeps): Gates {
     scrub,
     followUps: deps.followUps,
     index: deps.index,
+    claims: deps.claims,
     requiredChecksCache: deps.requiredChecksCache,
     workRoot: deps.workRoot,
     tuning: { checkTimeoutMs: tuning?.checkTimeoutMs, firstPollMs: tuning?.firstPollMs, deployPollMs: tuning?.deployPollMs },

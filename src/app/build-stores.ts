@@ -2,6 +2,7 @@ import { createAuditLog, type AuditLog } from '../audit/audit-log.js';
 import type { Logger } from '../log.js';
 import { createQueues, type Queues } from '../queue/queues.js';
 import type { Scrub } from '../security/scrubber.js';
+import { createClaims, type Claims } from '../store/claims.js';
 import { createEtagCache } from '../store/etag-cache.js';
 import type { EtagCache } from '../ports/github.js';
 import { createFollowUps, type FollowUps } from '../store/follow-ups.js';
@@ -29,6 +30,8 @@ export interface Stores {
   etagCache: EtagCache;
   /** Required checks per repository and branch (branch protection answers cost a request each). */
   requiredChecksCache: TtlCache;
+  /** Exclusive claims across workers (the look-then-create of a Promotion). */
+  claims: Claims;
 }
 
 export interface BuildStoresDeps {
@@ -69,5 +72,6 @@ export function buildStores({
     chatWrites: createWriteLimiter({ redis, prefix, perSecond: 10 }),
     etagCache: createEtagCache({ redis, prefix }),
     requiredChecksCache: createTtlCache({ redis, prefix, ttlSeconds: 600 }),
+    claims: createClaims({ redis, prefix }),
   };
 }

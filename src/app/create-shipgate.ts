@@ -118,6 +118,7 @@ export function createShipgate(options: ShipgateOptions): Shipgate {
     sandbox,
     followUps: stores.followUps,
     index: stores.index,
+    claims: stores.claims,
     workRoot,
     kubernetes,
     tuning: options.tuning,
@@ -153,8 +154,11 @@ export function createShipgate(options: ShipgateOptions): Shipgate {
           notConfigured: gates.notConfigured,
           sandbox,
           cancellation,
-          // A finished run's working copy is no longer needed.
-          onRunEnded: (run) => git.removeWorkspace(workspaceDir(workRoot, run.id)),
+          // A finished run's working copy is no longer needed, nor its place in the Kubernetes wake-up index.
+          onRunEnded: async (run) => {
+            await stores.index.unlinkKubernetes(run.id);
+            await git.removeWorkspace(workspaceDir(workRoot, run.id));
+          },
           redis: connections.redis,
           bullmq: connections.bullmq,
           prefix,

@@ -18,6 +18,7 @@ import type { ModelPort } from '../ports/model.js';
 import type { SandboxPort } from '../ports/sandbox.js';
 import type { Scrub } from '../security/scrubber.js';
 import type { FollowUps } from '../store/follow-ups.js';
+import type { Claims } from '../store/claims.js';
 import type { RunIndex } from '../store/run-index.js';
 import type { TtlCache } from '../store/ttl-cache.js';
 
@@ -48,6 +49,7 @@ export interface GateDeps {
   scrub: Scrub;
   followUps: FollowUps;
   index: RunIndex;
+  claims: Claims;
   requiredChecksCache: TtlCache;
   workRoot: string;
   tuning: { checkTimeoutMs?: number | undefined; firstPollMs?: number | undefined; deployPollMs?: number | undefined };
@@ -143,6 +145,7 @@ export const GATE_TABLE: GateTable = {
         kubernetes: deps.kubernetes(),
         metrics: deps.metricsQuery(),
         index: deps.index,
+        claims: deps.claims,
         ui: deps.deployUi,
         clock: deps.clock,
         firstPollMs: deps.tuning.deployPollMs,

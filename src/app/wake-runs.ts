@@ -1,5 +1,7 @@
 import { wakeKeysFor } from '../../workers/gates/stage/wake-keys.js';
-import { isWakeable } from '../domain/run.js';
+import { currentGate, isWakeable, type GateKind } from '../domain/run.js';
+
+const DEPLOY_GATES: ReadonlySet<GateKind> = new Set<GateKind>(['freight', 'stage', 'argocd']);
 import type { GitHubEvent } from '../http/github-webhooks.js';
 import type { Logger } from '../log.js';
 import type { KubernetesChange, KubernetesPort } from '../ports/kubernetes.js';
@@ -20,11 +22,18 @@ export interface WakeRunsDeps {
  * Makes every run linked to one of `keys` look at its gate now instead of at its next poll. The
  * caller's event decides nothing: the gate re-reads the outside system's state when it runs.
  */
-async function wakeLinkedRuns(deps: WakeRunsDeps, keys: readonly RunIndexKey[], about: Record<string, unknown>): Promise<void> {
+async function wakeLinkedRuns(
+  deps: WakeRunsDeps,
+  keys: readonly RunIndexKey[],
+  about: Record<string, unknown>,
+  atGate: (kind: GateKind) => boolean = () => true,
+): Promise<void> {
   const runIds = new Set((await Promise.all(keys.map((key) => deps.index.find(key)))).flat());
   for (const runId of runIds) {
     const before = await deps.store.get(runId);
     if (before === undefined || !isWakeable(before)) continue;
+    const gate = currentGate(before);
+    if (gate === undefined || !atGate(gate.kind)) continue;
     // Poke first, then read: a gate being evaluated right now takes the poke when it ends pending
     // (the run processor stores `waiting`, then takes pokes). Read first and poke after, and a gate
     // that ended pending in between would miss both the poke and the wake, and sleep until its poll.
@@ -56,7 +65,8 @@ export function wakeRunsOnKubernetesChange(
     const keys = wakeKeysFor(change, object);
     if (keys.length === 0) return;
     // Informer callbacks are synchronous; a failed wake costs only latency (the gate polls as a fallback).
-    wakeLinkedRuns(deps, keys, { kind: change.kind, namespace: change.namespace, name: change.name, type: change.type }).catch(
+    // Argo CD rewrites Applications on every reconcile: only runs at a deploy gate are worth a look.
+    wakeLinkedRuns(deps, keys, { kind: change.kind, namespace: change.namespace, name: change.name, type: change.type }, (kind) => DEPLOY_GATES.has(kind)).catch(
       (error: unknown) => deps.log.warn({ err: error, kind: change.kind, name: change.name }, 'waking runs on a kubernetes change failed'),
     );
   };

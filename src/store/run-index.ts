@@ -9,6 +9,11 @@ import type { Redis } from '../redis.js';
 export interface RunIndex {
   link(key: RunIndexKey, runId: string): Promise<void>;
   find(key: RunIndexKey): Promise<string[]>;
+  /**
+   * Takes an ended run out of the Kubernetes keys it was linked to: a Stage, a Warehouse or an
+   * Application outlives every run, and each informer event reads every run linked to it.
+   */
+  unlinkKubernetes(runId: string): Promise<void>;
 }
 
 export type RunIndexKey =
@@ -40,9 +45,19 @@ export function createRunIndex({ redis, prefix }: { redis: Redis; prefix: string
         return `${prefix}:index:kube:${key.object}:${key.namespace}:${key.name}`;
     }
   };
+  const linksOf = (runId: string): string => `${prefix}:index:links:${runId}`;
   return {
     async link(key, runId) {
-      await redis.multi().sadd(keyOf(key), runId).expire(keyOf(key), TTL_SECONDS).exec();
+      const tx = redis.multi().sadd(keyOf(key), runId).expire(keyOf(key), TTL_SECONDS);
+      // Kubernetes keys are remembered per run, so that the run's end can take it out of them again.
+      if (key.kind === 'kube') tx.sadd(linksOf(runId), keyOf(key)).expire(linksOf(runId), TTL_SECONDS);
+      await tx.exec();
+    },
+    async unlinkKubernetes(runId) {
+      const keys = await redis.smembers(linksOf(runId));
+      const tx = redis.multi();
+      for (const key of keys) tx.srem(key, runId);
+      await tx.del(linksOf(runId)).exec();
     },
     async find(key) {
       return redis.smembers(keyOf(key));

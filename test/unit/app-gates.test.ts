@@ -22,6 +22,7 @@ import { createScrubber } from '../../src/security/scrubber.js';
 import { createEtagCache } from '../../src/store/etag-cache.js';
 import { createTtlCache } from '../../src/store/ttl-cache.js';
 import { createFollowUps } from '../../src/store/follow-ups.js';
+import { createClaims } from '../../src/store/claims.js';
 import { createRunIndex } from '../../src/store/run-index.js';
 import type { GateStep } from '../../workers/gates/gate-step.js';
 
@@ -66,6 +67,7 @@ function deps(env: Record<string, string>, extra: Partial<BuildGatesDeps> = {}):
     sandbox: createUnsandboxed(),
     followUps: createFollowUps({ redis, prefix: 'test' }),
     index: createRunIndex({ redis, prefix: 'test' }),
+    claims: createClaims({ redis, prefix: 'test' }),
     workRoot: '/tmp/shipgate-test-workspaces',
     ...extra,
   };

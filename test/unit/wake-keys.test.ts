@@ -66,8 +66,13 @@ describe('wakeKeysFor', () => {
 describe('wakeRunsOnKubernetesChange', () => {
   const policy = parsePolicy('repos:\n  acme/shop: {}\n', 'test');
 
-  function run(id: string, state: RunState, jobSeq: number): Run {
-    return { ...newRun(policy, { id, repo: 'acme/shop', task: 't', requester: { userId: 'U1' }, channel: 'C1', now: new Date(0) }), state, jobSeq };
+  /** A run at a deploy gate (`at`), or at another gate to show it is not woken. */
+  function run(id: string, state: RunState, jobSeq: number, at: 'freight' | 'ci' = 'freight'): Run {
+    const base = newRun(policy, { id, repo: 'acme/shop', task: 't', requester: { userId: 'U1' }, channel: 'C1', now: new Date(0) });
+    const gates = at === 'freight'
+      ? [...base.gates.map((g) => ({ ...g, state: 'passed' as const })), { name: 'freight', kind: 'freight' as const, state: 'running' as const }]
+      : base.gates.map((g) => (g.name === 'agent' || g.name === 'pr' ? { ...g, state: 'passed' as const } : g));
+    return { ...base, gates, state, jobSeq };
   }
 
   function world(runs: Run[], links: Array<[RunIndexKey, string]>, options: { failFind?: boolean } = {}) {
@@ -111,6 +116,14 @@ describe('wakeRunsOnKubernetesChange', () => {
 
   /** The listener is synchronous and wakes in the background; every fake answers at once, so a macrotask later it is done. */
   const settle = () => new Promise((resolve) => setImmediate(resolve));
+
+  it('a run linked to the object but at a Git gate (a fix forward back at ci) is not woken by cluster events', async () => {
+    const w = world([run('sg-at-ci', 'waiting', 2, 'ci')], [[key('Freight', FREIGHT), 'sg-at-ci']]);
+    w.kubernetes.put({ kind: 'Freight', namespace: NS }, freight({ kind: 'Warehouse', name: 'guestbook' }));
+    await settle();
+    expect(w.poked).toEqual([]);
+    expect(w.woken).toEqual([]);
+  });
 
   it('a new Freight wakes the waiting run by its Warehouse (poke and job) and pokes the running one; a terminal run is left alone', async () => {
     const w = world(

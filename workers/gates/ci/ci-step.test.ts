@@ -56,6 +56,7 @@ function world(options: { checkRuns: CheckRunInfo[]; pr?: Partial<PullRequestSta
       linked.push(key.kind);
     },
     find: async () => [],
+    unlinkKubernetes: async () => undefined,
   };
   const followUps = { add: async () => true, pending: async () => options.followUps ?? [], acknowledge: async () => undefined };
   return { step: createCiStep({ policy, github, index, clock, followUps, scrub: (text) => text }), linked };

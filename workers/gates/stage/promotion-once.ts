@@ -1,6 +1,7 @@
 import { z } from 'zod';
 import { RefusedError } from '../../../src/errors.js';
 import { KubernetesRequestError, type KubernetesPort } from '../../../src/ports/kubernetes.js';
+import type { Claims } from '../../../src/store/claims.js';
 
 /**
  * Exactly one Promotion per run and stage, whatever happens (SPEC §6, §10): a retry after a crash
@@ -11,6 +12,11 @@ import { KubernetesRequestError, type KubernetesPort } from '../../../src/ports/
  */
 
 export const RUN_LABEL = 'shipgate.io/run';
+
+/** Another worker holds the claim on this Promotion's look-then-create: look again later. */
+export class PromotionBusyError extends Error {
+  override name = 'PromotionBusyError';
+}
 
 /**
  * Kargo refused the Promotion because the Freight is not available to the Stage yet (upstream
@@ -54,7 +60,26 @@ export interface PromotionTarget {
 }
 
 /** The run's Promotion of `freight` into the stage: found, or created once. */
+/** How long one look-then-create may hold the claim; far longer than a LIST and a POST take. */
+const CLAIM_MS = 60_000;
+
 export async function ensurePromotion(
+  kubernetes: Pick<KubernetesPort, 'findPromotions' | 'createPromotion'>,
+  claims: Claims,
+  target: PromotionTarget,
+): Promise<{ name: string; created: boolean }> {
+  // Two workers holding the same run's job at once (a lapsed lock) must not both look and create.
+  return claims.withClaim(
+    `promotion:${target.runId}:${target.stage}:${target.freight}`,
+    CLAIM_MS,
+    () => findOrCreate(kubernetes, target),
+    () => {
+      throw new PromotionBusyError(`another worker is creating the Promotion of Freight ${target.freight} into ${target.kargoStage}`);
+    },
+  );
+}
+
+async function findOrCreate(
   kubernetes: Pick<KubernetesPort, 'findPromotions' | 'createPromotion'>,
   target: PromotionTarget,
 ): Promise<{ name: string; created: boolean }> {

@@ -10,6 +10,7 @@ import { applyOutcome, newRun, type GateOutcome, type Run } from '../../../src/d
 import { RefusedError } from '../../../src/errors.js';
 import { createLogger } from '../../../src/log.js';
 import { KubernetesRequestError } from '../../../src/ports/kubernetes.js';
+import type { Claims } from '../../../src/store/claims.js';
 import type { InstantResult, MetricsQueryPort } from '../../../src/ports/metrics-query.js';
 import type { RunIndexKey } from '../../../src/store/run-index.js';
 import { createMemoryKubernetes, type MemoryKubernetes } from '../../../test/helpers/memory-kubernetes.js';
@@ -206,6 +207,19 @@ function world(options: { policy?: Policy; ui?: DeployUiBases; metrics?: boolean
   const metrics = memoryMetrics();
   const linked: RunIndexKey[] = [];
   const audits: Audit[] = [];
+  /** Claims as src/store/claims.ts keeps them; `held` lets a test play another worker holding one. */
+  const held = new Set<string>();
+  const claims: Claims = {
+    withClaim: async (key, _ttlMs, work, busy) => {
+      if (held.has(key)) return busy();
+      held.add(key);
+      try {
+        return await work();
+      } finally {
+        held.delete(key);
+      }
+    },
+  };
   const step = createStageStep({
     policy,
     kubernetes,
@@ -214,6 +228,7 @@ function world(options: { policy?: Policy; ui?: DeployUiBases; metrics?: boolean
         linked.push(key);
       },
     },
+    claims,
     ui: options.ui ?? {},
     clock: () => now,
     metrics: options.metrics === false ? undefined : metrics.port,
@@ -263,6 +278,7 @@ function world(options: { policy?: Policy; ui?: DeployUiBases; metrics?: boolean
 
   return {
     kubernetes,
+    held,
     metrics,
     linked,
     audits,
@@ -695,6 +711,17 @@ describe('stage gate: promote: bot', () => {
     expect(await w.look()).toMatchObject({ kind: 'pending', summary: expect.stringContaining('does not let Freight') as unknown });
     w.kubernetes.refuseCreates(undefined);
     expect(await w.look()).toMatchObject({ kind: 'pending', summary: expect.stringContaining('created; waiting for Kargo') as unknown });
+  });
+
+  it('while another worker holds the claim on the look-then-create, this look waits and creates nothing', async () => {
+    const w = botWorld();
+    w.held.add(`promotion:sg-stage0001:qa:${FREIGHT}`);
+    expect(await w.look()).toMatchObject({ kind: 'pending', summary: expect.stringContaining('another worker is creating') as unknown });
+    expect(w.kubernetes.creates).toEqual([]);
+    expect(w.kubernetes.finds).toEqual([]);
+    w.held.clear();
+    await w.look();
+    expect(w.kubernetes.creates).toHaveLength(1);
   });
 
   it('another run’s Promotion of the same Freight does not count as this run’s', async () => {

@@ -7,13 +7,14 @@ import { desiredRevisionsFor, promotionAppNames, promotionDesiredRevisions } fro
 import { fixForwardOrFail } from './fix-forward.js';
 import { checkGoldenSignals, renderGoldenSignalFailure, type GoldenSignalBreach } from './golden-signals.js';
 import { evaluatePromotion, kargoPromotionSchema } from './kargo-promotion.js';
-import { ensurePromotion, promotionStillExists, PromotionNotYetAllowedError, RUN_LABEL, STAGE_LABEL } from './promotion-once.js';
+import { ensurePromotion, promotionStillExists, PromotionBusyError, PromotionNotYetAllowedError, RUN_LABEL, STAGE_LABEL } from './promotion-once.js';
 import { analysisRunSchema, evaluateVerification, kargoFreightStatusSchema, kargoStageSchema, summariseAnalysisRun } from './verification.js';
 import type { PipelinePolicy, Policy, StagePolicy } from '../../../src/config/policy.js';
 import { patchArtifacts, type GateOutcome, type Run, type StageProgress } from '../../../src/domain/run.js';
 import { RefusedError } from '../../../src/errors.js';
 import type { KubernetesPort } from '../../../src/ports/kubernetes.js';
 import type { MetricsQueryPort } from '../../../src/ports/metrics-query.js';
+import type { Claims } from '../../../src/store/claims.js';
 import type { RunIndex } from '../../../src/store/run-index.js';
 import type { GateContext, GateStep } from '../gate-step.js';
 import { pollDelay } from '../poll-delay.js';
@@ -22,6 +23,8 @@ export interface StageStepDeps {
   policy: Policy;
   kubernetes: Pick<KubernetesPort, 'list' | 'get' | 'findPromotions' | 'createPromotion'>;
   index: Pick<RunIndex, 'link'>;
+  /** Exclusive claims across workers, around the look-then-create of a bot Promotion. */
+  claims: Claims;
   ui: DeployUiBases;
   clock: () => Date;
   /** Prometheus (PROMETHEUS_URL), for stages that list golden signals; config refuses such a stage without it. */
@@ -177,7 +180,7 @@ class StageEvaluation {
           return { done: true, outcome: this.pending(`Promotion ${created} of Freight ${this.freightLabel()} created; waiting for Kargo to run it`) };
         } catch (error) {
           // Kargo decides when Freight may enter a Stage (upstream verification, soak time): that is a wait, not a refusal.
-          if (error instanceof PromotionNotYetAllowedError) return { done: true, outcome: this.pending(error.message) };
+          if (error instanceof PromotionNotYetAllowedError || error instanceof PromotionBusyError) return { done: true, outcome: this.pending(error.message) };
           throw error;
         }
       }
@@ -206,7 +209,7 @@ class StageEvaluation {
   private async createPromotion(): Promise<string> {
     const stageObject = this.deps.kubernetes.get({ kind: 'Stage', namespace: this.namespace }, this.stage.kargoStage);
     if (stageObject === undefined) throw new RefusedError(`Kargo Stage ${this.namespace}/${this.stage.kargoStage} was not found`);
-    const { name, created } = await ensurePromotion(this.deps.kubernetes, {
+    const { name, created } = await ensurePromotion(this.deps.kubernetes, this.deps.claims, {
       namespace: this.namespace,
       kargoStage: this.stage.kargoStage,
       freight: this.freight,
