@@ -3,6 +3,7 @@ import { spawnRedis } from '../test/helpers/global-redis.js';
 import { sendSlashCommand } from '../test/helpers/slack-requests.js';
 import { startBaselineSlackApp } from './baseline-slack.js';
 import { benchPolicy, SIGNING_SECRET, startBenchBot, type BenchBot } from './bench-bot.js';
+import { benchDeployGates, deployNotes, deployRows, deployVerdicts, type DeployBenchResult } from './deploy-bench.js';
 import { fireConcurrently, prepareSlashCommands, type LoadResult } from './load-client.js';
 import { analyseWrites, lastWriteAt, rootMessages, type WriteAnalysis } from './slack-writes.js';
 import { bytes, ms, num, ratio, renderTable, summarise, type LatencySummary } from './stats.js';
@@ -18,6 +19,8 @@ import { benchRunStore, usedMemory, type StoreBenchResult } from './store-bench.
  *      node:http server that verifies the signature and answers the same JSON.
  *   2. Slack writes caused by that burst, as recorded by the fake Slack Web API.
  *   3. Run store throughput (1,000 runs) vs plain SET/GET, and Redis memory per run.
+ *   4–6. The deploy gates (bench/deploy-bench.ts): gate change → thread reply with informer events vs
+ *      10 s polling, LIST/WATCH per kind with 100 runs in flight, memory per waiting run (1,000 runs).
  */
 
 const BURST = 200;
@@ -38,8 +41,9 @@ const progress = (message: string): void => {
 const sleep = (milliseconds: number) => new Promise<void>((r) => setTimeout(r, milliseconds));
 
 const cleanups: (() => Promise<void>)[] = [];
-async function cleanUp(): Promise<void> {
-  while (cleanups.length > 0) {
+/** Runs the clean-up steps registered after the first `keep` ones (newest first). */
+async function cleanUp(keep = 0): Promise<void> {
+  while (cleanups.length > keep) {
     const step = cleanups.pop();
     try {
       await step?.();
@@ -220,9 +224,14 @@ async function main(): Promise<number> {
       unexpected: bot.slack.unexpected.length,
     };
 
-    progress('stopping shipgate, the servers and Redis');
+    // --- 4–6. deploy gates (the ack section's servers stopped first; Redis, cleanups[0], stays) ---
+    progress('stopping the ack section (shipgate and its servers)');
+    await cleanUp(1);
+    const deploy = await benchDeployGates(redis.url, { progress, cleanups });
+
+    progress('stopping everything and Redis');
     await cleanUp();
-    report(ack, writes, storeSeq, storePar);
+    report(ack, writes, storeSeq, storePar, deploy);
     return 0;
   } finally {
     clearTimeout(watchdog);
@@ -230,7 +239,7 @@ async function main(): Promise<number> {
   }
 }
 
-function report(ack: AckSection, w: WriteSection, seq: StoreBenchResult, par: StoreBenchResult): void {
+function report(ack: AckSection, w: WriteSection, seq: StoreBenchResult, par: StoreBenchResult, deploy: DeployBenchResult): void {
   const a = ack.bot;
   const b = ack.baseline;
   const x = w.writes;
@@ -267,6 +276,7 @@ function report(ack: AckSection, w: WriteSection, seq: StoreBenchResult, par: St
   rows.push(
     ['3 store', `Redis memory per run (${seq.runs} runs) vs per SET key`, bytes(seq.storeBytesPerRun), bytes(seq.baselineBytesPerRun), ratio(seq.storeBytesPerRun, seq.baselineBytesPerRun), 'fixed'],
     ['3 store', 'per run: first half / second half', `${bytes(seq.storeBytesPerRunFirstHalf)} / ${bytes(seq.storeBytesPerRunSecondHalf)}`, '', '', ''],
+    ...deployRows(deploy),
   );
 
   const out = (line = ''): void => {
@@ -282,6 +292,8 @@ function report(ack: AckSection, w: WriteSection, seq: StoreBenchResult, par: St
   out(`Redis commands while the burst was acked: ${ack.redisCalls.total} (top: ${ack.redisCalls.top})`);
   if (ack.otherBodies.length > 0) out(`other acks: ${ack.otherBodies.join(' | ')}`);
   if (w.unexpected > 0) out(`fake Slack saw ${w.unexpected} unexpected request(s)`);
+  out();
+  deployNotes(deploy, out);
   out();
 
   const line = (pass: boolean, target: string, figure: string): void => out(`${pass ? 'PASS' : 'MISS'}  ${target}: ${figure}`);
@@ -301,6 +313,7 @@ function report(ack: AckSection, w: WriteSection, seq: StoreBenchResult, par: St
     `${seq.runs} runs in flight at a fixed memory per run`,
     `${bytes(seq.storeBytesPerRun)}/run in the store (halves ${bytes(halves[0]!)} / ${bytes(halves[1]!)}); whole bot ${bytes(w.bytesPerInFlightRun)}/run`,
   );
+  deployVerdicts(deploy, line);
 }
 
 main().then(

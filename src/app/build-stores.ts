@@ -42,6 +42,8 @@ export interface BuildStoresDeps {
   auditCheckpointEvery: number;
   log: Logger;
   scrub: Scrub;
+  /** Chat write pacing (default 10 per second); only the memory benchmark raises it. */
+  chatWritesPerSecond?: number | undefined;
 }
 
 export function buildStores({
@@ -52,6 +54,7 @@ export function buildStores({
   auditCheckpointEvery,
   log,
   scrub,
+  chatWritesPerSecond,
 }: BuildStoresDeps): Stores {
   const { redis, bullmq } = connections;
   const queues = createQueues({ connection: bullmq, prefix });
@@ -69,7 +72,7 @@ export function buildStores({
     followUps: createFollowUps({ redis, prefix }),
     pokes: createPokes({ redis, prefix }),
     outbox: createOutboxStore({ redis, prefix }),
-    chatWrites: createWriteLimiter({ redis, prefix, perSecond: 10 }),
+    chatWrites: createWriteLimiter({ redis, prefix, perSecond: chatWritesPerSecond ?? 10 }),
     etagCache: createEtagCache({ redis, prefix }),
     requiredChecksCache: createTtlCache({ redis, prefix, ttlSeconds: 600 }),
     claims: createClaims({ redis, prefix }),

@@ -43,6 +43,17 @@ export interface ShipgateOptions {
   concurrency?: number;
   /** Card update spacing; SPEC §10 asks for at least 3 s. */
   cardUpdateIntervalMs?: number;
+  /**
+   * Chat writes per second across every worker (default 10: SPEC §10, zero 429s). Exists for the
+   * memory benchmark (bench/deploy-bench.ts), which posts 1,000 cards and does not measure pacing.
+   */
+  chatWritesPerSecond?: number;
+  /**
+   * Whether Kubernetes informer events wake the runs that follow the changed object (default true).
+   * `false` exists only for the benchmark's polling baseline (bench/deploy-bench.ts): the informer
+   * caches stay fresh, but only the deploy gates' fallback poll moves a run.
+   */
+  kubernetesWakeUps?: boolean;
   /** Where run workspaces are cloned (default: <tmpdir>/shipgate-workspaces). */
   workRoot?: string;
   /** Where repository code runs (default: from the policy's `sandbox`). */
@@ -97,6 +108,7 @@ export function createShipgate(options: ShipgateOptions): Shipgate {
     auditCheckpointEvery: config.auditCheckpointEvery,
     log,
     scrub,
+    chatWritesPerSecond: options.chatWritesPerSecond,
   });
   collectRunMetrics({ metrics, queues: stores.queues, store: stores.store });
 
@@ -169,6 +181,7 @@ export function createShipgate(options: ShipgateOptions): Shipgate {
           concurrency: options.concurrency,
           cardUpdateIntervalMs: options.cardUpdateIntervalMs,
           kubernetes,
+          kubernetesWakeUps: options.kubernetesWakeUps,
         });
         await worker.start();
       }

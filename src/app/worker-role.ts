@@ -51,6 +51,8 @@ export interface WorkerRoleDeps {
   cardUpdateIntervalMs?: number | undefined;
   /** The shared Kubernetes informers the deploy gates read, when the policy needs a cluster and one is configured. */
   kubernetes?: (KubernetesInformers & Pick<KubernetesPort, 'get' | 'subscribe'>) | undefined;
+  /** false: informer events wake no run (the benchmark's polling baseline only; see ShipgateOptions). */
+  kubernetesWakeUps?: boolean | undefined;
 }
 
 export interface WorkerRole {
@@ -129,7 +131,7 @@ export function createWorkerRole(deps: WorkerRoleDeps): WorkerRole {
       }
       workers.push(runWorker, chatWorker);
       await recoverRuns({ store, queues });
-      if (deps.kubernetes !== undefined) {
+      if (deps.kubernetes !== undefined && deps.kubernetesWakeUps !== false) {
         // Every informer event wakes the runs that follow the object (SPEC §5); the gates re-read the caches.
         unsubscribe = deps.kubernetes.subscribe(
           wakeRunsOnKubernetesChange({ index: stores.index, store, pokes: stores.pokes, queues, log, kubernetes: deps.kubernetes }),
