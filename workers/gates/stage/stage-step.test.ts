@@ -509,6 +509,26 @@ describe('stage gate: Argo CD applications at the promoted revision', () => {
     expect(w.audits).toEqual([expect.objectContaining({ type: 'stage.verdict', data: expect.objectContaining({ verdict: 'failed', kind: 'application' }) as unknown })]);
   });
 
+  it('superseded by a newer Freight after Kargo verified this one: passes, saying so; before verification: fails plainly', async () => {
+    const supersededStage = (): unknown => {
+      const stage = z.object({ status: z.object({ freightHistory: z.array(z.unknown()) }) }).passthrough().parse(stageObject());
+      return { ...stage, status: { freightHistory: [{ id: 'newer', items: { 'Warehouse/my-warehouse': { name: 'f'.repeat(40), origin: { kind: 'Warehouse', name: 'my-warehouse' } } } }, ...stage.status.freightHistory] } };
+    };
+    const w = world();
+    w.green();
+    // The app now runs the newer Freight's revision: it could never be seen at this run's.
+    w.kubernetes.put(T.app, application({ revision: 'e'.repeat(40) }));
+    w.kubernetes.put(T.stage, supersededStage());
+    w.kubernetes.put(T.freight, freightObject('2024-07-15T22:20:00Z'));
+    const passed = await w.look();
+    expect(passed).toMatchObject({ kind: 'passed', summary: expect.stringContaining('Kargo verified Freight wonky-wombat') as unknown });
+    expect(passed.summary).toContain('moved on to Freight ffffffff');
+    expect(w.audits.at(-1)).toMatchObject({ type: 'stage.verdict', data: { kind: 'superseded', verdict: 'passed' } });
+
+    w.kubernetes.put(T.freight, freightObject());
+    expect(await w.look()).toMatchObject({ kind: 'failed', summary: expect.stringContaining('before it was verified there') as unknown });
+  });
+
   it('an app the Promotion synced is checked even where the stage lists none', async () => {
     const w = world({ policy: policyWith({ apps: [] }) });
     w.green();

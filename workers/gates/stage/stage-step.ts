@@ -121,6 +121,8 @@ class StageEvaluation {
 
     const promotion = await this.promotion();
     if (promotion.done) return promotion.outcome;
+    const superseded = await this.superseded(promotion.finishedAt);
+    if (superseded !== undefined) return superseded;
     const apps = await this.applications(promotion.raw);
     if (apps.done) return apps.outcome;
     const verification = await this.verification(promotion.finishedAt);
@@ -227,6 +229,30 @@ class StageEvaluation {
     // Keyed by the Promotion: one event per Promotion, whichever look created or found it.
     await this.context.audit('promotion.created', { stage: this.stageName, kargoStage: this.stage.kargoStage, freight: this.freight, promotion: name, found: !created }, name, { once: true });
     return name;
+  }
+
+  /**
+   * A newer Freight took the stage after this one's Promotion succeeded (a later merge, promoted
+   * before this run looked again): the applications now run the newer revision, so this run's can
+   * never be seen there. Kargo verifies a Freight only once the Stage is healthy with it; if Kargo
+   * verified this Freight in the stage after this promotion, the run passes, saying it was
+   * superseded and on whose word. Otherwise nothing can ever confirm this Freight here: the gate
+   * fails plainly (no fix forward: the change is not what went wrong).
+   */
+  private async superseded(promotedAt: string | undefined): Promise<GateOutcome | undefined> {
+    const stage = kargoStageSchema.safeParse(this.deps.kubernetes.get({ kind: 'Stage', namespace: this.namespace }, this.stage.kargoStage));
+    const history = stage.success ? (stage.data.status?.freightHistory ?? []) : [];
+    const holds = (entry: (typeof history)[number] | undefined): boolean => Object.values(entry?.items ?? {}).some((item) => item.name === this.freight);
+    const current = history[0];
+    if (current === undefined || holds(current) || !history.slice(1).some(holds)) return undefined;
+    const newer = Object.values(current.items ?? {}).map((item) => item.name).join(', ') || 'another Freight';
+    const status = freightStatusOf.safeParse(this.deps.kubernetes.get({ kind: 'Freight', namespace: this.namespace }, this.freight));
+    const verifiedAt = status.success ? status.data.status?.verifiedIn?.[this.stage.kargoStage]?.verifiedAt : undefined;
+    const verified = verifiedAt !== undefined && (promotedAt === undefined || Date.parse(verifiedAt) >= Date.parse(promotedAt));
+    await this.context.audit('stage.verdict', { stage: this.stageName, freight: this.freight, supersededBy: newer, verdict: verified ? 'passed' : 'failed', kind: 'superseded' }, this.freight);
+    return verified
+      ? { kind: 'passed', summary: `${this.stageName}: Kargo verified Freight ${this.freightLabel()} in ${this.stage.kargoStage} at ${verifiedAt}; the stage has since moved on to Freight ${newer}, so its applications were not checked at this run's revision by shipgate` }
+      : { kind: 'failed', summary: `${this.stageName}: Freight ${newer} replaced Freight ${this.freightLabel()} in ${this.stage.kargoStage} before it was verified there, so this run's revision can no longer be confirmed in the stage; the run ends here (the newer Freight's run decides for it)` };
   }
 
   /** Step 2: each Argo CD Application healthy at the promoted revision. */
