@@ -511,7 +511,7 @@ describe('stage gate: Argo CD applications at the promoted revision', () => {
 
   it('superseded by a newer Freight after Kargo verified this one: passes, saying so; before verification: fails plainly', async () => {
     const supersededStage = (): unknown => {
-      const stage = z.object({ status: z.object({ freightHistory: z.array(z.unknown()) }) }).passthrough().parse(stageObject());
+      const stage = z.object({ status: z.object({ freightHistory: z.array(z.unknown()) }) }).loose().parse(stageObject());
       return { ...stage, status: { freightHistory: [{ id: 'newer', items: { 'Warehouse/my-warehouse': { name: 'f'.repeat(40), origin: { kind: 'Warehouse', name: 'my-warehouse' } } } }, ...stage.status.freightHistory] } };
     };
     const w = world();
