@@ -64,7 +64,9 @@ async function pushedCommit(w: World, runId: string, other?: string): Promise<st
     }, 'a pushed commit under CI', 45_000);
   } catch (error) {
     // Say where the run was, so a slow or stuck run can be told apart.
-    throw new Error(`${error instanceof Error ? error.message : String(error)}; the run was: ${seen}`, { cause: error });
+    // Which model requests were made, each by its first user message: tells a script step consumed twice apart from a slow run.
+    const requests = w.model.requests.map((r) => JSON.stringify(r.params?.messages.at(-1)?.content ?? '').slice(0, 80));
+    throw new Error(`${error instanceof Error ? error.message : String(error)}; the run was: ${seen}; model requests (${requests.length}): ${JSON.stringify(requests)}`, { cause: error });
   }
 }
 
@@ -201,7 +203,10 @@ describe('the CI gate and the fix loop', { timeout: 120_000 }, () => {
     annotate(first);
     const second = await pushedCommit(w, runId, first);
     annotate(second);
-    await eventually(async () => (await runOf(w, runId)).state === 'failed', 'run failed', 45_000);
+    await eventually(async () => (await runOf(w, runId)).state === 'failed', 'run failed', 45_000).catch(async (error: unknown) => {
+      const run = await runOf(w, runId);
+      throw new Error(`${String(error)}; run: ${run.state} ${JSON.stringify(run.gates.map((g) => [g.name, g.state, g.summary?.slice(0, 200)]))} ci=${JSON.stringify(run.artifacts.ci)} first=${first} second=${second} now=${run.artifacts.agent?.commitSha ?? '-'}`);
+    });
     expect((await runOf(w, runId)).outcome).toMatch(/same failure/);
     expect((await runOf(w, runId)).artifacts.ci?.iterations).toBe(1);
   });
