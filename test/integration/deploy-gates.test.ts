@@ -7,6 +7,7 @@ import type { ModelRequest } from '../helpers/anthropic-server.js';
 import { eventually } from '../helpers/eventually.js';
 import { createGitOpsController, type GitOpsController, type StageScript } from '../helpers/gitops-controller.js';
 import { startKubernetesServer, type KubernetesServer } from '../helpers/kubernetes-server.js';
+import { startPrometheusServer, type PrometheusServer } from '../helpers/prometheus-server.js';
 import { startWorld, type World } from '../helpers/world.js';
 
 /**
@@ -39,15 +40,18 @@ const FIX_MERGE_SHA = 'c0ffee00c0ffee00c0ffee00c0ffee00c0ffee00';
 let world: World | undefined;
 let server: KubernetesServer | undefined;
 let controller: GitOpsController | undefined;
+let prometheus: PrometheusServer | undefined;
 const dirs: string[] = [];
 afterEach(async () => {
   const problems = (await world?.stop()) ?? [];
   world = undefined;
   await controller?.stop();
   controller = undefined;
-  const unexpected = server?.unexpected ?? [];
+  const unexpected = [...(server?.unexpected ?? []), ...(prometheus?.unexpected ?? [])];
   await server?.close();
   server = undefined;
+  await prometheus?.close();
+  prometheus = undefined;
   for (const dir of dirs.splice(0)) rmSync(dir, { recursive: true, force: true });
   expect(problems).toEqual([]);
   expect(unexpected).toEqual([]);
@@ -64,7 +68,7 @@ function firstUserText(request: ModelRequest): string {
   return typeof first.content === 'string' ? first.content : first.content.map((b) => ('text' in b && typeof b.text === 'string' ? b.text : '')).join('\n');
 }
 
-async function start(name: string, scripts: Record<string, StageScript> = {}, policy = POLICY): Promise<{ w: World; k8s: KubernetesServer; gitops: GitOpsController }> {
+async function start(name: string, scripts: Record<string, StageScript> = {}, policy = POLICY, env: Record<string, string> = {}): Promise<{ w: World; k8s: KubernetesServer; gitops: GitOpsController }> {
   const k8s = await startKubernetesServer();
   server = k8s;
   const dir = mkdtempSync(join(tmpdir(), 'shipgate-deploy-'));
@@ -87,7 +91,7 @@ async function start(name: string, scripts: Record<string, StageScript> = {}, po
     name,
     policy,
     files: FILES,
-    env: { KUBECONFIG: k8s.writeKubeconfig(dir), KARGO_URL, ARGOCD_URL },
+    env: { KUBECONFIG: k8s.writeKubeconfig(dir), KARGO_URL, ARGOCD_URL, ...env },
     // Far beyond every wait below: a deploy gate that moves in time was woken by an informer event.
     tuning: { firstPollMs: 100, deployPollMs: 120_000 },
   });
@@ -332,5 +336,50 @@ describe('the deploy gates', { timeout: 150_000 }, () => {
     const run = await runOf(w, runId);
     expect(run.gates.map((g) => g.name)).toEqual(['agent', 'pr', 'ci', 'merge', 'argocd']);
     expect(run.links.argocd).toBe(`${ARGOCD_URL}/applications/argocd/shop-web`);
+  });
+
+  const NO_FIXES = POLICY.replace('maxDeployIterations: 1', 'maxDeployIterations: 0');
+  const ERROR_QUERY = 'sum(rate(http_requests_total{app="shop",code=~"5.."}[5m])) / sum(rate(http_requests_total{app="shop"}[5m]))';
+
+  for (const [id, name, scripts, policy, expected] of [
+    ['missing', 'a Missing app', { dev: { app: 'missing' } }, NO_FIXES, ['stage:dev ', /Missing/]],
+    ['verification', 'a failed verification, with the AnalysisRun\'s metrics,', { staging: { verification: 'failed' } }, NO_FIXES, ['stage:staging ', /Verification Failed[\s\S]*AnalysisRun[\s\S]*Metrics:/]],
+  ] as const) {
+    it(`${name} is one red reply, and with fixing forward off the run ends failed`, async () => {
+      const { w, gitops } = await start(`deploy-red-${id}`, scripts, policy);
+      w.model.script(create('c1', "module.exports = () => 'ok';\n"), done('Added src/health.js.'));
+      const runId = await w.ship('acme/shop add a health module');
+      await mergeChange(w, runId, MERGE_SHA);
+      gitops.produceFreight(MERGE_SHA);
+      await until(w, runId, 'the run failed', (run) => run.state === 'failed');
+      await w.bot.slack.waitFor((s) => s.messages('CSHOP').some((m) => (m.text ?? '').startsWith(expected[0])), 5_000, 'the red reply');
+      const replies = threadReplies(w, expected[0]);
+      expect(replies).toHaveLength(1);
+      expect(replies[0]).toMatch(expected[1]);
+      expect(replies[0]).toContain('maxDeployIterations = 0');
+    });
+  }
+
+  it('a golden signal over its threshold after staging verified is a red gate with the query and its value', async () => {
+    const prom = await startPrometheusServer();
+    prometheus = prom;
+    prom.answer(ERROR_QUERY, 0.07);
+    const policy = NO_FIXES.replace(
+      '- { name: staging, kargoStage: staging, argocdApps: [shop-staging] }',
+      `- { name: staging, kargoStage: staging, argocdApps: [shop-staging], goldenSignals: { errorRatio: { query: ${JSON.stringify(ERROR_QUERY)}, max: 0.01 } } }`,
+    );
+    const { w, gitops } = await start('deploy-golden-signal', {}, policy, { PROMETHEUS_URL: prom.url });
+    w.model.script(create('c1', "module.exports = () => 'ok';\n"), done('Added src/health.js.'));
+    const runId = await w.ship('acme/shop add a health module');
+    await mergeChange(w, runId, MERGE_SHA);
+    gitops.produceFreight(MERGE_SHA);
+    await until(w, runId, 'the run failed', (run) => run.state === 'failed');
+    await w.bot.slack.waitFor((s) => s.messages('CSHOP').some((m) => (m.text ?? '').startsWith('stage:staging ')), 5_000, 'the red reply');
+    const [reply] = threadReplies(w, 'stage:staging ');
+    // The thread's markup escapes `>`; the plain text is "0.07 > max 0.01".
+    expect(reply).toMatch(/errorRatio over its threshold: 0\.07 &gt; max 0\.01/);
+    expect(reply).toContain('http_requests_total');
+    // Queried only once staging verified: dev has no golden signals, so no query before.
+    expect(prom.count(ERROR_QUERY)).toBeGreaterThanOrEqual(1);
   });
 });
