@@ -1,5 +1,6 @@
 import { CustomObjectsApi, type KubeConfig } from '@kubernetes/client-node';
 import { z } from 'zod';
+import { ExternalOutageError } from '../../errors.js';
 import type { Logger } from '../../log.js';
 import {
   KubernetesRequestError,
@@ -29,7 +30,9 @@ const statusSchema = z.looseObject({ message: z.string() });
 /** The API server's Status message (client-node's ApiException carries the body as a JSON string). */
 function requestError(error: unknown): Error {
   const parsed = apiErrorSchema.safeParse(error);
-  if (!parsed.success) return error instanceof Error ? error : new Error(String(error));
+  // No HTTP answer at all (refused, reset, DNS, TLS): the API server is out of reach, which retrying can fix.
+  if (!parsed.success)
+    return new ExternalOutageError('kubernetes', error instanceof Error ? error.message : String(error), { cause: error });
   let body: unknown = parsed.data.body;
   if (typeof body === 'string') {
     try {

@@ -9,6 +9,7 @@ import type { Policy } from '../../../src/config/policy.js';
 import { applyOutcome, newRun, type GateOutcome, type Run } from '../../../src/domain/run.js';
 import { RefusedError } from '../../../src/errors.js';
 import { createLogger } from '../../../src/log.js';
+import { ExternalOutageError } from '../../../src/errors.js';
 import { KubernetesRequestError } from '../../../src/ports/kubernetes.js';
 import type { Claims } from '../../../src/store/claims.js';
 import type { InstantResult, MetricsQueryPort } from '../../../src/ports/metrics-query.js';
@@ -773,7 +774,7 @@ describe('stage gate: promote: bot', () => {
     expect(await refusal(w.look())).toBe(`Kargo Stage ${PROJECT}/${KARGO_STAGE} was not found`);
   });
 
-  it("Kargo's webhook refusing with a wrapped Forbidden (500) is a refusal that says to grant promote; an outage is retried", async () => {
+  it("Kargo's webhook refusing with a wrapped Forbidden (500) is a refusal that says to grant promote; an outage is a wait", async () => {
     const w = botWorld();
     const forbidden = 'admission webhook "promotion.kargo.akuity.io" denied the request: forbidden: user "system:serviceaccount:shipgate:shipgate" is not permitted to promote to Stage "test"';
     w.kubernetes.refuseCreates(new KubernetesRequestError(500, forbidden));
@@ -782,14 +783,12 @@ describe('stage gate: promote: bot', () => {
     );
     expect(w.stored().artifacts.deploy).toBeUndefined();
 
+    // Out of reach: the gate waits (bounded by the run's time limit) instead of spending the queue's retries.
     w.kubernetes.refuseCreates(new KubernetesRequestError(503, 'the server is currently unable to handle the request'));
-    const error = await w.look().then(
-      () => undefined,
-      (reason: unknown) => reason,
-    );
-    expect(error).toBeInstanceOf(KubernetesRequestError);
-    expect(error).not.toBeInstanceOf(RefusedError);
-    expect(w.kubernetes.creates).toHaveLength(2);
+    expect(await w.look()).toEqual({ kind: 'pending', summary: 'qa: kubernetes: the server is currently unable to handle the request; looking again', recheckAfterMs: POLL });
+    w.kubernetes.refuseCreates(new ExternalOutageError('kubernetes', 'connect ECONNREFUSED 127.0.0.1:6443'));
+    expect(await w.look()).toMatchObject({ kind: 'pending', summary: expect.stringContaining('ECONNREFUSED') as unknown });
+    expect(w.kubernetes.creates).toHaveLength(3);
   });
 });
 

@@ -11,8 +11,8 @@ import { ensurePromotion, promotionStillExists, PromotionBusyError, PromotionNot
 import { analysisRunSchema, evaluateVerification, kargoFreightStatusSchema, kargoStageSchema, summariseAnalysisRun } from './verification.js';
 import type { PipelinePolicy, Policy, StagePolicy } from '../../../src/config/policy.js';
 import { patchArtifacts, type GateOutcome, type Run, type StageProgress } from '../../../src/domain/run.js';
-import { RefusedError } from '../../../src/errors.js';
-import type { KubernetesPort } from '../../../src/ports/kubernetes.js';
+import { ExternalOutageError, RefusedError } from '../../../src/errors.js';
+import { KubernetesRequestError, type KubernetesPort } from '../../../src/ports/kubernetes.js';
 import type { MetricsQueryPort } from '../../../src/ports/metrics-query.js';
 import type { Claims } from '../../../src/store/claims.js';
 import type { RunIndex } from '../../../src/store/run-index.js';
@@ -76,8 +76,19 @@ export function createStageStep(deps: StageStepDeps): GateStep {
       if (pipeline === undefined || kargo === undefined || stage === undefined) throw new RefusedError(`${run.repo}'s pipeline has no Kargo stage ${stageName}`);
       const freight = run.artifacts.freight?.name;
       if (freight === undefined) throw new RefusedError('the freight gate recorded no Freight');
-      const evaluation = new StageEvaluation(deps, context, { ...pipeline, kargo }, stage, freight, pollDelay(gate.startedAt, deps.clock(), firstPoll, maxPoll));
-      return evaluation.decide();
+      const recheckAfterMs = pollDelay(gate.startedAt, deps.clock(), firstPoll, maxPoll);
+      const evaluation = new StageEvaluation(deps, context, { ...pipeline, kargo }, stage, freight, recheckAfterMs);
+      try {
+        return await evaluation.decide();
+      } catch (error) {
+        // Prometheus or the API server out of reach (a live call: the Promotion look-up or create, a
+        // query) is a wait within the run's time limit, not the end of the run: the queue's few
+        // retries would spend minutes, and a deploy gate can wait for hours.
+        const outage = outageOf(error);
+        if (outage === undefined) throw error;
+        context.log.warn({ err: error }, 'deploy gate: an outside system is out of reach; looking again later');
+        return { kind: 'pending', summary: `${stageName}: ${outage}; looking again`, recheckAfterMs };
+      }
     },
   };
 }
@@ -410,4 +421,12 @@ export function deployFingerprint(failure: DeployFailure): string {
       break;
   }
   return createHash('sha256').update(JSON.stringify(parts)).digest('hex').slice(0, 16);
+}
+
+/** What an outage says, when `error` is one: an ExternalOutageError, or an API answer that retrying can change (5xx, 429). */
+function outageOf(error: unknown): string | undefined {
+  if (error instanceof ExternalOutageError) return error.message;
+  if (error instanceof KubernetesRequestError && (error.statusCode === undefined || error.statusCode >= 500 || error.statusCode === 429))
+    return `kubernetes: ${error.message}`;
+  return undefined;
 }
