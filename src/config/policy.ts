@@ -68,6 +68,11 @@ const goldenSignalsSchema = z
   .object({
     errorRatio: z.object({ query: z.string().min(1), max: z.number().min(0) }).strict().optional(),
     latencyP95: z.object({ query: z.string().min(1), maxSeconds: z.number().positive() }).strict().optional(),
+    /**
+     * How long after the Promotion finished the queries are first asked (e.g. 5m, the width of their
+     * rate window): before that they would mostly measure the previous release's traffic.
+     */
+    soak: durationSchema.optional(),
   })
   .strict()
   .refine((signals) => signals.errorRatio !== undefined || signals.latencyP95 !== undefined, 'name errorRatio or latencyP95 (or remove goldenSignals)');

@@ -58,13 +58,13 @@ const T = {
   app: { kind: 'Application', namespace: ARGOCD },
 } as const;
 
-function policyWith(options: { promote?: 'bot'; goldenSignals?: boolean; maxDeployIterations?: number; apps?: string[] } = {}): Policy {
+function policyWith(options: { promote?: 'bot'; goldenSignals?: boolean; soak?: string; maxDeployIterations?: number; apps?: string[] } = {}): Policy {
   const stage = [
     `name: qa`,
     `kargoStage: ${KARGO_STAGE}`,
     `argocdApps: [${(options.apps ?? [APP]).join(', ')}]`,
     ...(options.promote === undefined ? [] : [`promote: ${options.promote}`]),
-    ...(options.goldenSignals ? [`goldenSignals: { errorRatio: { query: ${JSON.stringify(ERROR_QUERY)}, max: 0.01 } }`] : []),
+    ...(options.goldenSignals ? [`goldenSignals: { errorRatio: { query: ${JSON.stringify(ERROR_QUERY)}, max: 0.01 }${options.soak === undefined ? '' : `, soak: ${options.soak}`} }`] : []),
   ];
   return parsePolicy(
     `
@@ -802,6 +802,22 @@ describe('stage gate: golden signals', () => {
     w.green();
     return w;
   }
+
+  it('with a soak, the queries wait until the release has served that long after its Promotion finished', async () => {
+    const w = world({ policy: policyWith({ goldenSignals: true, soak: '5m' }) });
+    w.green();
+    w.kubernetes.put(T.promotion, promotionObject({ status: { phase: 'Succeeded', finishedAt: START.toISOString(), healthChecks: [ARGOCD_UPDATE] } }));
+    w.kubernetes.put(T.freight, freightObject(START.toISOString()));
+    if (docsVerification === undefined) throw new Error('samples changed');
+    w.kubernetes.put(T.stage, stageObject({ verification: { ...docsVerification, startTime: START.toISOString() } }));
+    w.metrics.results.set(ERROR_QUERY, vector(0.001));
+    const soaking = await w.look();
+    expect(soaking).toMatchObject({ kind: 'pending', summary: 'qa: golden signals are read after the soak, from 2026-12-01T10:06:00.000Z' });
+    expect(w.metrics.queries).toEqual([]);
+    w.advance(5 * 60_000);
+    expect((await w.look()).kind).toBe('passed');
+    expect(w.metrics.queries).toEqual([ERROR_QUERY]);
+  });
 
   it('a breach is a red deploy gate with the query and its value', async () => {
     const w = signalsWorld();

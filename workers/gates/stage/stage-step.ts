@@ -138,7 +138,7 @@ class StageEvaluation {
     if (apps.done) return apps.outcome;
     const verification = await this.verification(promotion.finishedAt);
     if (verification.done) return verification.outcome;
-    const signals = await this.goldenSignals();
+    const signals = await this.goldenSignals(promotion.finishedAt);
     if (signals.done) return signals.outcome;
 
     await this.context.audit('stage.verdict', { stage: this.stageName, freight: this.freight, promotion: promotion.name, verdict: 'passed' }, this.freight);
@@ -363,11 +363,18 @@ class StageEvaluation {
    * (a service nobody calls yet) waits, for a bounded time from the first look; then the gate fails
    * without a fix forward, since no code change makes traffic appear.
    */
-  private async goldenSignals(): Promise<Decided> {
+  private async goldenSignals(promotedAt: string | undefined): Promise<Decided> {
     const signals = this.stage.goldenSignals;
     if (signals === undefined) return { done: false, line: '' };
     const port = this.deps.metrics;
     if (port === undefined) throw new RefusedError(`stage ${this.stageName} lists goldenSignals, but PROMETHEUS_URL is not set`);
+    // The soak: the new release must have served for a while before its signals say anything about it.
+    const soakUntil = signals.soak === undefined || promotedAt === undefined ? undefined : Date.parse(promotedAt) + signals.soak;
+    if (soakUntil !== undefined && this.deps.clock().getTime() < soakUntil) {
+      const until = new Date(soakUntil).toISOString();
+      await this.context.record(() => ({ activity: `golden signals after the soak, from ${until}` }));
+      return { done: true, outcome: { kind: 'pending', summary: `${this.stageName}: golden signals are read after the soak, from ${until}`, recheckAfterMs: Math.min(this.recheckAfterMs, soakUntil - this.deps.clock().getTime()) } };
+    }
     const outcome = await checkGoldenSignals({ port, signals, signal: this.context.signal });
     if (outcome.state === 'passed') return { done: false, line: outcome.summary };
     if (outcome.state === 'failed') return { done: true, outcome: await this.redSignals(outcome.breaches) };
