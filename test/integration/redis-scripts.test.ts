@@ -3,6 +3,9 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { createAuditLog } from '../../src/audit/audit-log.js';
 import { parsePolicy } from '../../src/config/config.js';
 import { newRun } from '../../src/domain/run.js';
+import { approvalRequestFor } from '../../src/domain/approval.js';
+import { createApprovalStore } from '../../src/store/approval-store.js';
+import { createClaims } from '../../src/store/claims.js';
 import { createOutboxStore } from '../../src/store/outbox-store.js';
 import { createRunStore } from '../../src/store/run-store.js';
 import { TEST_AUDIT_KEY_BYTES } from '../helpers/audit-key.js';
@@ -70,5 +73,33 @@ describe('store scripts after Redis lost its script cache', () => {
     await redis.script('FLUSH');
     await outbox.advanceRendered('sg-f', 2);
     expect(await outbox.renderedVersion('sg-f')).toBe(2);
+  });
+
+  it('the approval store opens, decides and expires', async () => {
+    const store = createApprovalStore({ redis, prefix: testPrefix('scripts-approval') });
+    const open = (runId: string) =>
+      approvalRequestFor({
+        runId,
+        freight: 'f'.repeat(40),
+        nonce: 'n1',
+        stage: 'prod',
+        requester: 'UALICE',
+        settings: { approvers: ['UBOB'], minApprovals: 1, allowSelfApproval: false, expiresAfter: 3_600_000 },
+        requestedAt: new Date().toISOString(),
+      });
+    await store.open(open('sg-appr01'));
+    await redis.script('FLUSH');
+    const decided = await store.decide('sg-appr01', { action: 'approve', userId: 'UBOB', freight: 'f'.repeat(40), nonce: 'n1', at: new Date().toISOString() });
+    expect(decided.outcome).toBe('approved-now');
+    await store.open(open('sg-appr02'));
+    await redis.script('FLUSH');
+    expect((await store.expire('sg-appr02', new Date(Date.now() + 7_200_000).toISOString())).outcome).toBe('expired-now');
+  });
+
+  it('claims are released by their holder', async () => {
+    const claims = createClaims({ redis, prefix: testPrefix('scripts-claims') });
+    await redis.script('FLUSH');
+    expect(await claims.withClaim('k', 10_000, async () => 'ran', () => 'busy')).toBe('ran');
+    expect(await claims.withClaim('k', 10_000, async () => 'ran again', () => 'busy')).toBe('ran again');
   });
 });
