@@ -1,5 +1,5 @@
 import { randomBytes } from 'node:crypto';
-import { copyFile, rm } from 'node:fs/promises';
+import { copyFile, rm, stat, utimes } from 'node:fs/promises';
 import { join, resolve } from 'node:path';
 import { GitError } from './git-errors.js';
 import { gitDirOf, type RunGit } from './run-git.js';
@@ -109,8 +109,15 @@ export function createInspection(git: RunGit): GitInspection {
    */
   async function withWorkingTreeIndex<T>(dir: string, fn: (env: Record<string, string>) => Promise<T>): Promise<T> {
     const indexPath = join(gitDirOf(dir), `shipgate-index-${randomBytes(6).toString('hex')}`);
+    const original = join(gitDirOf(dir), 'index');
     try {
-      await copyFile(join(gitDirOf(dir), 'index'), indexPath);
+      await copyFile(original, indexPath);
+      // Racy git: an entry whose file changed in the same second the index was written keeps its old
+      // stat data, and git re-reads it only because the index file is not older than the entry. A
+      // copy dated now would hide such a change (a same-size edit right after a commit) from every
+      // diff taken through it: the copy keeps the original's times.
+      const times = await stat(original);
+      await utimes(indexPath, times.atime, times.mtime);
     } catch (error) {
       if ((error as NodeJS.ErrnoException).code !== 'ENOENT') throw error;
     }

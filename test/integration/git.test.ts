@@ -1,6 +1,6 @@
 import { execFileSync } from 'node:child_process';
 import { execFile, spawn } from 'node:child_process';
-import { chmod, mkdir, mkdtemp, readdir, readFile, rm, stat, writeFile } from 'node:fs/promises';
+import { chmod, mkdir, mkdtemp, readdir, readFile, rm, stat, utimes, writeFile } from 'node:fs/promises';
 import { createServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -177,6 +177,26 @@ describe('branch names', () => {
     const scrubbed = scrubGitText(text, [CREDENTIALS.password, basic]);
     expect(scrubbed).not.toContain(CREDENTIALS.password);
     expect(scrubbed).not.toContain(basic);
+  });
+});
+
+describe('racy git', () => {
+  it('a same-size edit in the second the index was written is still a change (the diff index keeps the index file\'s times)', async () => {
+    const remote = await makeRemote('racy', { 'src/health.js': "module.exports = 'a';\n" });
+    const dir = join(root, 'work', 'sg-racy0001');
+    await git.prepareWorkspace({ dir, cloneUrl: remote.url, defaultBranch: 'main', branch: 'shipgate/sg-racy0001-racy' });
+    const file = join(dir, 'src', 'health.js');
+    // The entry's recorded mtime and the index file's mtime fall in one second, as after a fast commit; the
+    // edit keeps size and mtime, so only git's racy-entry check can see it.
+    const second = new Date(Math.floor(Date.now() / 1000) * 1000 - 60_000);
+    await utimes(file, second, second);
+    await ws(dir, 'update-index', '--refresh');
+    await ws(dir, 'add', '--all');
+    await utimes(join(`${dir}.git`, 'index'), second, second);
+    await writeFile(file, "module.exports = 'b';\n");
+    await utimes(file, second, second);
+    expect(await git.changedFiles(dir)).toEqual(['src/health.js']);
+    expect((await git.diffStat(dir)).files.map((f) => f.path)).toEqual(['src/health.js']);
   });
 });
 
