@@ -63,7 +63,9 @@ export async function startTestBot(options: { policy?: string; name?: string; en
   const config = loadConfig(testEnv(slack, prefix, options.env), { readFile: () => options.policy ?? TEST_POLICY });
   // Wired as src/main.ts wires it: one scrubber for the logger and the app.
   const scrubber = createScrubber(secretValues(config));
-  const log = createLogger({ level: process.env['SHIPGATE_TEST_LOG'] === '1' ? 'debug' : 'silent', destination: process.env['SHIPGATE_TEST_LOG'] === '1' ? process.stderr : new PassThrough(), scrub: scrubber.scrub });
+  // SHIPGATE_TEST_LOG=1 streams the in-process bot's debug log to stderr, for reading a failing test.
+  const verbose = process.env['SHIPGATE_TEST_LOG'] === '1';
+  const log = createLogger({ level: verbose ? 'debug' : 'silent', destination: verbose ? process.stderr : new PassThrough(), scrub: scrubber.scrub });
   const app = createShipgate({ scrubber, ...options, config, log });
   await app.start();
   const baseUrl = `http://127.0.0.1:${app.port()}`;
