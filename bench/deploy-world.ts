@@ -8,7 +8,7 @@ import { loadConfig, type Config } from '../src/config/config.js';
 import type { Policy } from '../src/config/policy.js';
 import { newRun, type Gate, type Run } from '../src/domain/run.js';
 import { createLogger } from '../src/log.js';
-import { createGitOpsController, type GitOpsController, type StageScript } from '../test/helpers/gitops-controller.js';
+import { createShopGitOps, type GitOpsController, type StageScript } from '../test/helpers/gitops-controller.js';
 import { startKubernetesServer, type JsonObject, type JsonValue, type KubernetesServer } from '../test/helpers/kubernetes-server.js';
 import { startSlackServer, type SlackServer } from '../test/helpers/slack-server.js';
 import { BOT_TOKEN, SIGNING_SECRET } from './bench-bot.js';
@@ -141,17 +141,7 @@ export async function startCluster(options: { start: boolean; scripts?: Record<s
   const k8s = await startKubernetesServer();
   const dir = mkdtempSync(join(tmpdir(), 'shipgate-bench-k8s-'));
   const log: WriteLog = { freightCreated: new Map(), stageDecided: new Map(), writes: new Map() };
-  const gitops = createGitOpsController({
-    server: observedServer(k8s, log),
-    project: PROJECT,
-    warehouse: 'shop',
-    sourceRepoURL: SOURCE_REPO,
-    gitopsRepoURL: 'https://github.com/acme/shop-gitops',
-    stages: [
-      { name: 'dev', apps: ['shop-dev'], ...(options.scripts?.['dev'] === undefined ? {} : { script: options.scripts['dev'] }) },
-      { name: 'staging', apps: ['shop-staging'], verification: true, ...(options.scripts?.['staging'] === undefined ? {} : { script: options.scripts['staging'] }) },
-    ],
-  });
+  const gitops = createShopGitOps(observedServer(k8s, log), options.scripts === undefined ? {} : { scripts: options.scripts });
   gitops.install();
   if (options.start) gitops.start();
   return {

@@ -1264,3 +1264,31 @@ function failingStep(
       };
   }
 }
+
+/**
+ * The controller for the `acme/shop` world the deploy tests and benchmarks share: Kargo project and
+ * Warehouse `shop`, Freight from github.com/acme/shop, apps tracking github.com/acme/shop-gitops,
+ * and by default the stages `dev` then `staging` (with verification), each with its script if given.
+ */
+export function createShopGitOps(
+  server: KubernetesServer,
+  options: { scripts?: Readonly<Record<string, StageScript>>; stages?: GitOpsStage[]; stepDelayMs?: number } = {},
+): GitOpsController {
+  const scripted = (stage: GitOpsStage): GitOpsStage => {
+    const script = options.scripts?.[stage.name];
+    return script === undefined ? stage : { ...stage, script };
+  };
+  const stages = options.stages ?? [
+    { name: 'dev', apps: ['shop-dev'] },
+    { name: 'staging', apps: ['shop-staging'], verification: true },
+  ];
+  return createGitOpsController({
+    server,
+    project: 'shop',
+    warehouse: 'shop',
+    sourceRepoURL: 'https://github.com/acme/shop',
+    gitopsRepoURL: 'https://github.com/acme/shop-gitops',
+    stages: stages.map(scripted),
+    ...(options.stepDelayMs === undefined ? {} : { stepDelayMs: options.stepDelayMs }),
+  });
+}

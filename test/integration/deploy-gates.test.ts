@@ -5,7 +5,7 @@ import { z } from 'zod';
 import { afterEach, describe, expect, it } from 'vitest';
 import type { ModelRequest } from '../helpers/anthropic-server.js';
 import { eventually } from '../helpers/eventually.js';
-import { createGitOpsController, type GitOpsController, type StageScript } from '../helpers/gitops-controller.js';
+import { createShopGitOps, type GitOpsController, type StageScript } from '../helpers/gitops-controller.js';
 import { startKubernetesServer, type KubernetesServer } from '../helpers/kubernetes-server.js';
 import { startPrometheusServer, type PrometheusServer } from '../helpers/prometheus-server.js';
 import { startWorld, type World } from '../helpers/world.js';
@@ -73,17 +73,7 @@ async function start(name: string, scripts: Record<string, StageScript> = {}, po
   server = k8s;
   const dir = mkdtempSync(join(tmpdir(), 'shipgate-deploy-'));
   dirs.push(dir);
-  const gitops = createGitOpsController({
-    server: k8s,
-    project: 'shop',
-    warehouse: 'shop',
-    sourceRepoURL: 'https://github.com/acme/shop',
-    gitopsRepoURL: 'https://github.com/acme/shop-gitops',
-    stages: [
-      { name: 'dev', apps: ['shop-dev'], ...(scripts.dev === undefined ? {} : { script: scripts.dev }) },
-      { name: 'staging', apps: ['shop-staging'], verification: true, ...(scripts.staging === undefined ? {} : { script: scripts.staging }) },
-    ],
-  });
+  const gitops = createShopGitOps(k8s, { scripts });
   controller = gitops;
   gitops.install();
   gitops.start();

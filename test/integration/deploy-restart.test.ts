@@ -12,7 +12,7 @@ import { createRunStore } from '../../src/store/run-store.js';
 import { TEST_AUDIT_KEY_BYTES } from '../helpers/audit-key.js';
 import { testEnv } from '../helpers/bot.js';
 import { eventually } from '../helpers/eventually.js';
-import { createGitOpsController, type GitOpsController } from '../helpers/gitops-controller.js';
+import { createShopGitOps, type GitOpsController } from '../helpers/gitops-controller.js';
 import { freePort } from '../helpers/global-redis.js';
 import { testPrefix } from '../helpers/ids.js';
 import { startKubernetesServer, type KubernetesServer } from '../helpers/kubernetes-server.js';
@@ -81,15 +81,7 @@ describe('a worker killed while a stage gate is in flight', { timeout: 120_000 }
     const dir = mkdtempSync(join(tmpdir(), 'shipgate-deploy-restart-'));
     dirs.push(dir);
     // Slow enough that the Promotion is still running when the worker dies.
-    const gitops = createGitOpsController({
-      server: k8s,
-      project: 'shop',
-      warehouse: 'shop',
-      sourceRepoURL: 'https://github.com/acme/shop',
-      gitopsRepoURL: 'https://github.com/acme/shop-gitops',
-      stages: [{ name: 'dev', apps: ['shop-dev'], autoPromote: false }],
-      stepDelayMs: 400,
-    });
+    const gitops = createShopGitOps(k8s, { stages: [{ name: 'dev', apps: ['shop-dev'], autoPromote: false }], stepDelayMs: 400 });
     controller = gitops;
     gitops.install();
     gitops.start();
