@@ -76,6 +76,18 @@ export interface GateFactory {
 
 export type GateTable = Readonly<Record<GateKind, GateFactory>>;
 
+/** What every deploy gate step is built from: the policy, the cluster's caches, the run index, UI links, the clock and the fallback poll. */
+function deployStepDeps(deps: GateDeps) {
+  return {
+    policy: deps.policy,
+    kubernetes: deps.kubernetes(),
+    index: deps.index,
+    ui: deps.deployUi,
+    clock: deps.clock,
+    firstPollMs: deps.tuning.deployPollMs,
+  };
+}
+
 /**
  * Gate kind → its step (SPEC §1). A new gate is one row here; the composition root builds the rows
  * whose needs are met, and a run waits at any other gate as "not configured" (the run processor marks
@@ -128,41 +140,18 @@ export const GATE_TABLE: GateTable = {
   freight: {
     needs: ['kubernetes'],
     build: (deps) =>
-      createFreightStep({
-        policy: deps.policy,
-        kubernetes: deps.kubernetes(),
-        index: deps.index,
-        ui: deps.deployUi,
-        clock: deps.clock,
-        firstPollMs: deps.tuning.deployPollMs,
-      }),
+      createFreightStep(deployStepDeps(deps)),
   },
   stage: {
     needs: ['kubernetes'],
     build: (deps) =>
-      createStageStep({
-        policy: deps.policy,
-        kubernetes: deps.kubernetes(),
-        metrics: deps.metricsQuery(),
-        index: deps.index,
-        claims: deps.claims,
-        ui: deps.deployUi,
-        clock: deps.clock,
-        firstPollMs: deps.tuning.deployPollMs,
-      }),
+      createStageStep({ ...deployStepDeps(deps), metrics: deps.metricsQuery(), claims: deps.claims }),
   },
   approval: { needs: [] },
   argocd: {
     needs: ['kubernetes'],
     build: (deps) =>
-      createArgocdStep({
-        policy: deps.policy,
-        kubernetes: deps.kubernetes(),
-        index: deps.index,
-        ui: deps.deployUi,
-        clock: deps.clock,
-        firstPollMs: deps.tuning.deployPollMs,
-      }),
+      createArgocdStep(deployStepDeps(deps)),
   },
 };
 
