@@ -95,7 +95,10 @@ export function createStageStep(deps: StageStepDeps): GateStep {
 
 type Decided = { done: true; outcome: GateOutcome } | { done: false; line: string };
 
-/** One look at one stage for one run: the three checks in order, the first that is not yet green decides. */
+/**
+ * One look at one stage for one run: the Promotion, whether a newer Freight superseded this one, the
+ * applications, verification and golden signals, in order; the first that is not yet green decides.
+ */
 class StageEvaluation {
   private readonly namespace: string;
   private readonly argocdNamespace: string;
@@ -278,7 +281,9 @@ class StageEvaluation {
     const waiting: string[] = [];
     const healthy: string[] = [];
     for (const name of apps) {
-      await this.deps.index.link({ kind: 'kube', object: 'Application', namespace: this.argocdNamespace, name }, this.run.id);
+      // The listed apps were linked by decide(); the ones only the Promotion names are linked here.
+      if (!this.stage.argocdApps.includes(name))
+        await this.deps.index.link({ kind: 'kube', object: 'Application', namespace: this.argocdNamespace, name }, this.run.id);
       const raw = this.deps.kubernetes.get(target, name);
       if (raw === undefined) {
         waiting.push(`Application ${this.argocdNamespace}/${name} not found`);
