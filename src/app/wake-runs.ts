@@ -1,7 +1,5 @@
 import { wakeKeysFor } from '../../workers/gates/stage/wake-keys.js';
 import { currentGate, isWakeable, type GateKind } from '../domain/run.js';
-
-const DEPLOY_GATES: ReadonlySet<GateKind> = new Set<GateKind>(['freight', 'stage', 'argocd']);
 import type { GitHubEvent } from '../http/github-webhooks.js';
 import type { Logger } from '../log.js';
 import type { KubernetesChange, KubernetesPort } from '../ports/kubernetes.js';
@@ -9,6 +7,9 @@ import type { Queues } from '../queue/queues.js';
 import type { Pokes } from '../store/pokes.js';
 import type { RunIndex, RunIndexKey } from '../store/run-index.js';
 import type { RunStore } from '../store/run-store.js';
+
+/** The gates that follow Kargo and Argo CD objects: only runs at one of them are woken by cluster events. */
+const DEPLOY_GATES: ReadonlySet<GateKind> = new Set<GateKind>(['freight', 'stage', 'argocd']);
 
 export interface WakeRunsDeps {
   index: Pick<RunIndex, 'find'>;
