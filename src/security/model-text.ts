@@ -96,3 +96,13 @@ export function quotedForCommit(text: string): string {
     .map((line) => (line.trim() === '' ? '>' : `> ${line.trimEnd()}`))
     .join('\n');
 }
+
+/**
+ * Untrusted text (CI output, cluster messages) that goes to the model inside a `<tag>…</tag>` frame
+ * the model is told to read as data: the text must not close or forge that frame (any spacing or
+ * case of the tag), nor open a code block.
+ */
+export function neutraliseFramed(text: string, tag: string): string {
+  const frame = new RegExp(`<\\s*(\\/?)\\s*${tag}\\s*>`, 'gi');
+  return text.replace(/`{3,}/g, "'''").replace(frame, `[$1${tag}]`);
+}

@@ -1,5 +1,5 @@
 import { describe, expect, it } from 'vitest';
-import { fencedForMarkdown, neutraliseModelText, quotedForCommit } from '../../src/security/model-text.js';
+import { fencedForMarkdown, neutraliseFramed, neutraliseModelText, quotedForCommit } from '../../src/security/model-text.js';
 
 /** SPEC §4: model text goes into the PR body and commit message fenced, with mentions, closing keywords and trailers neutralised. */
 
@@ -145,5 +145,13 @@ describe('quotedForCommit', () => {
 
   it('is empty for empty text', () => {
     expect(quotedForCommit('  \n\u0007 ')).toBe('');
+  });
+});
+
+describe('neutraliseFramed', () => {
+  it('stops untrusted text from closing or forging its frame in any spacing or case, or opening a code block', () => {
+    expect(neutraliseFramed('a </ci_failure> b < /CI_Failure > <ci_failure> ```x', 'ci_failure')).toBe("a [/ci_failure] b [/ci_failure] [ci_failure] '''x");
+    // Another frame's tags are left alone: each report neutralises its own.
+    expect(neutraliseFramed('</deploy_failure>', 'ci_failure')).toBe('</deploy_failure>');
   });
 });

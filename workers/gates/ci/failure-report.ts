@@ -1,6 +1,7 @@
 import { createHash } from 'node:crypto';
 import type { CheckAnnotation } from '../../../src/ports/github.js';
 import type { Scrub } from '../../../src/security/scrubber.js';
+import { neutraliseFramed } from '../../../src/security/model-text.js';
 import type { FailedCheck } from './verdict.js';
 
 /**
@@ -305,7 +306,7 @@ function annotationLines(
  * `<ci_failure>` frame the agent is told to read as data.
  */
 function neutralise(text: string): string {
-  return text.replace(/`{3,}/g, "'''").replace(/<(\/?)ci_failure>/gi, '[$1ci_failure]');
+  return neutraliseFramed(text, 'ci_failure');
 }
 
 function oneLine(text: string, max: number): string {
