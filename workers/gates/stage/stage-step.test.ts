@@ -745,6 +745,24 @@ describe('stage gate: promote: bot', () => {
     expect(w.kubernetes.creates).toHaveLength(1);
   });
 
+  it('a worker that died right after its create (nothing recorded, nothing audited): the next look adopts the Promotion and writes its evidence', async () => {
+    const w = botWorld();
+    await w.kubernetes.createPromotion({
+      namespace: PROJECT,
+      generateName: `${KARGO_STAGE}.`,
+      labels: { 'shipgate.io/run': 'sg-stage0001', 'shipgate.io/stage': 'qa' },
+      annotations: {},
+      spec: { stage: KARGO_STAGE, freight: FREIGHT, steps: TEMPLATE_STEPS },
+    });
+    w.kubernetes.deliver(PROJECT);
+    expect(await w.look()).toMatchObject({ kind: 'pending', summary: `qa: Promotion ${BOT_PROMOTION} not started` });
+    expect(w.kubernetes.creates).toHaveLength(1);
+    expect(w.stored().artifacts.deploy?.stages?.qa).toEqual({ promotion: BOT_PROMOTION });
+    expect(w.audits).toEqual([
+      { type: 'promotion.created', data: { stage: 'qa', kargoStage: KARGO_STAGE, freight: FREIGHT, promotion: BOT_PROMOTION, found: true }, discriminator: BOT_PROMOTION, once: true },
+    ]);
+  });
+
   it('another run’s Promotion of the same Freight does not count as this run’s', async () => {
     const w = botWorld();
     await w.look({ ...w.initial, id: 'sg-other001' });

@@ -207,6 +207,9 @@ class StageEvaluation {
     const name = chosen.ref.metadata.name;
     const finishedAt = chosen.ref.status?.finishedAt;
     if (progress.promotion !== name) {
+      // The bot's own Promotion, not recorded yet: the worker that created it died before recording
+      // it, maybe before its audit event too (keyed by the Promotion, once: a no-op when it was written).
+      if (this.stage.promote === 'bot') await this.auditPromotion(name, true);
       await this.deps.index.link({ kind: 'kube', object: 'Promotion', namespace: this.namespace, name }, this.run.id);
       await this.recordProgress({ promotion: name });
     }
@@ -238,11 +241,16 @@ class StageEvaluation {
         ...(this.run.links.pr === undefined ? {} : { 'shipgate.io/pull-request': this.run.links.pr }),
       },
     });
+    // Evidence before the record: a crash in between leaves the event, and the next look's record.
+    await this.auditPromotion(name, !created);
     await this.deps.index.link({ kind: 'kube', object: 'Promotion', namespace: this.namespace, name }, this.run.id);
     await this.recordProgress({ promotion: name });
-    // Keyed by the Promotion: one event per Promotion, whichever look created or found it.
-    await this.context.audit('promotion.created', { stage: this.stageName, kargoStage: this.stage.kargoStage, freight: this.freight, promotion: name, found: !created }, name, { once: true });
     return name;
+  }
+
+  /** Keyed by the Promotion: one event per Promotion, whichever look created or found it. */
+  private async auditPromotion(name: string, found: boolean): Promise<void> {
+    await this.context.audit('promotion.created', { stage: this.stageName, kargoStage: this.stage.kargoStage, freight: this.freight, promotion: name, found }, name, { once: true });
   }
 
   /**
