@@ -6,8 +6,11 @@ export type GateAuditType =
   | 'agent.iteration'
   | 'commit.created'
   | 'pr.opened'
+  | 'pr.merged'
   | 'ci.verdict'
   | 'freight.found'
+  | 'approval.requested'
+  | 'approval.expired'
   | 'promotion.created'
   | 'stage.verdict';
 

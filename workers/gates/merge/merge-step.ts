@@ -20,13 +20,16 @@ export function createMergeStep(deps: MergeStepDeps): GateStep {
   const firstPoll = deps.firstPollMs ?? 15_000;
   const maxPoll = deps.maxPollMs ?? 5 * 60_000;
   return {
-    async run({ run, gate, record }) {
+    async run({ run, gate, record, audit }) {
       const [owner, repo] = run.repo.split('/');
       const number = run.artifacts.pr?.number;
       if (owner === undefined || repo === undefined || number === undefined) throw new RefusedError('no pull request to watch');
       const pr = await deps.github.getPullRequest(owner, repo, number);
       if (pr.merged) {
         const sha = pr.mergeCommitSha ?? 'unknown';
+        // The chain of custody's merge link (src/audit/evidence.ts): which commit the pipeline will deploy.
+        if (pr.mergeCommitSha !== null)
+          await audit('pr.merged', { pr: number, mergeCommit: pr.mergeCommitSha, head: run.artifacts.agent?.branch ?? null }, pr.mergeCommitSha, { once: true });
         await record((r) => ({ artifacts: patchArtifacts(r.artifacts, 'merge', { commitSha: pr.mergeCommitSha ?? undefined }), activity: undefined }));
         return { kind: 'passed', summary: `pull request #${number} merged as ${sha.slice(0, 12)}` };
       }
