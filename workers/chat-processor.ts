@@ -4,12 +4,16 @@ import { isTerminal, type Run } from '../src/domain/run.js';
 import type { Logger } from '../src/log.js';
 import type { ChatPort } from '../src/ports/chat.js';
 import type { ChatJob, ReplyContent } from '../src/queue/queues.js';
+import { renderApprovalRequest, renderSupersededApproval } from '../src/render/approval.js';
 import { renderCard, renderGateReply, renderRunEnded } from '../src/render/card.js';
 import { mapMessageView, type MessageView } from '../src/render/view.js';
 import type { Scrub } from '../src/security/scrubber.js';
+import type { AuditLog } from '../src/audit/audit-log.js';
+import type { ApprovalStore } from '../src/store/approval-store.js';
 import type { OutboxStore } from '../src/store/outbox-store.js';
 import type { RunIndex } from '../src/store/run-index.js';
 import type { WriteLimiter } from '../src/store/write-limiter.js';
+import { BOT_ACTOR } from './run-processor.js';
 import type { RunStore } from '../src/store/run-store.js';
 
 function digestOf(view: MessageView): string {
@@ -39,6 +43,11 @@ export interface ChatProcessorDeps {
   unsandboxedChecks?: boolean | undefined;
   /** Secret scrubbing of every message posted or updated (SPEC §4): checked here, on write, whoever rendered it. */
   scrub: Scrub;
+  /** The approval requests the approval messages are rendered from; their deadline starts when posted. */
+  approvals?: Pick<ApprovalStore, 'get' | 'markPosted'> | undefined;
+  /** Where `approval.requested` is recorded: the moment the request is posted is the evidence's. */
+  audit?: Pick<AuditLog, 'append'> | undefined;
+  clock?: (() => Date) | undefined;
 }
 
 /**
@@ -141,10 +150,71 @@ export function createChatProcessor(deps: ChatProcessorDeps): (job: ChatProcesso
     return renderGateReply(asDecided, content.gate);
   }
 
+  /**
+   * Posts the approval request once (keyed by its nonce), starts its deadline from that moment, and
+   * afterwards replaces the same message with the request's current state: who approved, who
+   * rejected, or that it expired, without buttons once decided. A request replaced by another
+   * Freight's loses its buttons and points to the newer one.
+   */
+  async function approvalMessage(job: ChatProcessorJob, token: string | undefined, runId: string, nonce: string): Promise<void> {
+    const run = await store.get(runId);
+    const record = await deps.approvals?.get(runId);
+    if (run === undefined) return;
+    const key = `${runId}.approval.${nonce}`;
+    const posted = await outbox.postRecord(key);
+    if (record === undefined || record.request.nonce !== nonce) {
+      if (posted?.state === 'posted') await updateInPlace(run.chat.channel, key, posted.ref, safe(renderSupersededApproval(run)));
+      return;
+    }
+    const { run: rooted } = await ensureRoot(run, job, token);
+    const ref = posted?.state === 'posted' ? posted.ref : (await postOnce({ channel: rooted.chat.channel, thread: rooted.chat.card, view: safe(renderApprovalRequest(rooted, record)), key })).ref;
+    let latest = record;
+    if (record.postedAt === undefined) {
+      // Also after a crash between the post and this: the deadline then starts a little later, never earlier.
+      await deps.approvals?.markPosted(runId, nonce, (deps.clock ?? (() => new Date()))().toISOString());
+      latest = (await deps.approvals?.get(runId)) ?? record;
+      const { request } = latest;
+      await deps.audit?.append({
+        type: 'approval.requested',
+        actor: BOT_ACTOR,
+        runId,
+        data: {
+          stage: request.stage,
+          freight: request.freight,
+          nonce: request.nonce,
+          mergeCommit: run.artifacts.merge?.commitSha ?? null,
+          requester: request.requester,
+          approvers: request.approvers,
+          minApprovals: request.minApprovals,
+          allowSelfApproval: request.allowSelfApproval,
+          requestedAt: latest.postedAt ?? request.requestedAt,
+          expiresAt: request.expiresAt,
+          message: ref,
+        },
+        key: `${key}.requested`,
+      });
+    }
+    // A click can only follow the post, but the deadline may just have moved: show the state that counts.
+    await updateInPlace(rooted.chat.channel, key, ref, safe(renderApprovalRequest(rooted, latest)));
+  }
+
+  /** One update of a posted message, skipped when it would show the same thing again. */
+  async function updateInPlace(channel: string, postKey: string, ref: string, view: MessageView): Promise<void> {
+    const digest = digestOf(view);
+    if ((await outbox.messageDigest(postKey)) === digest) return;
+    await deps.writes?.take();
+    await chat.updateMessage({ channel, ref, view });
+    await outbox.recordMessageDigest(postKey, digest);
+  }
+
   return async function processChat(job, token) {
     const data = job.data;
     if (data.kind === 'card') {
       await refreshCard(job, token, data.runId, data.version);
+      return;
+    }
+    if (data.kind === 'approval') {
+      await approvalMessage(job, token, data.runId, data.nonce);
       return;
     }
     const run = await store.get(data.runId);

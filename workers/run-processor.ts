@@ -9,6 +9,7 @@ import {
   isStopping,
   isTerminal,
   markNotConfigured,
+  runDeadlineMs,
   startGate,
   type GateKind,
   type GateOutcome,
@@ -88,7 +89,7 @@ export function createRunProcessor(deps: RunProcessorDeps): (job: Job<AdvanceJob
 
   async function endRun(run: Run, log: Logger): Promise<void> {
     await audit.append({
-      type: run.state === 'done' ? 'run.done' : 'run.failed',
+      type: run.state === 'done' ? 'run.done' : run.state === 'rejected' ? 'run.rejected' : run.state === 'expired' ? 'run.expired' : 'run.failed',
       actor: BOT_ACTOR,
       runId: run.id,
       data: { outcome: run.outcome ?? null },
@@ -138,8 +139,7 @@ export function createRunProcessor(deps: RunProcessorDeps): (job: Job<AdvanceJob
    */
   async function waitNotConfigured(run: Run, gateName: string): Promise<void> {
     if (deps.maxRunMinutes === undefined) return;
-    const deadline = Date.parse(run.createdAt) + deps.maxRunMinutes * 60_000;
-    const left = deadline - clock().getTime();
+    const left = runDeadlineMs(run, deps.maxRunMinutes, clock().getTime()) - clock().getTime();
     if (left <= 0) {
       await failRun(deps, run.id, `the run passed its time limit of ${deps.maxRunMinutes} minutes (budgets.maxRunMinutes) while ${gateName} was not configured`);
       return;
@@ -186,7 +186,7 @@ export function createRunProcessor(deps: RunProcessorDeps): (job: Job<AdvanceJob
         if (isTerminal(run.state)) {
           // A worker may have died between storing the end and writing its audit event and reply;
           // both are keyed, so doing it again is a no-op when it did not.
-          if (run.state === 'done' || run.state === 'failed') await endRun(run, log);
+          if (run.state !== 'cancelled') await endRun(run, log);
           return;
         }
         // Someone moved the run on (a retry or a follow-up scheduled a newer job): that job owns it now.
@@ -256,7 +256,7 @@ export function createRunProcessor(deps: RunProcessorDeps): (job: Job<AdvanceJob
         });
         if (change === undefined || change.before === change.after) continue;
         log.info({ gate: gate.name, outcome: outcome.kind }, `gate ${outcome.kind}`);
-        if (outcome.kind === 'pending' && deps.maxRunMinutes !== undefined && clock().getTime() > Date.parse(change.after.createdAt) + deps.maxRunMinutes * 60_000) {
+        if (outcome.kind === 'pending' && deps.maxRunMinutes !== undefined && clock().getTime() > runDeadlineMs(change.after, deps.maxRunMinutes, clock().getTime())) {
           // Budgets are hard limits (SPEC §1): a run does not wait forever for CI or a merge.
           await failRun(deps, runId, `the run passed its time limit of ${deps.maxRunMinutes} minutes (budgets.maxRunMinutes) while ${gate.name} was still pending`);
           return;

@@ -16,6 +16,8 @@ import type { SandboxPort } from '../ports/sandbox.js';
 import type { Scrubber } from '../security/scrubber.js';
 import type { FollowUps } from '../store/follow-ups.js';
 import type { Claims } from '../store/claims.js';
+import type { ApprovalStore } from '../store/approval-store.js';
+import type { Queues } from '../queue/queues.js';
 import type { RunIndex } from '../store/run-index.js';
 import type { TtlCache } from '../store/ttl-cache.js';
 import { GATE_TABLE, NOT_BUILT, notConfiguredReason, type GateDeps, type GateTable, type Need } from './gate-table.js';
@@ -44,6 +46,8 @@ export interface BuildGatesDeps {
   followUps: FollowUps;
   index: RunIndex;
   claims: Claims;
+  approvals: ApprovalStore;
+  queues: Pick<Queues, 'approvalMessage'>;
   workRoot: string;
   /** The cluster, when one is configured and the policy's pipelines need it (build-kubernetes.ts). */
   kubernetes?: KubernetesPort | undefined;
@@ -104,6 +108,8 @@ export function buildGates(deps: BuildGatesDeps): Gates {
     followUps: deps.followUps,
     index: deps.index,
     claims: deps.claims,
+    approvals: deps.approvals,
+    queues: deps.queues,
     requiredChecksCache: deps.requiredChecksCache,
     workRoot: deps.workRoot,
     tuning: { checkTimeoutMs: tuning?.checkTimeoutMs, firstPollMs: tuning?.firstPollMs, deployPollMs: tuning?.deployPollMs },

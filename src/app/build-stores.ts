@@ -1,4 +1,5 @@
 import { createAuditLog, type AuditLog } from '../audit/audit-log.js';
+import { createApprovalStore, type ApprovalStore } from '../store/approval-store.js';
 import type { Logger } from '../log.js';
 import { createQueues, type Queues } from '../queue/queues.js';
 import type { Scrub } from '../security/scrubber.js';
@@ -32,6 +33,8 @@ export interface Stores {
   requiredChecksCache: TtlCache;
   /** Exclusive claims across workers (the look-then-create of a Promotion). */
   claims: Claims;
+  /** Approval requests and their decisions, one atomic transition each. */
+  approvals: ApprovalStore;
 }
 
 export interface BuildStoresDeps {
@@ -76,5 +79,6 @@ export function buildStores({
     etagCache: createEtagCache({ redis, prefix }),
     requiredChecksCache: createTtlCache({ redis, prefix, ttlSeconds: 600 }),
     claims: createClaims({ redis, prefix }),
+    approvals: createApprovalStore({ redis, prefix }),
   };
 }

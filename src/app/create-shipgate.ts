@@ -131,6 +131,8 @@ export function createShipgate(options: ShipgateOptions): Shipgate {
     followUps: stores.followUps,
     index: stores.index,
     claims: stores.claims,
+    approvals: stores.approvals,
+    queues: stores.queues,
     workRoot,
     kubernetes,
     tuning: options.tuning,
@@ -188,6 +190,8 @@ export function createShipgate(options: ShipgateOptions): Shipgate {
       const web = runsWeb
         ? createWebRole({
             policy: config.policy,
+            redis: connections.redis,
+            prefix,
             stores,
             chat,
             cancellation,

@@ -1,5 +1,6 @@
 import type { GateStep } from '../../workers/gates/gate-step.js';
 import { createAgentStep } from '../../workers/gates/agent/agent-step.js';
+import { createApprovalStep } from '../../workers/gates/approval/approval-step.js';
 import { createCiStep } from '../../workers/gates/ci/ci-step.js';
 import { createFreightStep } from '../../workers/gates/freight/freight-step.js';
 import type { DeployUiBases } from '../../workers/gates/stage/deploy-links.js';
@@ -19,6 +20,8 @@ import type { SandboxPort } from '../ports/sandbox.js';
 import type { Scrub } from '../security/scrubber.js';
 import type { FollowUps } from '../store/follow-ups.js';
 import type { Claims } from '../store/claims.js';
+import type { ApprovalStore } from '../store/approval-store.js';
+import type { Queues } from '../queue/queues.js';
 import type { RunIndex } from '../store/run-index.js';
 import type { TtlCache } from '../store/ttl-cache.js';
 
@@ -50,6 +53,10 @@ export interface GateDeps {
   followUps: FollowUps;
   index: RunIndex;
   claims: Claims;
+  /** The approval requests (the approval gate opens them; the production stage promotes only what they approved). */
+  approvals: ApprovalStore;
+  /** The approval gate has the chat outbox post and update its request. */
+  queues: Pick<Queues, 'approvalMessage'>;
   requiredChecksCache: TtlCache;
   workRoot: string;
   tuning: { checkTimeoutMs?: number | undefined; firstPollMs?: number | undefined; deployPollMs?: number | undefined };
@@ -145,9 +152,18 @@ export const GATE_TABLE: GateTable = {
   stage: {
     needs: ['kubernetes'],
     build: (deps) =>
-      createStageStep({ ...deployStepDeps(deps), metrics: deps.metricsQuery(), claims: deps.claims }),
+      createStageStep({
+        ...deployStepDeps(deps),
+        metrics: deps.metricsQuery(),
+        claims: deps.claims,
+        approvals: deps.approvals,
+        threadLink: async (run) => (run.chat.card === undefined ? undefined : deps.chat.permalink({ channel: run.chat.channel, ref: run.chat.card }).catch(() => undefined)),
+      }),
   },
-  approval: { needs: [] },
+  approval: {
+    needs: [],
+    build: (deps) => createApprovalStep({ policy: deps.policy, approvals: deps.approvals, queues: deps.queues, clock: deps.clock }),
+  },
   argocd: {
     needs: ['kubernetes'],
     build: (deps) =>

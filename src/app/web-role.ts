@@ -1,23 +1,31 @@
+import { createApprovalActions } from '../../commands/approval-actions.js';
 import { createFollowUpHandler } from '../../commands/follow-up.js';
 import { createRunActions } from '../../commands/run-actions.js';
 import { createShipCommand } from '../../commands/ship-command.js';
 import type { Policy } from '../config/policy.js';
-import { cachedGroups } from '../domain/group-cache.js';
 import { groupsOf } from '../domain/principals.js';
 import { githubWebhookRoute } from '../http/github-webhooks.js';
 import type { Logger } from '../log.js';
+import type { Redis } from '../redis.js';
 import type { Metrics } from '../metrics.js';
 import type { ChatHandlers, CommandReply } from '../ports/chat.js';
 import type { HttpRoute } from '../ports/http.js';
 import type { Cancellation } from '../queue/cancellation.js';
 import { mapRichText } from '../render/view.js';
 import type { Scrub } from '../security/scrubber.js';
+import { createSharedGroups } from '../store/shared-groups.js';
 import type { ChatAdapter } from './build-chat.js';
 import type { Stores } from './build-stores.js';
 import { wakeRunsOnGitHubEvent } from './wake-runs.js';
 
+/** How long a group's members are trusted without a `subteam_members_changed` (Slack sends one on every change). */
+const GROUP_CACHE_SECONDS = 300;
+
 export interface WebRoleDeps {
   policy: Policy;
+  /** Shared caches (group membership) live here. */
+  redis: Redis;
+  prefix: string;
   stores: Stores;
   chat: ChatAdapter;
   cancellation: Cancellation;
@@ -50,17 +58,29 @@ export function scrubbedReplies<E>(
 /** The web role (SPEC §8): chat input (commands, buttons, thread mentions) and the HTTP routes of the adapters. */
 export function createWebRole(deps: WebRoleDeps): WebRole {
   const { policy, stores, chat, cancellation, clock, log, metrics, scrub } = deps;
-  const { store, audit, queues, followUps, index, pokes } = stores;
-  const groups = cachedGroups(groupsOf([chat.port.principals]), { ttlMs: 60_000, now: () => clock().getTime() });
+  const { store, audit, queues, followUps, index, pokes, approvals } = stores;
+  // Membership in Redis, so every web replica judges a click by the same list (SPEC §6).
+  const groups = createSharedGroups({ redis: deps.redis, prefix: deps.prefix, source: groupsOf([chat.port.principals]), ttlSeconds: GROUP_CACHE_SECONDS });
   const handlers: ChatHandlers = {
     onCommand: scrubbedReplies(
       createShipCommand({ policy, store, audit, queues, cancellation, groups, clock, log, metrics }),
       scrub,
     ),
     onAction: scrubbedReplies(
-      createRunActions({ policy, store, audit, queues, cancellation, groups, clock, log }),
+      createRunActions({
+        policy,
+        store,
+        audit,
+        queues,
+        cancellation,
+        groups,
+        clock,
+        log,
+        approvalClicks: createApprovalActions({ store, approvals, audit, queues, pokes, groups, clock, log }),
+      }),
       scrub,
     ),
+    onGroupChanged: (groupId) => groups.refresh(groupId),
     onMention: scrubbedReplies(
       createFollowUpHandler({ store, audit, queues, followUps, index, command: policy.command, log }),
       scrub,

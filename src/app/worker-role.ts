@@ -113,6 +113,9 @@ export function createWorkerRole(deps: WorkerRoleDeps): WorkerRole {
         unsandboxedChecks: !sandbox.isolated,
         scrub,
         writes: stores.chatWrites,
+        approvals: stores.approvals,
+        audit: stores.audit,
+        clock: deps.clock,
       });
       const chatWorker = new Worker<ChatJob>(CHAT_QUEUE, chatProcessor, {
         connection: bullmq,

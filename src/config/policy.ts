@@ -123,7 +123,13 @@ const pipelineSchema = z
     argocdApps: z.array(z.string().min(1)).optional(),
     stages: z.array(stageSchema).default([]),
   })
-  .strict();
+  .strict()
+  .superRefine((pipeline, ctx) => {
+    // One approval gate per run: the run has one approval request, and its gate is named `approval`.
+    const approved = pipeline.stages.flatMap((stage, index) => (stage.approval === undefined ? [] : [index]));
+    for (const index of approved.slice(1))
+      ctx.addIssue({ code: 'custom', path: ['stages', index, 'approval'], message: `only one stage of a pipeline may have an approval (stage ${pipeline.stages[approved[0] ?? 0]?.name ?? ''} already has one): production is the stage behind it` });
+  });
 
 const budgetsSchema = z
   .object({

@@ -72,6 +72,8 @@ export type ApprovalStatus = 'pending' | 'approved' | 'rejected' | 'expired';
 /** One counted Approve. */
 export interface Approval {
   userId: string;
+  /** The name the chat gave with the click, for people reading the evidence (the id is what counts). */
+  userName?: string | undefined;
   freight: string;
   at: string;
 }
@@ -79,6 +81,7 @@ export interface Approval {
 /** The Reject that ended the request: by an approver, or by the requester withdrawing the run (SPEC §6). */
 export interface Rejection {
   userId: string;
+  userName?: string | undefined;
   freight: string;
   at: string;
   by: 'approver' | 'requester';
@@ -94,6 +97,8 @@ export interface ApprovalRecord {
   rejection?: Rejection | undefined;
   /** When the status left `pending` (for `expired`: the request's `expiresAt`). */
   decidedAt?: string | undefined;
+  /** When the request was posted in the thread: its deadline runs from then (SPEC §6). */
+  postedAt?: string | undefined;
 }
 
 /** A request nobody has clicked yet. */
@@ -104,6 +109,7 @@ export function pendingRecord(request: ApprovalRequest): ApprovalRecord {
 /** A button press as the chat delivered it (the Freight and nonce are the ones bound to the button). */
 export interface Click {
   userId: string;
+  userName?: string | undefined;
   action: 'approve' | 'reject';
   freight: string;
   nonce: string;
@@ -114,8 +120,8 @@ export interface Click {
 
 /** A click `judgeClick` accepted: what the store's `decide` applies. */
 export type AcceptedClick =
-  | { action: 'approve'; userId: string; freight: string; nonce: string; at: string }
-  | { action: 'reject'; userId: string; freight: string; nonce: string; at: string; by: 'approver' | 'requester'; reason?: string | undefined };
+  | { action: 'approve'; userId: string; userName?: string | undefined; freight: string; nonce: string; at: string }
+  | { action: 'reject'; userId: string; userName?: string | undefined; freight: string; nonce: string; at: string; by: 'approver' | 'requester'; reason?: string | undefined };
 
 export type RefusalReason =
   | 'self-approval'
@@ -177,7 +183,7 @@ export function judgeClick(record: ApprovalRecord, click: Click, membership: Mem
 
   const approver = isApprover(click.userId, request.approvers, membership);
   const isRequester = click.userId === request.requester;
-  const base = { userId: click.userId, freight: click.freight, nonce: click.nonce, at: click.at };
+  const base = { userId: click.userId, userName: click.userName, freight: click.freight, nonce: click.nonce, at: click.at };
 
   if (click.action === 'reject') {
     if (approver && (!isRequester || request.allowSelfApproval))
@@ -228,7 +234,7 @@ export function approvalState(request: ApprovalRequest, clicks: readonly Accepte
       const { nonce: _nonce, action: _action, ...rejection } = click;
       return { kind: 'rejected', rejection };
     }
-    approvals.push({ userId: click.userId, freight: click.freight, at: click.at });
+    approvals.push({ userId: click.userId, userName: click.userName, freight: click.freight, at: click.at });
     const people = countedApprovers(request, approvals);
     if (people.length >= request.minApprovals) return { kind: 'approved', approvers: people, at: click.at };
   }

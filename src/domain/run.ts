@@ -281,7 +281,11 @@ export function currentGate(run: Run): Gate | undefined {
 /** A gate step's verdict (SPEC §1: each gate ends passed, failed or skipped, or is still pending). */
 export type GateOutcome =
   | { kind: 'passed'; summary: string }
-  | { kind: 'failed'; summary: string }
+  /**
+   * `end`: the gate's verdict ends the run in that state instead of `failed` (the approval gate: a
+   * Reject ends it `rejected`, a deadline without enough approvals `expired`).
+   */
+  | { kind: 'failed'; summary: string; end?: 'rejected' | 'expired' | undefined }
   | { kind: 'skipped'; summary: string }
   /** Not decided yet: look again after `recheckAfterMs` without holding a worker. */
   | { kind: 'pending'; summary: string; recheckAfterMs: number }
@@ -369,6 +373,7 @@ export function applyOutcome(run: Run, name: string, outcome: GateOutcome, now: 
     endedAt: at,
   }));
   if (outcome.kind === 'failed') {
+    if (outcome.end !== undefined) return { ...run, gates, state: outcome.end, outcome: `${name}: ${outcome.summary}` };
     return { ...run, gates, state: 'failed', outcome: `${name} failed: ${outcome.summary}` };
   }
   const next = { ...run, gates };
@@ -427,6 +432,22 @@ export function finishCancellation(run: Run, now: Date): Run | undefined {
 /** The run cannot go on (budget, retries used up): it ends `failed` with `reason`; undefined once it has ended. */
 export function forceFail(run: Run, reason: string, now: Date): Run | undefined {
   return isTerminal(run.state) ? undefined : finishRun(run, 'failed', reason, now);
+}
+
+/**
+ * When the run passes `budgets.maxRunMinutes`: its creation plus the limit, plus the time it spent
+ * waiting for people at an approval gate. The budget bounds the automation (agent, CI, deploys), not
+ * how long approvers take: that has its own deadline (`expiresAfter`), and counting it here would end
+ * a run approved after four hours before its production stage could start.
+ */
+export function runDeadlineMs(run: Pick<Run, 'createdAt' | 'gates'>, maxRunMinutes: number, nowMs: number): number {
+  let waited = 0;
+  for (const gate of run.gates) {
+    if (gate.kind !== 'approval' || gate.startedAt === undefined) continue;
+    const end = gate.endedAt === undefined ? nowMs : Date.parse(gate.endedAt);
+    waited += Math.max(0, end - Date.parse(gate.startedAt));
+  }
+  return Date.parse(run.createdAt) + maxRunMinutes * 60_000 + waited;
 }
 
 /** A webhook about this run's commit or PR should make it look now: it is at a gate, not queued or stopping. */

@@ -55,6 +55,13 @@ export interface ActionEvent {
   actionId: string;
   value: string;
   userId: PrincipalId;
+  /** The clicker's name as the chat gave it (evidence for people; the id is what authorises). */
+  userName?: string | undefined;
+  /**
+   * Set when the click comes back from the dialog a `CommandReply.askReason` opened: what the person
+   * typed ('' when they gave none). Undefined on the button press itself.
+   */
+  reason?: string | undefined;
   channelId: ChannelRef;
   message?: MessageRef | undefined;
   /** Identical on redelivery of the same click (Slack's action_ts + user). */
@@ -90,6 +97,12 @@ export interface MentionEvent {
 export interface CommandReply {
   /** Only the requester sees it (errors, help, status). */
   ephemeral?: RichText | undefined;
+  /**
+   * Asks the clicker for a reason before the click is decided (a Reject): the adapter opens its
+   * dialog (Slack: a modal) and delivers the same action again with `reason` set. An adapter that
+   * cannot ask delivers it again at once with `reason: ''`.
+   */
+  askReason?: { title: string; label: string; submit: string } | undefined;
 }
 
 /** Handlers the adapters call; they must answer fast (Slack acks within 3 s). */
@@ -98,4 +111,6 @@ export interface ChatHandlers {
   onAction(event: ActionEvent): Promise<CommandReply>;
   /** Optional: without it adapters acknowledge mentions and do nothing. */
   onMention?(event: MentionEvent): Promise<CommandReply>;
+  /** The chat says a group's members changed (Slack's `subteam_members_changed`): cached membership must be read again. */
+  onGroupChanged?(groupId: PrincipalId): Promise<void>;
 }

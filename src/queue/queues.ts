@@ -24,7 +24,9 @@ export type ChatJob =
   /** Bring the run's card up to at least `version` (posting the root message first if needed). */
   | { kind: 'card'; runId: string; version: number }
   /** One thread reply, posted at most once under `key`. */
-  | { kind: 'reply'; runId: string; key: string; content: ReplyContent };
+  | { kind: 'reply'; runId: string; key: string; content: ReplyContent }
+  /** The run's approval request `nonce`: posted once in the thread, then updated in place as it is decided. */
+  | { kind: 'approval'; runId: string; nonce: string };
 
 export function advanceJobId(runId: string, seq: number): string {
   return `${runId}.${seq}`;
@@ -39,6 +41,11 @@ export interface Queues {
   scheduleRun(runId: string, jobSeq: number, delayMs?: number): Promise<void>;
   refreshCard(runId: string, version: number): Promise<void>;
   reply(runId: string, key: string, content: ReplyContent): Promise<void>;
+  /**
+   * Brings the approval message of request `nonce` up to date. `stamp` names the state it must show
+   * (e.g. `pending-1`): the job id includes it, so a retried caller adds nothing and a new state a new job.
+   */
+  approvalMessage(runId: string, nonce: string, stamp: string): Promise<void>;
   /** 1-based positions of waiting runs, oldest first. */
   queuePositions(): Promise<Map<string, number>>;
   close(): Promise<void>;
@@ -87,6 +94,9 @@ export function createQueues({ connection, prefix }: { connection: RedisOptions;
       // BullMQ refuses `:` in custom ids, and stage gates are named `stage:<name>`; `~` cannot clash with
       // a gate name (policy names are lower-case words), and keys without `:` keep the ids they had.
       await chat.add('reply', { kind: 'reply', runId, key, content }, { ...CHAT_JOB_OPTIONS, jobId: `${runId}.reply.${key.replaceAll(':', '~')}` });
+    },
+    async approvalMessage(runId, nonce, stamp) {
+      await chat.add('approval', { kind: 'approval', runId, nonce }, { ...CHAT_JOB_OPTIONS, jobId: `${runId}.approval.${nonce}.${stamp.replaceAll(':', '~')}` });
     },
     async queuePositions() {
       const waiting = await runs.getJobs(['waiting', 'prioritized'], 0, -1, true);

@@ -50,6 +50,8 @@ declare module 'ioredis' {
       by: 'approver' | 'requester' | '',
       payloadJson: string,
     ): Result<unknown, Context>;
+    /** POSTED_SCRIPT, defined by createApprovalStore. */
+    shipgateApprovalPosted(key: string, nonce: string, postedAt: string, expiresAtMs: string, expiresAt: string): Result<unknown, Context>;
     /** EXPIRE_SCRIPT, defined by createApprovalStore. */
     shipgateApprovalExpire(key: string, atMs: string): Result<unknown, Context>;
   }
@@ -121,6 +123,18 @@ redis.call('HSET', KEYS[1], 'status', 'rejected', 'rejection', ARGV[8], 'decided
 return reply('rejected-now')
 `;
 
+// SPEC §6: the deadline runs from the moment the request is posted, which is after it is opened (the
+// chat outbox posts it). Once per request: a re-post after a crash does not move it again, and a
+// request already decided keeps the deadline it was decided under. Replies {1 set | 0 not}.
+const POSTED_SCRIPT = `
+local f = redis.call('HMGET', KEYS[1], 'nonce', 'status', 'postedAt')
+if f[1] ~= ARGV[1] or f[2] ~= 'pending' or f[3] then
+  return 0
+end
+redis.call('HSET', KEYS[1], 'postedAt', ARGV[2], 'expiresAtMs', ARGV[3], 'expiresAt', ARGV[4])
+return 1
+`;
+
 // Replies {outcome, fields}.
 const EXPIRE_SCRIPT = `
 if redis.call('EXISTS', KEYS[1]) == 0 then
@@ -161,6 +175,12 @@ export interface ApprovalStore {
   open(request: ApprovalRequest): Promise<{ outcome: OpenOutcome; record: ApprovalRecord; superseded?: ApprovalRecord }>;
   /** Applies a click `judgeClick` accepted, atomically (see DECIDE_SCRIPT). */
   decide(runId: string, click: AcceptedClick): Promise<{ outcome: DecideOutcome; approvals: readonly Approval[]; record?: ApprovalRecord }>;
+  /**
+   * Starts the request's deadline at `postedAt` (SPEC §6), once per request: `expiresAt` becomes
+   * `postedAt` plus the request's `expiresAfter` (its `expiresAt` − `requestedAt` as opened).
+   * False when the request is another one, already decided, or already posted.
+   */
+  markPosted(runId: string, nonce: string, postedAt: string): Promise<boolean>;
   /** Flips a pending request whose deadline is at or before `at` to `expired`, once. */
   expire(runId: string, at: string): Promise<{ outcome: ExpireOutcome; record?: ApprovalRecord }>;
   get(runId: string): Promise<ApprovalRecord | undefined>;
@@ -192,10 +212,11 @@ const requestSchema = z.object({
   expiresAt: z.string(),
 });
 
-const approvalSchema = z.object({ userId: z.string(), freight: z.string(), at: z.string() });
+const approvalSchema = z.object({ userId: z.string(), userName: z.string().optional(), freight: z.string(), at: z.string() });
 
 const rejectionSchema = z.object({
   userId: z.string(),
+  userName: z.string().optional(),
   freight: z.string(),
   at: z.string(),
   by: z.enum(['approver', 'requester']),
@@ -241,8 +262,12 @@ function recordFrom(runId: string, flat: readonly string[]): ApprovalRecord | un
     approvals.push(parsed(runId, `approval ${n}`, approvalSchema, json(runId, `approval:${n}`, fields.get(`approval:${n}`))));
   const rejectionField = fields.get('rejection');
   const decidedAt = fields.get('decidedAt');
+  const postedAt = fields.get('postedAt');
+  // The deadline as the scripts compare it: moved to postedAt + expiresAfter once the request was posted.
+  const expiresAt = fields.get('expiresAt') ?? request.expiresAt;
   return {
-    request,
+    request: { ...request, expiresAt },
+    ...(postedAt === undefined ? {} : { postedAt }),
     status,
     approvals,
     ...(rejectionField === undefined ? {} : { rejection: parsed(runId, 'the rejection', rejectionSchema, json(runId, 'rejection', rejectionField)) }),
@@ -261,6 +286,7 @@ export function createApprovalStore({ redis, prefix, retentionMs = DEFAULT_RETEN
   redis.defineCommand('shipgateApprovalOpen', { numberOfKeys: 1, lua: OPEN_SCRIPT });
   redis.defineCommand('shipgateApprovalDecide', { numberOfKeys: 1, lua: DECIDE_SCRIPT });
   redis.defineCommand('shipgateApprovalExpire', { numberOfKeys: 1, lua: EXPIRE_SCRIPT });
+  redis.defineCommand('shipgateApprovalPosted', { numberOfKeys: 1, lua: POSTED_SCRIPT });
 
   return {
     async open(request) {
@@ -291,8 +317,8 @@ export function createApprovalStore({ redis, prefix, retentionMs = DEFAULT_RETEN
     async decide(runId, click) {
       const payload =
         click.action === 'approve'
-          ? JSON.stringify({ userId: click.userId, freight: click.freight, at: click.at } satisfies Approval)
-          : JSON.stringify({ userId: click.userId, freight: click.freight, at: click.at, by: click.by, reason: click.reason });
+          ? JSON.stringify({ userId: click.userId, userName: click.userName, freight: click.freight, at: click.at } satisfies Approval)
+          : JSON.stringify({ userId: click.userId, userName: click.userName, freight: click.freight, at: click.at, by: click.by, reason: click.reason });
       const [outcome, fields] = decideReplySchema.parse(
         await redis.shipgateApprovalDecide(
           key(runId),
@@ -308,6 +334,15 @@ export function createApprovalStore({ redis, prefix, retentionMs = DEFAULT_RETEN
       );
       const record = recordFrom(runId, fields);
       return { outcome, approvals: record?.approvals ?? [], ...(record === undefined ? {} : { record }) };
+    },
+
+    async markPosted(runId, nonce, postedAt) {
+      const stored = await redis.hget(key(runId), 'request');
+      if (stored === null) return false;
+      const request = parsed(runId, 'the request', requestSchema, json(runId, 'request', stored));
+      const expiresAtMs = millis(postedAt, 'postedAt') + (millis(request.expiresAt, 'expiresAt') - millis(request.requestedAt, 'requestedAt'));
+      const set = await redis.shipgateApprovalPosted(key(runId), nonce, postedAt, String(expiresAtMs), new Date(expiresAtMs).toISOString());
+      return set === 1;
     },
 
     async expire(runId, at) {

@@ -54,6 +54,9 @@ export interface OutboxStore {
   /** The digest of the card view last written. */
   cardDigest(runId: string): Promise<string | undefined>;
   recordCardDigest(runId: string, digest: string): Promise<void>;
+  /** The digest of the view last written to the message posted under `postKey` (messages updated in place besides the card). */
+  messageDigest(postKey: string): Promise<string | undefined>;
+  recordMessageDigest(postKey: string, digest: string): Promise<void>;
   /** Takes the run's card write slot for `intervalMs`; when another write holds it, how long until it frees. */
   takeCardSlot(runId: string, intervalMs: number): Promise<CardSlot>;
   /** The card was just posted showing `version`: marker, digest and a fresh write slot, together. */
@@ -88,6 +91,7 @@ export function createOutboxStore({ redis, prefix }: { redis: Redis; prefix: str
   const renderedKey = (runId: string) => `${prefix}:card:rendered:${runId}`;
   const slotKey = (runId: string) => `${prefix}:card:slot:${runId}`;
   const hashKey = (runId: string) => `${prefix}:card:hash:${runId}`;
+  const messageHashKey = (postKey: string) => `${prefix}:message:hash:${postKey}`;
   redis.defineCommand('shipgateCardRendered', { numberOfKeys: 1, lua: SHIPGATE_CARD_RENDERED });
 
   return {
@@ -114,6 +118,12 @@ export function createOutboxStore({ redis, prefix }: { redis: Redis; prefix: str
     },
     async recordCardDigest(runId, digest) {
       await redis.set(hashKey(runId), digest, 'EX', POST_RECORD_TTL_SECONDS);
+    },
+    async messageDigest(postKey) {
+      return (await redis.get(messageHashKey(postKey))) ?? undefined;
+    },
+    async recordMessageDigest(postKey, digest) {
+      await redis.set(messageHashKey(postKey), digest, 'EX', POST_RECORD_TTL_SECONDS);
     },
     async takeCardSlot(runId, intervalMs) {
       if ((await redis.set(slotKey(runId), '1', 'PX', intervalMs, 'NX')) !== null) return { taken: true };

@@ -18,6 +18,7 @@ export function createMemoryOutboxStore(
   const leases = new Map<string, number>();
   const slots = new Map<string, number>();
   const rendered = new Map<string, number>();
+  const messageDigests = new Map<string, { digest: string; until: number }>();
   const digests = new Map<string, { digest: string; until: number }>();
 
   const live = (until: number | undefined): until is number => until !== undefined && until > now();
@@ -54,6 +55,13 @@ export function createMemoryOutboxStore(
     },
     async recordCardDigest(runId, digest) {
       digests.set(runId, { digest, until: now() + POST_RECORD_TTL_SECONDS * 1000 });
+    },
+    async messageDigest(postKey) {
+      const entry = messageDigests.get(postKey);
+      return entry !== undefined && live(entry.until) ? entry.digest : undefined;
+    },
+    async recordMessageDigest(postKey, digest) {
+      messageDigests.set(postKey, { digest, until: now() + POST_RECORD_TTL_SECONDS * 1000 });
     },
     async takeCardSlot(runId, intervalMs) {
       const until = slots.get(runId);

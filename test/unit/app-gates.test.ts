@@ -22,6 +22,7 @@ import { createScrubber } from '../../src/security/scrubber.js';
 import { createEtagCache } from '../../src/store/etag-cache.js';
 import { createTtlCache } from '../../src/store/ttl-cache.js';
 import { createFollowUps } from '../../src/store/follow-ups.js';
+import { createApprovalStore } from '../../src/store/approval-store.js';
 import { createClaims } from '../../src/store/claims.js';
 import { createRunIndex } from '../../src/store/run-index.js';
 import type { GateStep } from '../../workers/gates/gate-step.js';
@@ -34,7 +35,8 @@ import type { GateStep } from '../../workers/gates/gate-step.js';
 
 const SHIPPED: GateKind[] = ['agent', 'pr', 'ci', 'merge'];
 const DEPLOY: GateKind[] = ['freight', 'stage', 'argocd'];
-const UNBUILT: GateKind[] = ['approval'];
+/** Needs no outside system: its decision is made by people's clicks, in Redis. */
+const PEOPLE: GateKind[] = ['approval'];
 const silent = createLogger({ level: 'silent', destination: new PassThrough() });
 
 const opened: Array<{ redis: Redis; git: Git }> = [];
@@ -68,6 +70,8 @@ function deps(env: Record<string, string>, extra: Partial<BuildGatesDeps> = {}):
     followUps: createFollowUps({ redis, prefix: 'test' }),
     index: createRunIndex({ redis, prefix: 'test' }),
     claims: createClaims({ redis, prefix: 'test' }),
+    approvals: createApprovalStore({ redis, prefix: 'test' }),
+    queues: { approvalMessage: async () => undefined },
     workRoot: '/tmp/shipgate-test-workspaces',
     ...extra,
   };
@@ -78,11 +82,11 @@ const MODEL = { ANTHROPIC_API_KEY: 'sk-ant-not-real' };
 const step: GateStep = { run: async () => ({ kind: 'passed', summary: 'injected' }) };
 
 describe('the gate table', () => {
-  it('has a row for every gate kind; the Git four need GitHub and the model, the deploy gates a cluster, approval is not built yet', () => {
-    expect(Object.keys(GATE_TABLE).sort()).toEqual([...SHIPPED, ...DEPLOY, ...UNBUILT].sort());
+  it('has a row for every gate kind; the Git four need GitHub and the model, the deploy gates a cluster, approval nothing outside', () => {
+    expect(Object.keys(GATE_TABLE).sort()).toEqual([...SHIPPED, ...DEPLOY, ...PEOPLE].sort());
     for (const kind of SHIPPED) expect(GATE_TABLE[kind]).toMatchObject({ needs: ['github', 'model'] });
     for (const kind of DEPLOY) expect(GATE_TABLE[kind]).toMatchObject({ needs: ['kubernetes'] });
-    for (const kind of UNBUILT) expect(GATE_TABLE[kind].build).toBeUndefined();
+    for (const kind of PEOPLE) expect(GATE_TABLE[kind]).toMatchObject({ needs: [] });
   });
 
   it('gives the reason from what is missing, naming the setting that provides it', () => {
@@ -91,7 +95,8 @@ describe('the gate table', () => {
     expect(notConfiguredReason(agent, new Set<Need>(['github']))).toBe(`needs ${NEEDS.model}`);
     expect(notConfiguredReason(agent, new Set<Need>())).toBe(`needs ${NEEDS.github}, and ${NEEDS.model}`);
     expect(notConfiguredReason(GATE_TABLE.freight, new Set<Need>(['github', 'model']))).toBe(`needs ${NEEDS.kubernetes}`);
-    expect(notConfiguredReason(GATE_TABLE.approval, new Set<Need>(['github', 'model', 'kubernetes']))).toBe(NOT_BUILT);
+    expect(notConfiguredReason(GATE_TABLE.approval, new Set<Need>())).toBeUndefined();
+    expect(notConfiguredReason({ needs: [] }, new Set<Need>())).toBe(NOT_BUILT);
     expect(NEEDS.kubernetes).toContain('KUBECONFIG');
     expect(NEEDS.github).toContain('GITHUB_TOKEN');
     expect(NEEDS.model).toContain('ANTHROPIC_API_KEY');
@@ -112,9 +117,9 @@ describe('the gate table', () => {
 describe('buildGates', () => {
   it('builds the Git gates when GitHub and the model are configured; without a cluster the deploy gates say what they need', () => {
     const gates = buildGates(deps({ ...GITHUB, ...MODEL }));
-    expect(Object.keys(gates.steps).sort()).toEqual([...SHIPPED].sort());
+    expect(Object.keys(gates.steps).sort()).toEqual([...SHIPPED, ...PEOPLE].sort());
     const cluster = `needs ${NEEDS.kubernetes}`;
-    expect(gates.notConfigured).toEqual({ freight: cluster, stage: cluster, argocd: cluster, approval: NOT_BUILT });
+    expect(gates.notConfigured).toEqual({ freight: cluster, stage: cluster, argocd: cluster });
   });
 
   it('with a cluster, builds the deploy gates too', () => {
@@ -127,23 +132,23 @@ describe('buildGates', () => {
     };
     expect([...configuredNeeds(deps({}).config, kubernetes)]).toEqual(['kubernetes']);
     const gates = buildGates(deps({ ...GITHUB, ...MODEL }, { kubernetes }));
-    expect(Object.keys(gates.steps).sort()).toEqual([...SHIPPED, ...DEPLOY].sort());
-    expect(gates.notConfigured).toEqual({ approval: NOT_BUILT });
+    expect(Object.keys(gates.steps).sort()).toEqual([...SHIPPED, ...DEPLOY, ...PEOPLE].sort());
+    expect(gates.notConfigured).toEqual({});
   });
 
   it('without the model, says so for every gate that needs it and builds none of them', () => {
     const gates = buildGates(deps(GITHUB));
-    expect(gates.steps).toEqual({});
+    expect(Object.keys(gates.steps)).toEqual(PEOPLE);
     for (const kind of SHIPPED) expect(gates.notConfigured[kind]).toBe(`needs ${NEEDS.model}`);
   });
 
   it('an injected step takes the place of the table, configured or not (tests, and later other builds)', () => {
     const gates = buildGates(deps({}, { injected: { agent: step, freight: step } }));
-    expect(gates.steps).toEqual({ agent: step, freight: step });
+    expect(gates.steps).toMatchObject({ agent: step, freight: step });
     expect(gates.notConfigured.agent).toBeUndefined();
     expect(gates.notConfigured.pr).toBe(`needs ${NEEDS.github}, and ${NEEDS.model}`);
     expect(gates.notConfigured.stage).toBe(`needs ${NEEDS.kubernetes}`);
-    expect(gates.notConfigured.approval).toBe(NOT_BUILT);
+    expect(gates.notConfigured.approval).toBeUndefined();
   });
 
   it('builds each outside system once, shared by every gate, and only for the gates that list it', () => {

@@ -116,9 +116,12 @@ export function createConsoleChat(options: ConsoleChatOptions): ConsoleChat {
       if (reply.ephemeral !== undefined) print(`\n(only you can see this) ${consoleText(reply.ephemeral)}`);
       return;
     }
-    const click = /^click\s+([a-z-]+)\s+(\S+)$/.exec(line);
+    // `click <action> <value> [reason…]`: the console has no dialogs, so a reason a click asks for comes on the same line.
+    const click = /^click\s+([a-z-]+)\s+(\S+)(?:\s+(\S.*))?$/.exec(line);
     if (click !== null) {
-      const reply = await handlers.onAction({ actionId: `shipgate.${click[1] ?? ''}`, value: click[2] ?? '', userId: user, channelId: CONSOLE_CHANNEL, deliveryId: id });
+      const event = { actionId: `shipgate.${click[1] ?? ''}`, value: click[2] ?? '', userId: user, channelId: CONSOLE_CHANNEL, deliveryId: id };
+      let reply = await handlers.onAction(event);
+      if (reply.askReason !== undefined) reply = await handlers.onAction({ ...event, reason: (click[3] ?? '').trim() });
       if (reply.ephemeral !== undefined) print(`\n(only you can see this) ${consoleText(reply.ephemeral)}`);
       return;
     }

@@ -2,7 +2,7 @@ import { App, HTTPReceiver, LogLevel, SocketModeReceiver, type Logger as SlackLo
 import { z } from 'zod';
 import type { Logger } from '../../log.js';
 import type { Metrics } from '../../metrics.js';
-import type { ChatHandlers, ChatPort, CommandReply } from '../../ports/chat.js';
+import type { ActionEvent, ChatHandlers, ChatPort, CommandReply } from '../../ports/chat.js';
 import type { HttpRoute } from '../../ports/http.js';
 import { toBlockKit } from './block-kit.js';
 import { escapeMrkdwn, readIncoming, toMrkdwn } from './mrkdwn.js';
@@ -64,11 +64,34 @@ const slashCommandSchema = z.object({
 });
 
 const blockActionSchema = z.object({
-  user: z.object({ id: z.string() }),
+  user: z.object({ id: z.string(), name: z.string().optional(), username: z.string().optional() }),
+  trigger_id: z.string().optional(),
   channel: z.object({ id: z.string() }).optional(),
   container: z.object({ channel_id: z.string().optional(), message_ts: z.string().optional() }).optional(),
   actions: z.array(z.object({ action_id: z.string(), value: z.string().optional(), action_ts: z.string() })).min(1),
 });
+
+/** The modal that asks for a reason (CommandReply.askReason); its private metadata carries the click back. */
+export const REASON_VIEW_ID = 'shipgate.reason';
+const REASON_BLOCK = 'reason';
+const REASON_INPUT = 'reason_input';
+const reasonMetadataSchema = z.object({
+  actionId: z.string(),
+  value: z.string(),
+  channelId: z.string(),
+  message: z.string().optional(),
+  deliveryId: z.string(),
+});
+const viewSubmissionSchema = z.object({
+  user: z.object({ id: z.string(), name: z.string().optional(), username: z.string().optional() }),
+  view: z.object({
+    private_metadata: z.string(),
+    state: z.object({
+      values: z.record(z.string(), z.record(z.string(), z.object({ value: z.string().nullable().optional() }))),
+    }),
+  }),
+});
+const subteamChangedSchema = z.object({ subteam_id: z.string() });
 
 // An Events API envelope and its app_mention event; `user` is absent on some bot posts.
 const eventEnvelopeSchema = z.object({ event_id: z.string().min(1) });
@@ -81,6 +104,14 @@ const appMentionSchema = z.object({
   bot_id: z.string().optional(),
   subtype: z.string().optional(),
 });
+
+function parseJson(text: string): unknown {
+  try {
+    return JSON.parse(text);
+  } catch {
+    return undefined;
+  }
+}
 
 /**
  * Removes the leading `<@U…>` (or `<@U…|name>`) that addressed the bot. With
@@ -225,6 +256,45 @@ export function createSlackChat(options: SlackChatOptions): SlackChat {
         await ack(reply.ephemeral === undefined ? undefined : { response_type: 'ephemeral', text: toMrkdwn(reply.ephemeral) });
       });
 
+      /** Answers a click: the ephemeral reply, or the reason modal it asks for (then the click comes back through the view). */
+      async function answerAction(event: ActionEvent, triggerId: string | undefined): Promise<void> {
+        const reply = await handlers.onAction(event);
+        if (reply.askReason !== undefined) {
+          if (triggerId === undefined) {
+            // No trigger to open a modal with: decide without a reason rather than not at all.
+            await answerAction({ ...event, reason: '' }, undefined);
+            return;
+          }
+          const metadata = { actionId: event.actionId, value: event.value, channelId: event.channelId, message: event.message, deliveryId: event.deliveryId };
+          await call('views.open', () =>
+            client.views.open({
+              trigger_id: triggerId,
+              view: {
+                type: 'modal',
+                callback_id: REASON_VIEW_ID,
+                private_metadata: JSON.stringify(metadata),
+                title: { type: 'plain_text', text: reply.askReason?.title.slice(0, 24) ?? 'Reason' },
+                submit: { type: 'plain_text', text: reply.askReason?.submit.slice(0, 24) ?? 'Submit' },
+                close: { type: 'plain_text', text: 'Cancel' },
+                blocks: [
+                  {
+                    type: 'input',
+                    block_id: REASON_BLOCK,
+                    optional: true,
+                    label: { type: 'plain_text', text: reply.askReason?.label.slice(0, 2000) ?? 'Reason' },
+                    element: { type: 'plain_text_input', action_id: REASON_INPUT, multiline: true, max_length: 2000 },
+                  },
+                ],
+              },
+            }),
+          );
+          return;
+        }
+        if (reply.ephemeral !== undefined) {
+          await port.postEphemeral({ channel: event.channelId, user: event.userId, text: reply.ephemeral });
+        }
+      }
+
       app.action({ action_id: /^shipgate\./ }, async ({ body, ack }) => {
         await ack();
         const parsed = blockActionSchema.safeParse(body);
@@ -237,19 +307,63 @@ export function createSlackChat(options: SlackChatOptions): SlackChat {
         const channelId = b.channel?.id ?? b.container?.channel_id;
         if (action === undefined || channelId === undefined) return;
         try {
-          const reply = await handlers.onAction({
-            actionId: action.action_id,
-            value: action.value ?? '',
-            userId: b.user.id,
-            channelId,
-            message: b.container?.message_ts,
-            deliveryId: `${action.action_ts}.${b.user.id}`,
-          });
-          if (reply.ephemeral !== undefined) {
-            await port.postEphemeral({ channel: channelId, user: b.user.id, text: reply.ephemeral });
-          }
+          await answerAction(
+            {
+              actionId: action.action_id,
+              value: action.value ?? '',
+              userId: b.user.id,
+              userName: b.user.name ?? b.user.username,
+              channelId,
+              message: b.container?.message_ts,
+              deliveryId: `${action.action_ts}.${b.user.id}`,
+            },
+            b.trigger_id,
+          );
         } catch (error) {
           options.log.error({ err: error, action: action.action_id }, 'action handler failed');
+        }
+      });
+
+      // The reason modal's submit: the click it was opened for, now with the reason.
+      app.view(REASON_VIEW_ID, async ({ body, ack }) => {
+        await ack();
+        const parsed = viewSubmissionSchema.safeParse(body);
+        const metadata = parsed.success ? reasonMetadataSchema.safeParse(parseJson(parsed.data.view.private_metadata)) : undefined;
+        if (!parsed.success || metadata === undefined || !metadata.success) {
+          options.log.warn('unreadable reason submission ignored');
+          return;
+        }
+        const m = metadata.data;
+        const user = parsed.data.user;
+        const reason = parsed.data.view.state.values[REASON_BLOCK]?.[REASON_INPUT]?.value ?? '';
+        try {
+          await answerAction(
+            {
+              actionId: m.actionId,
+              value: m.value,
+              userId: user.id,
+              userName: user.name ?? user.username,
+              channelId: m.channelId,
+              message: m.message,
+              reason,
+              // The submission is one delivery of its own, tied to the click it answers.
+              deliveryId: `${m.deliveryId}.reason`,
+            },
+            undefined,
+          );
+        } catch (error) {
+          options.log.error({ err: error, action: m.actionId }, 'reason submission failed');
+        }
+      });
+
+      // A user group's members changed: cached membership is stale for every replica.
+      app.event('subteam_members_changed', async ({ event }) => {
+        const parsed = subteamChangedSchema.safeParse(event);
+        if (!parsed.success || handlers.onGroupChanged === undefined) return;
+        try {
+          await handlers.onGroupChanged(parsed.data.subteam_id);
+        } catch (error) {
+          options.log.warn({ err: error, group: parsed.data.subteam_id }, 'group refresh failed');
         }
       });
 

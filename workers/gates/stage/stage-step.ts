@@ -14,7 +14,9 @@ import { patchArtifacts, type GateOutcome, type Run, type StageProgress } from '
 import { ExternalOutageError, RefusedError } from '../../../src/errors.js';
 import { KubernetesRequestError, type KubernetesPort } from '../../../src/ports/kubernetes.js';
 import type { MetricsQueryPort } from '../../../src/ports/metrics-query.js';
+import type { ApprovalStore } from '../../../src/store/approval-store.js';
 import type { Claims } from '../../../src/store/claims.js';
+import { countedApprovers } from '../../../src/domain/approval.js';
 import type { RunIndex } from '../../../src/store/run-index.js';
 import type { GateContext, GateStep } from '../gate-step.js';
 import { pollDelay } from '../poll-delay.js';
@@ -31,6 +33,13 @@ export interface StageStepDeps {
   metrics?: MetricsQueryPort | undefined;
   /** How long golden signals may have no data after the stage verified before the gate gives up (default 10 min). */
   goldenSignalsNoDataMs?: number | undefined;
+  /**
+   * The approval requests: a stage behind an approval is promoted only with an approved request for
+   * this very Freight and stage (checked here again, in the code path that creates the Promotion).
+   */
+  approvals?: Pick<ApprovalStore, 'get'> | undefined;
+  /** A link to the run's thread, for the production Promotion's annotations. */
+  threadLink?: ((run: Run) => Promise<string | undefined>) | undefined;
   /** Fallback re-check while no informer event woke the run. */
   firstPollMs?: number | undefined;
   maxPollMs?: number | undefined;
@@ -226,6 +235,7 @@ class StageEvaluation {
   }
 
   private async createPromotion(): Promise<string> {
+    const approval = await this.approvalEvidence();
     const stageObject = this.deps.kubernetes.get({ kind: 'Stage', namespace: this.namespace }, this.stage.kargoStage);
     if (stageObject === undefined) throw new RefusedError(`Kargo Stage ${this.namespace}/${this.stage.kargoStage} was not found`);
     const { name, created } = await ensurePromotion(this.deps.kubernetes, this.deps.claims, {
@@ -239,18 +249,49 @@ class StageEvaluation {
         'shipgate.io/requested-by': this.run.requester.userId,
         'shipgate.io/repository': this.run.repo,
         ...(this.run.links.pr === undefined ? {} : { 'shipgate.io/pull-request': this.run.links.pr }),
+        // Kargo records only the bot's service account as the creator: who decided is on the object itself.
+        ...(approval === undefined ? {} : approval.annotations),
       },
     });
     // Evidence before the record: a crash in between leaves the event, and the next look's record.
-    await this.auditPromotion(name, !created);
+    await this.auditPromotion(name, !created, approval?.approvers);
     await this.deps.index.link({ kind: 'kube', object: 'Promotion', namespace: this.namespace, name }, this.run.id);
     await this.recordProgress({ promotion: name });
     return name;
   }
 
   /** Keyed by the Promotion: one event per Promotion, whichever look created or found it. */
-  private async auditPromotion(name: string, found: boolean): Promise<void> {
-    await this.context.audit('promotion.created', { stage: this.stageName, kargoStage: this.stage.kargoStage, freight: this.freight, promotion: name, found }, name, { once: true });
+  private async auditPromotion(name: string, found: boolean, approvers?: readonly string[]): Promise<void> {
+    await this.context.audit(
+      'promotion.created',
+      { stage: this.stageName, kargoStage: this.stage.kargoStage, freight: this.freight, promotion: name, found, ...(approvers === undefined ? {} : { approvers }) },
+      name,
+      { once: true },
+    );
+  }
+
+  /**
+   * For a stage behind an approval: the approved request for this Freight and stage, as the
+   * Promotion's annotations and the approvers' ids; a refusal without one. The approval gate passes
+   * only when approved, but the guarantee lives here, where the Promotion is made (SPEC §6).
+   */
+  private async approvalEvidence(): Promise<{ annotations: Record<string, string>; approvers: string[] } | undefined> {
+    if (this.stage.approval === undefined) return undefined;
+    const record = await this.deps.approvals?.get(this.run.id);
+    if (record === undefined || record.status !== 'approved' || record.request.freight !== this.freight || record.request.stage !== this.stageName)
+      throw new RefusedError(`${this.stageName} is behind an approval, and this run has no approval for Freight ${this.freight} there: not promoting`);
+    const counted = countedApprovers(record.request, record.approvals);
+    const approvals = record.approvals.filter((a) => counted.includes(a.userId));
+    const thread = await this.deps.threadLink?.(this.run);
+    return {
+      approvers: counted,
+      annotations: {
+        'shipgate.io/approved-by': approvals.map((a) => (a.userName === undefined ? a.userId : `${a.userId} (${a.userName})`)).join(', '),
+        'shipgate.io/approved-at': record.decidedAt ?? '',
+        'shipgate.io/approval-freight': record.request.freight,
+        ...(thread === undefined ? {} : { 'shipgate.io/thread': thread }),
+      },
+    };
   }
 
   /**

@@ -1,0 +1,177 @@
+import type { AuditLog } from '../src/audit/audit-log.js';
+import { isApprover, judgeClick, type AcceptedClick, type ApprovalRecord, type Membership } from '../src/domain/approval.js';
+import type { Groups } from '../src/domain/principals.js';
+import type { Logger } from '../src/log.js';
+import type { ActionEvent, CommandReply } from '../src/ports/chat.js';
+import type { Queues } from '../src/queue/queues.js';
+import { APPROVE_ACTION_ID, parseApprovalButtonValue } from '../src/render/approval.js';
+import { plainText, rich, type RichText } from '../src/render/view.js';
+import type { ApprovalStore, DecideOutcome } from '../src/store/approval-store.js';
+import type { Pokes } from '../src/store/pokes.js';
+import type { RunStore } from '../src/store/run-store.js';
+
+export interface ApprovalActionDeps {
+  store: Pick<RunStore, 'get'>;
+  approvals: Pick<ApprovalStore, 'get' | 'decide'>;
+  audit: Pick<AuditLog, 'append'>;
+  queues: Pick<Queues, 'wakeRun' | 'approvalMessage'>;
+  pokes: Pick<Pokes, 'poke'>;
+  /** Group membership, shared by every web replica (src/store/shared-groups.ts). */
+  groups: Groups;
+  clock: () => Date;
+  log: Logger;
+}
+
+/**
+ * The Approve and Reject buttons of an approval request (SPEC §6). A click is judged against the
+ * stored request (`judgeClick`: right Freight and request, not decided, not expired, an approver,
+ * not the requester approving their own run) and then decided in one atomic step in the approval
+ * store, which re-checks what can change in between; so any number of clicks, on any replicas,
+ * make one decision. Every refused click is answered only to the clicker, saying why and who can
+ * approve, and audited; every counted approval and the rejection are audited with who and when. A
+ * decision wakes the run, whose approval gate reads it; the click itself never promotes anything.
+ */
+export function createApprovalActions(deps: ApprovalActionDeps): (event: ActionEvent) => Promise<CommandReply> {
+  const { approvals, audit, clock, log } = deps;
+
+  async function membershipFor(record: ApprovalRecord): Promise<Membership> {
+    const groups = new Map<string, readonly string[]>();
+    for (const id of record.request.approvers) {
+      if (deps.groups.isGroup(id)) groups.set(id, await deps.groups.members(id));
+    }
+    return (groupId) => groups.get(groupId);
+  }
+
+  /** Which approver entry authorised the user: their own id, or the group they are in. */
+  function via(userId: string, record: ApprovalRecord, membership: Membership): string {
+    return record.request.approvers.find((id) => id === userId || (membership(id)?.includes(userId) ?? false)) ?? userId;
+  }
+
+  async function refuse(event: ActionEvent, click: { action: 'approve' | 'reject'; freight: string; nonce: string; at: string }, runId: string | undefined, reason: string, message: RichText): Promise<CommandReply> {
+    await audit.append({
+      type: 'approval.refused',
+      actor: event.userId,
+      runId,
+      data: { action: click.action, freight: click.freight, nonce: click.nonce, reason, message: plainText(message), userName: event.userName ?? null, at: click.at },
+      // A Slack retry of the same click is the same delivery: one event.
+      key: `approval.refused.${event.deliveryId}`,
+    });
+    log.info({ runId, userId: event.userId, reason }, 'approval click refused');
+    return { ephemeral: message };
+  }
+
+  /** Poke first, then read, as for webhooks: a gate finishing a look right now takes the poke. */
+  async function wake(runId: string): Promise<void> {
+    await deps.pokes.poke(runId);
+    const run = await deps.store.get(runId);
+    if (run?.state === 'waiting') await deps.queues.wakeRun(runId, run.jobSeq);
+  }
+
+  async function refreshMessage(record: ApprovalRecord | undefined): Promise<void> {
+    if (record === undefined) return;
+    await deps.queues.approvalMessage(record.request.runId, record.request.nonce, `${record.status}-${record.approvals.length}`);
+  }
+
+  const OUTCOME_REFUSALS: Partial<Record<DecideOutcome, { reason: string; message: RichText }>> = {
+    stale: { reason: 'stale-request', message: rich`This approval request was replaced meanwhile (another Freight); approvals never carry over. Use the latest approval request in the thread.` },
+    'already-decided': { reason: 'already-decided', message: rich`This approval was decided meanwhile; your click did not count.` },
+    missing: { reason: 'missing', message: rich`This run has no approval request any more.` },
+    expired: { reason: 'expired', message: rich`This approval has expired: nothing can be approved or rejected on it any more.` },
+  };
+
+  return async function handleApprovalClick(event) {
+    const action: 'approve' | 'reject' = event.actionId === APPROVE_ACTION_ID ? 'approve' : 'reject';
+    const at = clock().toISOString();
+    const bound = parseApprovalButtonValue(event.value);
+    if (bound === undefined) return refuse(event, { action, freight: '', nonce: '', at }, undefined, 'unreadable', rich`This button could not be read; use the latest approval request in the run's thread.`);
+    const click = { action, freight: bound.freight, nonce: bound.nonce, at };
+    const run = await deps.store.get(bound.runId);
+    const record = await approvals.get(bound.runId);
+    if (run === undefined || record === undefined) return refuse(event, click, run?.id, 'missing', rich`There is no approval request for run ${bound.runId}.`);
+
+    const membership = await membershipFor(record);
+    const judgement = judgeClick(record, { ...click, userId: event.userId, userName: event.userName, reason: event.reason }, membership);
+    // The same person again (a double click, or Slack delivering the click twice): nothing to refuse or record.
+    if (!judgement.accepted && judgement.reason === 'already-approved') return { ephemeral: judgement.message };
+    if (!judgement.accepted) {
+      // A click on an expired request also makes the run look now, so it ends `expired` without waiting for its timer.
+      if (judgement.reason === 'expired') await wake(run.id);
+      return refuse(event, click, run.id, judgement.reason, judgement.message);
+    }
+    // A Reject may carry a reason (SPEC §6): the chat asks for it first, then delivers the click again with it.
+    if (judgement.click.action === 'reject' && event.reason === undefined)
+      return { askReason: { title: 'Reject the run', label: `Why reject run ${run.id}? (optional; goes into the thread and the audit trail)`, submit: 'Reject' } };
+
+    const accepted: AcceptedClick =
+      judgement.click.action === 'reject' ? { ...judgement.click, reason: event.reason === undefined || event.reason.trim() === '' ? undefined : event.reason.trim().slice(0, 2000) } : judgement.click;
+    const decided = await approvals.decide(run.id, accepted);
+    const { request } = record;
+    const refusal = OUTCOME_REFUSALS[decided.outcome];
+    if (refusal !== undefined) {
+      if (decided.outcome === 'expired') await wake(run.id);
+      return refuse(event, click, run.id, refusal.reason, refusal.message);
+    }
+    switch (decided.outcome) {
+      case 'duplicate':
+        return { ephemeral: rich`Your approval was already counted (${decided.approvals.length} of ${request.minApprovals}).` };
+      case 'counted':
+      case 'approved-now': {
+        const count = decided.approvals.length;
+        const complete = decided.outcome === 'approved-now';
+        await audit.append({
+          type: 'approval.approved',
+          actor: event.userId,
+          runId: run.id,
+          data: {
+            stage: request.stage,
+            freight: request.freight,
+            nonce: request.nonce,
+            userId: event.userId,
+            userName: event.userName ?? null,
+            via: via(event.userId, record, membership),
+            at,
+            count,
+            of: request.minApprovals,
+            complete,
+          },
+          // One per person and request, whichever delivery of the click got here.
+          key: `${run.id}.approval.${request.nonce}.approved.${event.userId}`,
+        });
+        await refreshMessage(decided.record);
+        if (complete) await wake(run.id);
+        log.info({ runId: run.id, userId: event.userId, count, of: request.minApprovals }, complete ? 'approval complete' : 'approval counted');
+        return {
+          ephemeral: complete
+            ? rich`Approved: run ${run.id} has its ${request.minApprovals} approval(s) and goes on to ${request.stage}.`
+            : rich`Your approval counts (${count} of ${request.minApprovals}). Run ${run.id} waits for ${request.minApprovals - count} more.`,
+        };
+      }
+      case 'rejected-now': {
+        const by = accepted.action === 'reject' ? accepted.by : 'approver';
+        await audit.append({
+          type: 'approval.rejected',
+          actor: event.userId,
+          runId: run.id,
+          data: {
+            stage: request.stage,
+            freight: request.freight,
+            nonce: request.nonce,
+            userId: event.userId,
+            userName: event.userName ?? null,
+            by,
+            reason: accepted.action === 'reject' ? (accepted.reason ?? null) : null,
+            at,
+            wasApprover: isApprover(event.userId, request.approvers, membership),
+          },
+          key: `${run.id}.approval.${request.nonce}.rejected`,
+        });
+        await refreshMessage(decided.record);
+        await wake(run.id);
+        log.info({ runId: run.id, userId: event.userId, by }, 'approval rejected');
+        return { ephemeral: by === 'requester' ? rich`You withdrew run ${run.id}; it ends rejected.` : rich`You rejected run ${run.id}; it ends rejected.` };
+      }
+      default:
+        return { ephemeral: rich`Your click was not decided; try again from the latest approval request.` };
+    }
+  };
+}
