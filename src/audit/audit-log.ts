@@ -143,6 +143,8 @@ export interface AuditLog {
   append(input: AuditAppendInput): Promise<AuditEvent>;
   /** The run's events in log order; throws AuditIntegrityError if an indexed event is missing or unreadable. */
   eventsForRun(runId: string): Promise<AuditEvent[]>;
+  /** Every event of the log (all runs), oldest first; throws AuditIntegrityError if a row is unreadable or out of place. */
+  allEvents(): Promise<AuditEvent[]>;
   /** Walks the whole log and names the first event where the chain breaks, or a checkpoint it lacks. */
   verify(options?: AuditVerifyOptions): Promise<AuditVerifyResult>;
   /** JSON Lines of the run's events exactly as stored ('' for a run with no events). */
@@ -716,6 +718,21 @@ export function createAuditLog({
     append,
     async eventsForRun(runId) {
       return (await runRows(runId)).map(({ event }) => event);
+    },
+    async allEvents() {
+      const events: AuditEvent[] = [];
+      for (;;) {
+        const rows = await redis.lrange(logKey, events.length, events.length + pageSize - 1);
+        for (const row of rows) {
+          const expected = events.length + 1;
+          const parsed = parseRow(row);
+          if (!parsed.ok) throw new AuditIntegrityError(`audit event #${expected} is unreadable: ${parsed.reason}`);
+          if (parsed.event.seq !== expected)
+            throw new AuditIntegrityError(`audit log position ${expected} holds event #${parsed.event.seq}: the log was altered`);
+          events.push(parsed.event);
+        }
+        if (rows.length < pageSize) return events;
+      }
     },
     verify,
     async exportRun(runId) {

@@ -23,8 +23,8 @@ export const prOpenedData = z.object({ number: z.number(), url: z.string().optio
 
 export const ciVerdictData = z.object({ commit: z.string(), pr: z.number().optional(), verdict: z.string() });
 
-/** Written by the merge gate when it sees the pull request merged. */
-export const prMergedData = z.object({ pr: z.number(), mergeCommit: z.string(), head: z.string().optional() });
+/** Written by the merge gate when it sees the pull request merged; `head` is the run's branch (null when it had none). */
+export const prMergedData = z.object({ pr: z.number(), mergeCommit: z.string(), head: z.string().nullable().optional() });
 
 export const freightFoundData = z.object({ freight: z.string(), commit: z.string(), alias: z.string().nullable().optional() });
 
