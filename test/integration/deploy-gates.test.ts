@@ -268,7 +268,11 @@ describe('the deploy gates', { timeout: 150_000 }, () => {
     await mergeChange(w, runId, FIX_MERGE_SHA, firstCommit);
     gitops.produceFreight(FIX_MERGE_SHA);
     await until(w, runId, 'the run failed', (run) => run.state === 'failed');
-    const replies = threadReplies(w, 'stage:dev ');
+    // The run's state is written before the outbox posts the reply, so wait for the post itself.
+    const replies = await eventually(async () => {
+      const posted = threadReplies(w, 'stage:dev ');
+      return posted.length >= 2 ? posted : undefined;
+    }, 'the second stage:dev reply');
     expect(replies).toHaveLength(2);
     expect(replies[1]).toMatch(/git-push/);
     expect(replies[1]).toMatch(/came back|maxDeployIterations/);
