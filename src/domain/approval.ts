@@ -164,8 +164,8 @@ function refuse(reason: RefusalReason, message: RichText): Judgement {
 
 /**
  * Judges one click on `record` (SPEC §6). Checked in this order, so the answer names the first
- * thing that makes the click moot: a button of another Freight or another request; a request
- * already decided; the deadline; then who is clicking. A Reject is accepted from an approver or from
+ * thing that makes the click moot: a button of another Freight or another request; an Approve by
+ * someone whose approval is already recorded; a request already decided; the deadline; then who is clicking. A Reject is accepted from an approver or from
  * the requester (withdrawing the run); an Approve only from an approver, and from the requester only
  * with `allowSelfApproval`. Advisory for the answer the clicker gets: the store re-checks the
  * decided, expired, duplicate and self-approval rules in the same atomic step that counts the click.
@@ -176,6 +176,15 @@ export function judgeClick(record: ApprovalRecord, click: Click, membership: Mem
     return refuse('wrong-freight', rich`This approval is for another Freight: the run now waits on ${request.freight}, and approvals never carry over from one Freight to another. Use the latest approval request in the thread.`);
   if (click.nonce !== request.nonce)
     return refuse('stale-request', rich`This button belongs to an earlier approval request of this run. Use the latest approval request in the thread.`);
+  // Someone whose approval is already recorded is told so, whatever was decided since: a double
+  // click or a retried delivery is not a refusal (and is not audited as one).
+  if (click.action === 'approve' && record.approvals.some((approval) => approval.userId === click.userId))
+    return refuse(
+      'already-approved',
+      record.status === 'pending'
+        ? rich`You already approved this run; it needs ${request.minApprovals} distinct approvers (${countedApprovers(request, record.approvals).length} so far).`
+        : rich`You already approved this run; it is ${record.status} now.`,
+    );
   if (record.status === 'expired' || (record.status === 'pending' && isExpired(request, click.at)))
     return refuse('expired', rich`This approval expired at ${request.expiresAt}: nothing can be approved or rejected on it any more.`);
   if (record.status !== 'pending')
@@ -196,8 +205,6 @@ export function judgeClick(record: ApprovalRecord, click: Click, membership: Mem
     return refuse('self-approval', rich`You requested this run, so you cannot approve it: someone else must (approvers: ${listApprovers(request)}). You can still withdraw it with Reject.`);
   if (!approver)
     return refuse('not-approver', rich`You are not an approver of this run. Approvers: ${listApprovers(request)}.`);
-  if (record.approvals.some((approval) => approval.userId === click.userId))
-    return refuse('already-approved', rich`You already approved this run; it needs ${request.minApprovals} distinct approvers (${countedApprovers(request, record.approvals).length} so far).`);
   return { accepted: true, click: { ...base, action: 'approve' } };
 }
 

@@ -79,8 +79,8 @@ redis.call('PEXPIRE', KEYS[1], ARGV[9])
 return {code, redis.call('HGETALL', KEYS[1]), previous}
 `;
 
-// The order of the checks is the order of judgeClick: a click for another request first, then a
-// decision already taken, then the deadline (a click on it is too late, and flips a pending request
+// The order of the checks is the order of judgeClick: a click for another request first, then the
+// same person's approval again, then a decision already taken, then the deadline (a click on it is too late, and flips a pending request
 // to expired so the record never reads pending past its deadline), then the click itself.
 // Replies {outcome, fields}.
 const DECIDE_SCRIPT = `
@@ -94,6 +94,11 @@ end
 if f[1] ~= ARGV[3] or f[2] ~= ARGV[4] then
   return reply('stale')
 end
+-- The same person approving again (a double click, a retried delivery) is answered as a duplicate
+-- whatever was decided since: their approval already counts, there is nothing to refuse.
+if ARGV[1] == 'approve' and redis.call('HEXISTS', KEYS[1], 'approver:' .. ARGV[2]) == 1 then
+  return reply('duplicate')
+end
 if f[3] ~= 'pending' then
   return reply('already-decided')
 end
@@ -104,9 +109,6 @@ end
 if ARGV[1] == 'approve' then
   if ARGV[2] == f[6] and f[7] ~= '1' then
     return redis.error_reply('approval store: the requester cannot approve their own run (allowSelfApproval is off)')
-  end
-  if redis.call('HEXISTS', KEYS[1], 'approver:' .. ARGV[2]) == 1 then
-    return reply('duplicate')
   end
   local n = redis.call('HINCRBY', KEYS[1], 'count', 1)
   redis.call('HSET', KEYS[1], 'approval:' .. n, ARGV[8], 'approver:' .. ARGV[2], tostring(n))

@@ -174,3 +174,57 @@ export function sendBlockAction(
   const rawBody = new URLSearchParams({ payload: JSON.stringify(blockActionPayload(fields)) }).toString();
   return sendSignedRequest(url, signingSecret, rawBody, 'application/x-www-form-urlencoded', options);
 }
+
+export interface ViewSubmissionFields {
+  user_id: string;
+  user_name?: string;
+  team_id?: string;
+  view_id: string;
+  callback_id: string;
+  private_metadata: string;
+  /** `state.values`: block id → action id → the input's value. */
+  values: Record<string, Record<string, string>>;
+}
+
+/**
+ * The view_submission payload of a modal's submit (the shape of Slack's interactivity payload for
+ * modals, https://api.slack.com/reference/interaction-payloads/views#view_submission): plain-text
+ * inputs only, which is all the bot's modals have.
+ */
+export function viewSubmissionPayload(fields: ViewSubmissionFields): z.core.util.JSONType {
+  const teamId = fields.team_id ?? 'T111';
+  const userName = fields.user_name ?? 'primary-owner';
+  const values: Record<string, Record<string, z.core.util.JSONType>> = {};
+  for (const [blockId, actions] of Object.entries(fields.values)) {
+    values[blockId] = Object.fromEntries(Object.entries(actions).map(([actionId, value]) => [actionId, { type: 'plain_text_input', value }]));
+  }
+  return {
+    type: 'view_submission',
+    team: { id: teamId, domain: 'workspace-domain' },
+    user: { id: fields.user_id, username: userName, name: userName, team_id: teamId },
+    api_app_id: 'A111',
+    token: 'verification_token',
+    trigger_id: freshTriggerId(),
+    view: {
+      id: fields.view_id,
+      team_id: teamId,
+      type: 'modal',
+      blocks: [],
+      private_metadata: fields.private_metadata,
+      callback_id: fields.callback_id,
+      state: { values },
+      hash: '1700000000.abcdef',
+      title: { type: 'plain_text', text: 'Reason', emoji: true },
+      root_view_id: fields.view_id,
+      app_id: 'A111',
+      bot_id: 'B111',
+    },
+    response_urls: [],
+    is_enterprise_install: false,
+  };
+}
+
+export function sendViewSubmission(url: string, signingSecret: string, fields: ViewSubmissionFields, options: SignedRequestOptions = {}): Promise<SlackRequestResult> {
+  const rawBody = new URLSearchParams({ payload: JSON.stringify(viewSubmissionPayload(fields)) }).toString();
+  return sendSignedRequest(url, signingSecret, rawBody, 'application/x-www-form-urlencoded', options);
+}

@@ -93,6 +93,15 @@ export interface ResponseUrlPost {
  * statuses answer a non-JSON body (WebClient raises WebAPIHTTPError and retries it under its
  * retryConfig). `{ error }` answers HTTP 200 `{ ok: false, error }`, which WebClient never retries.
  */
+export interface OpenedView {
+  triggerId: string;
+  viewId: string;
+  callbackId: string | undefined;
+  privateMetadata: string | undefined;
+  /** The view as the bot sent it. */
+  view: JsonObject;
+}
+
 export type FailSpec = { status: number; retryAfter?: number | null } | { error: string };
 
 export interface SlackServerOptions {
@@ -118,6 +127,8 @@ export interface SlackServer {
   readonly unexpected: readonly UnexpectedRequest[];
   readonly ephemerals: readonly SlackEphemeral[];
   readonly responseUrlPosts: readonly ResponseUrlPost[];
+  /** Modals opened with views.open, oldest first. */
+  readonly openedViews: readonly OpenedView[];
   /** Messages of a channel (top-level and thread replies), oldest first; live objects. */
   messages(channel: string): SlackMessage[];
   /** Recorded calls of one API method, oldest first. */
@@ -192,6 +203,18 @@ const historySchema = z.object({
 });
 const repliesSchema = z.object({ channel: z.string().min(1), ts: tsSchema, ...pageSchema });
 const permalinkSchema = z.object({ channel: z.string().min(1), message_ts: z.string().min(1) });
+// views.open: Slack's limits on modals (https://api.slack.com/reference/surfaces/views).
+const plainTextSchema = (max: number) => z.object({ type: z.literal('plain_text'), text: z.string().min(1).max(max), emoji: z.boolean().optional() });
+const modalViewSchema = z.object({
+  type: z.literal('modal'),
+  title: plainTextSchema(24),
+  submit: plainTextSchema(24).optional(),
+  close: plainTextSchema(24).optional(),
+  callback_id: z.string().max(255).optional(),
+  private_metadata: z.string().max(3000).optional(),
+  blocks: z.array(jsonObjectSchema).min(1).max(100),
+});
+const viewsOpenSchema = z.object({ trigger_id: z.string().min(1), view: modalViewSchema });
 const usergroupUsersSchema = z.object({ usergroup: z.string().min(1), include_disabled: boolish.optional() });
 
 /** Decodes a form field; JSON-bearing fields become objects, a malformed one stays a string (and fails validation). */
@@ -308,6 +331,8 @@ export async function startSlackServer(options: SlackServerOptions = {}): Promis
   const unexpected: UnexpectedRequest[] = [];
   const ephemerals: SlackEphemeral[] = [];
   const responseUrlPosts: ResponseUrlPost[] = [];
+  const openedViews: OpenedView[] = [];
+  const usedTriggers = new Set<string>();
   const channels = new Map<string, SlackMessage[]>();
   const userGroups = new Map<string, string[]>();
   const failures = new Map<string, FailSpec[]>();
@@ -515,6 +540,29 @@ export async function startSlackServer(options: SlackServerOptions = {}): Promis
       return ok({ channel, permalink: `https://fake.slack.test/archives/${channel}/p${message_ts.replace('.', '')}` });
     },
 
+    'views.open': (params) => {
+      const parsed = viewsOpenSchema.safeParse(params);
+      if (!parsed.success)
+        return fail('invalid_arguments', { response_metadata: { messages: issuesToMessages(parsed.error) } });
+      const { trigger_id: triggerId, view } = parsed.data;
+      // A trigger opens one view (Slack: exchanged_trigger_id); a modal with inputs needs a submit button.
+      if (!/^\d+\.\d+\.[0-9a-f]+$/.test(triggerId)) return fail('invalid_trigger_id');
+      if (usedTriggers.has(triggerId)) return fail('exchanged_trigger_id');
+      if (view.submit === undefined && view.blocks.some((block) => block['type'] === 'input')) return fail('invalid_arguments');
+      usedTriggers.add(triggerId);
+      const viewId = `V${String(openedViews.length + 1).padStart(8, '0')}`;
+      const raw = params['view'];
+      openedViews.push({
+        triggerId,
+        viewId,
+        callbackId: view.callback_id,
+        privateMetadata: view.private_metadata,
+        view: raw !== null && typeof raw === 'object' && !Array.isArray(raw) ? raw : {},
+      });
+      changed();
+      return ok({ view: { id: viewId, type: 'modal', callback_id: view.callback_id ?? '', private_metadata: view.private_metadata ?? '', state: { values: {} } } });
+    },
+
     'usergroups.users.list': (params) => {
       const parsed = usergroupUsersSchema.safeParse(params);
       if (!parsed.success)
@@ -643,6 +691,7 @@ export async function startSlackServer(options: SlackServerOptions = {}): Promis
     calls,
     unexpected,
     ephemerals,
+    openedViews,
     responseUrlPosts,
     messages: (channel) => [...(channels.get(channel) ?? [])],
     callsOf: (method) => calls.filter((c) => c.method === method),

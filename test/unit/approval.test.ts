@@ -103,7 +103,7 @@ describe('judgeClick', () => {
     expect(refusal({ ...fresh, status: 'expired', decidedAt: request.expiresAt }, click('UALICE')).reason).toBe('expired');
   });
 
-  it('refuses any click once decided, and a second Approve by the same person', () => {
+  it('refuses any click once decided, and answers a second Approve by the same person as already approved, decided or not', () => {
     const approved: ApprovalRecord = { ...fresh, status: 'approved', decidedAt: '2025-01-01T10:20:00.000Z', approvals: [{ userId: 'UBOB', freight: 'f-abc', at: '2025-01-01T10:20:00.000Z' }] };
     expect(refusal(approved, click('UALICE')).reason).toBe('already-decided');
     expect(refusal(approved, click('UALICE', 'reject')).message).toContain('already decided (approved');
@@ -111,6 +111,11 @@ describe('judgeClick', () => {
     const again = refusal(counting, click('UBOB'));
     expect(again.reason).toBe('already-approved');
     expect(again.message).toContain('You already approved');
+    // The approver who decided it, clicking again (a retried delivery): told so, not refused as too late.
+    const winnerAgain = refusal(approved, click('UBOB'));
+    expect(winnerAgain.reason).toBe('already-approved');
+    expect(winnerAgain.message).toContain('it is approved now');
+    expect(refusal({ ...approved, status: 'expired' }, click('UBOB')).reason).toBe('already-approved');
   });
 
   it('accepts a Reject from an approver and from the requester withdrawing, with the reason; refuses an outsider’s', () => {
