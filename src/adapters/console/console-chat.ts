@@ -31,6 +31,7 @@ export interface ConsoleChat {
 const HELP = `Console chat: type a slash command, e.g.
   /ship acme/shop add a /healthz endpoint
   click cancel <run-id>        press the Cancel button of a run
+  click <verb> <value> [text]  press any button: the line printed under it (a Reject's reason after the value)
   reply <run-id> <text…>       mention the bot in a run's thread (a follow-up for its agent)
   as <user-id> <line>          act as another user, e.g. as U0999 click cancel sg-…
   quit                         stop shipgate`;
