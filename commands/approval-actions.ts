@@ -84,15 +84,16 @@ export function createApprovalActions(deps: ApprovalActionDeps): (event: ActionE
   }
 
   /**
-   * The clicker's own decision again (a double click, or the chat delivering the deciding click
-   * twice): an Approve by someone whose approval counted, a Reject by whoever rejected. Nothing to
-   * refuse or record: the click already had its one effect.
+   * The clicker's own click again (a double click, or the chat delivering it twice) on a request
+   * decided since: an Approve by someone whose approval counted on it (whatever was decided after),
+   * a Reject by whoever rejected it. Nothing to refuse or record: the click already had its one
+   * effect. (While the request is pending, judgeClick says `already-approved`.)
    */
   function ownDecision(record: ApprovalRecord | undefined, event: ActionEvent, action: 'approve' | 'reject'): RichText | undefined {
-    if (record === undefined) return undefined;
+    if (record === undefined || record.status === 'pending') return undefined;
     const { runId } = record.request;
-    if (action === 'approve' && record.status === 'approved' && record.approvals.some((approval) => approval.userId === event.userId))
-      return rich`Your approval was already counted: run ${runId} is approved.`;
+    if (action === 'approve' && record.approvals.some((approval) => approval.userId === event.userId))
+      return rich`Your approval was already counted; run ${runId}'s approval is ${record.status}${record.decidedAt === undefined ? '' : ` since ${record.decidedAt}`}.`;
     if (action === 'reject' && record.status === 'rejected' && record.rejection?.userId === event.userId) return rich`You already rejected run ${runId}; it ends rejected.`;
     return undefined;
   }
@@ -130,11 +131,11 @@ export function createApprovalActions(deps: ApprovalActionDeps): (event: ActionE
     const judgement = judgeClick(record, { ...click, userId: event.userId, userName: event.userName, reason: event.reason }, membership);
     // The same person again (a double click, or Slack delivering the click twice): nothing to refuse or record.
     if (!judgement.accepted && judgement.reason === 'already-approved') return { ephemeral: judgement.message };
-    const again = judgement.accepted || judgement.reason !== 'already-decided' ? undefined : ownDecision(record, event, action);
-    if (again !== undefined) return { ephemeral: again };
     if (!judgement.accepted) {
       // A click on an expired request also makes the run look now, so it ends `expired` without waiting for its timer.
       if (judgement.reason === 'expired') await wake(run.id);
+      const again = judgement.reason === 'already-decided' || judgement.reason === 'expired' ? ownDecision(record, event, action) : undefined;
+      if (again !== undefined) return { ephemeral: again };
       return refuse(event, click, run.id, judgement.reason, judgement.message);
     }
     // A Reject may carry a reason (SPEC §6): the chat asks for it first, then delivers the click again with it.
@@ -147,10 +148,10 @@ export function createApprovalActions(deps: ApprovalActionDeps): (event: ActionE
     const { request } = record;
     const refusal = OUTCOME_REFUSALS[decided.outcome];
     // The same click decided meanwhile by its other delivery (judged while still pending).
-    const decidedAgain = decided.outcome === 'already-decided' ? ownDecision(decided.record, event, action) : undefined;
-    if (decidedAgain !== undefined) return { ephemeral: decidedAgain };
     if (refusal !== undefined) {
       if (decided.outcome === 'expired') await wake(run.id);
+      const again = decided.outcome === 'already-decided' || decided.outcome === 'expired' ? ownDecision(decided.record, event, action) : undefined;
+      if (again !== undefined) return { ephemeral: again };
       return refuse(event, click, run.id, refusal.reason, refusal.message);
     }
     switch (decided.outcome) {

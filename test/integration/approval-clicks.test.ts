@@ -176,8 +176,8 @@ describe('approval clicks', () => {
     expect(world.wakes).toEqual([{ runId: RUN_ID, jobSeq: 3 }]);
 
     // After the decision, the deciding approver's double click is not a refusal either; someone else's is.
-    expect(said(await world.click({ user: 'UCAT', action: 'approve', deliveryId: 'd3' }))).toContain('already counted');
-    expect(said(await world.click({ user: 'UANN', action: 'approve', deliveryId: 'd4' }))).toContain('already counted');
+    expect(said(await world.click({ user: 'UCAT', action: 'approve', deliveryId: 'd3' }))).toMatch(/^Your approval was already counted; run sg-appr0042's approval is approved since /);
+    expect(said(await world.click({ user: 'UANN', action: 'approve', deliveryId: 'd4' }))).toContain('Your approval was already counted');
     expect(said(await world.click({ user: 'UDAN', action: 'approve', deliveryId: 'd5' }))).toContain('This approval was already decided (approved at');
     expect((await eventsOf(world, 'approval.refused')).map((event) => [event.actor, event.data.reason])).toEqual([['UDAN', 'already-decided']]);
 
@@ -208,6 +208,9 @@ describe('approval clicks', () => {
     await world.click({ user: 'UCAT', userName: 'Cat', action: 'reject', reason: 'not during the freeze', deliveryId: 'd2.reason' });
     expect(said(await world.click({ user: 'UDAN', action: 'approve', deliveryId: 'd3' }))).toContain('already decided (rejected');
     expect(await eventsOf(world, 'approval.rejected')).toHaveLength(1);
+    // UANN's counted click delivered again: it had its effect, so it is not refused either.
+    expect(said(await world.click({ user: 'UANN', action: 'approve', deliveryId: 'd1' }))).toMatch(/^Your approval was already counted; run sg-appr0042's approval is rejected since /);
+    expect((await eventsOf(world, 'approval.refused')).map((event) => [event.actor, event.data.reason])).toEqual([['UDAN', 'already-decided']]);
     expect(await world.promote()).toBe(false);
     expectNoTrustViolations(await world.events(), world.policy, { membership: world.membership });
   });
