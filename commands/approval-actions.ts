@@ -1,5 +1,5 @@
 import type { AuditLog } from '../src/audit/audit-log.js';
-import { isApprover, judgeClick, type AcceptedClick, type ApprovalRecord, type Membership } from '../src/domain/approval.js';
+import { isApprover, judgeClick, type AcceptedClick, type ApprovalRecord, type ApprovalRequest, type Membership } from '../src/domain/approval.js';
 import type { Groups } from '../src/domain/principals.js';
 import type { Logger } from '../src/log.js';
 import type { ActionEvent, CommandReply } from '../src/ports/chat.js';
@@ -9,6 +9,15 @@ import { plainText, rich, type RichText } from '../src/render/view.js';
 import type { ApprovalStore, DecideOutcome } from '../src/store/approval-store.js';
 import type { Pokes } from '../src/store/pokes.js';
 import type { RunStore } from '../src/store/run-store.js';
+
+/**
+ * The clicker's name as the chat gave it, left out when it gave none: the evidence schemas
+ * (src/audit/evidence.ts) read an absent name, and an event whose data does not parse counts as
+ * missing evidence.
+ */
+function named(event: ActionEvent): { userName?: string } {
+  return event.userName === undefined ? {} : { userName: event.userName };
+}
 
 export interface ApprovalActionDeps {
   store: Pick<RunStore, 'get'>;
@@ -52,12 +61,41 @@ export function createApprovalActions(deps: ApprovalActionDeps): (event: ActionE
       type: 'approval.refused',
       actor: event.userId,
       runId,
-      data: { action: click.action, freight: click.freight, nonce: click.nonce, reason, message: plainText(message), userName: event.userName ?? null, at: click.at },
+      data: { action: click.action, freight: click.freight, nonce: click.nonce, reason, message: plainText(message), ...named(event), at: click.at },
       // A Slack retry of the same click is the same delivery: one event.
       key: `approval.refused.${event.deliveryId}`,
     });
     log.info({ runId, userId: event.userId, reason }, 'approval click refused');
     return { ephemeral: message };
+  }
+
+  /**
+   * One decision event on `request` (a counted approval, the rejection): who, on which request and
+   * Freight, when, plus what the type adds; keyed so every delivery of the click records it once.
+   */
+  async function auditDecision(type: 'approval.approved' | 'approval.rejected', event: ActionEvent, request: ApprovalRequest, at: string, extra: Record<string, unknown>, key: string): Promise<void> {
+    await audit.append({
+      type,
+      actor: event.userId,
+      runId: request.runId,
+      data: { stage: request.stage, freight: request.freight, nonce: request.nonce, userId: event.userId, ...named(event), at, ...extra },
+      key: `${request.runId}.approval.${request.nonce}.${key}`,
+    });
+  }
+
+  /**
+   * The clicker's own click again (a double click, or the chat delivering it twice) on a request
+   * decided since: an Approve by someone whose approval counted on it (whatever was decided after),
+   * a Reject by whoever rejected it. Nothing to refuse or record: the click already had its one
+   * effect. (While the request is pending, judgeClick says `already-approved`.)
+   */
+  function ownDecision(record: ApprovalRecord | undefined, event: ActionEvent, action: 'approve' | 'reject'): RichText | undefined {
+    if (record === undefined || record.status === 'pending') return undefined;
+    const { runId } = record.request;
+    if (action === 'approve' && record.approvals.some((approval) => approval.userId === event.userId))
+      return rich`Your approval was already counted; run ${runId}'s approval is ${record.status}${record.decidedAt === undefined ? '' : ` since ${record.decidedAt}`}.`;
+    if (action === 'reject' && record.status === 'rejected' && record.rejection?.userId === event.userId) return rich`You already rejected run ${runId}; it ends rejected.`;
+    return undefined;
   }
 
   /** Poke first, then read, as for webhooks: a gate finishing a look right now takes the poke. */
@@ -96,6 +134,8 @@ export function createApprovalActions(deps: ApprovalActionDeps): (event: ActionE
     if (!judgement.accepted) {
       // A click on an expired request also makes the run look now, so it ends `expired` without waiting for its timer.
       if (judgement.reason === 'expired') await wake(run.id);
+      const again = judgement.reason === 'already-decided' || judgement.reason === 'expired' ? ownDecision(record, event, action) : undefined;
+      if (again !== undefined) return { ephemeral: again };
       return refuse(event, click, run.id, judgement.reason, judgement.message);
     }
     // A Reject may carry a reason (SPEC §6): the chat asks for it first, then delivers the click again with it.
@@ -107,8 +147,11 @@ export function createApprovalActions(deps: ApprovalActionDeps): (event: ActionE
     const decided = await approvals.decide(run.id, accepted);
     const { request } = record;
     const refusal = OUTCOME_REFUSALS[decided.outcome];
+    // The same click decided meanwhile by its other delivery (judged while still pending).
     if (refusal !== undefined) {
       if (decided.outcome === 'expired') await wake(run.id);
+      const again = decided.outcome === 'already-decided' || decided.outcome === 'expired' ? ownDecision(decided.record, event, action) : undefined;
+      if (again !== undefined) return { ephemeral: again };
       return refuse(event, click, run.id, refusal.reason, refusal.message);
     }
     switch (decided.outcome) {
@@ -118,25 +161,8 @@ export function createApprovalActions(deps: ApprovalActionDeps): (event: ActionE
       case 'approved-now': {
         const count = decided.approvals.length;
         const complete = decided.outcome === 'approved-now';
-        await audit.append({
-          type: 'approval.approved',
-          actor: event.userId,
-          runId: run.id,
-          data: {
-            stage: request.stage,
-            freight: request.freight,
-            nonce: request.nonce,
-            userId: event.userId,
-            userName: event.userName ?? null,
-            via: via(event.userId, record, membership),
-            at,
-            count,
-            of: request.minApprovals,
-            complete,
-          },
-          // One per person and request, whichever delivery of the click got here.
-          key: `${run.id}.approval.${request.nonce}.approved.${event.userId}`,
-        });
+        // One per person and request, whichever delivery of the click got here.
+        await auditDecision('approval.approved', event, request, at, { via: via(event.userId, record, membership), count, of: request.minApprovals, complete }, `approved.${event.userId}`);
         await refreshMessage(decided.record);
         if (complete) await wake(run.id);
         log.info({ runId: run.id, userId: event.userId, count, of: request.minApprovals }, complete ? 'approval complete' : 'approval counted');
@@ -148,23 +174,8 @@ export function createApprovalActions(deps: ApprovalActionDeps): (event: ActionE
       }
       case 'rejected-now': {
         const by = accepted.action === 'reject' ? accepted.by : 'approver';
-        await audit.append({
-          type: 'approval.rejected',
-          actor: event.userId,
-          runId: run.id,
-          data: {
-            stage: request.stage,
-            freight: request.freight,
-            nonce: request.nonce,
-            userId: event.userId,
-            userName: event.userName ?? null,
-            by,
-            reason: accepted.action === 'reject' ? (accepted.reason ?? null) : null,
-            at,
-            wasApprover: isApprover(event.userId, request.approvers, membership),
-          },
-          key: `${run.id}.approval.${request.nonce}.rejected`,
-        });
+        const reason = accepted.action === 'reject' ? accepted.reason : undefined;
+        await auditDecision('approval.rejected', event, request, at, { by, ...(reason === undefined ? {} : { reason }), wasApprover: isApprover(event.userId, request.approvers, membership) }, 'rejected');
         await refreshMessage(decided.record);
         await wake(run.id);
         log.info({ runId: run.id, userId: event.userId, by }, 'approval rejected');

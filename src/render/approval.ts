@@ -78,9 +78,9 @@ function decisionText(record: ApprovalRecord): RichText {
     case 'rejected': {
       const rejection = record.rejection;
       if (rejection === undefined) return rich`🚫 ${bold('Rejected')} at ${record.decidedAt ?? 'an unknown time'}.`;
-      const verb = rejection.by === 'requester' ? 'Withdrawn by the requester' : 'Rejected';
+      const verb = rejection.by === 'requester' ? rich`${bold('Withdrawn')} by the requester` : rich`${bold('Rejected')} by`;
       const reason = rejection.reason === undefined || rejection.reason.trim() === '' ? rich` No reason given.` : concat('\n', quote(truncate(rejection.reason, 1000)));
-      return rich`🚫 ${bold(verb)} ${who(rejection.userId, rejection.userName)} at ${rejection.at}.${reason}`;
+      return rich`🚫 ${verb} ${who(rejection.userId, rejection.userName)} at ${rejection.at}.${reason}`;
     }
     case 'expired': {
       const counted = countedApprovers(request, record.approvals);

@@ -201,3 +201,62 @@ it('data read back is parsed: a tampered record is an ApprovalStoreError, not a 
   await redis.hset(`${prefix}:approval:r1`, 'status', 'pending', 'request', '{"runId":1}');
   await expect(store.get('r1')).rejects.toThrow(/request does not match/);
 });
+
+it('markPosted starts the deadline at the post, once: postedAt + expiresAfter, and a second post does not move it', async () => {
+  const prefix = testPrefix('approval-posted');
+  const { store } = storeOn(prefix);
+  await store.open(request('r1'));
+  expect((await store.get('r1'))?.postedAt).toBeUndefined();
+
+  // Another request's nonce never moves this one's deadline.
+  expect(await store.markPosted('r1', 'n-other', iso(now + 5 * 60_000))).toBe(false);
+  expect((await store.get('r1'))?.request.expiresAt).toBe(iso(now + HOUR));
+
+  expect(await storeOn(prefix).store.markPosted('r1', 'n1', iso(now + 5 * 60_000))).toBe(true);
+  const posted = await store.get('r1');
+  expect(posted?.postedAt).toBe(iso(now + 5 * 60_000));
+  expect(posted?.request.expiresAt).toBe(iso(now + 5 * 60_000 + HOUR));
+  expect(posted?.request.requestedAt).toBe(iso(now));
+
+  // A re-post after a crash, later still: the deadline stays where the first post put it.
+  expect(await store.markPosted('r1', 'n1', iso(now + 20 * 60_000))).toBe(false);
+  expect(await store.get('r1')).toMatchObject({ postedAt: iso(now + 5 * 60_000), request: { expiresAt: iso(now + 5 * 60_000 + HOUR) } });
+  // open again for the same Freight (a retried gate step) keeps the posted deadline too.
+  expect((await store.open(request('r1', { nonce: 'n2', requestedAt: now + 30 * 60_000 }))).record.request.expiresAt).toBe(iso(now + 5 * 60_000 + HOUR));
+
+  // The scripts compare against the moved deadline: a click between the opened and the posted deadline counts, and the expiry is not due yet.
+  expect((await store.expire('r1', iso(now + HOUR + 60_000))).outcome).toBe('not-due');
+  expect((await store.decide('r1', approve('UALICE', now + HOUR + 60_000))).outcome).toBe('approved-now');
+  expect(await store.markPosted('nope', 'n1', iso(now))).toBe(false);
+});
+
+it('markPosted on a request already decided leaves its deadline as it was decided under', async () => {
+  const { store } = storeOn(testPrefix('approval-posted-decided'));
+  await store.open(request('r1'));
+  await store.decide('r1', approve('UALICE', now + 1_000));
+  expect(await store.markPosted('r1', 'n1', iso(now + 5 * 60_000))).toBe(false);
+  expect(await store.get('r1')).toMatchObject({ status: 'approved', request: { expiresAt: iso(now + HOUR) } });
+  expect((await store.get('r1'))?.postedAt).toBeUndefined();
+});
+
+it('decide after the (posted) deadline is refused as expired, for an Approve and a Reject alike, and counts nothing', async () => {
+  const { store } = storeOn(testPrefix('approval-late'));
+  await store.open(request('r1', { minApprovals: 2 }));
+  await store.markPosted('r1', 'n1', iso(now + 60_000));
+  expect((await store.decide('r1', approve('UALICE', now + 2_000))).outcome).toBe('counted');
+  const deadline = now + 60_000 + HOUR;
+  const late = await store.decide('r1', approve('UBOB', deadline));
+  expect(late.outcome).toBe('expired');
+  expect(late.record).toMatchObject({ status: 'expired', decidedAt: iso(deadline) });
+  expect(late.approvals.map((a) => a.userId)).toEqual(['UALICE']);
+  // Once expired, nothing moves it: neither another click nor a Reject.
+  expect((await store.decide('r1', approve('UCAROL', deadline + 1))).outcome).toBe('already-decided');
+  expect((await store.decide('r1', { ...reject('UREQ', 'requester'), at: iso(deadline + 2) })).outcome).toBe('already-decided');
+  expect(await store.get('r1')).toMatchObject({ status: 'expired', approvals: [{ userId: 'UALICE' }] });
+  expect((await store.get('r1'))?.rejection).toBeUndefined();
+
+  await store.open(request('r2'));
+  await store.markPosted('r2', 'n1', iso(now));
+  expect((await store.decide('r2', { ...reject('UBOB', 'approver'), at: iso(now + HOUR) })).outcome).toBe('expired');
+  expect((await store.get('r2'))?.status).toBe('expired');
+});
