@@ -51,11 +51,6 @@ export function createApprovalActions(deps: ApprovalActionDeps): (event: ActionE
     return (groupId) => groups.get(groupId);
   }
 
-  /** Which approver entry authorised the user: their own id, or the group they are in. */
-  function via(userId: string, record: ApprovalRecord, membership: Membership): string {
-    return record.request.approvers.find((id) => id === userId || (membership(id)?.includes(userId) ?? false)) ?? userId;
-  }
-
   async function refuse(event: ActionEvent, click: { action: 'approve' | 'reject'; freight: string; nonce: string; at: string }, runId: string | undefined, reason: string, message: RichText): Promise<CommandReply> {
     await audit.append({
       type: 'approval.refused',
@@ -162,7 +157,7 @@ export function createApprovalActions(deps: ApprovalActionDeps): (event: ActionE
         const count = decided.approvals.length;
         const complete = decided.outcome === 'approved-now';
         // One per person and request, whichever delivery of the click got here.
-        await auditDecision('approval.approved', event, request, at, { via: via(event.userId, record, membership), count, of: request.minApprovals, complete }, `approved.${event.userId}`);
+        await auditDecision('approval.approved', event, request, at, { via: accepted.action === 'approve' ? accepted.via : event.userId, count, of: request.minApprovals, complete }, `approved.${event.userId}`);
         await refreshMessage(decided.record);
         if (complete) await wake(run.id);
         log.info({ runId: run.id, userId: event.userId, count, of: request.minApprovals }, complete ? 'approval complete' : 'approval counted');

@@ -76,6 +76,8 @@ export interface Approval {
   userName?: string | undefined;
   freight: string;
   at: string;
+  /** The approver entry that authorised the click when it was judged: the user's own id, or the group they were in. */
+  via?: string | undefined;
 }
 
 /** The Reject that ended the request: by an approver, or by the requester withdrawing the run (SPEC §6). */
@@ -120,7 +122,7 @@ export interface Click {
 
 /** A click `judgeClick` accepted: what the store's `decide` applies. */
 export type AcceptedClick =
-  | { action: 'approve'; userId: string; userName?: string | undefined; freight: string; nonce: string; at: string }
+  | { action: 'approve'; userId: string; userName?: string | undefined; freight: string; nonce: string; at: string; via: string }
   | { action: 'reject'; userId: string; userName?: string | undefined; freight: string; nonce: string; at: string; by: 'approver' | 'requester'; reason?: string | undefined };
 
 export type RefusalReason =
@@ -183,7 +185,7 @@ export function judgeClick(record: ApprovalRecord, click: Click, membership: Mem
       'already-approved',
       record.status === 'pending'
         ? rich`You already approved this run; it needs ${request.minApprovals} distinct approvers (${countedApprovers(request, record.approvals).length} so far).`
-        : rich`You already approved this run; it is ${record.status} now.`,
+        : rich`Your approval was already counted; run ${request.runId}'s approval is ${record.status}${record.decidedAt === undefined ? '' : ` since ${record.decidedAt}`}.`,
     );
   if (record.status === 'expired' || (record.status === 'pending' && isExpired(request, click.at)))
     return refuse('expired', rich`This approval expired at ${request.expiresAt}: nothing can be approved or rejected on it any more.`);
@@ -205,7 +207,8 @@ export function judgeClick(record: ApprovalRecord, click: Click, membership: Mem
     return refuse('self-approval', rich`You requested this run, so you cannot approve it: someone else must (approvers: ${listApprovers(request)}). You can still withdraw it with Reject.`);
   if (!approver)
     return refuse('not-approver', rich`You are not an approver of this run. Approvers: ${listApprovers(request)}.`);
-  return { accepted: true, click: { ...base, action: 'approve' } };
+  const via = request.approvers.find((id) => id === click.userId || (membership(id)?.includes(click.userId) ?? false)) ?? click.userId;
+  return { accepted: true, click: { ...base, action: 'approve', via } };
 }
 
 /** Distinct people whose approvals count for the request: its Freight only, the requester only with `allowSelfApproval`. */

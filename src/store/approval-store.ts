@@ -214,7 +214,7 @@ const requestSchema = z.object({
   expiresAt: z.string(),
 });
 
-const approvalSchema = z.object({ userId: z.string(), userName: z.string().optional(), freight: z.string(), at: z.string() });
+const approvalSchema = z.object({ userId: z.string(), userName: z.string().optional(), freight: z.string(), at: z.string(), via: z.string().optional() });
 
 const rejectionSchema = z.object({
   userId: z.string(),
@@ -319,7 +319,7 @@ export function createApprovalStore({ redis, prefix, retentionMs = DEFAULT_RETEN
     async decide(runId, click) {
       const payload =
         click.action === 'approve'
-          ? JSON.stringify({ userId: click.userId, userName: click.userName, freight: click.freight, at: click.at } satisfies Approval)
+          ? JSON.stringify({ userId: click.userId, userName: click.userName, freight: click.freight, at: click.at, via: click.via } satisfies Approval)
           : JSON.stringify({ userId: click.userId, userName: click.userName, freight: click.freight, at: click.at, by: click.by, reason: click.reason });
       const [outcome, fields] = decideReplySchema.parse(
         await redis.shipgateApprovalDecide(

@@ -38,7 +38,7 @@ function request(runId: string, overrides: { minApprovals?: number; freight?: st
   });
 }
 
-const approve = (userId: string, at = now + 1_000, freight = 'f-abc', nonce = 'n1'): AcceptedClick => ({ action: 'approve', userId, freight, nonce, at: iso(at) });
+const approve = (userId: string, at = now + 1_000, freight = 'f-abc', nonce = 'n1'): AcceptedClick => ({ action: 'approve', userId, freight, nonce, at: iso(at), via: userId });
 const reject = (userId: string, by: 'approver' | 'requester', reason?: string): AcceptedClick => ({
   action: 'reject',
   userId,
@@ -85,7 +85,7 @@ it('another Freight replaces the request: its approvals never count, and the old
   expect((await store.decide('r1', approve('UBOB', undefined, 'f-new', 'n1'))).outcome).toBe('stale');
   const counted = await store.decide('r1', approve('UBOB', undefined, 'f-new', 'n9'));
   expect(counted.outcome).toBe('counted');
-  expect(counted.approvals).toEqual([{ userId: 'UBOB', freight: 'f-new', at: iso(now + 1_000) }]);
+  expect(counted.approvals).toEqual([{ userId: 'UBOB', freight: 'f-new', at: iso(now + 1_000), via: 'UBOB' }]);
   expect((await store.decide('r-none', approve('UBOB'))).outcome).toBe('missing');
 });
 

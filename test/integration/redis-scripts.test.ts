@@ -89,7 +89,7 @@ describe('store scripts after Redis lost its script cache', () => {
       });
     await store.open(open('sg-appr01'));
     await redis.script('FLUSH');
-    const decided = await store.decide('sg-appr01', { action: 'approve', userId: 'UBOB', freight: 'f'.repeat(40), nonce: 'n1', at: new Date().toISOString() });
+    const decided = await store.decide('sg-appr01', { action: 'approve', userId: 'UBOB', freight: 'f'.repeat(40), nonce: 'n1', at: new Date().toISOString(), via: 'UBOB' });
     expect(decided.outcome).toBe('approved-now');
     await store.open(open('sg-appr02'));
     await redis.script('FLUSH');

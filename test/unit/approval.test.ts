@@ -63,8 +63,9 @@ describe('judgeClick', () => {
   const fresh = pendingRecord(request);
 
   it('accepts an Approve from a listed user and from a member of a listed group', () => {
-    expect(accepted(fresh, click('UALICE'))).toEqual({ action: 'approve', userId: 'UALICE', freight: 'f-abc', nonce: 'n1', at: '2025-01-01T10:30:00.000Z' });
-    expect(accepted(fresh, click('UCAROL')).action).toBe('approve');
+    expect(accepted(fresh, click('UALICE'))).toEqual({ action: 'approve', userId: 'UALICE', freight: 'f-abc', nonce: 'n1', at: '2025-01-01T10:30:00.000Z', via: 'UALICE' });
+    // A group member is authorised through the group, which the click records.
+    expect(accepted(fresh, click('UCAROL'))).toMatchObject({ action: 'approve', via: 'SRELEASE' });
   });
 
   it('refuses the requester’s own Approve, even as a group member, and says who can approve', () => {
@@ -114,7 +115,7 @@ describe('judgeClick', () => {
     // The approver who decided it, clicking again (a retried delivery): told so, not refused as too late.
     const winnerAgain = refusal(approved, click('UBOB'));
     expect(winnerAgain.reason).toBe('already-approved');
-    expect(winnerAgain.message).toContain('it is approved now');
+    expect(winnerAgain.message).toContain('Your approval was already counted');
     expect(refusal({ ...approved, status: 'expired' }, click('UBOB')).reason).toBe('already-approved');
   });
 
@@ -126,7 +127,7 @@ describe('judgeClick', () => {
 });
 
 describe('approvalState', () => {
-  const approve = (userId: string, at = '2025-01-01T10:30:00.000Z', freight = 'f-abc'): AcceptedClick => ({ action: 'approve', userId, freight, nonce: 'n1', at });
+  const approve = (userId: string, at = '2025-01-01T10:30:00.000Z', freight = 'f-abc'): AcceptedClick => ({ action: 'approve', userId, freight, nonce: 'n1', at, via: userId });
 
   it('minApprovals 2 with a user group: pending 1 of 2, then approved by two distinct people', () => {
     const two = { ...request, minApprovals: 2 };
