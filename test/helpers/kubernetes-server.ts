@@ -71,6 +71,12 @@ export interface KubernetesServerOptions {
   crdPaths?: readonly string[];
   /** How often open watches that asked for bookmarks get one; default 0 (only on `bookmark()`). */
   bookmarkIntervalMs?: number;
+  /**
+   * Called once a request (not a watch) was carried out, before it is answered; the answer waits for
+   * the returned promise. Lets a test hold the answer to a write that already took effect (a client
+   * killed between the server's change and its reply).
+   */
+  beforeAnswer?: (request: RecordedKubeRequest) => Promise<void> | undefined;
 }
 
 export interface KubernetesServer {
@@ -721,7 +727,11 @@ export async function startKubernetesServer(options: KubernetesServerOptions = {
       status: 200,
     };
     requests.push(record);
-    handle(req, res, record).then(
+    const carriedOut = handle(req, res, record).then(async (body) => {
+      if (record.verb !== 'watch') await options.beforeAnswer?.(record);
+      return body;
+    });
+    carriedOut.then(
       (body) => {
         if (record.verb === 'watch') return;
         record.status = res.statusCode;

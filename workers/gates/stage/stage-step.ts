@@ -218,7 +218,7 @@ class StageEvaluation {
     if (progress.promotion !== name) {
       // The bot's own Promotion, not recorded yet: the worker that created it died before recording
       // it, maybe before its audit event too (keyed by the Promotion, once: a no-op when it was written).
-      if (this.stage.promote === 'bot') await this.auditPromotion(name, true);
+      if (this.stage.promote === 'bot') await this.auditPromotion(name, true, await this.approvedBy());
       await this.deps.index.link({ kind: 'kube', object: 'Promotion', namespace: this.namespace, name }, this.run.id);
       await this.recordProgress({ promotion: name });
     }
@@ -268,6 +268,17 @@ class StageEvaluation {
       name,
       { once: true },
     );
+  }
+
+  /**
+   * The approvers an adopted Promotion carries, for its audit event: the same list the create path
+   * records, so the evidence does not depend on where a worker died (undefined without an approval).
+   */
+  private async approvedBy(): Promise<string[] | undefined> {
+    if (this.stage.approval === undefined) return undefined;
+    const record = await this.deps.approvals?.get(this.run.id);
+    if (record === undefined || record.status !== 'approved' || record.request.freight !== this.freight || record.request.stage !== this.stageName) return undefined;
+    return countedApprovers(record.request, record.approvals);
   }
 
   /**
