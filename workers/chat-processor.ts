@@ -167,35 +167,39 @@ export function createChatProcessor(deps: ChatProcessorDeps): (job: ChatProcesso
       return;
     }
     const { run: rooted } = await ensureRoot(run, job, token);
-    const ref = posted?.state === 'posted' ? posted.ref : (await postOnce({ channel: rooted.chat.channel, thread: rooted.chat.card, view: safe(renderApprovalRequest(rooted, record)), key })).ref;
+    // The request is marked posted and audited before the message goes out, so no click (which can
+    // only follow the post) is ever in the log ahead of the request it answers, and a crash anywhere
+    // here is mended by the retry: markPosted moves the deadline once, the event is keyed. The
+    // deadline so starts when the bot posts, moments before the chat shows the message.
     let latest = record;
-    if (record.postedAt === undefined) {
-      // Also after a crash between the post and this: the deadline then starts a little later, never earlier.
+    if (latest.postedAt === undefined) {
       await deps.approvals?.markPosted(runId, nonce, (deps.clock ?? (() => new Date()))().toISOString());
       latest = (await deps.approvals?.get(runId)) ?? record;
-      const { request } = latest;
-      await deps.audit?.append({
-        type: 'approval.requested',
-        actor: BOT_ACTOR,
-        runId,
-        data: {
-          stage: request.stage,
-          freight: request.freight,
-          nonce: request.nonce,
-          mergeCommit: run.artifacts.merge?.commitSha ?? null,
-          requester: request.requester,
-          approvers: request.approvers,
-          minApprovals: request.minApprovals,
-          allowSelfApproval: request.allowSelfApproval,
-          requestedAt: latest.postedAt ?? request.requestedAt,
-          expiresAt: request.expiresAt,
-          message: ref,
-        },
-        key: `${key}.requested`,
-      });
     }
-    // A click can only follow the post, but the deadline may just have moved: show the state that counts.
-    await updateInPlace(rooted.chat.channel, key, ref, safe(renderApprovalRequest(rooted, latest)));
+    const { request } = latest;
+    const mergeCommit = run.artifacts.merge?.commitSha;
+    await deps.audit?.append({
+      type: 'approval.requested',
+      actor: BOT_ACTOR,
+      runId,
+      data: {
+        stage: request.stage,
+        freight: request.freight,
+        nonce: request.nonce,
+        ...(mergeCommit === undefined ? {} : { mergeCommit }),
+        requester: request.requester,
+        approvers: request.approvers,
+        minApprovals: request.minApprovals,
+        allowSelfApproval: request.allowSelfApproval,
+        requestedAt: latest.postedAt ?? request.requestedAt,
+        expiresAt: request.expiresAt,
+      },
+      key: `${key}.requested`,
+    });
+    const view = safe(renderApprovalRequest(rooted, latest));
+    const ref = posted?.state === 'posted' ? posted.ref : (await postOnce({ channel: rooted.chat.channel, thread: rooted.chat.card, view, key })).ref;
+    // Posted earlier (this is a later state of the request) or just now: show the state that counts.
+    await updateInPlace(rooted.chat.channel, key, ref, view);
   }
 
   /** One update of a posted message, skipped when it would show the same thing again. */
