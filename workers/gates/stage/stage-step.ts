@@ -273,7 +273,7 @@ class StageEvaluation {
     const now = this.deps.clock().getTime();
     const leaseUntil = Math.max(runDeadlineMs(this.run, this.deps.policy.budgets.maxRunMinutes, now), now) + QUEUE_LEASE_MARGIN_MS;
     const place = await this.deps.promotionQueue.join(this.queueKey, this.run.id, leaseUntil);
-    if (place.position > 1) this.context.log.info({ position: place.position, size: place.size, head: place.head }, 'deploy gate: queued for promotion');
+    if (place.position > 1) this.context.log.debug({ position: place.position, size: place.size, head: place.head }, 'deploy gate: queued for promotion');
     return place;
   }
 
