@@ -16,6 +16,7 @@ import type { SandboxPort } from '../ports/sandbox.js';
 import type { Scrubber } from '../security/scrubber.js';
 import type { FollowUps } from '../store/follow-ups.js';
 import type { Claims } from '../store/claims.js';
+import type { PromotionQueue } from '../store/promotion-queue.js';
 import type { ApprovalStore } from '../store/approval-store.js';
 import type { Queues } from '../queue/queues.js';
 import type { RunIndex } from '../store/run-index.js';
@@ -46,6 +47,7 @@ export interface BuildGatesDeps {
   followUps: FollowUps;
   index: RunIndex;
   claims: Claims;
+  promotionQueue: PromotionQueue;
   approvals: ApprovalStore;
   queues: Pick<Queues, 'approvalMessage'>;
   workRoot: string;
@@ -108,6 +110,7 @@ export function buildGates(deps: BuildGatesDeps): Gates {
     followUps: deps.followUps,
     index: deps.index,
     claims: deps.claims,
+    promotionQueue: deps.promotionQueue,
     approvals: deps.approvals,
     queues: deps.queues,
     requiredChecksCache: deps.requiredChecksCache,

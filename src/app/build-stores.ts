@@ -4,6 +4,8 @@ import type { Logger } from '../log.js';
 import { createQueues, type Queues } from '../queue/queues.js';
 import type { Scrub } from '../security/scrubber.js';
 import { createClaims, type Claims } from '../store/claims.js';
+import { isTerminal } from '../domain/run.js';
+import { createPromotionQueue, type PromotionQueue } from '../store/promotion-queue.js';
 import { createEtagCache } from '../store/etag-cache.js';
 import type { EtagCache } from '../ports/github.js';
 import { createFollowUps, type FollowUps } from '../store/follow-ups.js';
@@ -14,6 +16,7 @@ import { createPokes, type Pokes } from '../store/pokes.js';
 import { createRunIndex, type RunIndex } from '../store/run-index.js';
 import { createRunStore, type RunStore } from '../store/run-store.js';
 import type { Connections } from './connections.js';
+import { wakeRun } from './wake-runs.js';
 
 /** The shared state of every role, all in Redis (SPEC §8: any number of processes side by side). */
 export interface Stores {
@@ -35,6 +38,8 @@ export interface Stores {
   claims: Claims;
   /** Approval requests and their decisions, one atomic transition each. */
   approvals: ApprovalStore;
+  /** Per-stage promotion queues: one run at a time creates its Promotion into a Kargo Stage. */
+  promotionQueue: PromotionQueue;
 }
 
 export interface BuildStoresDeps {
@@ -61,24 +66,39 @@ export function buildStores({
 }: BuildStoresDeps): Stores {
   const { redis, bullmq } = connections;
   const queues = createQueues({ connection: bullmq, prefix });
+  // Every stored change refreshes the run's card (coalesced by the chat outbox).
+  const store = createRunStore({
+    redis,
+    prefix,
+    clock,
+    onChanged: async ({ after }) => queues.refreshCard(after.id, after.version),
+  });
+  const pokes = createPokes({ redis, prefix });
   return {
     audit: createAuditLog({ redis, prefix, clock, key: auditKey, log, checkpointEvery: auditCheckpointEvery, scrub }),
     queues,
-    // Every stored change refreshes the run's card (coalesced by the chat outbox).
-    store: createRunStore({
-      redis,
-      prefix,
-      clock,
-      onChanged: async ({ after }) => queues.refreshCard(after.id, after.version),
-    }),
+    store,
     index: createRunIndex({ redis, prefix }),
     followUps: createFollowUps({ redis, prefix }),
-    pokes: createPokes({ redis, prefix }),
+    pokes,
     outbox: createOutboxStore({ redis, prefix }),
     chatWrites: createWriteLimiter({ redis, prefix, perSecond: chatWritesPerSecond ?? 10 }),
     etagCache: createEtagCache({ redis, prefix }),
     requiredChecksCache: createTtlCache({ redis, prefix, ttlSeconds: 600 }),
     claims: createClaims({ redis, prefix }),
     approvals: createApprovalStore({ redis, prefix }),
+    promotionQueue: createPromotionQueue({
+      redis,
+      prefix,
+      clock,
+      isActive: async (runId) => {
+        const run = await store.get(runId);
+        return run !== undefined && !isTerminal(run.state);
+      },
+      // A missed wake costs only latency: the run's gate polls as a fallback.
+      wake: async (runId) => {
+        await wakeRun({ store, pokes, queues }, runId).catch((error: unknown) => log.warn({ err: error, runId }, 'waking the next run of a promotion queue failed'));
+      },
+    }),
   };
 }

@@ -131,6 +131,7 @@ export function createShipgate(options: ShipgateOptions): Shipgate {
     followUps: stores.followUps,
     index: stores.index,
     claims: stores.claims,
+    promotionQueue: stores.promotionQueue,
     approvals: stores.approvals,
     queues: stores.queues,
     workRoot,
@@ -168,8 +169,10 @@ export function createShipgate(options: ShipgateOptions): Shipgate {
           notConfigured: gates.notConfigured,
           sandbox,
           cancellation,
-          // A finished run's working copy is no longer needed, nor its place in the Kubernetes wake-up index.
+          // A finished run's working copy is no longer needed, nor its place in the Kubernetes wake-up index,
+          // nor in any promotion queue (leaving one wakes the next run there).
           onRunEnded: async (run) => {
+            await stores.promotionQueue.leaveAll(run.id);
             await stores.index.unlinkKubernetes(run.id);
             await git.removeWorkspace(workspaceDir(workRoot, run.id));
           },

@@ -20,6 +20,7 @@ import type { SandboxPort } from '../ports/sandbox.js';
 import type { Scrub } from '../security/scrubber.js';
 import type { FollowUps } from '../store/follow-ups.js';
 import type { Claims } from '../store/claims.js';
+import type { PromotionQueue } from '../store/promotion-queue.js';
 import type { ApprovalStore } from '../store/approval-store.js';
 import type { Queues } from '../queue/queues.js';
 import type { RunIndex } from '../store/run-index.js';
@@ -53,6 +54,8 @@ export interface GateDeps {
   followUps: FollowUps;
   index: RunIndex;
   claims: Claims;
+  /** The per-stage promotion queues: where the bot promotes, one run at a time creates its Promotion into a Stage. */
+  promotionQueue: PromotionQueue;
   /** The approval requests (the approval gate opens them; the production stage promotes only what they approved). */
   approvals: ApprovalStore;
   /** The approval gate has the chat outbox post and update its request. */
@@ -156,6 +159,7 @@ export const GATE_TABLE: GateTable = {
         ...deployStepDeps(deps),
         metrics: deps.metricsQuery(),
         claims: deps.claims,
+        promotionQueue: deps.promotionQueue,
         approvals: deps.approvals,
         threadLink: async (run) => (run.chat.card === undefined ? undefined : deps.chat.permalink({ channel: run.chat.channel, ref: run.chat.card }).catch(() => undefined)),
       }),

@@ -31,18 +31,30 @@ async function wakeLinkedRuns(
 ): Promise<void> {
   const runIds = new Set((await Promise.all(keys.map((key) => deps.index.find(key)))).flat());
   for (const runId of runIds) {
-    const before = await deps.store.get(runId);
-    if (before === undefined || !isWakeable(before)) continue;
-    const gate = currentGate(before);
-    if (gate === undefined || !atGate(gate.kind)) continue;
-    // Poke first, then read: a gate being evaluated right now takes the poke when it ends pending
-    // (the run processor stores `waiting`, then takes pokes). Read first and poke after, and a gate
-    // that ended pending in between would miss both the poke and the wake, and sleep until its poll.
-    await deps.pokes.poke(runId);
-    const run = await deps.store.get(runId);
-    if (run?.state === 'waiting') await deps.queues.wakeRun(runId, run.jobSeq);
-    deps.log.debug({ runId, ...about }, 'an event woke the run');
+    if (await wakeRun(deps, runId, atGate)) deps.log.debug({ runId, ...about }, 'an event woke the run');
   }
+}
+
+/**
+ * Makes one run at a gate look now (false when it is not at one: queued, stopping, ended, or at a
+ * gate `atGate` excludes). Also what the promotion queues call for the run that became their head.
+ */
+export async function wakeRun(
+  deps: Pick<WakeRunsDeps, 'store' | 'pokes' | 'queues'>,
+  runId: string,
+  atGate: (kind: GateKind) => boolean = () => true,
+): Promise<boolean> {
+  const before = await deps.store.get(runId);
+  if (before === undefined || !isWakeable(before)) return false;
+  const gate = currentGate(before);
+  if (gate === undefined || !atGate(gate.kind)) return false;
+  // Poke first, then read: a gate being evaluated right now takes the poke when it ends pending
+  // (the run processor stores `waiting`, then takes pokes). Read first and poke after, and a gate
+  // that ended pending in between would miss both the poke and the wake, and sleep until its poll.
+  await deps.pokes.poke(runId);
+  const run = await deps.store.get(runId);
+  if (run?.state === 'waiting') await deps.queues.wakeRun(runId, run.jobSeq);
+  return true;
 }
 
 /** A GitHub event about a commit or PR a run watches (SPEC §5). */

@@ -4,10 +4,12 @@ import { join } from 'node:path';
 import { z } from 'zod';
 import { afterEach, describe, expect, it } from 'vitest';
 import type { ModelRequest } from '../helpers/anthropic-server.js';
+import { SIGNING_SECRET } from '../helpers/bot.js';
 import { eventually } from '../helpers/eventually.js';
 import { createShopGitOps, type GitOpsController, type StageScript } from '../helpers/gitops-controller.js';
 import { startKubernetesServer, type KubernetesServer } from '../helpers/kubernetes-server.js';
 import { startPrometheusServer, type PrometheusServer } from '../helpers/prometheus-server.js';
+import { sendSlashCommand } from '../helpers/slack-requests.js';
 import { startWorld, type World } from '../helpers/world.js';
 
 /**
@@ -276,6 +278,64 @@ describe('the deploy gates', { timeout: 150_000 }, () => {
     expect(replies).toHaveLength(2);
     expect(replies[1]).toMatch(/git-push/);
     expect(replies[1]).toMatch(/came back|maxDeployIterations/);
+  });
+
+  it('two runs into one promote: bot stage: the second waits, its card showing its position, and promotes once the first run ended', async () => {
+    const policy = `
+repos:
+  acme/shop:
+    checks: { test: test -f src/health.js }
+    pipeline: shop
+pipelines:
+  shop:
+    kargo: { project: shop, warehouse: shop }
+    stages:
+      - { name: dev, kargoStage: dev, argocdApps: [shop-dev], promote: bot }
+budgets: { maxAgentTurns: 20, maxCiIterations: 3, maxDeployIterations: 0, maxTokensPerRun: 2000000, maxCostUsdPerRun: 10, maxRunMinutes: 60 }
+`;
+    const k8s = await startKubernetesServer();
+    server = k8s;
+    const dir = mkdtempSync(join(tmpdir(), 'shipgate-deploy-'));
+    dirs.push(dir);
+    // Only the bot promotes into dev, and the first run's Promotion never finishes (its sync stays Running).
+    const gitops = createShopGitOps(k8s, { stages: [{ name: 'dev', apps: ['shop-dev'], autoPromote: false, script: { app: 'operation-running' } }] });
+    controller = gitops;
+    gitops.install();
+    gitops.start();
+    const w = await startWorld({
+      name: 'deploy-promotion-queue',
+      policy,
+      files: FILES,
+      env: { KUBECONFIG: k8s.writeKubeconfig(dir), KARGO_URL, ARGOCD_URL },
+      tuning: { firstPollMs: 100, deployPollMs: 120_000 },
+    });
+    world = w;
+
+    w.model.script(create('c1', "module.exports = () => 'ok';\n"), done('Added src/health.js.'));
+    const first = await w.ship('acme/shop add a health module');
+    await mergeChange(w, first, MERGE_SHA);
+    gitops.produceFreight(MERGE_SHA);
+    await until(w, first, 'the first run promoting', (run) => run.artifacts.deploy?.stages?.dev?.promotion);
+
+    w.model.script(create('c2', "module.exports = () => 'ok'; // two\n"), done('Added src/health.js too.'));
+    const second = await w.ship('acme/shop add another health module');
+    await mergeChange(w, second, FIX_MERGE_SHA);
+    gitops.produceFreight(FIX_MERGE_SHA);
+    const queued = `queued for promotion into dev: position 2 of 2 (behind ${first})`;
+    await until(w, second, 'the second run queued', (run) => run.activity === queued);
+    // The card says so (the outbox updates it after the state is written: wait for the update itself).
+    const card = (await runOf(w, second)).chat.card;
+    await eventually(async () => w.bot.slack.messages('CSHOP').some((m) => m.ts === card && JSON.stringify(m.blocks ?? []).includes(`Now: ${queued}`)), 'the second card showing its position');
+    expect(gitops.promotionsFor('dev').map((p) => JSON.stringify(p))).toEqual([expect.stringContaining(first) as unknown]);
+
+    // The first run ends (cancelled): it leaves the queue, which wakes the second; that one creates its own Promotion.
+    const ack = await sendSlashCommand(w.bot.eventsUrl, SIGNING_SECRET, { text: `cancel ${first}`, user_id: 'UALICE', channel_id: 'CSHOP' });
+    expect(ack.status).toBe(200);
+    await until(w, first, 'the first run cancelled', (run) => run.state === 'cancelled');
+    await until(w, second, 'the second run promoting', (run) => run.artifacts.deploy?.stages?.dev?.promotion !== undefined && run.activity !== queued);
+    const labels = gitops.promotionsFor('dev').map((p) => z.object({ metadata: z.object({ labels: z.record(z.string(), z.string()) }) }).parse(p).metadata.labels['shipgate.io/run']);
+    expect(labels).toEqual([first, second]);
+    expect((await auditEvents(w, second)).filter((e) => e.type === 'promotion.created')).toHaveLength(1);
   });
 
   it('a watch that expires (410) and a dropped watch mid-run lose nothing: the run still reaches done', async () => {

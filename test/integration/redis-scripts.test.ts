@@ -7,6 +7,7 @@ import { approvalRequestFor } from '../../src/domain/approval.js';
 import { createApprovalStore } from '../../src/store/approval-store.js';
 import { createClaims } from '../../src/store/claims.js';
 import { createOutboxStore } from '../../src/store/outbox-store.js';
+import { createPromotionQueue } from '../../src/store/promotion-queue.js';
 import { createRunStore } from '../../src/store/run-store.js';
 import { TEST_AUDIT_KEY_BYTES } from '../helpers/audit-key.js';
 import { spawnRedis, type SpawnedRedis } from '../helpers/global-redis.js';
@@ -101,5 +102,22 @@ describe('store scripts after Redis lost its script cache', () => {
     await redis.script('FLUSH');
     expect(await claims.withClaim('k', 10_000, async () => 'ran', () => 'busy')).toBe('ran');
     expect(await claims.withClaim('k', 10_000, async () => 'ran again', () => 'busy')).toBe('ran again');
+  });
+
+  it('the promotion queue joins, drops an ended head and leaves', async () => {
+    const woken: string[] = [];
+    const queue = createPromotionQueue({ redis, prefix: testPrefix('scripts-promotion-queue'), clock: () => new Date(), isActive: async (runId) => runId !== 'sg-ended', wake: async (runId) => void woken.push(runId) });
+    const key = { namespace: 'shop', kargoStage: 'prod' };
+    const lease = Date.now() + 60_000;
+    await redis.script('FLUSH');
+    await queue.join(key, 'sg-ended', lease);
+    await redis.script('FLUSH');
+    await queue.join(key, 'sg-a', lease);
+    await queue.join(key, 'sg-b', lease);
+    await redis.script('FLUSH');
+    expect(await queue.join(key, 'sg-b', lease)).toEqual({ position: 2, size: 2, head: 'sg-a' });
+    await redis.script('FLUSH');
+    await queue.leave(key, 'sg-a');
+    expect(woken).toEqual(['sg-b']);
   });
 });

@@ -24,6 +24,7 @@ import { createTtlCache } from '../../src/store/ttl-cache.js';
 import { createFollowUps } from '../../src/store/follow-ups.js';
 import { createApprovalStore } from '../../src/store/approval-store.js';
 import { createClaims } from '../../src/store/claims.js';
+import { createPromotionQueue } from '../../src/store/promotion-queue.js';
 import { createRunIndex } from '../../src/store/run-index.js';
 import type { GateStep } from '../../workers/gates/gate-step.js';
 
@@ -70,6 +71,7 @@ function deps(env: Record<string, string>, extra: Partial<BuildGatesDeps> = {}):
     followUps: createFollowUps({ redis, prefix: 'test' }),
     index: createRunIndex({ redis, prefix: 'test' }),
     claims: createClaims({ redis, prefix: 'test' }),
+    promotionQueue: createPromotionQueue({ redis, prefix: 'test', clock: () => new Date(0), isActive: async () => true, wake: async () => undefined }),
     approvals: createApprovalStore({ redis, prefix: 'test' }),
     queues: { approvalMessage: async () => undefined },
     workRoot: '/tmp/shipgate-test-workspaces',

@@ -3,6 +3,7 @@ import { applyOutcome, newRun, type Run } from '../../src/domain/run.js';
 import { formatUsage, renderCard, renderGateReply, renderRunEnded } from '../../src/render/card.js';
 import { concat, plainText, rich, type BlockView, type Inline, type MessageView } from '../../src/render/view.js';
 import { PIPELINE_POLICY } from '../helpers/policies.js';
+import { queuedLine } from '../../workers/gates/stage/stage-step.js';
 
 /**
  * The chat-neutral views (src/render/view.ts): what the card and replies say,
@@ -65,6 +66,34 @@ describe('the neutral view', () => {
       { kind: 'text', text: ' d 3' },
     ]);
     expect(plainText(value)).toBe('a <b> `c` d 3');
+  });
+});
+
+describe('the card of a run waiting in a promotion queue (issue 10)', () => {
+  function queued(state: Run['state']): Run {
+    const base = run();
+    const activity = queuedLine('prod', { position: 2, size: 3, head: 'sg-head0001' });
+    const gates = base.gates.map((gate): Run['gates'][number] =>
+      gate.name === 'stage:prod'
+        ? { ...gate, state: 'running', startedAt: t0.toISOString(), summary: `prod: ${activity}` }
+        : { ...gate, state: 'passed', summary: `${gate.name} passed` },
+    );
+    return { ...base, state, gates, activity };
+  }
+
+  it('shows the position, the queue length and whom it waits behind under "Now:"', () => {
+    const card = renderCard(queued('waiting'));
+    const lines = card.blocks.flatMap((block) => (block.type === 'context' ? [plainText(block.text)] : []));
+    expect(lines).toContain('Now: queued for promotion into prod: position 2 of 3 (behind sg-head0001)');
+    // The gate itself says so too, and the state line names the gate.
+    const sections = card.blocks.flatMap((block) => (block.type === 'section' ? [plainText(block.text)] : []));
+    expect(sections.join('\n')).toContain('waiting · at stage:prod');
+    expect(sections.join('\n')).toContain('stage:prod — prod: queued for promotion into prod: position 2 of 3 (behind sg-head0001)');
+  });
+
+  it('says nothing of a queue once the run ended', () => {
+    const card = renderCard({ ...queued('cancelled'), outcome: 'cancelled on request' });
+    expect(card.blocks.some((block) => block.type === 'context' && plainText(block.text).startsWith('Now:'))).toBe(false);
   });
 });
 

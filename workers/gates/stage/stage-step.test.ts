@@ -15,6 +15,7 @@ import type { Claims } from '../../../src/store/claims.js';
 import type { InstantResult, MetricsQueryPort } from '../../../src/ports/metrics-query.js';
 import type { RunIndexKey } from '../../../src/store/run-index.js';
 import { createMemoryKubernetes, type MemoryKubernetes } from '../../../test/helpers/memory-kubernetes.js';
+import { createMemoryPromotionQueue, type MemoryPromotionQueue } from '../../../test/helpers/memory-promotion-queue.js';
 import { sampleYaml } from '../../../test/helpers/samples.js';
 import type { GateAuditType, GateContext } from '../gate-step.js';
 
@@ -201,10 +202,20 @@ function memoryMetrics() {
   return { port, results, queries };
 }
 
-function world(options: { policy?: Policy; ui?: DeployUiBases; metrics?: boolean; noDataMs?: number } = {}) {
+/** What two runs' worlds share: the cluster, the promotion queue and which runs ended. */
+interface Shared {
+  kubernetes: MemoryKubernetes;
+  queue: MemoryPromotionQueue;
+  ended: Set<string>;
+}
+
+function world(options: { policy?: Policy; ui?: DeployUiBases; metrics?: boolean; noDataMs?: number; runId?: string; shared?: Shared } = {}) {
   const policy = options.policy ?? policyWith();
   let now = START;
-  const kubernetes: MemoryKubernetes = createMemoryKubernetes({ watched: watchTargetsFor(policy), clock: () => now });
+  const ended = options.shared?.ended ?? new Set<string>();
+  const kubernetes: MemoryKubernetes = options.shared?.kubernetes ?? createMemoryKubernetes({ watched: watchTargetsFor(policy), clock: () => now });
+  const queue = options.shared?.queue ?? createMemoryPromotionQueue({ isActive: (runId) => !ended.has(runId) });
+  const runId = options.runId ?? 'sg-stage0001';
   const metrics = memoryMetrics();
   const linked: RunIndexKey[] = [];
   const audits: Audit[] = [];
@@ -230,17 +241,18 @@ function world(options: { policy?: Policy; ui?: DeployUiBases; metrics?: boolean
       },
     },
     claims,
+    promotionQueue: queue,
     ui: options.ui ?? {},
     clock: () => now,
     metrics: options.metrics === false ? undefined : metrics.port,
     goldenSignalsNoDataMs: options.noDataMs,
   });
   const initial: Run = {
-    ...newRun(policy, { id: 'sg-stage0001', repo: 'example/kargo-demo', task: 'add a /healthz endpoint', requester: { userId: 'UALICE' }, channel: 'CSHOP', now: new Date('2026-12-01T09:00:00Z') }),
+    ...newRun(policy, { id: runId, repo: 'example/kargo-demo', task: 'add a /healthz endpoint', requester: { userId: 'UALICE' }, channel: 'CSHOP', now: new Date('2026-12-01T09:00:00Z') }),
     state: 'running',
     links: { pr: 'https://github.test/example/kargo-demo/pull/3' },
     artifacts: {
-      agent: { branch: 'shipgate/sg-stage0001-add-healthz', commitSha: 'a'.repeat(40), turns: 7 },
+      agent: { branch: `shipgate/${runId}-add-healthz`, commitSha: 'a'.repeat(40), turns: 7 },
       pr: { number: 3 },
       ci: { iterations: 1, fingerprints: ['ci-fp'] },
       merge: { commitSha: SHA },
@@ -279,6 +291,9 @@ function world(options: { policy?: Policy; ui?: DeployUiBases; metrics?: boolean
 
   return {
     kubernetes,
+    queue,
+    ended,
+    shared: { kubernetes, queue, ended } satisfies Shared,
     held,
     metrics,
     linked,
@@ -766,9 +781,102 @@ describe('stage gate: promote: bot', () => {
   it('another run’s Promotion of the same Freight does not count as this run’s', async () => {
     const w = botWorld();
     await w.look({ ...w.initial, id: 'sg-other001' });
+    // That run ended without leaving the Stage's promotion queue: its place gives way.
+    w.ended.add('sg-other001');
     const outcome = await w.look(w.initial);
     expect(outcome.summary).toBe('qa: Promotion test.01k00002 of Freight wonky-wombat (666209fd9755) created; waiting for Kargo to run it');
     expect(w.kubernetes.creates.map((c) => c.labels['shipgate.io/run'])).toEqual(['sg-other001', 'sg-stage0001']);
+  });
+
+  /** The bot's Promotion `name` as the cache holds it (labels and all), now with `status`. */
+  function setStatus(w: ReturnType<typeof botWorld>, name: string, status: Record<string, unknown>): void {
+    const current = z.looseObject({}).parse(w.kubernetes.get(T.promotion, name));
+    w.kubernetes.put(T.promotion, { ...current, status });
+  }
+
+  describe('serialised across runs by the Stage’s promotion queue', () => {
+    const QUEUE = { namespace: PROJECT, kargoStage: KARGO_STAGE };
+
+    function twoRuns() {
+      const first = botWorld();
+      const second = world({ policy: policyWith({ promote: 'bot' }), runId: 'sg-stage0002', shared: first.shared });
+      return { first, second };
+    }
+
+    it('the second run waits with its position on the card, and creates its Promotion only once the first run’s stage gate has its result', async () => {
+      const { first, second } = twoRuns();
+      expect(await first.look()).toMatchObject({ kind: 'pending', summary: `qa: Promotion ${BOT_PROMOTION} of Freight wonky-wombat (666209fd9755) created; waiting for Kargo to run it` });
+
+      const queued = 'queued for promotion into qa: position 2 of 2 (behind sg-stage0001)';
+      expect(await second.look()).toEqual({ kind: 'pending', summary: `qa: ${queued}`, recheckAfterMs: POLL });
+      expect(second.stored().activity).toBe(queued);
+      expect(first.kubernetes.creates).toHaveLength(1);
+      expect(await first.queue.entries(QUEUE)).toEqual(['sg-stage0001', 'sg-stage0002']);
+
+      // The first Promotion runs: the second keeps waiting, however often it looks.
+      first.kubernetes.deliver(PROJECT);
+      setStatus(first, BOT_PROMOTION, { phase: 'Running', startedAt: '2024-07-15T22:12:05Z', currentStep: 0 });
+      expect(await first.look()).toMatchObject({ kind: 'pending', summary: expect.stringContaining(`Promotion ${BOT_PROMOTION}`) as unknown });
+      expect(await second.look()).toMatchObject({ summary: `qa: ${queued}` });
+      expect(first.kubernetes.creates).toHaveLength(1);
+
+      // Succeeded, but the first run has not looked yet: its place is still taken (level-triggered, by the head's own look).
+      setStatus(first, BOT_PROMOTION, { phase: 'Succeeded', finishedAt: PROMOTED_AT, healthChecks: [ARGOCD_UPDATE] });
+      expect(await second.look()).toMatchObject({ summary: `qa: ${queued}` });
+      expect(first.queue.woken).toEqual([]);
+
+      // The first run's look passes its gate, leaves the queue and wakes the second, which creates its own.
+      expect(await first.look()).toMatchObject({ kind: 'passed' });
+      expect(first.queue.woken).toEqual(['sg-stage0002']);
+      expect(await second.look()).toEqual({
+        kind: 'pending',
+        summary: 'qa: Promotion test.01k00002 of Freight wonky-wombat (666209fd9755) created; waiting for Kargo to run it',
+        recheckAfterMs: POLL,
+      });
+      expect(second.stored().activity).toBe('Promotion test.01k00002 of Freight wonky-wombat (666209fd9755) created; waiting for Kargo to run it');
+      expect(first.kubernetes.creates.map((c) => c.labels['shipgate.io/run'])).toEqual(['sg-stage0001', 'sg-stage0002']);
+      expect(await first.queue.entries(QUEUE)).toEqual(['sg-stage0002']);
+      // Looking again is re-entrant: still the head, and the Promotion is found, not created again.
+      await second.look();
+      expect(first.kubernetes.creates).toHaveLength(2);
+    });
+
+    it('a failed Promotion frees the Stage too (the run fixes forward), and so does the end of a run that never promoted', async () => {
+      const { first, second } = twoRuns();
+      const third = world({ policy: policyWith({ promote: 'bot' }), runId: 'sg-stage0003', shared: first.shared });
+      await first.look();
+      await second.look();
+      expect(await third.look()).toMatchObject({ summary: 'qa: queued for promotion into qa: position 3 of 3 (behind sg-stage0001)' });
+      first.kubernetes.deliver(PROJECT);
+      setStatus(first, BOT_PROMOTION, { phase: 'Failed', message: 'Always fails', finishedAt: PROMOTED_AT });
+      expect((await first.look()).kind).toBe('retry-from');
+      expect(first.queue.woken).toEqual(['sg-stage0002']);
+      expect(await third.look()).toMatchObject({ summary: 'qa: queued for promotion into qa: position 2 of 2 (behind sg-stage0002)' });
+      // The second run ends (cancelled, say) before its turn came, and its clean-up never ran: the third's look drops it.
+      first.ended.add('sg-stage0002');
+      expect(await third.look()).toMatchObject({ summary: 'qa: Promotion test.01k00002 of Freight wonky-wombat (666209fd9755) created; waiting for Kargo to run it' });
+      expect(first.kubernetes.creates.map((c) => c.labels['shipgate.io/run'])).toEqual(['sg-stage0001', 'sg-stage0003']);
+    });
+
+    it('a head killed between its create and its record finds its Promotion by label again, still the head', async () => {
+      const { first, second } = twoRuns();
+      await first.look();
+      await second.look();
+      // The same run as before its first look: nothing recorded, the cache without the Promotion.
+      expect(await first.look(first.initial)).toMatchObject({ summary: `qa: Promotion ${BOT_PROMOTION} of Freight wonky-wombat (666209fd9755) created; waiting for Kargo to run it` });
+      expect(first.kubernetes.creates).toHaveLength(1);
+      expect(await first.queue.entries(QUEUE)).toEqual(['sg-stage0001', 'sg-stage0002']);
+    });
+
+    it('a stage Kargo promotes itself (promote: auto) queues nobody', async () => {
+      const w = world();
+      w.kubernetes.put(T.stage, stageObject());
+      w.kubernetes.sync(T.promotion);
+      expect(await w.look()).toMatchObject({ kind: 'pending', summary: expect.stringContaining('waiting for Kargo to promote') as unknown });
+      w.green();
+      expect(await w.look()).toMatchObject({ kind: 'passed' });
+      expect(await w.queue.entries(QUEUE)).toEqual([]);
+    });
   });
 
   it('refuses when the Stage has no promotion template', async () => {

@@ -10,12 +10,13 @@ import { evaluatePromotion, kargoPromotionSchema } from './kargo-promotion.js';
 import { ensurePromotion, promotionStillExists, PromotionBusyError, PromotionNotYetAllowedError, RUN_LABEL, STAGE_LABEL } from './promotion-once.js';
 import { analysisRunSchema, evaluateVerification, kargoFreightStatusSchema, kargoStageSchema, summariseAnalysisRun } from './verification.js';
 import type { PipelinePolicy, Policy, StagePolicy } from '../../../src/config/policy.js';
-import { patchArtifacts, type GateOutcome, type Run, type StageProgress } from '../../../src/domain/run.js';
+import { patchArtifacts, runDeadlineMs, type GateOutcome, type Run, type StageProgress } from '../../../src/domain/run.js';
 import { ExternalOutageError, RefusedError } from '../../../src/errors.js';
 import { KubernetesRequestError, type KubernetesPort } from '../../../src/ports/kubernetes.js';
 import type { MetricsQueryPort } from '../../../src/ports/metrics-query.js';
 import type { ApprovalStore } from '../../../src/store/approval-store.js';
 import type { Claims } from '../../../src/store/claims.js';
+import type { PromotionQueue, QueuePlace } from '../../../src/store/promotion-queue.js';
 import { countedApprovers } from '../../../src/domain/approval.js';
 import type { RunIndex } from '../../../src/store/run-index.js';
 import type { GateContext, GateStep } from '../gate-step.js';
@@ -27,6 +28,11 @@ export interface StageStepDeps {
   index: Pick<RunIndex, 'link'>;
   /** Exclusive claims across workers, around the look-then-create of a bot Promotion. */
   claims: Claims;
+  /**
+   * The per-stage promotion queues (issue 10): where the bot promotes, runs create their Promotions
+   * into one Kargo Stage one at a time, in order of arrival.
+   */
+  promotionQueue: Pick<PromotionQueue, 'join' | 'leave'>;
   ui: DeployUiBases;
   clock: () => Date;
   /** Prometheus (PROMETHEUS_URL), for stages that list golden signals; config refuses such a stage without it. */
@@ -56,6 +62,18 @@ const promotionRefSchema = z.object({
 });
 
 const freightStatusOf = z.object({ status: kargoFreightStatusSchema.optional() });
+
+/**
+ * How long past the run's deadline (budgets.maxRunMinutes) its place in a promotion queue holds,
+ * should its end never be recorded there: the run processor ends a run at its deadline, so a place
+ * outliving it by this much belongs to a run nobody is looking after any more.
+ */
+const QUEUE_LEASE_MARGIN_MS = 30 * 60_000;
+
+/** What the card shows of a run waiting in a promotion queue. */
+export function queuedLine(stage: string, place: QueuePlace): string {
+  return `queued for promotion into ${stage}: position ${place.position} of ${place.size} (behind ${place.head})`;
+}
 
 
 /**
@@ -135,6 +153,14 @@ class StageEvaluation {
   }
 
   async decide(): Promise<GateOutcome> {
+    const outcome = await this.look();
+    // The Stage is this run's until its gate has a result (verified or red), not only until its
+    // Promotion ends: the next run's Promotion would otherwise replace this Freight mid-verification.
+    if (outcome.kind !== 'pending' && this.stage.promote === 'bot') await this.leaveQueue();
+    return outcome;
+  }
+
+  private async look(): Promise<GateOutcome> {
     const { index } = this.deps;
     const runId = this.run.id;
     await index.link({ kind: 'kube', object: 'Stage', namespace: this.namespace, name: this.stage.kargoStage }, runId);
@@ -200,9 +226,18 @@ class StageEvaluation {
         // The Stage gives the Promotion its steps: not listed yet is not "not found" (a refusal for good).
         if (kubernetes.list({ kind: 'Stage', namespace: this.namespace }) === undefined)
           return { done: true, outcome: this.pending(`waiting for the first list of Stages in ${this.namespace}`) };
+        // One run at a time creates its Promotion into the Stage: the others wait their turn.
+        const place = await this.joinQueue();
+        if (place.position > 1) {
+          const line = queuedLine(this.stageName, place);
+          await this.context.record(() => ({ activity: line }));
+          return { done: true, outcome: this.pending(line) };
+        }
         try {
           const created = await this.createPromotion();
-          return { done: true, outcome: this.pending(`Promotion ${created} of Freight ${this.freightLabel()} created; waiting for Kargo to run it`) };
+          const line = `Promotion ${created} of Freight ${this.freightLabel()} created; waiting for Kargo to run it`;
+          await this.context.record(() => ({ activity: line }));
+          return { done: true, outcome: this.pending(line) };
         } catch (error) {
           // Kargo decides when Freight may enter a Stage (upstream verification, soak time): that is a wait, not a refusal.
           if (error instanceof PromotionNotYetAllowedError || error instanceof PromotionBusyError) return { done: true, outcome: this.pending(error.message) };
@@ -232,6 +267,23 @@ class StageEvaluation {
     if (outcome.state === 'failed') return { done: true, outcome: await this.redDeploy({ kind: 'promotion', stage: this.stageName, outcome }) };
     if (finishedAt !== undefined && progress.promotedAt !== finishedAt) await this.recordProgress({ promotion: name, promotedAt: finishedAt });
     return { done: false, line: outcome.summary, raw: chosen.raw, name, finishedAt };
+  }
+
+  private get queueKey(): { namespace: string; kargoStage: string } {
+    return { namespace: this.namespace, kargoStage: this.stage.kargoStage };
+  }
+
+  /** This run's place in the Stage's promotion queue, taken on first arrival and kept after; the lease outlives the run's deadline. */
+  private async joinQueue(): Promise<QueuePlace> {
+    const now = this.deps.clock().getTime();
+    const leaseUntil = Math.max(runDeadlineMs(this.run, this.deps.policy.budgets.maxRunMinutes, now), now) + QUEUE_LEASE_MARGIN_MS;
+    const place = await this.deps.promotionQueue.join(this.queueKey, this.run.id, leaseUntil);
+    if (place.position > 1) this.context.log.debug({ position: place.position, size: place.size, head: place.head }, 'deploy gate: queued for promotion');
+    return place;
+  }
+
+  private async leaveQueue(): Promise<void> {
+    await this.deps.promotionQueue.leave(this.queueKey, this.run.id);
   }
 
   private async createPromotion(): Promise<string> {
