@@ -4,6 +4,7 @@ import { createAnthropicModel } from '../adapters/anthropic/anthropic-model.js';
 import type { GitHubAuth } from '../adapters/github/options.js';
 import { createGitHubRest } from '../adapters/github/github-rest.js';
 import { createPrometheusHttp } from '../adapters/prometheus/prometheus-http.js';
+import type { AuditLog } from '../audit/audit-log.js';
 import type { Config } from '../config/config.js';
 import type { GateKind } from '../domain/run.js';
 import type { Git } from '../git/git.js';
@@ -49,6 +50,7 @@ export interface BuildGatesDeps {
   claims: Claims;
   promotionQueue: PromotionQueue;
   approvals: ApprovalStore;
+  audit: Pick<AuditLog, 'append'>;
   queues: Pick<Queues, 'approvalMessage'>;
   workRoot: string;
   /** The cluster, when one is configured and the policy's pipelines need it (build-kubernetes.ts). */
@@ -112,6 +114,7 @@ export function buildGates(deps: BuildGatesDeps): Gates {
     claims: deps.claims,
     promotionQueue: deps.promotionQueue,
     approvals: deps.approvals,
+    audit: deps.audit,
     queues: deps.queues,
     requiredChecksCache: deps.requiredChecksCache,
     workRoot: deps.workRoot,

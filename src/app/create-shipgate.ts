@@ -133,6 +133,7 @@ export function createShipgate(options: ShipgateOptions): Shipgate {
     claims: stores.claims,
     promotionQueue: stores.promotionQueue,
     approvals: stores.approvals,
+    audit: stores.audit,
     queues: stores.queues,
     workRoot,
     kubernetes,

@@ -8,6 +8,7 @@ import { createArgocdStep } from '../../workers/gates/stage/argocd-step.js';
 import { createStageStep } from '../../workers/gates/stage/stage-step.js';
 import { createMergeStep } from '../../workers/gates/merge/merge-step.js';
 import { createPrStep } from '../../workers/gates/pr/pr-step.js';
+import type { AuditLog } from '../audit/audit-log.js';
 import type { Policy } from '../config/policy.js';
 import type { GateKind } from '../domain/run.js';
 import type { Git } from '../git/git.js';
@@ -58,6 +59,8 @@ export interface GateDeps {
   promotionQueue: PromotionQueue;
   /** The approval requests (the approval gate opens them; the production stage promotes only what they approved). */
   approvals: ApprovalStore;
+  /** The approval gate re-writes the decision's evidence from the store when a click handler died before writing it. */
+  audit: Pick<AuditLog, 'append'>;
   /** The approval gate has the chat outbox post and update its request. */
   queues: Pick<Queues, 'approvalMessage'>;
   requiredChecksCache: TtlCache;
@@ -166,7 +169,7 @@ export const GATE_TABLE: GateTable = {
   },
   approval: {
     needs: [],
-    build: (deps) => createApprovalStep({ policy: deps.policy, approvals: deps.approvals, queues: deps.queues, clock: deps.clock }),
+    build: (deps) => createApprovalStep({ policy: deps.policy, approvals: deps.approvals, audit: deps.audit, queues: deps.queues, clock: deps.clock }),
   },
   argocd: {
     needs: ['kubernetes'],

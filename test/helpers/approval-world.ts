@@ -142,7 +142,7 @@ export async function createApprovalWorld(options: ApprovalWorldOptions) {
   });
 
   let nonces = 0;
-  const step = createApprovalStep({ policy, approvals, queues, clock, newNonce: () => `n-${RUN_ID}-${++nonces}` });
+  const step = createApprovalStep({ policy, approvals, audit, queues, clock, newNonce: () => `n-${RUN_ID}-${++nonces}` });
 
   const bot = (type: AuditEvent['type'], gate: string, data: Record<string, unknown>, key: string) =>
     audit.append({ type, actor: 'shipgate', runId: run.id, data: { gate, ...data }, key: `${run.id}.${key}` });

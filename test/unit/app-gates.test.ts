@@ -3,6 +3,7 @@ import { Redis } from 'ioredis';
 import { afterEach, describe, expect, it } from 'vitest';
 import { createConsoleChat } from '../../src/adapters/console/console-chat.js';
 import { createUnsandboxed } from '../../src/adapters/sandbox/unsandboxed.js';
+import { createAuditLog } from '../../src/audit/audit-log.js';
 import { buildGates, configuredNeeds, type BuildGatesDeps } from '../../src/app/build-gates.js';
 import {
   GATE_TABLE,
@@ -27,6 +28,7 @@ import { createClaims } from '../../src/store/claims.js';
 import { createPromotionQueue } from '../../src/store/promotion-queue.js';
 import { createRunIndex } from '../../src/store/run-index.js';
 import type { GateStep } from '../../workers/gates/gate-step.js';
+import { TEST_AUDIT_KEY_BYTES } from '../helpers/audit-key.js';
 
 /**
  * The gate table of the composition root (issue 8): gate kind → step, built only when the outside
@@ -73,6 +75,7 @@ function deps(env: Record<string, string>, extra: Partial<BuildGatesDeps> = {}):
     claims: createClaims({ redis, prefix: 'test' }),
     promotionQueue: createPromotionQueue({ redis, prefix: 'test', clock: () => new Date(0), isActive: async () => true, wake: async () => undefined }),
     approvals: createApprovalStore({ redis, prefix: 'test' }),
+    audit: createAuditLog({ redis, prefix: 'test', clock: () => new Date(0), key: TEST_AUDIT_KEY_BYTES }),
     queues: { approvalMessage: async () => undefined },
     workRoot: '/tmp/shipgate-test-workspaces',
     ...extra,

@@ -1,5 +1,6 @@
 import { PassThrough } from 'node:stream';
 import { describe, expect, it } from 'vitest';
+import type { AuditAppendInput } from '../../../src/audit/audit-log.js';
 import { parsePolicy } from '../../../src/config/config.js';
 import { isExpired, pendingRecord, type Approval, type ApprovalRecord, type ApprovalRequest, type Rejection } from '../../../src/domain/approval.js';
 import { newRun, type GateOutcome, type Run } from '../../../src/domain/run.js';
@@ -91,9 +92,17 @@ function world() {
   const memory = memoryApprovals();
   const messages: { runId: string; nonce: string; stamp: string }[] = [];
   let nonces = 0;
+  const appended: AuditAppendInput[] = [];
   const step = createApprovalStep({
     policy,
     approvals: memory.approvals,
+    audit: {
+      append: async (event) => {
+        // Keyed like the real log: a second append under the same key is a no-op.
+        if (!appended.some((e) => e.key === event.key)) appended.push(event);
+        return event;
+      },
+    },
     queues: {
       approvalMessage: async (runId, nonce, stamp) => {
         messages.push({ runId, nonce, stamp });
@@ -128,6 +137,7 @@ function world() {
     memory,
     messages,
     audits,
+    appended,
     look: (): Promise<GateOutcome> => step.run(context()),
     at: (ms: number) => {
       now = ms;
@@ -278,6 +288,26 @@ describe('approval gate step', () => {
     expect((await w.look()).kind).toBe('passed');
     expect(w.memory.expireCalls).toEqual([]);
     expect(w.audits).toEqual([]);
+  });
+
+  it('approved: writes the decision evidence the click handler would have, under its keys, before passing (a handler that died after deciding)', async () => {
+    const w = world();
+    await w.look();
+    const nonce = w.memory.current().request.nonce;
+    w.memory.set((record) => ({
+      ...record,
+      status: 'approved',
+      decidedAt: iso(T0 + 9 * MINUTE),
+      approvals: [{ ...approval('UANN', T0 + 5 * MINUTE, 'Ann'), via: 'SRELEASE' }, approval('UCAT', T0 + 9 * MINUTE)],
+    }));
+    expect((await w.look()).kind).toBe('passed');
+    expect(w.appended.map((e) => [e.type, e.actor, e.key, e.data])).toEqual([
+      ['approval.approved', 'UANN', `sg-appr0001.approval.${nonce}.approved.UANN`, { stage: 'prod', freight: 'f-one', nonce, userId: 'UANN', userName: 'Ann', via: 'SRELEASE', at: iso(T0 + 5 * MINUTE), count: 1, of: 2, complete: false }],
+      ['approval.approved', 'UCAT', `sg-appr0001.approval.${nonce}.approved.UCAT`, { stage: 'prod', freight: 'f-one', nonce, userId: 'UCAT', via: 'UCAT', at: iso(T0 + 9 * MINUTE), count: 2, of: 2, complete: true }],
+    ]);
+    // Every look writes under the same keys: nothing twice.
+    await w.look();
+    expect(w.appended).toHaveLength(2);
   });
 
   it('rejected by an approver: ends the run rejected, with who and the reason', async () => {

@@ -1,4 +1,5 @@
 import { randomBytes } from 'node:crypto';
+import type { AuditAppendInput } from '../../../src/audit/audit-log.js';
 import type { Policy, StagePolicy } from '../../../src/config/policy.js';
 import { approvalRequestFor, countedApprovers, isExpired, type ApprovalRecord } from '../../../src/domain/approval.js';
 import type { GateOutcome, Run } from '../../../src/domain/run.js';
@@ -10,6 +11,8 @@ import type { GateContext, GateStep } from '../gate-step.js';
 export interface ApprovalStepDeps {
   policy: Policy;
   approvals: Pick<ApprovalStore, 'open' | 'get' | 'expire'>;
+  /** For the decision's evidence, under the click handler's own keys (commands/approval-actions.ts). */
+  audit: { append(input: AuditAppendInput): Promise<unknown> };
   queues: Pick<Queues, 'approvalMessage'>;
   clock: () => Date;
   /** A fresh request nonce (default: 16 random bytes, hex): buttons of an older request never match a newer one. */
@@ -40,6 +43,57 @@ function people(record: ApprovalRecord): string {
     .filter((approval) => counted.includes(approval.userId))
     .map((approval) => (approval.userName === undefined ? approval.userId : `${approval.userName} (${approval.userId})`))
     .join(', ');
+}
+
+/**
+ * The decision's audit events as the click handler writes them, from what the store holds: a
+ * handler that died between the store's decision and its audit append left the store decided and
+ * the log without the evidence, and nothing would ever write it. Under the handler's keys, so
+ * whichever of the two writes first, each event is in the log once, before the gate passes and so
+ * before any Promotion.
+ */
+async function recordDecisionEvidence(audit: ApprovalStepDeps['audit'], record: ApprovalRecord): Promise<void> {
+  const { request } = record;
+  const base = { stage: request.stage, freight: request.freight, nonce: request.nonce };
+  const prefix = `${request.runId}.approval.${request.nonce}`;
+  if (record.status === 'approved') {
+    const counted = record.approvals.filter((approval) => countedApprovers(request, record.approvals).includes(approval.userId));
+    for (const [index, approval] of counted.entries()) {
+      await audit.append({
+        type: 'approval.approved',
+        actor: approval.userId,
+        runId: request.runId,
+        data: {
+          ...base,
+          userId: approval.userId,
+          ...(approval.userName === undefined ? {} : { userName: approval.userName }),
+          via: approval.via ?? approval.userId,
+          at: approval.at,
+          count: index + 1,
+          of: request.minApprovals,
+          complete: index + 1 === counted.length,
+        },
+        key: `${prefix}.approved.${approval.userId}`,
+      });
+    }
+  }
+  const rejection = record.rejection;
+  if (record.status === 'rejected' && rejection !== undefined) {
+    await audit.append({
+      type: 'approval.rejected',
+      actor: rejection.userId,
+      runId: request.runId,
+      data: {
+        ...base,
+        userId: rejection.userId,
+        ...(rejection.userName === undefined ? {} : { userName: rejection.userName }),
+        by: rejection.by,
+        ...(rejection.reason === undefined ? {} : { reason: rejection.reason }),
+        at: rejection.at,
+      },
+      key: `${prefix}.rejected`,
+    });
+  }
 }
 
 /**
@@ -92,6 +146,7 @@ export function createApprovalStep(deps: ApprovalStepDeps): GateStep {
       }
       // Posted once (keyed by the nonce), then updated in place whenever the state it shows changes.
       await deps.queues.approvalMessage(run.id, current.request.nonce, approvalStamp(current));
+      await recordDecisionEvidence(deps.audit, current);
       const { request } = current;
 
       switch (current.status) {
