@@ -85,7 +85,7 @@ function memo<T>(make: () => T): () => T {
 }
 
 /** The outside systems configured here, out of those gates can need. */
-export function configuredNeeds(config: BuildGatesDeps['config'], kubernetes?: KubernetesPort): Set<Need> {
+export function configuredNeeds(config: Pick<Config, 'github' | 'anthropic'>, kubernetes?: KubernetesPort): Set<Need> {
   const needs = new Set<Need>();
   if (kubernetes !== undefined) needs.add('kubernetes');
   if (githubAuth(config.github) !== undefined) needs.add('github');

@@ -22,6 +22,7 @@ import { collectRunMetrics } from './collect-metrics.js';
 import { openConnections, redisReady, waitForRedis } from './connections.js';
 import { resolveAuditKey } from './resolve-audit-key.js';
 import { serveHttp, type HttpService } from './serve-http.js';
+import { describeSetup, setupFields, type SetupSummary } from './setup-summary.js';
 import { createWebRole } from './web-role.js';
 import { createWorkerRole, type WorkerRole } from './worker-role.js';
 
@@ -67,6 +68,8 @@ export interface Shipgate {
   stop(): Promise<void>;
   /** The bound HTTP port (useful with PORT=0). */
   port(): number;
+  /** What is configured and what is not, and which variable would configure it (logged at start). */
+  setup: SetupSummary;
   /** Resolves when the console chat's input closes (never in Slack mode). */
   closed: Promise<void>;
   store: RunStore;
@@ -141,9 +144,13 @@ export function createShipgate(options: ShipgateOptions): Shipgate {
     injected: options.steps,
   });
 
+  const setup = describeSetup({ config, cluster: runsWorker ? kubernetes !== undefined : undefined, sandbox });
+
   let http: HttpService | undefined;
   let cancellation: Cancellation | undefined;
   let worker: WorkerRole | undefined;
+  let starting: Promise<void> | undefined;
+  let stopping: Promise<void> | undefined;
 
   return {
     store: stores.store,
@@ -151,86 +158,102 @@ export function createShipgate(options: ShipgateOptions): Shipgate {
     queues: stores.queues,
     metrics,
     scrubber,
+    setup,
     closed: chat.closed ?? new Promise<void>(() => undefined),
     port: () => http?.port ?? config.port,
 
-    async start() {
-      await waitForRedis(connections.redis, config.redisUrl);
-      cancellation = await createCancellation({
-        publisher: connections.redis,
-        subscriber: connections.subscriber,
+    start() {
+      starting ??= startOnce();
+      return starting;
+    },
+
+    async stop() {
+      // A stop during start (a signal) waits for it: closing what start is still opening races it.
+      await starting?.catch(() => undefined);
+      stopping ??= stopOnce();
+      return stopping;
+    },
+  };
+
+  async function startOnce(): Promise<void> {
+    log.info(setupFields(setup), 'configuration summary');
+    await waitForRedis(connections.redis, config.redisUrl);
+    // The queues' own connections too: a stop right after start must not close one mid-handshake.
+    await Promise.all([stores.queues.runs.waitUntilReady(), stores.queues.chat.waitUntilReady()]);
+    cancellation = await createCancellation({
+      publisher: connections.redis,
+      subscriber: connections.subscriber,
+      prefix,
+    });
+    if (runsWorker) {
+      worker = createWorkerRole({
+        policy: config.policy,
+        stores,
+        chat: chat.port,
+        steps: gates.steps,
+        notConfigured: gates.notConfigured,
+        sandbox,
+        cancellation,
+        // A finished run's working copy is no longer needed, nor its place in the Kubernetes wake-up index,
+        // nor in any promotion queue (leaving one wakes the next run there).
+        onRunEnded: async (run) => {
+          await stores.promotionQueue.leaveAll(run.id);
+          await stores.index.unlinkKubernetes(run.id);
+          await git.removeWorkspace(workspaceDir(workRoot, run.id));
+        },
+        redis: connections.redis,
+        bullmq: connections.bullmq,
         prefix,
+        clock,
+        log,
+        metrics,
+        scrub,
+        concurrency: options.concurrency,
+        cardUpdateIntervalMs: options.cardUpdateIntervalMs,
+        kubernetes,
+        kubernetesWakeUps: options.kubernetesWakeUps,
       });
-      if (runsWorker) {
-        worker = createWorkerRole({
+      await worker.start();
+    }
+    const web = runsWeb
+      ? createWebRole({
           policy: config.policy,
-          stores,
-          chat: chat.port,
-          steps: gates.steps,
-          notConfigured: gates.notConfigured,
-          sandbox,
-          cancellation,
-          // A finished run's working copy is no longer needed, nor its place in the Kubernetes wake-up index,
-          // nor in any promotion queue (leaving one wakes the next run there).
-          onRunEnded: async (run) => {
-            await stores.promotionQueue.leaveAll(run.id);
-            await stores.index.unlinkKubernetes(run.id);
-            await git.removeWorkspace(workspaceDir(workRoot, run.id));
-          },
           redis: connections.redis,
-          bullmq: connections.bullmq,
           prefix,
+          stores,
+          chat,
+          cancellation,
+          githubWebhookSecret: config.github.webhookSecret,
           clock,
           log,
           metrics,
           scrub,
-          concurrency: options.concurrency,
-          cardUpdateIntervalMs: options.cardUpdateIntervalMs,
-          kubernetes,
-          kubernetesWakeUps: options.kubernetesWakeUps,
-        });
-        await worker.start();
-      }
-      const web = runsWeb
-        ? createWebRole({
-            policy: config.policy,
-            redis: connections.redis,
-            prefix,
-            stores,
-            chat,
-            cancellation,
-            githubWebhookSecret: config.github.webhookSecret,
-            clock,
-            log,
-            metrics,
-            scrub,
-          })
-        : undefined;
-      // A worker serves health, readiness and metrics only.
-      http = await serveHttp({
-        routes: web?.routes ?? [],
-        ready: () => redisReady(connections.redis),
-        metrics,
-        log,
-        port: config.port,
-      });
-      await web?.start();
-      log.info({ role: config.role, chat: config.chat.kind, port: http.port }, 'shipgate started');
-    },
+        })
+      : undefined;
+    // A worker serves health, readiness and metrics only.
+    http = await serveHttp({
+      routes: web?.routes ?? [],
+      ready: () => redisReady(connections.redis),
+      metrics,
+      log,
+      port: config.port,
+    });
+    await web?.start();
+    log.info({ role: config.role, chat: config.chat.kind, port: http.port }, 'shipgate started');
+  }
 
-    async stop() {
-      log.info('shipgate stopping');
-      // Stop taking work first, then let in-flight jobs finish (BullMQ waits for them on close).
-      await http?.close();
-      await chat.stop();
-      await worker?.close();
-      await stores.queues.close();
-      await cancellation?.close();
-      // Every append of this process is done now: record the head outside Redis (SPEC §7).
-      await stores.audit.close();
-      await connections.close();
-      await git.close();
-      log.info('shipgate stopped');
-    },
-  };
+  async function stopOnce(): Promise<void> {
+    log.info('shipgate stopping');
+    // Stop taking work first, then let in-flight jobs finish (BullMQ waits for them on close).
+    await http?.close();
+    await chat.stop();
+    await worker?.close();
+    await stores.queues.close();
+    await cancellation?.close();
+    // Every append of this process is done now: record the head outside Redis (SPEC §7).
+    await stores.audit.close();
+    await connections.close();
+    await git.close();
+    log.info('shipgate stopped');
+  }
 }

@@ -133,16 +133,28 @@ export function createWorkerRole(deps: WorkerRoleDeps): WorkerRole {
         worker.on('error', (error) => log.error({ err: error }, 'worker error'));
       }
       workers.push(runWorker, chatWorker);
+      // Started means connected: a stop right after start (the console at end of input) must not close
+      // a connection whose handshake is still in flight (see settleInit).
+      await Promise.all(workers.map((worker) => worker.waitUntilReady()));
       await recoverRuns({ store, queues });
       if (deps.kubernetes !== undefined && deps.kubernetesWakeUps !== false) {
         // Every informer event wakes the runs that follow the object (SPEC §5); the gates re-read the caches.
         unsubscribe = deps.kubernetes.subscribe(
-          wakeRunsOnKubernetesChange({ index: stores.index, store, pokes: stores.pokes, queues, log, kubernetes: deps.kubernetes }),
+          wakeRunsOnKubernetesChange({
+            index: stores.index,
+            store,
+            pokes: stores.pokes,
+            queues,
+            log,
+            kubernetes: deps.kubernetes,
+          }),
         );
       }
       // Not awaited: an unreachable cluster must not hold the worker's start (the informers retry with
       // backoff and log each failure); the deploy gates read whatever the caches hold.
-      deps.kubernetes?.start().catch((error: unknown) => log.error({ err: error }, 'kubernetes informers could not start'));
+      deps.kubernetes
+        ?.start()
+        .catch((error: unknown) => log.error({ err: error }, 'kubernetes informers could not start'));
     },
 
     async close() {

@@ -88,15 +88,27 @@ export function createQueues({ connection, prefix }: { connection: RedisOptions;
       await runs.add('advance', { runId }, { ...RUN_JOB_OPTIONS, jobId: advanceJobId(runId, jobSeq), delay: delayMs });
     },
     async refreshCard(runId, version) {
-      await chat.add('card', { kind: 'card', runId, version }, { ...CHAT_JOB_OPTIONS, jobId: `${runId}.card.${version}` });
+      await chat.add(
+        'card',
+        { kind: 'card', runId, version },
+        { ...CHAT_JOB_OPTIONS, jobId: `${runId}.card.${version}` },
+      );
     },
     async reply(runId, key, content) {
       // BullMQ refuses `:` in custom ids, and stage gates are named `stage:<name>`; `~` cannot clash with
       // a gate name (policy names are lower-case words), and keys without `:` keep the ids they had.
-      await chat.add('reply', { kind: 'reply', runId, key, content }, { ...CHAT_JOB_OPTIONS, jobId: `${runId}.reply.${key.replaceAll(':', '~')}` });
+      await chat.add(
+        'reply',
+        { kind: 'reply', runId, key, content },
+        { ...CHAT_JOB_OPTIONS, jobId: `${runId}.reply.${key.replaceAll(':', '~')}` },
+      );
     },
     async approvalMessage(runId, nonce, stamp) {
-      await chat.add('approval', { kind: 'approval', runId, nonce }, { ...CHAT_JOB_OPTIONS, jobId: `${runId}.approval.${nonce}.${stamp.replaceAll(':', '~')}` });
+      await chat.add(
+        'approval',
+        { kind: 'approval', runId, nonce },
+        { ...CHAT_JOB_OPTIONS, jobId: `${runId}.approval.${nonce}.${stamp.replaceAll(':', '~')}` },
+      );
     },
     async queuePositions() {
       const waiting = await runs.getJobs(['waiting', 'prioritized'], 0, -1, true);
@@ -114,13 +126,18 @@ export function createQueues({ connection, prefix }: { connection: RedisOptions;
 }
 
 /**
- * Waits (briefly) for BullMQ objects to finish connecting before they are closed. BullMQ's
- * RedisConnection re-emits a failed initialisation as an 'error' event after close() has removed
- * every listener, which surfaces as an unhandled "Connection is closed" rejection when a Queue or
- * Worker is closed while its first INFO is still in flight (a process stopped right after start).
- * Bounded, so a Redis outage cannot hold shutdown.
+ * Waits for BullMQ objects to finish connecting before they are closed. BullMQ's RedisConnection
+ * re-emits a failed initialisation as an 'error' event after close() has removed every listener,
+ * which surfaces as an unhandled "Connection is closed" rejection when a Queue or Worker is closed
+ * while its handshake (CLIENT SETNAME, INFO) is still in flight. The composition root already waits
+ * for that handshake in start(), so this matters for a stop during start (a signal). Bounded, so a
+ * Redis outage cannot hold shutdown; the bound is generous because a loaded machine or a slow
+ * Redis can take seconds (2 s was not enough: `npm start </dev/null` crashed).
  */
-export async function settleInit(objects: readonly { waitUntilReady(): Promise<unknown> }[], timeoutMs = 2_000): Promise<void> {
+export async function settleInit(
+  objects: readonly { waitUntilReady(): Promise<unknown> }[],
+  timeoutMs = 10_000,
+): Promise<void> {
   const timeout = new Promise<void>((resolve) => setTimeout(resolve, timeoutMs).unref());
   await Promise.race([Promise.all(objects.map((object) => object.waitUntilReady().catch(() => undefined))), timeout]);
 }

@@ -2,7 +2,8 @@ import { TEST_AUDIT_KEY } from './audit-key.js';
 import { spawn, type ChildProcessWithoutNullStreams } from 'node:child_process';
 import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
-import { join, resolve } from 'node:path';
+import { dirname, join, resolve } from 'node:path';
+import { afterAll } from 'vitest';
 
 /** The repository root: spawned shipgate processes run from here, as `npm start` would. */
 export const ROOT = resolve(import.meta.dirname, '../..');
@@ -17,11 +18,28 @@ export interface ShipgateProcess {
   exited: Promise<number | null>;
 }
 
+/** Folders this module made under the temp dir that outlive a process (policy files): removed after the test file. */
+const leftovers = new Set<string>();
+// Registered when a test file imports this module, so it runs after that file's tests.
+afterAll(() => {
+  for (const dir of leftovers) rmSync(dir, { recursive: true, force: true });
+  leftovers.clear();
+});
+
+/** Writes a policy file into a fresh temp folder (removed when the test worker exits; or call removePolicyFile). */
 export function writePolicyFile(text: string): string {
   const dir = mkdtempSync(join(tmpdir(), 'shipgate-policy-'));
+  leftovers.add(dir);
   const path = join(dir, 'shipgate.yaml');
   writeFileSync(path, text);
   return path;
+}
+
+/** Removes a file written by writePolicyFile, with its folder. */
+export function removePolicyFile(path: string): void {
+  const dir = dirname(path);
+  if (!leftovers.delete(dir)) return;
+  rmSync(dir, { recursive: true, force: true });
 }
 
 /** Spawns `src/main.ts` the way `npm start` runs it, with exactly the given environment. */

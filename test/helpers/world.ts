@@ -1,7 +1,8 @@
 import { execFileSync } from 'node:child_process';
-import { mkdirSync, mkdtempSync, writeFileSync } from 'node:fs';
+import { mkdirSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { dirname, join } from 'node:path';
+import { afterAll } from 'vitest';
 import { startAnthropicServer, type AnthropicServer } from './anthropic-server.js';
 import { SIGNING_SECRET, startTestBot, type TestBot } from './bot.js';
 import { startGitHubServer, type GitHubServer } from './github-server.js';
@@ -29,9 +30,33 @@ export function gitIn(cwd: string, ...args: string[]): string {
     .trim();
 }
 
-/** A bare repository on `main` holding `files`. */
+/** Temp folders made here that no stop() removed yet: removed after the test file. */
+const leftovers = new Set<string>();
+// Registered when a test file imports this module, so it runs after that file's tests.
+afterAll(() => {
+  for (const dir of leftovers) rmSync(dir, { recursive: true, force: true });
+  leftovers.clear();
+});
+
+function tempFolder(prefix: string): string {
+  const dir = mkdtempSync(join(tmpdir(), prefix));
+  leftovers.add(dir);
+  return dir;
+}
+
+function removeFolder(dir: string): void {
+  leftovers.delete(dir);
+  rmSync(dir, { recursive: true, force: true });
+}
+
+/** Removes a repository made by seedRepository (its whole temp folder). */
+export function removeRepository(bare: string): void {
+  removeFolder(dirname(bare));
+}
+
+/** A bare repository on `main` holding `files` (removed by removeRepository, or when the test worker exits). */
 export function seedRepository(files: Record<string, string>): string {
-  const root = mkdtempSync(join(tmpdir(), 'shipgate-world-'));
+  const root = tempFolder('shipgate-world-');
   const bare = join(root, 'shop.git');
   const seed = join(root, 'seed');
   gitIn(root, 'init', '--bare', '--initial-branch=main', bare);
@@ -84,6 +109,7 @@ export async function startWorld(options: {
     },
   });
   github.setRepository('acme/shop', { cloneUrl: `file://${bare}`, defaultBranch: 'main' });
+  const workRoot = tempFolder('shipgate-work-');
   const bot = await startTestBot({
     name: options.name,
     policy: options.policy,
@@ -97,7 +123,7 @@ export async function startWorld(options: {
       ...options.env,
     },
     cardUpdateIntervalMs: 200,
-    workRoot: mkdtempSync(join(tmpdir(), 'shipgate-work-')),
+    workRoot,
     tuning: { githubRetryAfterBaseMs: 1, githubLimiterId: `world-${options.name}-${Date.now()}`, modelMaxRetries: 2, ...options.tuning },
   });
   return {
@@ -120,6 +146,8 @@ export async function startWorld(options: {
       await bot.stop();
       await model.close();
       await github.close();
+      removeRepository(bare);
+      removeFolder(workRoot);
       return problems;
     },
   };

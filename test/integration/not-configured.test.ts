@@ -37,3 +37,17 @@ it('a run waiting at a gate without a step still ends at its time limit (budgets
   await eventually(async () => (await app.store.get(runId))?.state === 'failed', 'the run failed at its deadline', 15_000);
   expect((await app.store.get(runId))?.outcome).toMatch(/time limit of 0.02 minutes .* while agent was not configured/);
 });
+
+it('with only ANTHROPIC_API_KEY, the agent gate names GitHub alone as missing', async () => {
+  bot = await startTestBot({ name: 'not-configured-model-only', env: { ANTHROPIC_API_KEY: 'sk-ant-test-key-not-real' } });
+  const reply = await sendSlashCommand(bot.eventsUrl, SIGNING_SECRET, { text: 'acme/docs fix the typo', user_id: 'UALICE', channel_id: 'CDOCS' });
+  const runId = /sg-[a-z0-9]{8}/.exec(reply.body)?.[0] ?? '';
+  const app = bot.app;
+  await eventually(async () => (await app.store.get(runId))?.gates[0]?.notConfigured === true, 'the run waits at agent');
+  expect((await app.store.get(runId))?.gates[0]?.summary).toBe('not configured: needs GITHUB_TOKEN or a GitHub App (GITHUB_APP_ID, GITHUB_APP_PRIVATE_KEY)');
+  // The start-up summary says the same, and that the model is there.
+  const forge = app.setup.find((line) => line.part === 'forge');
+  expect(forge).toMatchObject({ state: 'missing' });
+  expect(forge?.detail).toContain('GITHUB_TOKEN');
+  expect(app.setup.find((line) => line.part === 'model')).toMatchObject({ state: 'configured' });
+});

@@ -1,3 +1,4 @@
+import { randomBytes } from 'node:crypto';
 import { createInterface } from 'node:readline';
 import type { Readable, Writable } from 'node:stream';
 import type { PrincipalDirectory } from '../../domain/principals.js';
@@ -48,6 +49,9 @@ export function createConsoleChat(options: ConsoleChatOptions): ConsoleChat {
   const messages = new Map<string, { channel: string; thread?: string | undefined; key: string }>();
   let clock = 0;
   let delivery = 0;
+  // Delivery ids are the duplicate-request keys (kept a day): a random session id, so that another
+  // session (a restart, another machine, the same PID in a fresh namespace) never repeats one.
+  const session = randomBytes(8).toString('hex');
   const nextTs = () => `${Math.floor(Date.now() / 1000)}.${String(++clock).padStart(6, '0')}`;
   const print = (text: string) => out.write(`${text}\n`);
 
@@ -105,8 +109,11 @@ export function createConsoleChat(options: ConsoleChatOptions): ConsoleChat {
       rl?.close();
       return;
     }
-    const id = `console.${process.pid}.${++delivery}`;
-    if (line.startsWith(options.command) && (line.length === options.command.length || line[options.command.length] === ' ')) {
+    const id = `console.${session}.${++delivery}`;
+    if (
+      line.startsWith(options.command) &&
+      (line.length === options.command.length || line[options.command.length] === ' ')
+    ) {
       const reply = await handlers.onCommand({
         command: options.command,
         text: line.slice(options.command.length).trim(),
@@ -120,7 +127,13 @@ export function createConsoleChat(options: ConsoleChatOptions): ConsoleChat {
     // `click <action> <value> [reason…]`: the console has no dialogs, so a reason a click asks for comes on the same line.
     const click = /^click\s+([a-z-]+)\s+(\S+)(?:\s+(\S.*))?$/.exec(line);
     if (click !== null) {
-      const event = { actionId: `shipgate.${click[1] ?? ''}`, value: click[2] ?? '', userId: user, channelId: CONSOLE_CHANNEL, deliveryId: id };
+      const event = {
+        actionId: `shipgate.${click[1] ?? ''}`,
+        value: click[2] ?? '',
+        userId: user,
+        channelId: CONSOLE_CHANNEL,
+        deliveryId: id,
+      };
       let reply = await handlers.onAction(event);
       if (reply.askReason !== undefined) reply = await handlers.onAction({ ...event, reason: (click[3] ?? '').trim() });
       if (reply.ephemeral !== undefined) print(`\n(only you can see this) ${consoleText(reply.ephemeral)}`);

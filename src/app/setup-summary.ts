@@ -1,0 +1,131 @@
+import type { Config } from '../config/config.js';
+import type { SandboxPort } from '../ports/sandbox.js';
+import { watchTargetsFor } from '../../workers/gates/stage/watch-targets.js';
+import { configuredNeeds } from './build-gates.js';
+import { NEEDS } from './gate-table.js';
+
+/**
+ * What this shipgate has and lacks, said once at start-up (a log line, and a block in the console):
+ * each outside system with what configures it, or the variable that would. The words for a missing
+ * system are the gate table's (NEEDS), the same the run card shows at a gate that waits for it.
+ */
+
+export type SetupPart = 'chat' | 'forge' | 'model' | 'cluster' | 'sandbox';
+
+export interface SetupLine {
+  part: SetupPart;
+  /** `missing`: runs wait at the gates that need it; `unused`: nothing in the policy needs it. */
+  state: 'configured' | 'missing' | 'unused';
+  detail: string;
+}
+
+export type SetupSummary = readonly SetupLine[];
+
+export interface SetupFacts {
+  config: Pick<Config, 'chat' | 'github' | 'anthropic' | 'policy' | 'kubeconfig' | 'kubernetesService'>;
+  /** Whether a cluster configuration was found (build-kubernetes.ts); undefined when none was looked for. */
+  cluster: boolean | undefined;
+  sandbox: Pick<SandboxPort, 'kind' | 'isolated'>;
+}
+
+function chatLine({ chat }: SetupFacts['config']): SetupLine {
+  switch (chat.kind) {
+    case 'console':
+      return { part: 'chat', state: 'configured', detail: 'console, this terminal (set SLACK_BOT_TOKEN for Slack)' };
+    case 'slack-http':
+      return {
+        part: 'chat',
+        state: 'configured',
+        detail: 'Slack over HTTP at POST /slack/events (SLACK_BOT_TOKEN, SLACK_SIGNING_SECRET)',
+      };
+    case 'slack-socket':
+      return { part: 'chat', state: 'configured', detail: 'Slack in Socket Mode (SLACK_BOT_TOKEN, SLACK_APP_TOKEN)' };
+  }
+}
+
+function forgeLine(config: SetupFacts['config']): SetupLine {
+  const { github } = config;
+  if (github.app !== undefined)
+    return {
+      part: 'forge',
+      state: 'configured',
+      detail: `GitHub App ${github.app.appId} at ${github.apiUrl} (GITHUB_APP_ID, GITHUB_APP_PRIVATE_KEY)`,
+    };
+  if (configuredNeeds(config).has('github'))
+    return { part: 'forge', state: 'configured', detail: `GitHub at ${github.apiUrl} (GITHUB_TOKEN)` };
+  return { part: 'forge', state: 'missing', detail: `set ${NEEDS.github}: until then runs wait at the agent gate` };
+}
+
+function modelLine(config: SetupFacts['config']): SetupLine {
+  const { anthropic } = config;
+  if (!configuredNeeds(config).has('model'))
+    return { part: 'model', state: 'missing', detail: `set ${NEEDS.model}: until then runs wait at the agent gate` };
+  const via = anthropic.baseUrl === undefined ? 'ANTHROPIC_API_KEY' : `ANTHROPIC_BASE_URL ${anthropic.baseUrl}`;
+  return { part: 'model', state: 'configured', detail: `${anthropic.model} (SHIPGATE_MODEL) via ${via}` };
+}
+
+function clusterLine({ config, cluster }: SetupFacts): SetupLine {
+  if (watchTargetsFor(config.policy).length === 0)
+    return {
+      part: 'cluster',
+      state: 'unused',
+      detail: 'no pipeline in the policy needs one (pipelines:), so runs end at merge',
+    };
+  if (cluster === undefined)
+    return { part: 'cluster', state: 'unused', detail: 'the worker role watches it (SHIPGATE_ROLE=web here)' };
+  if (cluster) {
+    const source =
+      config.kubeconfig !== undefined
+        ? `KUBECONFIG ${config.kubeconfig}`
+        : config.kubernetesService !== undefined
+          ? 'in-cluster, or ~/.kube/config'
+          : '~/.kube/config';
+    return { part: 'cluster', state: 'configured', detail: source };
+  }
+  return {
+    part: 'cluster',
+    state: 'missing',
+    detail: `set ${NEEDS.kubernetes}: until then runs wait at the first deploy gate`,
+  };
+}
+
+function sandboxLine({ sandbox }: SetupFacts): SetupLine {
+  return sandbox.isolated
+    ? { part: 'sandbox', state: 'configured', detail: `${sandbox.kind} (policy sandbox:)` }
+    : {
+        part: 'sandbox',
+        state: 'configured',
+        detail: `${sandbox.kind}: checks run UNSANDBOXED (policy sandbox: none)`,
+      };
+}
+
+export function describeSetup(facts: SetupFacts): SetupSummary {
+  return [
+    chatLine(facts.config),
+    forgeLine(facts.config),
+    modelLine(facts.config),
+    clusterLine(facts),
+    sandboxLine(facts),
+  ];
+}
+
+/** The log line's fields: `{ forge: 'missing: set GITHUB_TOKEN …', … }`. */
+export function setupFields(summary: SetupSummary): Record<SetupPart, string> {
+  const fields: Record<SetupPart, string> = { chat: '', forge: '', model: '', cluster: '', sandbox: '' };
+  for (const line of summary)
+    fields[line.part] =
+      `${line.state === 'configured' ? 'configured' : line.state === 'missing' ? 'not configured' : 'not needed'}: ${line.detail}`;
+  return fields;
+}
+
+const MARK: Record<SetupLine['state'], string> = { configured: 'ok', missing: '--', unused: '  ' };
+
+/** The same, as a block for a person at the console. */
+export function setupText(summary: SetupSummary, envFile: string | undefined): string {
+  const lines = summary.map(
+    (line) =>
+      `  ${MARK[line.state]} ${line.part.padEnd(8)} ${line.state === 'configured' ? '' : line.state === 'missing' ? 'not configured: ' : 'not needed: '}${line.detail}`,
+  );
+  const env = envFile === undefined ? 'no .env file read (the environment only)' : `read ${envFile}`;
+  return `shipgate setup (${env}):\n${lines.join('\n')}`;
+}
