@@ -159,3 +159,9 @@ export function renderAuditSummary(input: AuditSummaryInput): MessageView {
   const gaps = evidence.missing.length === 0 ? 'every link present' : `missing: ${evidence.missing.join(', ')}`;
   return { text: truncate(`Evidence of ${evidence.runId}: ${gaps} · ${plainText(verdict)}`, 300), blocks };
 }
+
+/** The run's events could not be read back as the log claims them: the evidence itself is in doubt. */
+export function renderUnreadableEvidence(runId: string, reason: string): MessageView {
+  const text = rich`❌ The audit chain ${bold('does not verify')}: the events of run ${code(runId)} cannot be read back as the log indexes them (${truncate(reason, 400)}). Nothing is exported; check the log with ${code('npm run audit-log -- verify')}.`;
+  return { text: truncate(plainText(text), 300), blocks: [{ type: 'header', text: `Evidence of ${runId}` }, { type: 'section', text }] };
+}
