@@ -33,7 +33,8 @@ const missingText = rich`${bold('missing')}`;
 
 /** "Verifies" is said only of a chain that verify() walked end to end. */
 export function verificationText(result: AuditVerifyResult): RichText {
-  if (result.ok) return rich`✅ The audit chain verifies: ${result.count} events, each keyed with SHIPGATE_AUDIT_KEY and linked to the one before.`;
+  // No checkpoint is at hand in chat, and only a checkpoint kept outside Redis shows a cut-off tail: say so.
+  if (result.ok) return rich`✅ The audit chain verifies: ${result.count} events, each keyed with SHIPGATE_AUDIT_KEY and linked to the one before (events cut off the end show only against a checkpoint: ${code('npm run audit-log -- verify --checkpoint <seq:hash>')}).`;
   const { seq, type, reason, problem } = result.broken;
   if (problem === 'wrong-key') return rich`⚠️ The audit chain ${bold('cannot be verified')} at event #${seq} (${type}): ${truncate(reason, 400)}`;
   return rich`❌ The audit chain ${bold('does not verify')}: broken at event #${seq} (${type}): ${truncate(reason, 400)}. Treat this evidence as untrustworthy.`;
