@@ -1,4 +1,4 @@
-import { randomBytes } from 'node:crypto';
+import { createHash, randomBytes } from 'node:crypto';
 import type { AuditLog } from '../src/audit/audit-log.js';
 import type { Policy } from '../src/config/policy.js';
 import {
@@ -17,7 +17,7 @@ import type { Metrics } from '../src/metrics.js';
 import type { CommandEvent, CommandReply } from '../src/ports/chat.js';
 import type { Cancellation } from '../src/queue/cancellation.js';
 import type { Queues } from '../src/queue/queues.js';
-import { renderAuditTrail, renderHelp, renderRunStatus, renderStatusList } from '../src/render/card.js';
+import { renderHelp, renderRunStatus, renderStatusList } from '../src/render/card.js';
 import { plainText, rich, type RichText } from '../src/render/view.js';
 import type { RunStore } from '../src/store/run-store.js';
 
@@ -163,14 +163,16 @@ export function createShipCommand(deps: ShipCommandDeps): (event: CommandEvent) 
     return { ephemeral: renderStatusList(runs.map((run) => ({ run, queuePosition: positions.get(run.id) }))) };
   }
 
+  // Reading, verifying and exporting the log takes longer than Slack's 3 s: the chat worker does it
+  // and answers in the run's thread. The request id comes from the delivery, so a redelivered command
+  // adds nothing, while asking again later gives a fresh export.
   async function auditSummary(event: CommandEvent, runId: string): Promise<CommandReply> {
-    if ((await findRun(event, runId)) === undefined) return unknownRun(runId);
-    const events = await audit.eventsForRun(runId);
-    if (events.length === 0) return { ephemeral: rich`No audit events for ${runId}.` };
-    const verdict = await audit.verify();
-    const lines = events.map((e) => `${e.at}  ${e.type}  by ${e.actor}`);
-    const chain = verdict.ok ? `hash chain verified (${verdict.count} events)` : `hash chain BROKEN at event #${verdict.broken.seq}: ${verdict.broken.reason}`;
-    return { ephemeral: renderAuditTrail(runId, chain, lines.slice(-40)) };
+    const run = await findRun(event, runId);
+    if (run === undefined) return unknownRun(runId);
+    const request = createHash('sha256').update(event.deliveryId).digest('hex').slice(0, 16);
+    await queues.evidence({ runId: run.id, request, requestedBy: event.userId, channel: event.channelId });
+    deps.log.info({ runId: run.id, by: event.userId, request }, 'evidence requested');
+    return { ephemeral: rich`Audit trail of ${run.id}: the evidence summary and its JSON Lines export are on their way to the run's thread.` };
   }
 
   return async function handleShip(event) {

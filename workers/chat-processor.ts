@@ -8,7 +8,9 @@ import { renderApprovalRequest, renderSupersededApproval } from '../src/render/a
 import { renderCard, renderGateReply, renderRunEnded } from '../src/render/card.js';
 import { mapMessageView, type MessageView } from '../src/render/view.js';
 import type { Scrub } from '../src/security/scrubber.js';
-import type { AuditLog } from '../src/audit/audit-log.js';
+import { AuditIntegrityError, type AuditLog } from '../src/audit/audit-log.js';
+import { readRunEvidence } from '../src/audit/run-evidence.js';
+import { renderAuditSummary, renderUnreadableEvidence } from '../src/render/audit-summary.js';
 import type { ApprovalStore } from '../src/store/approval-store.js';
 import type { OutboxStore } from '../src/store/outbox-store.js';
 import type { RunIndex } from '../src/store/run-index.js';
@@ -45,8 +47,11 @@ export interface ChatProcessorDeps {
   scrub: Scrub;
   /** The approval requests the approval messages are rendered from; their deadline starts when posted. */
   approvals?: Pick<ApprovalStore, 'get' | 'markPosted'> | undefined;
-  /** Where `approval.requested` is recorded: the moment the request is posted is the evidence's. */
-  audit?: Pick<AuditLog, 'append'> | undefined;
+  /**
+   * Where `approval.requested` is recorded (the moment the request is posted is the evidence's), and
+   * what `/ship audit` reads, verifies and exports.
+   */
+  audit?: Pick<AuditLog, 'append' | 'eventsForRun' | 'exportRun' | 'verify'> | undefined;
   clock?: (() => Date) | undefined;
 }
 
@@ -211,8 +216,69 @@ export function createChatProcessor(deps: ChatProcessorDeps): (job: ChatProcesso
     await outbox.recordMessageDigest(postKey, digest);
   }
 
+  /** Uploads at most once per key; a `pending` record (an attempt died mid-call) uploads again, see the outbox store. */
+  async function uploadOnce(input: Parameters<ChatPort['uploadFile']>[0]): Promise<string> {
+    const record = await outbox.uploadRecord(input.key);
+    if (record?.state === 'uploaded') return record.ref;
+    await deps.writes?.take();
+    await outbox.recordUploadPending(input.key);
+    const { ref } = await chat.uploadFile(input);
+    await outbox.recordUploaded(input.key, ref);
+    return ref;
+  }
+
+  /**
+   * `/ship audit`: the run's chain of custody as a thread reply and its JSON Lines export as a file
+   * in the thread, once per request. The export is recorded first (`audit.exported`, keyed), and the
+   * file runs through that event: so the file names its own export, and a retried job sends the same
+   * bytes however far the run has moved on since.
+   */
+  async function evidence(job: ChatProcessorJob, token: string | undefined, data: Extract<ChatJob, { kind: 'evidence' }>): Promise<void> {
+    const audit = deps.audit;
+    if (audit === undefined) throw new Error('the chat processor has no audit log to answer /ship audit from');
+    const run = await store.get(data.runId);
+    if (run === undefined) return;
+    const { run: rooted } = await ensureRoot(run, job, token);
+    const thread = rooted.chat.card;
+    if (thread === undefined) return;
+    const base = `${run.id}.evidence.${data.request}`;
+    const filename = `${run.id}-evidence-${data.request}.jsonl`;
+    const post = (view: MessageView) => postOnce({ channel: rooted.chat.channel, thread, view: safe(view), key: `${base}.summary` });
+    try {
+      if ((await audit.eventsForRun(run.id)).length === 0) {
+        // Nothing recorded yet (the run's first job has not run): an export would be an empty file.
+        await post(renderAuditSummary({ evidence: readRunEvidence(run.id, []), verification: await audit.verify(), command: deps.command }));
+        return;
+      }
+      const exported = await audit.append({
+        type: 'audit.exported',
+        actor: data.requestedBy,
+        runId: run.id,
+        data: { request: data.request, channel: data.channel, filename },
+        key: `${base}.exported`,
+      });
+      const events = (await audit.eventsForRun(run.id)).filter((event) => event.seq <= exported.seq);
+      // Not scrubbed here: the rows were scrubbed before they were hashed, and any change would break
+      // both the HMACs a reader checks and the byte-for-byte match with `npm run audit-log -- export`.
+      const jsonl = await audit.exportRun(run.id, { throughSeq: exported.seq });
+      const verification = await audit.verify();
+      await post(renderAuditSummary({ evidence: readRunEvidence(run.id, events), verification, filename, command: deps.command }));
+      await uploadOnce({ channel: rooted.chat.channel, thread, filename, title: `Audit evidence of ${run.id}`, content: jsonl, key: `${base}.file` });
+      deps.log.info({ runId: run.id, request: data.request, events: events.length, verified: verification.ok }, 'evidence posted');
+    } catch (error) {
+      // The run's own rows contradict the log: say so in the thread instead of failing quietly in the queue.
+      if (!(error instanceof AuditIntegrityError)) throw error;
+      deps.log.warn({ runId: run.id, err: error }, 'evidence unreadable');
+      await post(renderUnreadableEvidence(run.id, error.message));
+    }
+  }
+
   return async function processChat(job, token) {
     const data = job.data;
+    if (data.kind === 'evidence') {
+      await evidence(job, token, data);
+      return;
+    }
     if (data.kind === 'card') {
       await refreshCard(job, token, data.runId, data.version);
       return;

@@ -66,6 +66,7 @@ export const AUDIT_EVENT_TYPES = [
   'ci.verdict',
   'freight.found',
   'stage.verdict',
+  'audit.exported',
 ] as const;
 
 export type AuditEventType = (typeof AUDIT_EVENT_TYPES)[number];
@@ -147,8 +148,12 @@ export interface AuditLog {
   allEvents(): Promise<AuditEvent[]>;
   /** Walks the whole log and names the first event where the chain breaks, or a checkpoint it lacks. */
   verify(options?: AuditVerifyOptions): Promise<AuditVerifyResult>;
-  /** JSON Lines of the run's events exactly as stored ('' for a run with no events). */
-  exportRun(runId: string): Promise<string>;
+  /**
+   * JSON Lines of the run's events exactly as stored ('' for a run with no events): the one export
+   * behind both `npm run audit-log -- export` and the file `/ship audit` uploads. `throughSeq`
+   * stops at that event, so a retried upload sends the same bytes even when the run moved on.
+   */
+  exportRun(runId: string, options?: { throughSeq?: number | undefined }): Promise<string>;
   /** Logs the current head as `audit checkpoint { seq, hash }` and returns it (null for an empty log). */
   checkpoint(): Promise<AuditCheckpoint | null>;
   /** Waits for this process's pending appends and logs a final checkpoint; never throws. */
@@ -735,9 +740,13 @@ export function createAuditLog({
       }
     },
     verify,
-    async exportRun(runId) {
+    async exportRun(runId, options = {}) {
+      const { throughSeq } = options;
       const rows = await runRows(runId);
-      return rows.map(({ row }) => `${row}\n`).join('');
+      return rows
+        .filter(({ event }) => throughSeq === undefined || event.seq <= throughSeq)
+        .map(({ row }) => `${row}\n`)
+        .join('');
     },
     checkpoint,
     async close() {

@@ -15,7 +15,8 @@ import type { AuditEvent } from './audit-log.js';
  * approved stage → its `stage.verdict`.
  */
 
-export const runRequestedData = z.object({ repo: z.string(), task: z.string(), at: z.string().optional() });
+/** `gates` names the run's gates in order as it was created: which links its chain must have. */
+export const runRequestedData = z.object({ repo: z.string(), task: z.string(), at: z.string().optional(), channel: z.string().optional(), gates: z.array(z.string()).optional() });
 
 export const commitCreatedData = z.object({ commit: z.string(), branch: z.string() });
 
@@ -106,6 +107,12 @@ export const promotionCreatedData = z.object({
   /** For a stage behind an approval: the people whose approvals it carries (also on the Promotion's annotations). */
   approvers: z.array(z.string()).optional(),
 });
+
+/** How a run ended (`run.done`, `run.failed`, …): its outcome line (`reason` when the worker forced the end, `atGate` for a cancel). */
+export const runEndedData = z.object({ outcome: z.string().nullable().optional(), reason: z.string().optional(), atGate: z.string().nullable().optional() });
+
+/** One `/ship audit` export (actor: who asked); its JSON Lines run through this event itself. */
+export const auditExportedData = z.object({ request: z.string(), channel: z.string(), filename: z.string() });
 
 /** The event's data through `schema`, or `undefined` when it is of another type or does not parse. */
 export function evidenceOf<T>(event: AuditEvent, type: AuditEvent['type'], schema: z.ZodType<T>): T | undefined {

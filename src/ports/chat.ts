@@ -31,6 +31,12 @@ export interface ChatPort {
   postEphemeral(input: { channel: ChannelRef; user: PrincipalId; text: RichText; thread?: MessageRef | undefined }): Promise<void>;
   /** Finds a message this bot posted with `key`, in the channel or in the thread of `thread`. */
   findMessageByKey(input: { channel: ChannelRef; thread?: MessageRef | undefined; key: string }): Promise<{ ref: MessageRef } | undefined>;
+  /**
+   * Attaches a file to the thread of `thread` (the run's evidence export). `key` names the upload
+   * for logs and for adapters that can store it; whether an upload already happened is the
+   * outbox's record, since chats cannot be asked for a file by key.
+   */
+  uploadFile(input: { channel: ChannelRef; thread: MessageRef; filename: string; title: string; content: string; key: string }): Promise<{ ref: string }>;
   /** A link a person can open to reach the message (used in PR bodies to point back to the thread). */
   permalink(input: { channel: ChannelRef; ref: MessageRef }): Promise<string | undefined>;
   /** The ids this chat owns, which of them are groups and who is in a group (policy checks, authorisation). */

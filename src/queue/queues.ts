@@ -26,7 +26,13 @@ export type ChatJob =
   /** One thread reply, posted at most once under `key`. */
   | { kind: 'reply'; runId: string; key: string; content: ReplyContent }
   /** The run's approval request `nonce`: posted once in the thread, then updated in place as it is decided. */
-  | { kind: 'approval'; runId: string; nonce: string };
+  | { kind: 'approval'; runId: string; nonce: string }
+  /**
+   * `/ship audit <run>`: the evidence summary as a thread reply and the JSON Lines export as a file
+   * in the thread, each once per `request` (a digest of the command's delivery id); `requestedBy` is
+   * who asked and `channel` where, for the audit event that records the export.
+   */
+  | { kind: 'evidence'; runId: string; request: string; requestedBy: string; channel: string };
 
 export function advanceJobId(runId: string, seq: number): string {
   return `${runId}.${seq}`;
@@ -46,6 +52,8 @@ export interface Queues {
    * (e.g. `pending-1`): the job id includes it, so a retried caller adds nothing and a new state a new job.
    */
   approvalMessage(runId: string, nonce: string, stamp: string): Promise<void>;
+  /** Queues one `/ship audit` answer; the same `request` again (a redelivered command) adds nothing. */
+  evidence(job: { runId: string; request: string; requestedBy: string; channel: string }): Promise<void>;
   /** 1-based positions of waiting runs, oldest first. */
   queuePositions(): Promise<Map<string, number>>;
   close(): Promise<void>;
@@ -109,6 +117,9 @@ export function createQueues({ connection, prefix }: { connection: RedisOptions;
         { kind: 'approval', runId, nonce },
         { ...CHAT_JOB_OPTIONS, jobId: `${runId}.approval.${nonce}.${stamp.replaceAll(':', '~')}` },
       );
+    },
+    async evidence({ runId, request, requestedBy, channel }) {
+      await chat.add('evidence', { kind: 'evidence', runId, request, requestedBy, channel }, { ...CHAT_JOB_OPTIONS, jobId: `${runId}.evidence.${request}` });
     },
     async queuePositions() {
       const waiting = await runs.getJobs(['waiting', 'prioritized'], 0, -1, true);

@@ -14,7 +14,6 @@ import {
   joinRich,
   link as linkSpan,
   plainText,
-  pre,
   principal,
   quote,
   rich,
@@ -393,16 +392,4 @@ export function renderRunStatus(run: Run, queuePosition?: number): RichText {
   const usage = formatUsage(run.usage);
   if (usage !== undefined) lines.push(rich`${usage}`);
   return joinRich(lines, '\n');
-}
-
-/** `/ship audit <run-id>`: the last events, one per line, and whether the chain verifies. */
-export function renderAuditTrail(runId: string, chain: string, lines: readonly string[]): RichText {
-  return joinRich(
-    [
-      rich`${bold(`Audit trail of ${runId}`)} — ${chain}`,
-      [pre(lines.join('\n'))],
-      rich`Full evidence: ${code(`npm run audit-log -- export ${runId}`)}`,
-    ],
-    '\n',
-  );
 }

@@ -24,6 +24,11 @@ import type { Redis } from '../redis.js';
  *   card write: while it exists the next update waits.
  * - `<prefix>:card:hash:<runId>` — sha256 hex of the card view last written,
  *   30 days: a refresh that renders the same card writes nothing.
+ * - `<prefix>:uploaded:<uploadKey>` — string, 30 days: `pending` while a file
+ *   upload is in flight, then `file:<ref>` once the chat has it. Unlike a
+ *   message, an upload cannot be looked up by key afterwards, so a `pending`
+ *   left by an attempt that died mid-call means "maybe uploaded": the
+ *   processor uploads again (a rare duplicate file beats missing evidence).
  */
 
 declare module 'ioredis' {
@@ -38,6 +43,9 @@ export type PostRecord =
   /** A post under this key was started; whether it reached the chat is unknown. */
   { state: 'pending' } | { state: 'posted'; ref: MessageRef };
 
+/** What is known about one file upload. */
+export type UploadRecord = { state: 'pending' } | { state: 'uploaded'; ref: string };
+
 export type CardSlot = { taken: true } | { taken: false; retryInMs: number };
 
 export interface OutboxStore {
@@ -45,6 +53,10 @@ export interface OutboxStore {
   /** Written right before the chat call, so a crash during it leaves `pending` behind. */
   recordPending(postKey: string): Promise<void>;
   recordPosted(postKey: string, ref: MessageRef): Promise<void>;
+  uploadRecord(uploadKey: string): Promise<UploadRecord | undefined>;
+  /** Written right before the upload, so a crash during it leaves `pending` behind. */
+  recordUploadPending(uploadKey: string): Promise<void>;
+  recordUploaded(uploadKey: string, ref: string): Promise<void>;
   /** True when this caller now holds the run's root-card lease (30 s), false when another does. */
   takeRootLease(runId: string): Promise<boolean>;
   /** The run version the card last showed; undefined before the first render. */
@@ -68,6 +80,7 @@ export const POST_RECORD_TTL_SECONDS = 30 * 24 * 3600;
 export const ROOT_LEASE_MS = 30_000;
 const POSTED_PREFIX = 'ts:';
 const PENDING = 'pending';
+const UPLOADED_PREFIX = 'file:';
 
 // KEYS: rendered marker. ARGV: version. Compare and set in one step: two card jobs of one run may finish in either order.
 const SHIPGATE_CARD_RENDERED =
@@ -76,6 +89,12 @@ const SHIPGATE_CARD_RENDERED =
 function parsePostRecord(raw: string | null): PostRecord | undefined {
   if (raw === PENDING) return { state: 'pending' };
   if (raw?.startsWith(POSTED_PREFIX) === true) return { state: 'posted', ref: raw.slice(POSTED_PREFIX.length) };
+  return undefined;
+}
+
+function parseUploadRecord(raw: string | null): UploadRecord | undefined {
+  if (raw === PENDING) return { state: 'pending' };
+  if (raw?.startsWith(UPLOADED_PREFIX) === true) return { state: 'uploaded', ref: raw.slice(UPLOADED_PREFIX.length) };
   return undefined;
 }
 
@@ -92,6 +111,7 @@ export function createOutboxStore({ redis, prefix }: { redis: Redis; prefix: str
   const slotKey = (runId: string) => `${prefix}:card:slot:${runId}`;
   const hashKey = (runId: string) => `${prefix}:card:hash:${runId}`;
   const messageHashKey = (postKey: string) => `${prefix}:message:hash:${postKey}`;
+  const uploadedKey = (uploadKey: string) => `${prefix}:uploaded:${uploadKey}`;
   redis.defineCommand('shipgateCardRendered', { numberOfKeys: 1, lua: SHIPGATE_CARD_RENDERED });
 
   return {
@@ -103,6 +123,15 @@ export function createOutboxStore({ redis, prefix }: { redis: Redis; prefix: str
     },
     async recordPosted(postKey, ref) {
       await redis.set(postedKey(postKey), `${POSTED_PREFIX}${ref}`, 'EX', POST_RECORD_TTL_SECONDS);
+    },
+    async uploadRecord(uploadKey) {
+      return parseUploadRecord(await redis.get(uploadedKey(uploadKey)));
+    },
+    async recordUploadPending(uploadKey) {
+      await redis.set(uploadedKey(uploadKey), PENDING, 'EX', POST_RECORD_TTL_SECONDS);
+    },
+    async recordUploaded(uploadKey, ref) {
+      await redis.set(uploadedKey(uploadKey), `${UPLOADED_PREFIX}${ref}`, 'EX', POST_RECORD_TTL_SECONDS);
     },
     async takeRootLease(runId) {
       return (await redis.set(rootLeaseKey(runId), '1', 'PX', ROOT_LEASE_MS, 'NX')) !== null;

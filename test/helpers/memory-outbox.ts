@@ -3,6 +3,7 @@ import {
   ROOT_LEASE_MS,
   type OutboxStore,
   type PostRecord,
+  type UploadRecord,
 } from '../../src/store/outbox-store.js';
 
 /**
@@ -12,8 +13,9 @@ import {
  */
 export function createMemoryOutboxStore(
   now: () => number = Date.now,
-): OutboxStore & { posts: Map<string, PostRecord> } {
+): OutboxStore & { posts: Map<string, PostRecord>; uploads: Map<string, UploadRecord> } {
   const posts = new Map<string, PostRecord>();
+  const uploads = new Map<string, { record: UploadRecord; until: number }>();
   const postExpiry = new Map<string, number>();
   const leases = new Map<string, number>();
   const slots = new Map<string, number>();
@@ -27,8 +29,25 @@ export function createMemoryOutboxStore(
     postExpiry.set(key, now() + POST_RECORD_TTL_SECONDS * 1000);
   };
 
+  const recordUpload = (key: string, record: UploadRecord) => {
+    uploads.set(key, { record, until: now() + POST_RECORD_TTL_SECONDS * 1000 });
+  };
+
   return {
     posts,
+    get uploads() {
+      return new Map([...uploads].filter(([, entry]) => live(entry.until)).map(([key, entry]) => [key, entry.record]));
+    },
+    async uploadRecord(key) {
+      const entry = uploads.get(key);
+      return entry !== undefined && live(entry.until) ? entry.record : undefined;
+    },
+    async recordUploadPending(key) {
+      recordUpload(key, { state: 'pending' });
+    },
+    async recordUploaded(key, ref) {
+      recordUpload(key, { state: 'uploaded', ref });
+    },
     async postRecord(key) {
       return live(postExpiry.get(key)) ? posts.get(key) : undefined;
     },

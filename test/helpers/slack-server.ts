@@ -88,6 +88,21 @@ export interface ResponseUrlPost {
 }
 
 /**
+ * A file shared into a channel or thread through the files.uploadV2 flow: files.getUploadURLExternal,
+ * the bytes POSTed to the upload_url it handed out, then files.completeUploadExternal.
+ */
+export interface SlackUpload {
+  file_id: string;
+  filename: string;
+  title: string | undefined;
+  channel: string;
+  thread_ts: string | undefined;
+  /** Exactly the bytes the client POSTed to the upload URL. */
+  bytes: Buffer;
+  at: number;
+}
+
+/**
  * `{ status: 429 }` answers HTTP 429 with `Retry-After: <retryAfter ?? 0>` (WebClient retries
  * it); `retryAfter: null` omits the header, which WebClient treats as fatal (no retry). Other
  * statuses answer a non-JSON body (WebClient raises WebAPIHTTPError and retries it under its
@@ -133,6 +148,8 @@ export interface SlackServer {
   messages(channel: string): SlackMessage[];
   /** Recorded calls of one API method, oldest first. */
   callsOf(method: string): RecordedCall[];
+  /** Files shared by files.completeUploadExternal, oldest first (uploads never completed are not here). */
+  uploads(): SlackUpload[];
   /** Resolves with the predicate's first truthy result; a throwing predicate counts as "not yet". */
   waitFor<T>(predicate: (server: SlackServer) => T, timeoutMs?: number, description?: string): Promise<Truthy<T>>;
   setUserGroup(groupId: string, userIds: readonly string[]): void;
@@ -315,6 +332,29 @@ function paginate<T>(
   return { ok: true, page, nextCursor: next };
 }
 
+/**
+ * The content of the one file part of a multipart/form-data body (RFC 7578), byte for byte;
+ * undefined when the body is not that. Small on purpose: only what WebClient's upload sends.
+ */
+function multipartFile(contentType: string, body: Buffer): Buffer | undefined {
+  const boundary = /boundary=(?:"([^"]+)"|([^;\s]+))/i.exec(contentType);
+  const marker = boundary?.[1] ?? boundary?.[2];
+  if (marker === undefined) return undefined;
+  const delimiter = Buffer.from(`--${marker}`);
+  const files: Buffer[] = [];
+  let start = body.indexOf(delimiter);
+  while (start >= 0) {
+    const next = body.indexOf(delimiter, start + delimiter.length);
+    if (next < 0) break;
+    // A part: CRLF, headers, CRLF CRLF, content, CRLF, then the next delimiter.
+    const part = body.subarray(start + delimiter.length + 2, next - 2);
+    const split = part.indexOf('\r\n\r\n');
+    if (split >= 0 && /filename=/i.test(part.subarray(0, split).toString('utf8'))) files.push(Buffer.from(part.subarray(split + 4)));
+    start = next;
+  }
+  return files.length === 1 ? files[0] : undefined;
+}
+
 export async function startSlackServer(options: SlackServerOptions = {}): Promise<SlackServer> {
   const botUserId = options.botUserId ?? 'U0BOT';
   const botId = options.botId ?? 'B0BOT';
@@ -419,7 +459,111 @@ export async function startSlackServer(options: SlackServerOptions = {}): Promis
     return list.filter((m) => m.ts === rootTs || m.thread_ts === rootTs);
   };
 
+  // --- files.uploadV2 (files.getUploadURLExternal → POST to upload_url → files.completeUploadExternal) ---
+  // The upload URL is on this server; Slack's is elsewhere, which WebClient allows (absolute URLs).
+  let uploadOrigin = '';
+  let fileCounter = 0;
+  const stagedFiles = new Map<string, { filename: string; length: number; bytes?: Buffer }>();
+  const completedUploads: SlackUpload[] = [];
+  const getUploadUrlSchema = z.object({ filename: z.string().min(1), length: intish, alt_text: z.string().optional(), snippet_type: z.string().optional() });
+  const completeUploadSchema = z.object({
+    files: z.string().transform((text, ctx) => {
+      const parsed = z.array(z.object({ id: z.string().min(1), title: z.string().optional() })).min(1).safeParse(((): unknown => {
+        try {
+          return JSON.parse(text);
+        } catch {
+          return undefined;
+        }
+      })());
+      if (!parsed.success) {
+        ctx.addIssue({ code: 'custom', message: 'files must be a JSON array of { id, title }' });
+        return z.NEVER;
+      }
+      return parsed.data;
+    }),
+    channel_id: z.string().min(1).optional(),
+    thread_ts: tsSchema.optional(),
+    initial_comment: z.string().optional(),
+  });
+  const uploadMethods: Record<string, (params: JsonObject) => ApiAnswer> = {
+    'files.getUploadURLExternal': (params) => {
+      const parsed = getUploadUrlSchema.safeParse(params);
+      if (!parsed.success)
+        return fail('invalid_arguments', { response_metadata: { messages: issuesToMessages(parsed.error) } });
+      // Slack refuses empty files.
+      if (parsed.data.length === 0) return fail('invalid_arguments');
+      fileCounter += 1;
+      const fileId = `F0FILE${String(fileCounter).padStart(4, '0')}`;
+      stagedFiles.set(fileId, { filename: parsed.data.filename, length: parsed.data.length });
+      return ok({ upload_url: `${uploadOrigin}/upload/v1/${fileId}`, file_id: fileId });
+    },
+    'files.completeUploadExternal': (params) => {
+      const parsed = completeUploadSchema.safeParse(params);
+      if (!parsed.success)
+        return fail('invalid_arguments', { response_metadata: { messages: issuesToMessages(parsed.error) } });
+      const p = parsed.data;
+      if (p.thread_ts !== undefined && p.channel_id === undefined) return fail('invalid_arguments');
+      if (p.channel_id !== undefined && p.thread_ts !== undefined) {
+        const threadTs = p.thread_ts;
+        if (!(channels.get(p.channel_id) ?? []).some((m) => m.ts === threadTs)) return fail('thread_not_found');
+      }
+      const shared: JsonObject[] = [];
+      for (const file of p.files) {
+        const staged = stagedFiles.get(file.id);
+        // Completing a file that was never uploaded (or twice) is a bot bug here.
+        if (staged?.bytes === undefined) return fail('file_not_found');
+      }
+      for (const file of p.files) {
+        const staged = stagedFiles.get(file.id);
+        if (staged?.bytes === undefined) continue;
+        stagedFiles.delete(file.id);
+        if (p.channel_id !== undefined) {
+          completedUploads.push({ file_id: file.id, filename: staged.filename, title: file.title, channel: p.channel_id, thread_ts: p.thread_ts, bytes: staged.bytes, at: Date.now() });
+        }
+        shared.push({ id: file.id, name: staged.filename, title: file.title ?? staged.filename, size: staged.bytes.length });
+      }
+      return ok({ files: shared });
+    },
+  };
+
+  /** The bytes of one staged file, as WebClient POSTs them: multipart/form-data with one file part. */
+  const handleUpload = async (req: IncomingMessage, res: ServerResponse, fileId: string): Promise<void> => {
+    const chunks: Buffer[] = [];
+    for await (const chunk of req) chunks.push(Buffer.isBuffer(chunk) ? chunk : Buffer.from(String(chunk)));
+    const raw = Buffer.concat(chunks);
+    const at = Date.now();
+    const contentType = req.headers['content-type'];
+    const reject = (reason: string): void => {
+      unexpected.push({ httpMethod: req.method ?? '', path: req.url ?? '', contentType, body: raw.toString('utf8').slice(0, 500), at, reason });
+      changed();
+      send(res, { status: 400, body: reason });
+    };
+    const staged = stagedFiles.get(fileId);
+    if (req.method !== 'POST') {
+      reject('upload URL takes POST only');
+      return;
+    }
+    if (staged === undefined || staged.bytes !== undefined) {
+      reject(`no pending upload ${fileId}`);
+      return;
+    }
+    const bytes = (contentType ?? '').toLowerCase().startsWith('multipart/form-data') ? multipartFile(contentType ?? '', raw) : raw;
+    if (bytes === undefined) {
+      reject('upload must be multipart/form-data with exactly one file part');
+      return;
+    }
+    if (bytes.length !== staged.length) {
+      reject(`upload of ${fileId} has ${bytes.length} bytes, files.getUploadURLExternal announced ${staged.length}`);
+      return;
+    }
+    staged.bytes = bytes;
+    changed();
+    send(res, { status: 200, body: `OK - ${bytes.length}` });
+  };
+  // --- end files.uploadV2 ---
+
   const methods: Record<string, (params: JsonObject) => ApiAnswer> = {
+    ...uploadMethods,
     'auth.test': () =>
       ok({
         url: 'https://shipgate-test.slack.com/',
@@ -597,6 +741,9 @@ export async function startSlackServer(options: SlackServerOptions = {}): Promis
   };
 
   const handle = async (req: IncomingMessage, res: ServerResponse): Promise<void> => {
+    // Upload bodies are bytes, not API params: handled before the body is read as text.
+    const uploadMatch = /^\/upload\/v1\/(F\w+)$/.exec(new URL(req.url ?? '/', 'http://127.0.0.1').pathname);
+    if (uploadMatch?.[1] !== undefined) return handleUpload(req, res, uploadMatch[1]);
     const raw = await readBody(req);
     const at = Date.now();
     const url = new URL(req.url ?? '/', 'http://127.0.0.1');
@@ -681,6 +828,7 @@ export async function startSlackServer(options: SlackServerOptions = {}): Promis
   const address = http.address();
   if (address === null || typeof address === 'string') throw new Error('slack fake server has no TCP address');
   const origin = `http://127.0.0.1:${address.port}`;
+  uploadOrigin = origin;
 
   const server: SlackServer = {
     apiUrl: `${origin}/api/`,
@@ -695,6 +843,7 @@ export async function startSlackServer(options: SlackServerOptions = {}): Promis
     responseUrlPosts,
     messages: (channel) => [...(channels.get(channel) ?? [])],
     callsOf: (method) => calls.filter((c) => c.method === method),
+    uploads: () => completedUploads.map((upload) => ({ ...upload, bytes: Buffer.from(upload.bytes) })),
     waitFor<T>(predicate: (s: SlackServer) => T, timeoutMs = 5_000, description?: string): Promise<Truthy<T>> {
       return new Promise((resolveWait, reject) => {
         let lastError: unknown;

@@ -37,6 +37,17 @@ describe.each(implementations)('outbox store contract (%s)', (_name, make) => {
     expect(await outbox.postRecord('sg-a.gate-agent')).toBeUndefined();
   });
 
+  it('an upload record goes from none to pending to uploaded, per key, apart from post records', async () => {
+    const outbox = make();
+    expect(await outbox.uploadRecord('sg-a.evidence.1')).toBeUndefined();
+    await outbox.recordUploadPending('sg-a.evidence.1');
+    expect(await outbox.uploadRecord('sg-a.evidence.1')).toEqual({ state: 'pending' });
+    await outbox.recordUploaded('sg-a.evidence.1', 'F0123');
+    expect(await outbox.uploadRecord('sg-a.evidence.1')).toEqual({ state: 'uploaded', ref: 'F0123' });
+    expect(await outbox.postRecord('sg-a.evidence.1')).toBeUndefined();
+    expect(await outbox.uploadRecord('sg-a.evidence.2')).toBeUndefined();
+  });
+
   it('the root lease is held by one caller at a time, per run', async () => {
     const outbox = make();
     expect(await outbox.takeRootLease('sg-a')).toBe(true);

@@ -51,6 +51,7 @@ function world() {
 
   const posted: Posted[] = [];
   const updates: Array<{ ref: string; view: MessageView }> = [];
+  const uploads: Array<Parameters<ChatPort['uploadFile']>[0]> = [];
   /** How the next postMessage fails: before it reaches the chat, or after the message landed (the answer lost). */
   let failNextPost: 'before-landing' | 'after-landing' | undefined;
   let postGate: { reached: () => void; released: Promise<void> } | undefined;
@@ -79,6 +80,10 @@ function world() {
     findMessageByKey: async ({ channel, thread, key }) => {
       const found = posted.find((m) => m.channel === channel && m.thread === thread && m.key === key);
       return found === undefined ? undefined : { ref: found.ref };
+    },
+    uploadFile: async (input) => {
+      uploads.push(input);
+      return { ref: `F${uploads.length}` };
     },
     permalink: async () => undefined,
     principals: {

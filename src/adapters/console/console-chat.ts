@@ -1,4 +1,7 @@
 import { randomBytes } from 'node:crypto';
+import { mkdir, writeFile } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import { basename, join } from 'node:path';
 import { createInterface } from 'node:readline';
 import type { Readable, Writable } from 'node:stream';
 import type { PrincipalDirectory } from '../../domain/principals.js';
@@ -19,6 +22,8 @@ export interface ConsoleChatOptions {
   command: string;
   /** Members of groups, for trying out group-based policy locally; every other id is a user or channel. */
   userGroups?: Record<string, string[]>;
+  /** Where files "attached" to a thread are written (default: shipgate-files in the OS temp directory). */
+  filesDir?: string | undefined;
 }
 
 export interface ConsoleChat {
@@ -83,6 +88,16 @@ export function createConsoleChat(options: ConsoleChatOptions): ConsoleChat {
         if (meta.channel === channel && meta.thread === thread && meta.key === key) return { ref };
       }
       return undefined;
+    },
+    async uploadFile({ channel, thread, filename, title, content }) {
+      // A terminal cannot hold an attachment: the file goes to disk and the thread says where, so
+      // the person can open exactly the bytes a Slack thread would have had.
+      const dir = options.filesDir ?? join(tmpdir(), 'shipgate-files');
+      await mkdir(dir, { recursive: true });
+      const path = join(dir, basename(filename));
+      await writeFile(path, content, 'utf8');
+      print(`\n── file in #${channel} thread ${thread} ──\n${title}: ${path} (${Buffer.byteLength(content, 'utf8')} bytes)`);
+      return { ref: path };
     },
     async permalink({ channel, ref }) {
       return `console://${channel}/${ref}`;

@@ -138,6 +138,8 @@ const historySchema = z.object({
 });
 const permalinkSchema = z.object({ permalink: z.string().optional() });
 const groupUsersSchema = z.object({ users: z.array(z.string()).default([]) });
+/** files.uploadV2 answers with each files.completeUploadExternal result; the file id is in there. */
+const uploadResultSchema = z.object({ files: z.array(z.object({ files: z.array(z.object({ id: z.string() })).default([]) })).default([]) });
 
 /**
  * The Slack adapter (SPEC §2): Bolt over signed HTTP (or Socket Mode) for
@@ -208,6 +210,17 @@ export function createSlackChat(options: SlackChatOptions): SlackChat {
         if (cursor === undefined || cursor === '') return undefined;
       }
       return undefined;
+    },
+    async uploadFile({ channel, thread, filename, title, content, key }) {
+      // uploadV2 is three calls: files.getUploadURLExternal, the bytes POSTed to the upload_url it
+      // returns, then files.completeUploadExternal sharing the file into the thread. Slack keeps no
+      // idempotency key for files; the outbox's record stops a second upload.
+      const raw = await call('files.uploadV2', () =>
+        client.filesUploadV2({ channel_id: channel, thread_ts: thread, filename, title, file: Buffer.from(content, 'utf8') }),
+      );
+      const id = uploadResultSchema.parse(raw).files.flatMap((completion) => completion.files)[0]?.id;
+      if (id === undefined) throw new Error(`files.uploadV2 of ${filename} (${key}) answered without a file id`);
+      return { ref: id };
     },
     async permalink({ channel, ref }) {
       const raw = await call('chat.getPermalink', () => client.chat.getPermalink({ channel, message_ts: ref }));
