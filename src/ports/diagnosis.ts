@@ -33,6 +33,8 @@ export interface DiagnosisToolResult {
   /** Scrubbed and capped; says so when something was cut. */
   text: string;
   isError: boolean;
+  /** True when `text` holds what the cluster said (frame it as data); false for the bot's own refusals and errors. */
+  fromCluster: boolean;
 }
 
 export interface ClusterDiagnosisSession {

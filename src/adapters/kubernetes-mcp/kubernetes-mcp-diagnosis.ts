@@ -140,11 +140,11 @@ export function createKubernetesMcpDiagnosis(options: KubernetesMcpDiagnosisOpti
 
     async function call(tool: string, input: unknown, callSignal: AbortSignal): Promise<DiagnosisToolResult> {
       callSignal.throwIfAborted();
-      if (closing !== undefined || dead) return { text: 'Error: the cluster session has ended; no more cluster reads in this step.', isError: true };
+      if (closing !== undefined || dead) return { text: 'Error: the cluster session has ended; no more cluster reads in this step.', isError: true, fromCluster: false };
       const policed = policeCall(tool, input, scope.namespace);
-      if ('refused' in policed) return { text: policed.refused, isError: true };
+      if ('refused' in policed) return { text: policed.refused, isError: true, fromCluster: false };
       if (!offered.some((name) => name === policed.tool))
-        return { text: `Error: ${policed.tool} is not available from this cluster's server.`, isError: true };
+        return { text: `Error: ${policed.tool} is not available from this cluster's server.`, isError: true, fromCluster: false };
       let raw: unknown;
       try {
         raw = await client.callTool({ name: policed.tool, arguments: policed.arguments }, undefined, { signal: callSignal, timeout: callTimeout });
@@ -152,15 +152,15 @@ export function createKubernetesMcpDiagnosis(options: KubernetesMcpDiagnosisOpti
         if (callSignal.aborted) throw callSignal.reason instanceof Error ? callSignal.reason : new Error('diagnosis call aborted');
         log.warn({ tool: policed.tool, err: errorKind(error) }, 'diagnosis: tool call failed');
         const why = dead ? 'the cluster tool server stopped (its answer may have been too large)' : `the cluster did not answer (${errorKind(error)})`;
-        return { text: `Error: ${why}. Try a narrower question.`, isError: true };
+        return { text: `Error: ${why}. Try a narrower question.`, isError: true, fromCluster: false };
       }
       const parsed = callResultSchema.safeParse(raw);
-      if (!parsed.success) return { text: 'Error: the cluster tool server gave an answer the bot cannot read.', isError: true };
+      if (!parsed.success) return { text: 'Error: the cluster tool server gave an answer the bot cannot read.', isError: true, fromCluster: false };
       const texts = parsed.data.content.flatMap((block) => (block.type === 'text' && block.text !== undefined ? [block.text] : []));
       const whole = scrub(texts.join('\n'));
-      if (parsed.data.isError === true) return { text: `Error from the cluster: ${capText(whole, 2_048, 'head')}`, isError: true };
+      if (parsed.data.isError === true) return { text: `Error from the cluster: ${capText(whole, 2_048, 'head')}`, isError: true, fromCluster: true };
       const body = whole.trim() === '' ? '(nothing found)' : capText(whole, maxResultBytes, policed.keep);
-      return { text: body, isError: false };
+      return { text: body, isError: false, fromCluster: true };
     }
 
     return {
