@@ -64,10 +64,18 @@ export interface DiagnosisToolsOptions {
 }
 
 /** Untrusted text for the model: scrubbed, capped and framed. */
-export function frameUntrusted(text: string, source: string, scrub: Scrub, maxBytes: number = DEFAULT_DIAGNOSIS_RESULT_BYTES): string {
+export function frameUntrusted(
+  text: string,
+  source: string,
+  scrub: Scrub,
+  maxBytes: number = DEFAULT_DIAGNOSIS_RESULT_BYTES,
+): string {
   let body = scrub(text);
   if (Buffer.byteLength(body, 'utf8') > maxBytes) {
-    const kept = Buffer.from(body, 'utf8').subarray(0, maxBytes).toString('utf8').replace(/\uFFFD$/u, '');
+    const kept = Buffer.from(body, 'utf8')
+      .subarray(0, maxBytes)
+      .toString('utf8')
+      .replace(/\uFFFD$/u, '');
     body = `${kept}\n[truncated at ${maxBytes} bytes; ask a narrower question]`;
   }
   return (
@@ -76,11 +84,19 @@ export function frameUntrusted(text: string, source: string, scrub: Scrub, maxBy
   );
 }
 
-function configuredSignals(signals: GoldenSignals | undefined): Array<{ name: SignalName; query: string; threshold: string }> {
+function configuredSignals(
+  signals: GoldenSignals | undefined,
+): Array<{ name: SignalName; query: string; threshold: string }> {
   if (signals === undefined) return [];
   const out: Array<{ name: SignalName; query: string; threshold: string }> = [];
-  if (signals.errorRatio !== undefined) out.push({ name: 'errorRatio', query: signals.errorRatio.query, threshold: `at most ${signals.errorRatio.max}` });
-  if (signals.latencyP95 !== undefined) out.push({ name: 'latencyP95', query: signals.latencyP95.query, threshold: `at most ${signals.latencyP95.maxSeconds} s` });
+  if (signals.errorRatio !== undefined)
+    out.push({ name: 'errorRatio', query: signals.errorRatio.query, threshold: `at most ${signals.errorRatio.max}` });
+  if (signals.latencyP95 !== undefined)
+    out.push({
+      name: 'latencyP95',
+      query: signals.latencyP95.query,
+      threshold: `at most ${signals.latencyP95.maxSeconds} s`,
+    });
   return out;
 }
 
@@ -104,13 +120,24 @@ const deployStatusInput = z.strictObject({
 
 /** What of a cached object the model sees: who it is, and its status (specs may carry values the model has no need for). */
 const cachedObjectSchema = z.looseObject({
-  metadata: z.looseObject({ name: z.string().optional(), namespace: z.string().optional(), generation: z.number().optional(), creationTimestamp: z.string().nullish() }).optional(),
+  metadata: z
+    .looseObject({
+      name: z.string().optional(),
+      namespace: z.string().optional(),
+      generation: z.number().optional(),
+      creationTimestamp: z.string().nullish(),
+    })
+    .optional(),
   status: z.unknown().optional(),
 });
 
 function describeIssues(error: z.ZodError): string {
   return error.issues
-    .map((issue) => (issue.code === 'unrecognized_keys' ? `unknown field ${issue.keys.join(', ')}` : `${issue.path.map(String).join('.') || 'input'}: ${issue.message}`))
+    .map((issue) =>
+      issue.code === 'unrecognized_keys'
+        ? `unknown field ${issue.keys.join(', ')}`
+        : `${issue.path.map(String).join('.') || 'input'}: ${issue.message}`,
+    )
     .join('; ');
 }
 
@@ -147,14 +174,25 @@ export function createDiagnosisProvider(options: DiagnosisToolsOptions): ToolPro
   if (options.metrics !== undefined && (signals.length > 0 || options.freePromql)) {
     const named = signals.map((signal) => `${signal.name} (\`${signal.query}\`, ${signal.threshold})`).join('; ');
     const properties: Record<string, unknown> = {};
-    if (signals.length > 0) properties['signal'] = { type: 'string', enum: signals.map((signal) => signal.name), description: 'Which golden signal to read now.' };
-    if (options.freePromql) properties['query'] = { type: 'string', description: `A PromQL instant query of your own (at most ${MAX_FREE_QUERY} characters), instead of a signal.` };
+    if (signals.length > 0)
+      properties['signal'] = {
+        type: 'string',
+        enum: signals.map((signal) => signal.name),
+        description: 'Which golden signal to read now.',
+      };
+    if (options.freePromql)
+      properties['query'] = {
+        type: 'string',
+        description: `A PromQL instant query of your own (at most ${MAX_FREE_QUERY} characters), instead of a signal.`,
+      };
     tools.push({
       name: GOLDEN_SIGNAL_TOOL,
       description:
         `Read a golden signal of the failing stage from Prometheus now (an instant query). ` +
         (signals.length > 0 ? `Configured signals: ${named}. ` : '') +
-        (options.freePromql ? 'You may also send a PromQL query of your own. ' : 'Only these configured queries can be run. ') +
+        (options.freePromql
+          ? 'You may also send a PromQL query of your own. '
+          : 'Only these configured queries can be run. ') +
         'Read-only.',
       input_schema: { type: 'object', properties },
     });
@@ -162,10 +200,20 @@ export function createDiagnosisProvider(options: DiagnosisToolsOptions): ToolPro
 
   async function deployStatus(input: unknown): Promise<ToolResult> {
     const parsed = deployStatusInput.safeParse(input ?? {});
-    if (!parsed.success) return { content: `Error: invalid input for ${DEPLOY_STATUS_TOOL}: ${describeIssues(parsed.error)}.`, isError: true };
+    if (!parsed.success)
+      return {
+        content: `Error: invalid input for ${DEPLOY_STATUS_TOOL}: ${describeIssues(parsed.error)}.`,
+        isError: true,
+      };
     const { kind, name } = parsed.data;
-    const refs = options.deployObjects.filter((ref) => (kind === undefined || ref.kind === kind) && (name === undefined || ref.name === name));
-    if (refs.length === 0) return { content: `Error: this run follows no such object. It follows: ${options.deployObjects.map((r) => `${r.kind} ${r.name}`).join(', ')}.`, isError: true };
+    const refs = options.deployObjects.filter(
+      (ref) => (kind === undefined || ref.kind === kind) && (name === undefined || ref.name === name),
+    );
+    if (refs.length === 0)
+      return {
+        content: `Error: this run follows no such object. It follows: ${options.deployObjects.map((r) => `${r.kind} ${r.name}`).join(', ')}.`,
+        isError: true,
+      };
     const sections = refs.map((ref) => {
       const title = `${ref.kind} ${ref.namespace}/${ref.name}`;
       let raw: unknown;
@@ -178,43 +226,73 @@ export function createDiagnosisProvider(options: DiagnosisToolsOptions): ToolPro
       const object = cachedObjectSchema.safeParse(raw);
       if (!object.success) return `## ${title}\n(unreadable object)`;
       const { metadata, status } = object.data;
-      const shown = { generation: metadata?.generation, created: metadata?.creationTimestamp ?? undefined, status: status ?? '(no status yet)' };
+      const shown = {
+        generation: metadata?.generation,
+        created: metadata?.creationTimestamp ?? undefined,
+        status: status ?? '(no status yet)',
+      };
       return `## ${title}\n${stringify(shown, { lineWidth: 0 }).trimEnd()}`;
     });
-    return { content: frameUntrusted(sections.join('\n\n'), 'Argo CD and Kargo (the bot\'s informer caches)', scrub, maxBytes), isError: false };
+    return {
+      content: frameUntrusted(sections.join('\n\n'), "Argo CD and Kargo (the bot's informer caches)", scrub, maxBytes),
+      isError: false,
+    };
   }
 
   const goldenInput = z.strictObject({ signal: z.string().optional(), query: z.string().optional() });
 
   async function goldenSignal(input: unknown, signal: AbortSignal): Promise<ToolResult> {
     const metrics = options.metrics;
-    if (metrics === undefined) return { content: 'Error: no Prometheus is configured (PROMETHEUS_URL).', isError: true };
+    if (metrics === undefined)
+      return { content: 'Error: no Prometheus is configured (PROMETHEUS_URL).', isError: true };
     const parsed = goldenInput.safeParse(input ?? {});
-    if (!parsed.success) return { content: `Error: invalid input for ${GOLDEN_SIGNAL_TOOL}: ${describeIssues(parsed.error)}.`, isError: true };
+    if (!parsed.success)
+      return {
+        content: `Error: invalid input for ${GOLDEN_SIGNAL_TOOL}: ${describeIssues(parsed.error)}.`,
+        isError: true,
+      };
     const { signal: wanted, query: own } = parsed.data;
     let query: string;
     let label: string;
     if (own !== undefined) {
       if (!options.freePromql)
-        return { content: `Refused: free PromQL is not allowed for this pipeline (diagnosis.freePromql); use signal: ${signals.map((s) => s.name).join(' or ') || '(none configured)'}.`, isError: true };
+        return {
+          content: `Refused: free PromQL is not allowed for this pipeline (diagnosis.freePromql); use signal: ${signals.map((s) => s.name).join(' or ') || '(none configured)'}.`,
+          isError: true,
+        };
       if (wanted !== undefined) return { content: 'Error: give either signal or query, not both.', isError: true };
-      if (own.trim() === '' || own.length > MAX_FREE_QUERY) return { content: `Error: query must be 1 to ${MAX_FREE_QUERY} characters.`, isError: true };
+      if (own.trim() === '' || own.length > MAX_FREE_QUERY)
+        return { content: `Error: query must be 1 to ${MAX_FREE_QUERY} characters.`, isError: true };
       query = own;
       label = 'your query';
     } else {
       const chosen = signals.find((s) => s.name === wanted);
       if (chosen === undefined)
-        return { content: `Error: name one of the configured signals: ${signals.map((s) => s.name).join(', ') || '(none configured)'}.`, isError: true };
+        return {
+          content: `Error: name one of the configured signals: ${signals.map((s) => s.name).join(', ') || '(none configured)'}.`,
+          isError: true,
+        };
       query = chosen.query;
       label = `${chosen.name} (threshold ${chosen.threshold})`;
     }
     try {
       const result = await metrics.instantQuery(query, { signal });
-      return { content: frameUntrusted(`${label}\nquery: ${query}\n${renderInstant(result)}`, 'Prometheus', scrub, maxBytes), isError: false };
+      return {
+        content: frameUntrusted(`${label}\nquery: ${query}\n${renderInstant(result)}`, 'Prometheus', scrub, maxBytes),
+        isError: false,
+      };
     } catch (error) {
       if (signal.aborted) throw error;
-      if (error instanceof RefusedError) return { content: frameUntrusted(`Prometheus refused the query: ${error.message}`, 'Prometheus', scrub, 2_048), isError: true };
-      if (error instanceof ExternalOutageError) return { content: 'Error: Prometheus is unavailable right now; try again later or diagnose without it.', isError: true };
+      if (error instanceof RefusedError)
+        return {
+          content: frameUntrusted(`Prometheus refused the query: ${error.message}`, 'Prometheus', scrub, 2_048),
+          isError: true,
+        };
+      if (error instanceof ExternalOutageError)
+        return {
+          content: 'Error: Prometheus is unavailable right now; try again later or diagnose without it.',
+          isError: true,
+        };
       throw error;
     }
   }
@@ -228,7 +306,9 @@ export function createDiagnosisProvider(options: DiagnosisToolsOptions): ToolPro
       if (cluster !== undefined && clusterTools.has(tool)) {
         const result = await cluster.call(tool, input, signal);
         // The session's own refusals are the bot's words; what the cluster said is framed (already capped there, hence the slack).
-        const content = result.fromCluster ? frameUntrusted(result.text, `the Kubernetes namespace ${cluster.namespace}`, scrub, maxBytes + 1_024) : result.text;
+        const content = result.fromCluster
+          ? frameUntrusted(result.text, `the Kubernetes namespace ${cluster.namespace}`, scrub, maxBytes + 1_024)
+          : result.text;
         return { content, isError: result.isError };
       }
       return { content: `There is no diagnosis tool named "${tool.slice(0, 60)}".`, isError: true };
@@ -254,7 +334,11 @@ export interface OpenDiagnosisDeps extends Omit<DiagnosisToolsOptions, 'cluster'
  * Opens the cluster session for `scope` (when it can be had) and builds the provider over it. An
  * unavailable cluster is not an error: the other tools still work, and `clusterUnavailable` says why.
  */
-export async function openDiagnosis(deps: OpenDiagnosisDeps, scope: DiagnosisScope, signal: AbortSignal): Promise<OpenedDiagnosis> {
+export async function openDiagnosis(
+  deps: OpenDiagnosisDeps,
+  scope: DiagnosisScope,
+  signal: AbortSignal,
+): Promise<OpenedDiagnosis> {
   const { clusterPort, log, ...rest } = deps;
   let cluster: ClusterDiagnosisSession | undefined;
   let clusterUnavailable: string | undefined = clusterPort === undefined ? 'no Kubernetes configuration' : undefined;

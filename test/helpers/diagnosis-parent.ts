@@ -8,10 +8,16 @@ import { createLogger } from '../../src/log.js';
  * namespace, work root.
  */
 const [kubeconfigPath, namespace, workRoot] = process.argv.slice(2);
-if (kubeconfigPath === undefined || namespace === undefined || workRoot === undefined) throw new Error('usage: diagnosis-parent <kubeconfig> <namespace> <workRoot>');
+if (kubeconfigPath === undefined || namespace === undefined || workRoot === undefined)
+  throw new Error('usage: diagnosis-parent <kubeconfig> <namespace> <workRoot>');
 const kubeConfig = new KubeConfig();
 kubeConfig.loadFromFile(kubeconfigPath);
-const port = createKubernetesMcpDiagnosis({ kubeConfig, scrub: (text) => text, log: createLogger({ level: 'silent' }), workRoot });
+const port = createKubernetesMcpDiagnosis({
+  kubeConfig,
+  scrub: (text) => text,
+  log: createLogger({ level: 'silent' }),
+  workRoot,
+});
 const session = await port.open({ namespace });
 const answer = await session.call('pods_list_in_namespace', {}, new AbortController().signal);
 process.stdout.write(`ready ${answer.isError ? 'error' : 'ok'}\n`);

@@ -337,15 +337,59 @@ const ROUTE = /^\/apis\/([^/]+)\/([^/]+)\/namespaces\/([^/]+)\/([^/]+)(?:\/([^/]
 /** core/v1 (`/api/v1/namespaces/...`): the group is empty. */
 const CORE_ROUTE = /^\/api\/(v1)\/namespaces\/([^/]+)\/([^/]+)(?:\/([^/]+)(?:\/([^/]+))?)?$/u;
 /** Query parameters client-go adds for built-in resources (`timeout` on every request, log options). */
-const BUILTIN_QUERY = new Set(['timeout', 'limit', 'fieldSelector', 'container', 'tailLines', 'previous', 'timestamps']);
+const BUILTIN_QUERY = new Set([
+  'timeout',
+  'limit',
+  'fieldSelector',
+  'container',
+  'tailLines',
+  'previous',
+  'timestamps',
+]);
 
 /** Built-in kinds with `builtins: true`: stored as given (a schema that keeps every field). */
 const ANY_OBJECT = { type: 'object', 'x-kubernetes-preserve-unknown-fields': true } as const;
 const BUILTIN_KINDS: readonly CustomResourceDefinition[] = [
-  { group: '', version: 'v1', kind: 'Pod', listKind: 'PodList', plural: 'pods', namespaced: true, hasStatusSubresource: true, schema: ANY_OBJECT },
-  { group: '', version: 'v1', kind: 'Event', listKind: 'EventList', plural: 'events', namespaced: true, hasStatusSubresource: false, schema: ANY_OBJECT },
-  { group: '', version: 'v1', kind: 'Secret', listKind: 'SecretList', plural: 'secrets', namespaced: true, hasStatusSubresource: false, schema: ANY_OBJECT },
-  { group: 'apps', version: 'v1', kind: 'Deployment', listKind: 'DeploymentList', plural: 'deployments', namespaced: true, hasStatusSubresource: true, schema: ANY_OBJECT },
+  {
+    group: '',
+    version: 'v1',
+    kind: 'Pod',
+    listKind: 'PodList',
+    plural: 'pods',
+    namespaced: true,
+    hasStatusSubresource: true,
+    schema: ANY_OBJECT,
+  },
+  {
+    group: '',
+    version: 'v1',
+    kind: 'Event',
+    listKind: 'EventList',
+    plural: 'events',
+    namespaced: true,
+    hasStatusSubresource: false,
+    schema: ANY_OBJECT,
+  },
+  {
+    group: '',
+    version: 'v1',
+    kind: 'Secret',
+    listKind: 'SecretList',
+    plural: 'secrets',
+    namespaced: true,
+    hasStatusSubresource: false,
+    schema: ANY_OBJECT,
+  },
+  {
+    group: 'apps',
+    version: 'v1',
+    kind: 'Deployment',
+    listKind: 'DeploymentList',
+    plural: 'deployments',
+    namespaced: true,
+    hasStatusSubresource: true,
+    schema: ANY_OBJECT,
+  },
 ];
 
 /** `apiVersion` of a kind: `v1` for the core group. */
@@ -363,7 +407,8 @@ function parseFieldSelector(text: string | undefined): (object: JsonObject) => b
     return (object: JsonObject): boolean => {
       let node: JsonValue | undefined = object;
       for (const part of path!.split('.')) node = isObject(node) ? node[part] : undefined;
-      const actual = node === undefined || node === null ? '' : typeof node === 'object' ? JSON.stringify(node) : String(node);
+      const actual =
+        node === undefined || node === null ? '' : typeof node === 'object' ? JSON.stringify(node) : String(node);
       return op === '!=' ? actual !== value : actual === value;
     };
   });
@@ -387,7 +432,13 @@ function asTable(crd: CustomResourceDefinition, list: JsonObject): JsonObject {
       : crd.kind === 'Deployment'
         ? [['Ready', (o) => `${at(o, 'status.readyReplicas') || '0'}/${at(o, 'spec.replicas') || '0'}`]]
         : [];
-  const column = (name: string): JsonObject => ({ name, type: 'string', format: name === 'Name' ? 'name' : '', description: name, priority: 0 });
+  const column = (name: string): JsonObject => ({
+    name,
+    type: 'string',
+    format: name === 'Name' ? 'name' : '',
+    description: name,
+    priority: 0,
+  });
   return {
     kind: 'Table',
     apiVersion: 'meta.k8s.io/v1',
@@ -395,7 +446,11 @@ function asTable(crd: CustomResourceDefinition, list: JsonObject): JsonObject {
     columnDefinitions: [column('Name'), ...extra.map(([name]) => column(name))],
     rows: items.map((object) => ({
       cells: [at(object, 'metadata.name'), ...extra.map(([, cell]) => cell(object))],
-      object: { kind: 'PartialObjectMetadata', apiVersion: 'meta.k8s.io/v1', metadata: isObject(object['metadata']) ? object['metadata'] : {} },
+      object: {
+        kind: 'PartialObjectMetadata',
+        apiVersion: 'meta.k8s.io/v1',
+        metadata: isObject(object['metadata']) ? object['metadata'] : {},
+      },
     })),
   };
 }
@@ -406,12 +461,32 @@ function selfSignedCertificate(): { key: string; cert: string } {
   try {
     execFileSync(
       'openssl',
-      ['req', '-x509', '-newkey', 'ec', '-pkeyopt', 'ec_paramgen_curve:prime256v1', '-nodes', '-keyout', join(dir, 'key.pem'), '-out', join(dir, 'cert.pem'), '-days', '1', '-subj', '/CN=127.0.0.1', '-addext', 'subjectAltName=IP:127.0.0.1'],
+      [
+        'req',
+        '-x509',
+        '-newkey',
+        'ec',
+        '-pkeyopt',
+        'ec_paramgen_curve:prime256v1',
+        '-nodes',
+        '-keyout',
+        join(dir, 'key.pem'),
+        '-out',
+        join(dir, 'cert.pem'),
+        '-days',
+        '1',
+        '-subj',
+        '/CN=127.0.0.1',
+        '-addext',
+        'subjectAltName=IP:127.0.0.1',
+      ],
       { stdio: ['ignore', 'ignore', 'pipe'] },
     );
     return { key: readFileSync(join(dir, 'key.pem'), 'utf8'), cert: readFileSync(join(dir, 'cert.pem'), 'utf8') };
   } catch (error) {
-    throw new Error('kubernetes test server: the openssl CLI is needed for tls: true (apt-get install openssl)', { cause: error });
+    throw new Error('kubernetes test server: the openssl CLI is needed for tls: true (apt-get install openssl)', {
+      cause: error,
+    });
   } finally {
     rmSync(dir, { recursive: true, force: true });
   }
@@ -433,7 +508,8 @@ export async function startKubernetesServer(options: KubernetesServerOptions = {
   const builtins = options.builtins === true;
   const token = 'test-token';
   const stores = new Map<string, Stored>(); // key: group/plural (core: `/plural`)
-  for (const crd of [...crds, ...(builtins ? BUILTIN_KINDS : [])]) stores.set(`${crd.group}/${crd.plural}`, { crd, objects: new Map() });
+  for (const crd of [...crds, ...(builtins ? BUILTIN_KINDS : [])])
+    stores.set(`${crd.group}/${crd.plural}`, { crd, objects: new Map() });
   const podLogs = new Map<string, string>(); // key: namespace/pod/container[/previous]
   const plainBodies = new WeakMap<RecordedKubeRequest, string>(); // pods/log answers, text/plain
   const byKind = (kind: string): Stored => {
@@ -561,7 +637,9 @@ export async function startKubernetesServer(options: KubernetesServerOptions = {
 
   /** Legacy discovery documents (client-go asks for the aggregated form first and takes these). */
   const resourceList = (group: string, version: string): JsonObject | undefined => {
-    const kinds = [...stores.values()].map((s) => s.crd).filter((crd) => crd.group === group && crd.version === version);
+    const kinds = [...stores.values()]
+      .map((s) => s.crd)
+      .filter((crd) => crd.group === group && crd.version === version);
     if (kinds.length === 0) return undefined;
     const verbs = ['get', 'list', 'watch', 'create', 'update', 'patch', 'delete'];
     return {
@@ -570,8 +648,20 @@ export async function startKubernetesServer(options: KubernetesServerOptions = {
       groupVersion: group === '' ? version : `${group}/${version}`,
       resources: kinds.flatMap((crd) => [
         { name: crd.plural, singularName: crd.kind.toLowerCase(), namespaced: crd.namespaced, kind: crd.kind, verbs },
-        ...(crd.hasStatusSubresource ? [{ name: `${crd.plural}/status`, singularName: '', namespaced: crd.namespaced, kind: crd.kind, verbs: ['get', 'patch', 'update'] }] : []),
-        ...(crd.kind === 'Pod' && crd.group === '' ? [{ name: 'pods/log', singularName: '', namespaced: true, kind: 'Pod', verbs: ['get'] }] : []),
+        ...(crd.hasStatusSubresource
+          ? [
+              {
+                name: `${crd.plural}/status`,
+                singularName: '',
+                namespaced: crd.namespaced,
+                kind: crd.kind,
+                verbs: ['get', 'patch', 'update'],
+              },
+            ]
+          : []),
+        ...(crd.kind === 'Pod' && crd.group === ''
+          ? [{ name: 'pods/log', singularName: '', namespaced: true, kind: 'Pod', verbs: ['get'] }]
+          : []),
       ]),
     };
   };
@@ -579,7 +669,8 @@ export async function startKubernetesServer(options: KubernetesServerOptions = {
     if (path === '/api') return { kind: 'APIVersions', versions: ['v1'], serverAddressByClientCIDRs: [] };
     if (path === '/apis') {
       const groups = new Map<string, Set<string>>();
-      for (const { crd } of stores.values()) if (crd.group !== '') groups.set(crd.group, (groups.get(crd.group) ?? new Set()).add(crd.version));
+      for (const { crd } of stores.values())
+        if (crd.group !== '') groups.set(crd.group, (groups.get(crd.group) ?? new Set()).add(crd.version));
       return {
         kind: 'APIGroupList',
         apiVersion: 'v1',
@@ -667,7 +758,12 @@ export async function startKubernetesServer(options: KubernetesServerOptions = {
       unexpected.push({ method: record.method, path: record.path, reason });
       return new HttpError(status, statusBody(status, status === 415 ? 'UnsupportedMediaType' : 'NotFound', reason));
     };
-    const builtinPath = builtins && (record.path.startsWith('/api/') || record.path === '/api' || record.path === '/apis' || /^\/apis\/[^/]+\/[^/]+(\/namespaces\/[^/]+\/(deployments)(\/.*)?)?$/u.test(record.path));
+    const builtinPath =
+      builtins &&
+      (record.path.startsWith('/api/') ||
+        record.path === '/api' ||
+        record.path === '/apis' ||
+        /^\/apis\/[^/]+\/[^/]+(\/namespaces\/[^/]+\/(deployments)(\/.*)?)?$/u.test(record.path));
     for (const key of Object.keys(record.query))
       if (!KNOWN_QUERY.has(key) && !(builtinPath && BUILTIN_QUERY.has(key)))
         throw fail(400, `query parameter ${key} is not supported by the test server`);
@@ -712,7 +808,12 @@ export async function startKubernetesServer(options: KubernetesServerOptions = {
       }
       if (req.method === 'GET') {
         record.verb = 'list';
-        const list = listBody(stored, namespace!, parseSelector(record.query['labelSelector']), parseFieldSelector(record.query['fieldSelector']));
+        const list = listBody(
+          stored,
+          namespace!,
+          parseSelector(record.query['labelSelector']),
+          parseFieldSelector(record.query['fieldSelector']),
+        );
         // Server-side printing, as kubectl (and kubernetes-mcp-server's table output) ask for it.
         return builtins && (req.headers.accept ?? '').includes('as=Table') ? asTable(crd, list) : list;
       }
@@ -796,15 +897,27 @@ export async function startKubernetesServer(options: KubernetesServerOptions = {
       if (req.method !== 'GET') throw fail(405, `${req.method ?? ''} on pods/log`);
       record.verb = 'get';
       if (current === undefined) throw notFound();
-      const containers = z.object({ spec: z.object({ containers: z.array(z.object({ name: z.string() })).min(1) }) }).safeParse(current);
+      const containers = z
+        .object({ spec: z.object({ containers: z.array(z.object({ name: z.string() })).min(1) }) })
+        .safeParse(current);
       const names = containers.success ? containers.data.spec.containers.map((c) => c.name) : [];
       const container = record.query['container'] ?? (names.length === 1 ? names[0] : undefined);
       if (container === undefined || !names.includes(container))
-        throw new HttpError(400, statusBody(400, 'BadRequest', `a container name must be specified for pod ${name}, choose one of: [${names.join(' ')}]`));
+        throw new HttpError(
+          400,
+          statusBody(
+            400,
+            'BadRequest',
+            `a container name must be specified for pod ${name}, choose one of: [${names.join(' ')}]`,
+          ),
+        );
       const previous = record.query['previous'] === 'true';
       const text = podLogs.get(`${key}/${container}${previous ? '/previous' : ''}`);
       if (text === undefined && previous)
-        throw new HttpError(400, statusBody(400, 'BadRequest', `previous terminated container "${container}" in pod "${name}" not found`));
+        throw new HttpError(
+          400,
+          statusBody(400, 'BadRequest', `previous terminated container "${container}" in pod "${name}" not found`),
+        );
       const lines = (text ?? '').split(/(?<=\n)/u).filter((line) => line !== '');
       const tail = record.query['tailLines'] === undefined ? undefined : Number(record.query['tailLines']);
       plainBodies.set(record, (tail === undefined ? lines : tail <= 0 ? [] : lines.slice(-tail)).join(''));
@@ -1069,7 +1182,10 @@ export async function startKubernetesServer(options: KubernetesServerOptions = {
       return watchesOf(kind).length;
     },
     setPodLog(namespace, pod, text, logOptions = {}) {
-      podLogs.set(`${namespace}/${pod}/${logOptions.container ?? 'app'}${logOptions.previous === true ? '/previous' : ''}`, text);
+      podLogs.set(
+        `${namespace}/${pod}/${logOptions.container ?? 'app'}${logOptions.previous === true ? '/previous' : ''}`,
+        text,
+      );
     },
     async close() {
       if (bookmarkTimer !== undefined) clearInterval(bookmarkTimer);

@@ -50,12 +50,21 @@ export interface KubernetesMcpDiagnosisOptions {
 export const DEFAULT_MAX_RESULT_BYTES = 16 * 1024;
 /** A server answer larger than this on one line ends the session (the transport refuses to buffer it). */
 const MAX_MESSAGE_BYTES = 4 * 1024 * 1024;
-const SERVER_FLAGS = ['--read-only', '--disable-multi-cluster', '--toolsets', 'core', '--cluster-provider', 'kubeconfig'];
+const SERVER_FLAGS = [
+  '--read-only',
+  '--disable-multi-cluster',
+  '--toolsets',
+  'core',
+  '--cluster-provider',
+  'kubeconfig',
+];
 
 // Only the fields the bot reads from the server's answers; the rest is the server's business.
 const listedToolSchema = z.looseObject({
   name: z.string(),
-  annotations: z.looseObject({ readOnlyHint: z.boolean().optional(), destructiveHint: z.boolean().optional() }).optional(),
+  annotations: z
+    .looseObject({ readOnlyHint: z.boolean().optional(), destructiveHint: z.boolean().optional() })
+    .optional(),
 });
 const listToolsSchema = z.looseObject({ tools: z.array(listedToolSchema) });
 const callResultSchema = z.looseObject({
@@ -74,7 +83,8 @@ export function createKubernetesMcpDiagnosis(options: KubernetesMcpDiagnosisOpti
 
   async function open(scope: DiagnosisScope, signal?: AbortSignal): Promise<ClusterDiagnosisSession> {
     signal?.throwIfAborted();
-    const binary = options.binaryPath === undefined ? resolveServerBinary() : { found: true as const, path: options.binaryPath };
+    const binary =
+      options.binaryPath === undefined ? resolveServerBinary() : { found: true as const, path: options.binaryPath };
     if (!binary.found) throw new DiagnosisUnavailableError(binary.reason);
     await sweepStaleKubeconfigs(workRoot);
     const kubeconfig = await writeScopedKubeconfig(options.kubeConfig, scope.namespace, workRoot);
@@ -119,19 +129,26 @@ export function createKubernetesMcpDiagnosis(options: KubernetesMcpDiagnosisOpti
     let offered: ReadToolName[];
     try {
       await client.connect(transport, { timeout: startTimeout, ...(signal === undefined ? {} : { signal }) });
-      const listed = listToolsSchema.parse(await client.listTools(undefined, { timeout: startTimeout, ...(signal === undefined ? {} : { signal }) }));
+      const listed = listToolsSchema.parse(
+        await client.listTools(undefined, { timeout: startTimeout, ...(signal === undefined ? {} : { signal }) }),
+      );
       const readOnly = new Set(
-        listed.tools.filter((tool) => tool.annotations?.readOnlyHint === true && tool.annotations.destructiveHint !== true).map((tool) => tool.name),
+        listed.tools
+          .filter((tool) => tool.annotations?.readOnlyHint === true && tool.annotations.destructiveHint !== true)
+          .map((tool) => tool.name),
       );
       offered = READ_TOOL_NAMES.filter((name) => readOnly.has(name));
       const missing = READ_TOOL_NAMES.filter((name) => !readOnly.has(name));
-      if (missing.length > 0) log.warn({ missing }, 'diagnosis: the MCP server does not offer these read tools as read-only');
+      if (missing.length > 0)
+        log.warn({ missing }, 'diagnosis: the MCP server does not offer these read tools as read-only');
     } catch (error) {
       const stderr = scrub(transport.stderrTail).trim().slice(-500);
       await close();
       if (signal?.aborted) throw signal.reason instanceof Error ? signal.reason : new Error('diagnosis start aborted');
       log.warn({ err: errorKind(error), stderr }, 'diagnosis: the MCP server did not start');
-      throw new DiagnosisUnavailableError(`kubernetes-mcp-server did not start${stderr === '' ? '' : `: ${stderr}`}`, { cause: error });
+      throw new DiagnosisUnavailableError(`kubernetes-mcp-server did not start${stderr === '' ? '' : `: ${stderr}`}`, {
+        cause: error,
+      });
     }
     log.info({ namespace: scope.namespace, pid: transport.pid, tools: offered.length }, 'diagnosis session started');
 
@@ -140,25 +157,48 @@ export function createKubernetesMcpDiagnosis(options: KubernetesMcpDiagnosisOpti
 
     async function call(tool: string, input: unknown, callSignal: AbortSignal): Promise<DiagnosisToolResult> {
       callSignal.throwIfAborted();
-      if (closing !== undefined || dead) return { text: 'Error: the cluster session has ended; no more cluster reads in this step.', isError: true, fromCluster: false };
+      if (closing !== undefined || dead)
+        return {
+          text: 'Error: the cluster session has ended; no more cluster reads in this step.',
+          isError: true,
+          fromCluster: false,
+        };
       const policed = policeCall(tool, input, scope.namespace);
       if ('refused' in policed) return { text: policed.refused, isError: true, fromCluster: false };
       if (!offered.some((name) => name === policed.tool))
-        return { text: `Error: ${policed.tool} is not available from this cluster's server.`, isError: true, fromCluster: false };
+        return {
+          text: `Error: ${policed.tool} is not available from this cluster's server.`,
+          isError: true,
+          fromCluster: false,
+        };
       let raw: unknown;
       try {
-        raw = await client.callTool({ name: policed.tool, arguments: policed.arguments }, undefined, { signal: callSignal, timeout: callTimeout });
+        raw = await client.callTool({ name: policed.tool, arguments: policed.arguments }, undefined, {
+          signal: callSignal,
+          timeout: callTimeout,
+        });
       } catch (error) {
-        if (callSignal.aborted) throw callSignal.reason instanceof Error ? callSignal.reason : new Error('diagnosis call aborted');
+        if (callSignal.aborted)
+          throw callSignal.reason instanceof Error ? callSignal.reason : new Error('diagnosis call aborted');
         log.warn({ tool: policed.tool, err: errorKind(error) }, 'diagnosis: tool call failed');
-        const why = dead ? 'the cluster tool server stopped (its answer may have been too large)' : `the cluster did not answer (${errorKind(error)})`;
+        const why = dead
+          ? 'the cluster tool server stopped (its answer may have been too large)'
+          : `the cluster did not answer (${errorKind(error)})`;
         return { text: `Error: ${why}. Try a narrower question.`, isError: true, fromCluster: false };
       }
       const parsed = callResultSchema.safeParse(raw);
-      if (!parsed.success) return { text: 'Error: the cluster tool server gave an answer the bot cannot read.', isError: true, fromCluster: false };
-      const texts = parsed.data.content.flatMap((block) => (block.type === 'text' && block.text !== undefined ? [block.text] : []));
+      if (!parsed.success)
+        return {
+          text: 'Error: the cluster tool server gave an answer the bot cannot read.',
+          isError: true,
+          fromCluster: false,
+        };
+      const texts = parsed.data.content.flatMap((block) =>
+        block.type === 'text' && block.text !== undefined ? [block.text] : [],
+      );
       const whole = scrub(texts.join('\n'));
-      if (parsed.data.isError === true) return { text: `Error from the cluster: ${capText(whole, 2_048, 'head')}`, isError: true, fromCluster: true };
+      if (parsed.data.isError === true)
+        return { text: `Error from the cluster: ${capText(whole, 2_048, 'head')}`, isError: true, fromCluster: true };
       const body = whole.trim() === '' ? '(nothing found)' : capText(whole, maxResultBytes, policed.keep);
       return { text: body, isError: false, fromCluster: true };
     }

@@ -79,7 +79,8 @@ export class ProcessGroupTransport implements Transport {
     child.stdout?.on('data', (chunk: Buffer) => {
       try {
         this.buffer.append(chunk);
-        for (let message = this.buffer.readMessage(); message !== null; message = this.buffer.readMessage()) this.onmessage?.(message);
+        for (let message = this.buffer.readMessage(); message !== null; message = this.buffer.readMessage())
+          this.onmessage?.(message);
       } catch (error) {
         // An oversized or malformed answer: this session cannot be trusted to frame the next one.
         this.onerror?.(error instanceof Error ? error : new Error('unreadable MCP message'));
@@ -115,7 +116,10 @@ export class ProcessGroupTransport implements Transport {
     }
     const grace = this.options.graceMs ?? 2_000;
     const gone = (ms: number): Promise<boolean> =>
-      Promise.race([this.exited.then(() => true), new Promise<boolean>((resolve) => setTimeout(() => resolve(false), ms).unref())]);
+      Promise.race([
+        this.exited.then(() => true),
+        new Promise<boolean>((resolve) => setTimeout(() => resolve(false), ms).unref()),
+      ]);
     child.stdin?.end();
     if (!(await gone(grace))) {
       this.signalGroup('SIGTERM');

@@ -104,7 +104,14 @@ const inputs = {
 
 export type ReadToolName = keyof typeof inputs;
 
-export const READ_TOOL_NAMES: readonly ReadToolName[] = ['pods_list_in_namespace', 'pods_get', 'pods_log', 'events_list', 'resources_get', 'resources_list'];
+export const READ_TOOL_NAMES: readonly ReadToolName[] = [
+  'pods_list_in_namespace',
+  'pods_get',
+  'pods_log',
+  'events_list',
+  'resources_get',
+  'resources_list',
+];
 
 function isReadTool(name: string): name is ReadToolName {
   return Object.hasOwn(inputs, name);
@@ -112,7 +119,10 @@ function isReadTool(name: string): name is ReadToolName {
 
 const selectorProperties = {
   labelSelector: { type: 'string', description: "Optional label selector, e.g. 'app=web' or 'app in (web,api)'." },
-  fieldSelector: { type: 'string', description: "Optional field selector, e.g. 'status.phase=Running' or 'metadata.name=web-1'." },
+  fieldSelector: {
+    type: 'string',
+    description: "Optional field selector, e.g. 'status.phase=Running' or 'metadata.name=web-1'.",
+  },
 };
 
 /** The bot's definitions of the read tools, naming the session's namespace. */
@@ -120,7 +130,10 @@ export function readToolDefinitions(namespace: string): Record<ReadToolName, Dia
   const scope = `in the namespace ${namespace} (the failing stage's; no other namespace can be read)`;
   const kindProperties = {
     apiVersion: { type: 'string', description: 'apiVersion of the kind, e.g. apps/v1 or v1.' },
-    kind: { type: 'string', description: `Kind. Readable kinds: ${KIND_LIST}. Secrets, ConfigMaps and other kinds cannot be read.` },
+    kind: {
+      type: 'string',
+      description: `Kind. Readable kinds: ${KIND_LIST}. Secrets, ConfigMaps and other kinds cannot be read.`,
+    },
   };
   return {
     pods_list_in_namespace: {
@@ -131,7 +144,11 @@ export function readToolDefinitions(namespace: string): Record<ReadToolName, Dia
     pods_get: {
       name: 'pods_get',
       description: `Get one pod ${scope}: its spec and status (container states, restarts, conditions).`,
-      inputSchema: { type: 'object', properties: { name: { type: 'string', description: 'Name of the pod.' } }, required: ['name'] },
+      inputSchema: {
+        type: 'object',
+        properties: { name: { type: 'string', description: 'Name of the pod.' } },
+        required: ['name'],
+      },
     },
     pods_log: {
       name: 'pods_log',
@@ -143,8 +160,16 @@ export function readToolDefinitions(namespace: string): Record<ReadToolName, Dia
         properties: {
           name: { type: 'string', description: 'Name of the pod.' },
           container: { type: 'string', description: 'Container name; needed when the pod has more than one.' },
-          previous: { type: 'boolean', description: "The previous (crashed) container's log instead of the current one." },
-          tail: { type: 'integer', minimum: 1, maximum: MAX_LOG_LINES, description: `Lines from the end (default ${DEFAULT_LOG_LINES}).` },
+          previous: {
+            type: 'boolean',
+            description: "The previous (crashed) container's log instead of the current one.",
+          },
+          tail: {
+            type: 'integer',
+            minimum: 1,
+            maximum: MAX_LOG_LINES,
+            description: `Lines from the end (default ${DEFAULT_LOG_LINES}).`,
+          },
         },
         required: ['name'],
       },
@@ -157,12 +182,20 @@ export function readToolDefinitions(namespace: string): Record<ReadToolName, Dia
     resources_get: {
       name: 'resources_get',
       description: `Get one object of a readable kind ${scope}.`,
-      inputSchema: { type: 'object', properties: { ...kindProperties, name: { type: 'string', description: 'Name of the object.' } }, required: ['apiVersion', 'kind', 'name'] },
+      inputSchema: {
+        type: 'object',
+        properties: { ...kindProperties, name: { type: 'string', description: 'Name of the object.' } },
+        required: ['apiVersion', 'kind', 'name'],
+      },
     },
     resources_list: {
       name: 'resources_list',
       description: `List the objects of a readable kind ${scope}.`,
-      inputSchema: { type: 'object', properties: { ...kindProperties, ...selectorProperties }, required: ['apiVersion', 'kind'] },
+      inputSchema: {
+        type: 'object',
+        properties: { ...kindProperties, ...selectorProperties },
+        required: ['apiVersion', 'kind'],
+      },
     },
   };
 }
@@ -170,7 +203,8 @@ export function readToolDefinitions(namespace: string): Record<ReadToolName, Dia
 function describeIssues(error: z.ZodError): string {
   return error.issues
     .map((issue) => {
-      if (issue.code === 'unrecognized_keys') return `unknown field${issue.keys.length === 1 ? '' : 's'} ${issue.keys.join(', ')}`;
+      if (issue.code === 'unrecognized_keys')
+        return `unknown field${issue.keys.length === 1 ? '' : 's'} ${issue.keys.join(', ')}`;
       return issue.path.length > 0 ? `${issue.path.map(String).join('.')}: ${issue.message}` : issue.message;
     })
     .join('; ');
@@ -185,12 +219,17 @@ function readableKind(apiVersion: string, kind: string): boolean {
  * session's namespace is set on every call; the model's is only compared with it.
  */
 export function policeCall(tool: string, input: unknown, namespace: string): UpstreamCall | Refusal {
-  if (!isReadTool(tool)) return { refused: `Refused: "${tool.slice(0, 60)}" is not one of the read-only cluster tools (${READ_TOOL_NAMES.join(', ')}).` };
+  if (!isReadTool(tool))
+    return {
+      refused: `Refused: "${tool.slice(0, 60)}" is not one of the read-only cluster tools (${READ_TOOL_NAMES.join(', ')}).`,
+    };
   const parsed = inputs[tool].safeParse(input ?? {});
   if (!parsed.success) return { refused: `Error: invalid input for ${tool}: ${describeIssues(parsed.error)}.` };
   const args = parsed.data;
   if (args.namespace !== undefined && args.namespace !== namespace)
-    return { refused: `Refused: only the namespace ${namespace} (the failing stage's) can be read, not "${args.namespace.slice(0, 63)}".` };
+    return {
+      refused: `Refused: only the namespace ${namespace} (the failing stage's) can be read, not "${args.namespace.slice(0, 63)}".`,
+    };
   const { namespace: _ignored, ...rest } = args;
   const kind = 'kind' in rest && typeof rest.kind === 'string' ? rest.kind : undefined;
   const apiVersion = 'apiVersion' in rest && typeof rest.apiVersion === 'string' ? rest.apiVersion : undefined;
@@ -205,7 +244,8 @@ export function policeCall(tool: string, input: unknown, namespace: string): Ups
   }
   const out: Record<string, string | number | boolean> = { namespace };
   for (const [key, value] of Object.entries(rest)) if (value !== undefined) out[key] = value;
-  if (tool === 'pods_log') out['tail'] = Math.min(typeof out['tail'] === 'number' ? out['tail'] : DEFAULT_LOG_LINES, MAX_LOG_LINES);
+  if (tool === 'pods_log')
+    out['tail'] = Math.min(typeof out['tail'] === 'number' ? out['tail'] : DEFAULT_LOG_LINES, MAX_LOG_LINES);
   return { tool, arguments: out, keep: tool === 'pods_log' ? 'tail' : 'head' };
 }
 
@@ -216,7 +256,10 @@ export function policeCall(tool: string, input: unknown, namespace: string): Ups
 export function capText(text: string, maxBytes: number, keep: 'head' | 'tail'): string {
   const bytes = Buffer.from(text, 'utf8');
   if (bytes.length <= maxBytes) return text;
-  let kept = keep === 'head' ? bytes.subarray(0, maxBytes).toString('utf8') : bytes.subarray(bytes.length - maxBytes).toString('utf8');
+  let kept =
+    keep === 'head'
+      ? bytes.subarray(0, maxBytes).toString('utf8')
+      : bytes.subarray(bytes.length - maxBytes).toString('utf8');
   // A multi-byte character cut in two decodes to U+FFFD at the cut: drop it.
   kept = keep === 'head' ? kept.replace(/\uFFFD$/u, '') : kept.replace(/^\uFFFD/u, '');
   const lineBreak = keep === 'head' ? kept.lastIndexOf('\n') : kept.indexOf('\n');

@@ -25,7 +25,10 @@ const execSchema = z.looseObject({
   env: z.array(z.object({ name: z.string(), value: z.string() })).nullish(),
   apiVersion: z.string().min(1),
 });
-const tokenFileProvider = z.object({ name: z.literal('tokenFile'), config: z.object({ tokenFile: z.string().min(1) }) });
+const tokenFileProvider = z.object({
+  name: z.literal('tokenFile'),
+  config: z.object({ tokenFile: z.string().min(1) }),
+});
 
 export interface ScopedKubeconfig {
   /** The kubeconfig file. */
@@ -41,7 +44,8 @@ export interface ScopedKubeconfig {
 export function scopedKubeconfigDocument(kc: KubeConfig, namespace: string): Record<string, unknown> {
   const cluster = kc.getCurrentCluster();
   const user = kc.getCurrentUser();
-  if (cluster === null || user === null) throw new DiagnosisUnavailableError('the Kubernetes configuration has no current cluster and user');
+  if (cluster === null || user === null)
+    throw new DiagnosisUnavailableError('the Kubernetes configuration has no current cluster and user');
   const clusterEntry: Record<string, unknown> = { server: cluster.server };
   if (cluster.caData !== undefined) clusterEntry['certificate-authority-data'] = cluster.caData;
   if (cluster.caFile !== undefined) clusterEntry['certificate-authority'] = cluster.caFile;
@@ -60,14 +64,18 @@ export function scopedKubeconfigDocument(kc: KubeConfig, namespace: string): Rec
   if (user.impersonateUser !== undefined) userEntry['as'] = user.impersonateUser;
   if (user.exec !== undefined && user.exec !== null) {
     const exec = execSchema.safeParse(user.exec);
-    if (!exec.success) throw new DiagnosisUnavailableError('the Kubernetes user has an exec credential plugin this bot cannot pass on');
+    if (!exec.success)
+      throw new DiagnosisUnavailableError('the Kubernetes user has an exec credential plugin this bot cannot pass on');
     // Never interactive: the server has no terminal, and a prompt would hang the session.
     userEntry['exec'] = { ...exec.data, interactiveMode: 'Never' };
   }
   if (user.authProvider !== undefined && user.authProvider !== null) {
     // The in-cluster service account token (src/adapters/kubernetes/kubeconfig.ts): client-go reads the projected file itself.
     const provider = tokenFileProvider.safeParse(user.authProvider);
-    if (!provider.success) throw new DiagnosisUnavailableError('the Kubernetes user has an auth provider the MCP server cannot use; use a token, a client certificate or an exec plugin');
+    if (!provider.success)
+      throw new DiagnosisUnavailableError(
+        'the Kubernetes user has an auth provider the MCP server cannot use; use a token, a client certificate or an exec plugin',
+      );
     userEntry['tokenFile'] = provider.data.config.tokenFile;
   }
   return {
@@ -111,7 +119,11 @@ export async function sweepStaleKubeconfigs(root: string): Promise<number> {
 }
 
 /** Writes the session's kubeconfig under `root` (0700 directory, 0600 file). */
-export async function writeScopedKubeconfig(kc: KubeConfig, namespace: string, root: string): Promise<ScopedKubeconfig> {
+export async function writeScopedKubeconfig(
+  kc: KubeConfig,
+  namespace: string,
+  root: string,
+): Promise<ScopedKubeconfig> {
   const document = scopedKubeconfigDocument(kc, namespace);
   const dir = await mkdtemp(join(root, `${DIR_PREFIX}${process.pid}-`));
   await chmod(dir, 0o700);

@@ -15,7 +15,10 @@ const ARCH: Partial<Record<string, string>> = { x64: 'amd64', arm64: 'arm64' };
 
 export type ServerBinary = { found: true; path: string } | { found: false; reason: string };
 
-export function resolveServerBinary(platform: NodeJS.Platform = process.platform, arch: string = process.arch): ServerBinary {
+export function resolveServerBinary(
+  platform: NodeJS.Platform = process.platform,
+  arch: string = process.arch,
+): ServerBinary {
   const os = OS[platform];
   const cpu = ARCH[arch];
   if (os === undefined || cpu === undefined)
@@ -25,7 +28,10 @@ export function resolveServerBinary(platform: NodeJS.Platform = process.platform
   try {
     manifest = createRequire(import.meta.url).resolve(`${name}/package.json`);
   } catch {
-    return { found: false, reason: `the npm package ${name} is not installed (an optional dependency of kubernetes-mcp-server; run npm install on ${platform}/${arch})` };
+    return {
+      found: false,
+      reason: `the npm package ${name} is not installed (an optional dependency of kubernetes-mcp-server; run npm install on ${platform}/${arch})`,
+    };
   }
   const path = join(dirname(manifest), 'bin', `${name}${os === 'windows' ? '.exe' : ''}`);
   try {
