@@ -122,6 +122,12 @@ const pipelineSchema = z
     argocdNamespace: z.string().min(1).default('argocd'),
     argocdApps: z.array(z.string().min(1)).optional(),
     stages: z.array(stageSchema).default([]),
+    /**
+     * The agent's read-only look at a red deploy (SPEC §4). `freePromql: true` lets the model send
+     * PromQL of its own to PROMETHEUS_URL; by default it can only run the stage's goldenSignals
+     * queries by name. Prometheus has no namespaces: free queries read every team's metrics.
+     */
+    diagnosis: z.object({ freePromql: z.boolean().default(false) }).strict().optional(),
   })
   .strict()
   .superRefine((pipeline, ctx) => {

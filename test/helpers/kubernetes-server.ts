@@ -1,7 +1,10 @@
+import { execFileSync } from 'node:child_process';
 import { randomUUID } from 'node:crypto';
-import { writeFileSync } from 'node:fs';
-import { createServer, type IncomingMessage, type ServerResponse } from 'node:http';
+import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { createServer, type IncomingMessage, type RequestListener, type ServerResponse } from 'node:http';
+import { createServer as createHttpsServer } from 'node:https';
 import type { Socket } from 'node:net';
+import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { z } from 'zod';
 import { admit, loadCrds, type CustomResourceDefinition, type FieldError } from './crd-schema.js';
@@ -27,6 +30,16 @@ import { admit, loadCrds, type CustomResourceDefinition, type FieldError } from 
  * Unknown routes, verbs, query parameters and patch types answer 404/415 and land in
  * `unexpected`, which tests assert empty. Every request is recorded with its verb and kind, so
  * tests can count LIST versus WATCH per kind.
+ *
+ * Opt-in, for the diagnosis tools' real `kubernetes-mcp-server` (issue 11), which speaks client-go:
+ * - `builtins: true`: core/v1 Pods (with `pods/{name}/log`, honouring `container`, `tailLines`,
+ *   `previous`), Events and Secrets, apps/v1 Deployments, and API discovery (`/api`, `/api/v1`,
+ *   `/apis`, `/apis/{group}/{version}`, legacy form: client-go falls back to it from aggregated
+ *   discovery). Built-in objects are stored as given (no schema); lists take equality
+ *   `fieldSelector`s. Without it, those paths stay unknown routes, as before.
+ * - `tls: true`: HTTPS with a self-signed certificate made at start by the `openssl` CLI (the Go
+ *   client refuses bearer tokens over plain HTTP), and every request must carry the kubeconfig's
+ *   bearer token (a 401 otherwise, recorded as unexpected), so a test sees which credentials came.
  */
 
 export type JsonValue = z.core.util.JSONType;
@@ -69,6 +82,10 @@ export interface UnexpectedKubeRequest {
 
 export interface KubernetesServerOptions {
   crdPaths?: readonly string[];
+  /** Serve core/v1 pods (and their logs), events, secrets, apps/v1 deployments and discovery (see above). */
+  builtins?: boolean;
+  /** Serve HTTPS with a self-signed certificate and require the kubeconfig's bearer token. */
+  tls?: boolean;
   /** How often open watches that asked for bookmarks get one; default 0 (only on `bookmark()`). */
   bookmarkIntervalMs?: number;
   /**
@@ -80,8 +97,10 @@ export interface KubernetesServerOptions {
 }
 
 export interface KubernetesServer {
-  /** `http://127.0.0.1:<port>`. */
+  /** `http://127.0.0.1:<port>` (`https://` with `tls`). */
   readonly url: string;
+  /** The bearer token the kubeconfig carries (required with `tls`). */
+  readonly token: string;
   readonly requests: readonly RecordedKubeRequest[];
   readonly unexpected: readonly UnexpectedKubeRequest[];
   /** The current (latest) resourceVersion. */
@@ -109,6 +128,8 @@ export interface KubernetesServer {
   bookmark(): void;
   /** Open watch connections (of `kind`). */
   openWatches(kind?: string): number;
+  /** With `builtins`: the log a Pod's container (default `app`) prints; `previous` for the terminated one before it. */
+  setPodLog(namespace: string, pod: string, text: string, options?: { container?: string; previous?: boolean }): void;
   close(): Promise<void>;
 }
 
@@ -319,6 +340,163 @@ function jsonPatch(target: JsonObject, patchBody: JsonValue): JsonValue {
 }
 
 const ROUTE = /^\/apis\/([^/]+)\/([^/]+)\/namespaces\/([^/]+)\/([^/]+)(?:\/([^/]+)(?:\/([^/]+))?)?$/u;
+/** core/v1 (`/api/v1/namespaces/...`): the group is empty. */
+const CORE_ROUTE = /^\/api\/(v1)\/namespaces\/([^/]+)\/([^/]+)(?:\/([^/]+)(?:\/([^/]+))?)?$/u;
+/** Query parameters client-go adds for built-in resources (`timeout` on every request, log options). */
+const BUILTIN_QUERY = new Set([
+  'timeout',
+  'limit',
+  'fieldSelector',
+  'container',
+  'tailLines',
+  'previous',
+  'timestamps',
+]);
+
+/** Built-in kinds with `builtins: true`: stored as given (a schema that keeps every field). */
+const ANY_OBJECT = { type: 'object', 'x-kubernetes-preserve-unknown-fields': true } as const;
+const BUILTIN_KINDS: readonly CustomResourceDefinition[] = [
+  {
+    group: '',
+    version: 'v1',
+    kind: 'Pod',
+    listKind: 'PodList',
+    plural: 'pods',
+    namespaced: true,
+    hasStatusSubresource: true,
+    schema: ANY_OBJECT,
+  },
+  {
+    group: '',
+    version: 'v1',
+    kind: 'Event',
+    listKind: 'EventList',
+    plural: 'events',
+    namespaced: true,
+    hasStatusSubresource: false,
+    schema: ANY_OBJECT,
+  },
+  {
+    group: '',
+    version: 'v1',
+    kind: 'Secret',
+    listKind: 'SecretList',
+    plural: 'secrets',
+    namespaced: true,
+    hasStatusSubresource: false,
+    schema: ANY_OBJECT,
+  },
+  {
+    group: 'apps',
+    version: 'v1',
+    kind: 'Deployment',
+    listKind: 'DeploymentList',
+    plural: 'deployments',
+    namespaced: true,
+    hasStatusSubresource: true,
+    schema: ANY_OBJECT,
+  },
+];
+
+/** `apiVersion` of a kind: `v1` for the core group. */
+function groupVersion(crd: CustomResourceDefinition): string {
+  return crd.group === '' ? crd.version : `${crd.group}/${crd.version}`;
+}
+
+/** Equality field selectors (`a.b=c`, `a.b==c`, `a.b!=c`, comma-joined) over dotted paths of the object. */
+function parseFieldSelector(text: string | undefined): (object: JsonObject) => boolean {
+  if (text === undefined || text === '') return () => true;
+  const terms = text.split(',').map((term) => {
+    const found = /^([A-Za-z0-9.]+)(!=|==|=)(.*)$/u.exec(term);
+    if (found === null) throw new HttpError(400, statusBody(400, 'BadRequest', `invalid field selector: ${term}`));
+    const [, path, op, value] = found;
+    return (object: JsonObject): boolean => {
+      let node: JsonValue | undefined = object;
+      for (const part of path!.split('.')) node = isObject(node) ? node[part] : undefined;
+      const actual =
+        node === undefined || node === null ? '' : typeof node === 'object' ? JSON.stringify(node) : String(node);
+      return op === '!=' ? actual !== value : actual === value;
+    };
+  });
+  return (object) => terms.every((t) => t(object));
+}
+
+/**
+ * A list as a `meta.k8s.io/v1` Table (server-side printing): a few of the real columns (Pods their
+ * phase, Deployments their ready replicas), each row with the object's metadata.
+ */
+function asTable(crd: CustomResourceDefinition, list: JsonObject): JsonObject {
+  const items = Array.isArray(list['items']) ? list['items'].filter(isObject) : [];
+  const at = (object: JsonObject, path: string): string => {
+    let node: JsonValue | undefined = object;
+    for (const part of path.split('.')) node = isObject(node) ? node[part] : undefined;
+    return node === undefined || node === null ? '' : typeof node === 'object' ? JSON.stringify(node) : String(node);
+  };
+  const extra: Array<[string, (o: JsonObject) => string]> =
+    crd.kind === 'Pod'
+      ? [['Status', (o) => at(o, 'status.phase')]]
+      : crd.kind === 'Deployment'
+        ? [['Ready', (o) => `${at(o, 'status.readyReplicas') || '0'}/${at(o, 'spec.replicas') || '0'}`]]
+        : [];
+  const column = (name: string): JsonObject => ({
+    name,
+    type: 'string',
+    format: name === 'Name' ? 'name' : '',
+    description: name,
+    priority: 0,
+  });
+  return {
+    kind: 'Table',
+    apiVersion: 'meta.k8s.io/v1',
+    metadata: isObject(list['metadata']) ? list['metadata'] : {},
+    columnDefinitions: [column('Name'), ...extra.map(([name]) => column(name))],
+    rows: items.map((object) => ({
+      cells: [at(object, 'metadata.name'), ...extra.map(([, cell]) => cell(object))],
+      object: {
+        kind: 'PartialObjectMetadata',
+        apiVersion: 'meta.k8s.io/v1',
+        metadata: isObject(object['metadata']) ? object['metadata'] : {},
+      },
+    })),
+  };
+}
+
+/** A self-signed certificate for 127.0.0.1, made by the openssl CLI (Node cannot issue X.509 itself). */
+function selfSignedCertificate(): { key: string; cert: string } {
+  const dir = mkdtempSync(join(tmpdir(), 'k8s-test-tls-'));
+  try {
+    execFileSync(
+      'openssl',
+      [
+        'req',
+        '-x509',
+        '-newkey',
+        'ec',
+        '-pkeyopt',
+        'ec_paramgen_curve:prime256v1',
+        '-nodes',
+        '-keyout',
+        join(dir, 'key.pem'),
+        '-out',
+        join(dir, 'cert.pem'),
+        '-days',
+        '1',
+        '-subj',
+        '/CN=127.0.0.1',
+        '-addext',
+        'subjectAltName=IP:127.0.0.1',
+      ],
+      { stdio: ['ignore', 'ignore', 'pipe'] },
+    );
+    return { key: readFileSync(join(dir, 'key.pem'), 'utf8'), cert: readFileSync(join(dir, 'cert.pem'), 'utf8') };
+  } catch (error) {
+    throw new Error('kubernetes test server: the openssl CLI is needed for tls: true (apt-get install openssl)', {
+      cause: error,
+    });
+  } finally {
+    rmSync(dir, { recursive: true, force: true });
+  }
+}
 const KNOWN_QUERY = new Set([
   'watch',
   'resourceVersion',
@@ -333,8 +511,13 @@ const KNOWN_QUERY = new Set([
 
 export async function startKubernetesServer(options: KubernetesServerOptions = {}): Promise<KubernetesServer> {
   const crds = (options.crdPaths ?? DEFAULT_CRD_PATHS).flatMap((path) => loadCrds(path));
-  const stores = new Map<string, Stored>(); // key: group/plural
-  for (const crd of crds) stores.set(`${crd.group}/${crd.plural}`, { crd, objects: new Map() });
+  const builtins = options.builtins === true;
+  const token = 'test-token';
+  const stores = new Map<string, Stored>(); // key: group/plural (core: `/plural`)
+  for (const crd of [...crds, ...(builtins ? BUILTIN_KINDS : [])])
+    stores.set(`${crd.group}/${crd.plural}`, { crd, objects: new Map() });
+  const podLogs = new Map<string, string>(); // key: namespace/pod/container[/previous]
+  const plainBodies = new WeakMap<RecordedKubeRequest, string>(); // pods/log answers, text/plain
   const byKind = (kind: string): Stored => {
     const store = [...stores.values()].find((s) => s.crd.kind === kind);
     if (store === undefined) throw new Error(`no CRD for kind ${kind}`);
@@ -419,7 +602,7 @@ export async function startKubernetesServer(options: KubernetesServerOptions = {
       };
       meta['generation'] = strip(previous) === strip(object) ? generation : generation + 1;
     }
-    object['apiVersion'] = `${crd.group}/${crd.version}`;
+    object['apiVersion'] = groupVersion(crd);
     object['kind'] = crd.kind;
     stored.objects.set(`${namespace}/${name}`, object);
     emit({ rv, type: previous === undefined ? 'ADDED' : 'MODIFIED', crd, namespace, object });
@@ -446,12 +629,67 @@ export async function startKubernetesServer(options: KubernetesServerOptions = {
     [...stored.objects.entries()]
       .filter(([key, object]) => key.startsWith(`${namespace}/`) && selector(labelsOf(object)))
       .map(([, object]) => object);
-  const listBody = (stored: Stored, namespace: string, selector: LabelSelector): JsonObject => ({
-    apiVersion: `${stored.crd.group}/${stored.crd.version}`,
+  const listBody = (
+    stored: Stored,
+    namespace: string,
+    selector: LabelSelector,
+    fields: (object: JsonObject) => boolean = () => true,
+  ): JsonObject => ({
+    apiVersion: groupVersion(stored.crd),
     kind: stored.crd.listKind,
     metadata: { resourceVersion: String(rv) },
-    items: itemsOf(stored, namespace, selector),
+    items: itemsOf(stored, namespace, selector).filter(fields),
   });
+
+  /** Legacy discovery documents (client-go asks for the aggregated form first and takes these). */
+  const resourceList = (group: string, version: string): JsonObject | undefined => {
+    const kinds = [...stores.values()]
+      .map((s) => s.crd)
+      .filter((crd) => crd.group === group && crd.version === version);
+    if (kinds.length === 0) return undefined;
+    const verbs = ['get', 'list', 'watch', 'create', 'update', 'patch', 'delete'];
+    return {
+      kind: 'APIResourceList',
+      apiVersion: 'v1',
+      groupVersion: group === '' ? version : `${group}/${version}`,
+      resources: kinds.flatMap((crd) => [
+        { name: crd.plural, singularName: crd.kind.toLowerCase(), namespaced: crd.namespaced, kind: crd.kind, verbs },
+        ...(crd.hasStatusSubresource
+          ? [
+              {
+                name: `${crd.plural}/status`,
+                singularName: '',
+                namespaced: crd.namespaced,
+                kind: crd.kind,
+                verbs: ['get', 'patch', 'update'],
+              },
+            ]
+          : []),
+        ...(crd.kind === 'Pod' && crd.group === ''
+          ? [{ name: 'pods/log', singularName: '', namespaced: true, kind: 'Pod', verbs: ['get'] }]
+          : []),
+      ]),
+    };
+  };
+  const discovery = (path: string): JsonObject | undefined => {
+    if (path === '/api') return { kind: 'APIVersions', versions: ['v1'], serverAddressByClientCIDRs: [] };
+    if (path === '/apis') {
+      const groups = new Map<string, Set<string>>();
+      for (const { crd } of stores.values())
+        if (crd.group !== '') groups.set(crd.group, (groups.get(crd.group) ?? new Set()).add(crd.version));
+      return {
+        kind: 'APIGroupList',
+        apiVersion: 'v1',
+        groups: [...groups].map(([name, versions]) => {
+          const list = [...versions].map((version) => ({ groupVersion: `${name}/${version}`, version }));
+          return { name, versions: list, preferredVersion: list[0]! };
+        }),
+      };
+    }
+    if (path === '/api/v1') return resourceList('', 'v1');
+    const found = /^\/apis\/([^/]+)\/([^/]+)$/u.exec(path);
+    return found === null ? undefined : resourceList(found[1]!, found[2]!);
+  };
 
   const startWatch = (
     stored: Stored,
@@ -526,9 +764,25 @@ export async function startKubernetesServer(options: KubernetesServerOptions = {
       unexpected.push({ method: record.method, path: record.path, reason });
       return new HttpError(status, statusBody(status, status === 415 ? 'UnsupportedMediaType' : 'NotFound', reason));
     };
+    const builtinPath =
+      builtins &&
+      (record.path.startsWith('/api/') ||
+        record.path === '/api' ||
+        record.path === '/apis' ||
+        /^\/apis\/[^/]+\/[^/]+(\/namespaces\/[^/]+\/(deployments)(\/.*)?)?$/u.test(record.path));
     for (const key of Object.keys(record.query))
-      if (!KNOWN_QUERY.has(key)) throw fail(400, `query parameter ${key} is not supported by the test server`);
-    const match = ROUTE.exec(record.path);
+      if (!KNOWN_QUERY.has(key) && !(builtinPath && BUILTIN_QUERY.has(key)))
+        throw fail(400, `query parameter ${key} is not supported by the test server`);
+    if (builtins && req.method === 'GET') {
+      const document = discovery(record.path);
+      if (document !== undefined) {
+        record.verb = 'get';
+        record.kind = 'Discovery';
+        return document;
+      }
+    }
+    const core = builtins ? CORE_ROUTE.exec(record.path) : null;
+    const match = core === null ? ROUTE.exec(record.path) : ([core[0], '', ...core.slice(1)] as const);
     if (match === null) throw fail(404, 'no such route');
     const [, group, version, namespace, plural, name, subresource] = match;
     const stored = stores.get(`${group}/${plural}`);
@@ -539,7 +793,8 @@ export async function startKubernetesServer(options: KubernetesServerOptions = {
     record.namespace = namespace;
     record.name = name;
     record.subresource = subresource;
-    if (subresource !== undefined && (subresource !== 'status' || !crd.hasStatusSubresource))
+    const podLog = subresource === 'log' && crd.kind === 'Pod' && crd.group === '';
+    if (subresource !== undefined && !podLog && (subresource !== 'status' || !crd.hasStatusSubresource))
       throw fail(404, `no such subresource: ${subresource}`);
     const notFound = (): HttpError =>
       new HttpError(
@@ -559,7 +814,14 @@ export async function startKubernetesServer(options: KubernetesServerOptions = {
       }
       if (req.method === 'GET') {
         record.verb = 'list';
-        return listBody(stored, namespace!, parseSelector(record.query['labelSelector']));
+        const list = listBody(
+          stored,
+          namespace!,
+          parseSelector(record.query['labelSelector']),
+          parseFieldSelector(record.query['fieldSelector']),
+        );
+        // Server-side printing, as kubectl (and kubernetes-mcp-server's table output) ask for it.
+        return builtins && (req.headers.accept ?? '').includes('as=Table') ? asTable(crd, list) : list;
       }
       if (req.method === 'POST') {
         record.verb = 'create';
@@ -637,6 +899,36 @@ export async function startKubernetesServer(options: KubernetesServerOptions = {
 
     const key = `${namespace}/${name}`;
     const current = stored.objects.get(key);
+    if (podLog) {
+      if (req.method !== 'GET') throw fail(405, `${req.method ?? ''} on pods/log`);
+      record.verb = 'get';
+      if (current === undefined) throw notFound();
+      const containers = z
+        .object({ spec: z.object({ containers: z.array(z.object({ name: z.string() })).min(1) }) })
+        .safeParse(current);
+      const names = containers.success ? containers.data.spec.containers.map((c) => c.name) : [];
+      const container = record.query['container'] ?? (names.length === 1 ? names[0] : undefined);
+      if (container === undefined || !names.includes(container))
+        throw new HttpError(
+          400,
+          statusBody(
+            400,
+            'BadRequest',
+            `a container name must be specified for pod ${name}, choose one of: [${names.join(' ')}]`,
+          ),
+        );
+      const previous = record.query['previous'] === 'true';
+      const text = podLogs.get(`${key}/${container}${previous ? '/previous' : ''}`);
+      if (text === undefined && previous)
+        throw new HttpError(
+          400,
+          statusBody(400, 'BadRequest', `previous terminated container "${container}" in pod "${name}" not found`),
+        );
+      const lines = (text ?? '').split(/(?<=\n)/u).filter((line) => line !== '');
+      const tail = record.query['tailLines'] === undefined ? undefined : Number(record.query['tailLines']);
+      plainBodies.set(record, (tail === undefined ? lines : tail <= 0 ? [] : lines.slice(-tail)).join(''));
+      return undefined;
+    }
     if (req.method === 'GET') {
       record.verb = 'get';
       if (current === undefined) throw notFound();
@@ -712,7 +1004,7 @@ export async function startKubernetesServer(options: KubernetesServerOptions = {
     return store(stored, namespace!, name, next, current);
   };
 
-  const server = createServer((req, res) => {
+  const listener: RequestListener = (req, res) => {
     const url = new URL(req.url ?? '/', 'http://localhost');
     const record: RecordedKubeRequest = {
       method: req.method ?? 'GET',
@@ -727,6 +1019,13 @@ export async function startKubernetesServer(options: KubernetesServerOptions = {
       status: 200,
     };
     requests.push(record);
+    if (options.tls === true && req.headers.authorization !== `Bearer ${token}`) {
+      unexpected.push({ method: record.method, path: record.path, reason: 'no or wrong bearer token' });
+      record.status = 401;
+      res.writeHead(401, { 'content-type': 'application/json' });
+      res.end(JSON.stringify(statusBody(401, 'Unauthorized', 'Unauthorized')));
+      return;
+    }
     const carriedOut = handle(req, res, record).then(async (body) => {
       if (record.verb !== 'watch') await options.beforeAnswer?.(record);
       return body;
@@ -735,8 +1034,9 @@ export async function startKubernetesServer(options: KubernetesServerOptions = {
       (body) => {
         if (record.verb === 'watch') return;
         record.status = res.statusCode;
-        res.setHeader('content-type', 'application/json');
-        res.end(JSON.stringify(body));
+        const text = plainBodies.get(record);
+        res.setHeader('content-type', text === undefined ? 'application/json' : 'text/plain');
+        res.end(text ?? JSON.stringify(body));
       },
       (error: unknown) => {
         const httpError =
@@ -753,15 +1053,16 @@ export async function startKubernetesServer(options: KubernetesServerOptions = {
         res.end(JSON.stringify(httpError.body));
       },
     );
-  });
-  server.on('connection', (socket) => {
+  };
+  const server = options.tls === true ? createHttpsServer(selfSignedCertificate(), listener) : createServer(listener);
+  server.on('connection', (socket: Socket) => {
     sockets.add(socket);
     socket.on('close', () => sockets.delete(socket));
   });
   await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
   const address = server.address();
   if (address === null || typeof address === 'string') throw new Error('kubernetes test server: no TCP address');
-  const url = `http://127.0.0.1:${address.port}`;
+  const url = `${options.tls === true ? 'https' : 'http'}://127.0.0.1:${address.port}`;
 
   let bookmarkTimer: NodeJS.Timeout | undefined;
   const bookmark = (): void => {
@@ -802,6 +1103,7 @@ export async function startKubernetesServer(options: KubernetesServerOptions = {
 
   return {
     url,
+    token,
     requests,
     unexpected,
     get resourceVersion() {
@@ -823,7 +1125,7 @@ export async function startKubernetesServer(options: KubernetesServerOptions = {
           'users:',
           '- name: test',
           '  user:',
-          '    token: test-token',
+          `    token: ${token}`,
           'contexts:',
           '- name: test',
           '  context:',
@@ -888,6 +1190,12 @@ export async function startKubernetesServer(options: KubernetesServerOptions = {
     bookmark,
     openWatches(kind) {
       return watchesOf(kind).length;
+    },
+    setPodLog(namespace, pod, text, logOptions = {}) {
+      podLogs.set(
+        `${namespace}/${pod}/${logOptions.container ?? 'app'}${logOptions.previous === true ? '/previous' : ''}`,
+        text,
+      );
     },
     async close() {
       if (bookmarkTimer !== undefined) clearInterval(bookmarkTimer);
