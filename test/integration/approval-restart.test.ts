@@ -333,9 +333,9 @@ describe('a worker SIGKILLed around the production approval', { timeout: 120_000
     await world.slack.waitFor(() => answersTo(APPROVER).length >= 4 && answersTo(SECOND_APPROVER).length >= 2, 20_000, 'answers to the clicks after the end');
 
     await expectOnePromotion(seeded, creates);
-    // The approver's repeats are answered as already approved and audited as nothing; the second
+    // The approver's repeats are answered as already counted and audited as nothing; the second
     // approver's clicks on the decided request are refusals, audited once each.
-    expect(answersTo(APPROVER).slice(1)).toEqual(Array.from({ length: 3 }, () => expect.stringContaining('already approved') as unknown));
+    expect(answersTo(APPROVER).slice(1)).toEqual(Array.from({ length: 3 }, () => expect.stringContaining('Your approval was already counted') as unknown));
     const refused = (await eventsOf(runId)).filter((e) => e.type === 'approval.refused');
     expect(refused.map((e) => [e.actor, e.data['reason']])).toEqual([
       [SECOND_APPROVER, 'already-decided'],
