@@ -1,16 +1,14 @@
-import { mkdtempSync, rmSync } from 'node:fs';
-import { tmpdir } from 'node:os';
-import { join } from 'node:path';
 import { z } from 'zod';
 import { afterEach, describe, expect, it } from 'vitest';
 import type { ModelRequest } from '../helpers/anthropic-server.js';
 import { SIGNING_SECRET } from '../helpers/bot.js';
+import { ARGOCD_URL, auditEvents, KARGO_URL, mergeChange, runOf, startDeployWorld, threadReplies, until, type DeployWorld } from '../helpers/deploy-world.js';
 import { eventually } from '../helpers/eventually.js';
-import { createShopGitOps, type GitOpsController, type StageScript } from '../helpers/gitops-controller.js';
-import { startKubernetesServer, type KubernetesServer } from '../helpers/kubernetes-server.js';
+import type { GitOpsController, GitOpsStage, StageScript } from '../helpers/gitops-controller.js';
+import type { KubernetesServer } from '../helpers/kubernetes-server.js';
 import { startPrometheusServer, type PrometheusServer } from '../helpers/prometheus-server.js';
 import { sendSlashCommand } from '../helpers/slack-requests.js';
-import { startWorld, type World } from '../helpers/world.js';
+import type { World } from '../helpers/world.js';
 
 /**
  * Issue 9, end to end through Slack: after the merge, Kargo and Argo CD decide. The real client-node
@@ -33,28 +31,17 @@ pipelines:
       - { name: staging, kargoStage: staging, argocdApps: [shop-staging] }
 budgets: { maxAgentTurns: 20, maxCiIterations: 3, maxDeployIterations: 1, maxTokensPerRun: 2000000, maxCostUsdPerRun: 10, maxRunMinutes: 60 }
 `;
-const FILES = { 'src/server.js': 'module.exports = {};\n' };
-const KARGO_URL = 'https://kargo.example.test';
-const ARGOCD_URL = 'https://argocd.example.test';
 const MERGE_SHA = 'f00dfacef00dfacef00dfacef00dfacef00dface';
 const FIX_MERGE_SHA = 'c0ffee00c0ffee00c0ffee00c0ffee00c0ffee00';
 
-let world: World | undefined;
-let server: KubernetesServer | undefined;
-let controller: GitOpsController | undefined;
+let deployWorld: DeployWorld | undefined;
 let prometheus: PrometheusServer | undefined;
-const dirs: string[] = [];
 afterEach(async () => {
-  const problems = (await world?.stop()) ?? [];
-  world = undefined;
-  await controller?.stop();
-  controller = undefined;
-  const unexpected = [...(server?.unexpected ?? []), ...(prometheus?.unexpected ?? [])];
-  await server?.close();
-  server = undefined;
+  const problems = (await deployWorld?.stop()) ?? [];
+  deployWorld = undefined;
+  const unexpected = prometheus?.unexpected ?? [];
   await prometheus?.close();
   prometheus = undefined;
-  for (const dir of dirs.splice(0)) rmSync(dir, { recursive: true, force: true });
   expect(problems).toEqual([]);
   expect(unexpected).toEqual([]);
 });
@@ -70,75 +57,17 @@ function firstUserText(request: ModelRequest): string {
   return typeof first.content === 'string' ? first.content : first.content.map((b) => ('text' in b && typeof b.text === 'string' ? b.text : '')).join('\n');
 }
 
-async function start(name: string, scripts: Record<string, StageScript> = {}, policy = POLICY, env: Record<string, string> = {}): Promise<{ w: World; k8s: KubernetesServer; gitops: GitOpsController }> {
-  const k8s = await startKubernetesServer();
-  server = k8s;
-  const dir = mkdtempSync(join(tmpdir(), 'shipgate-deploy-'));
-  dirs.push(dir);
-  const gitops = createShopGitOps(k8s, { scripts });
-  controller = gitops;
-  gitops.install();
-  gitops.start();
-  const w = await startWorld({
-    name,
-    policy,
-    files: FILES,
-    env: { KUBECONFIG: k8s.writeKubeconfig(dir), KARGO_URL, ARGOCD_URL, ...env },
-    // Far beyond every wait below: a deploy gate that moves in time was woken by an informer event.
-    tuning: { firstPollMs: 100, deployPollMs: 120_000 },
-  });
-  world = w;
-  return { w, k8s, gitops };
+async function start(
+  name: string,
+  scripts: Record<string, StageScript> = {},
+  policy = POLICY,
+  env: Record<string, string> = {},
+  stages?: GitOpsStage[],
+): Promise<{ w: World; k8s: KubernetesServer; gitops: GitOpsController }> {
+  const d = await startDeployWorld({ name, policy, scripts, env, ...(stages === undefined ? {} : { stages }) });
+  deployWorld = d;
+  return d;
 }
-
-async function runOf(w: World, runId: string) {
-  const run = await w.bot.app.store.get(runId);
-  if (run === undefined) throw new Error(`no run ${runId}`);
-  return run;
-}
-
-function describeRun(run: Awaited<ReturnType<typeof runOf>>): string {
-  return `${run.state} ${run.gates.map((g) => `${g.name}:${g.state}${g.summary === undefined ? '' : `(${g.summary.slice(0, 100)})`}`).join(' ')}`;
-}
-
-async function until<T>(w: World, runId: string, what: string, check: (run: Awaited<ReturnType<typeof runOf>>) => T | undefined, timeoutMs = 45_000): Promise<T> {
-  let seen = '';
-  try {
-    return await eventually(async () => {
-      const run = await runOf(w, runId);
-      seen = describeRun(run);
-      const value = check(run);
-      return value === undefined || value === false ? undefined : value;
-    }, what, timeoutMs);
-  } catch (error) {
-    throw new Error(`${error instanceof Error ? error.message : String(error)}; the run was: ${seen}`, { cause: error });
-  }
-}
-
-/** Drives the run through agent, PR, green CI and the merge; returns the merge commit. */
-async function mergeChange(w: World, runId: string, mergeSha: string, previousCommit?: string): Promise<void> {
-  const sha = await until(w, runId, 'a pushed commit under CI', (run) =>
-    run.gates.find((g) => g.name === 'ci')?.state === 'running' && run.artifacts.agent?.commitSha !== previousCommit ? run.artifacts.agent?.commitSha : undefined,
-  );
-  w.github.setCheckRuns('acme/shop', sha, [{ name: 'test', conclusion: 'success' }]);
-  const prNumber = await until(w, runId, 'CI passed', (run) => (run.gates.find((g) => g.name === 'ci')?.state === 'passed' ? run.artifacts.pr?.number : undefined));
-  w.github.mergePull('acme/shop', prNumber, mergeSha);
-  await until(w, runId, 'waiting at freight', (run) => run.gates.find((g) => g.name === 'freight')?.state === 'running');
-}
-
-/** The thread replies whose fallback text starts with `prefix`, each as its text plus its blocks (the text is cut for notifications). */
-function threadReplies(w: World, prefix: string): string[] {
-  return w.bot.slack
-    .messages('CSHOP')
-    .filter((m) => m.thread_ts !== undefined && m.thread_ts !== m.ts && (m.text ?? '').startsWith(prefix))
-    .map((m) => `${m.text ?? ''}\n${JSON.stringify(m.blocks ?? [])}`);
-}
-
-const auditEvents = async (w: World, runId: string) =>
-  (await w.bot.app.audit.exportRun(runId))
-    .trim()
-    .split('\n')
-    .map((line) => z.object({ type: z.string(), data: z.record(z.string(), z.unknown()) }).parse(JSON.parse(line)));
 
 describe('the deploy gates', { timeout: 150_000 }, () => {
   it('auto-promoted dev and staging pass: the Freight, each stage and verification are replied once, with Kargo and Argo CD links', async () => {
@@ -293,23 +222,8 @@ pipelines:
       - { name: dev, kargoStage: dev, argocdApps: [shop-dev], promote: bot }
 budgets: { maxAgentTurns: 20, maxCiIterations: 3, maxDeployIterations: 0, maxTokensPerRun: 2000000, maxCostUsdPerRun: 10, maxRunMinutes: 60 }
 `;
-    const k8s = await startKubernetesServer();
-    server = k8s;
-    const dir = mkdtempSync(join(tmpdir(), 'shipgate-deploy-'));
-    dirs.push(dir);
     // Only the bot promotes into dev, and the first run's Promotion never finishes (its sync stays Running).
-    const gitops = createShopGitOps(k8s, { stages: [{ name: 'dev', apps: ['shop-dev'], autoPromote: false, script: { app: 'operation-running' } }] });
-    controller = gitops;
-    gitops.install();
-    gitops.start();
-    const w = await startWorld({
-      name: 'deploy-promotion-queue',
-      policy,
-      files: FILES,
-      env: { KUBECONFIG: k8s.writeKubeconfig(dir), KARGO_URL, ARGOCD_URL },
-      tuning: { firstPollMs: 100, deployPollMs: 120_000 },
-    });
-    world = w;
+    const { w, gitops } = await start('deploy-promotion-queue', {}, policy, {}, [{ name: 'dev', apps: ['shop-dev'], autoPromote: false, script: { app: 'operation-running' } }]);
 
     w.model.script(create('c1', "module.exports = () => 'ok';\n"), done('Added src/health.js.'));
     const first = await w.ship('acme/shop add a health module');
