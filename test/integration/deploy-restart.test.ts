@@ -106,7 +106,7 @@ describe('a worker killed while a stage gate is in flight', { timeout: 120_000 }
     await eventually(async () => {
       const promotion = gitops.promotionsFor('dev')[0];
       return z.object({ status: z.object({ phase: z.literal('Running') }) }).safeParse(promotion).success;
-    }, 'the bot-created Promotion running', 30_000);
+    }, 'the bot-created Promotion running', 60_000); // the first look follows the informers' lists: over 30 s seen in CI beside another file's processes
     first.child.kill('SIGKILL');
     await first.exited;
     expect((await store.get(runId))?.state).not.toBe('done');
