@@ -24,7 +24,7 @@ import { advanceJobId, type AdvanceJob, type Queues } from '../src/queue/queues.
 import type { Scrub } from '../src/security/scrubber.js';
 import type { Pokes } from '../src/store/pokes.js';
 import type { RunStore } from '../src/store/run-store.js';
-import type { GateAuditType, GateSteps } from './gates/gate-step.js';
+import type { GateAuditType, GateSteps, StepReply } from './gates/gate-step.js';
 
 export const BOT_ACTOR = 'shipgate';
 
@@ -124,8 +124,12 @@ export function createRunProcessor(deps: RunProcessorDeps): (job: Job<AdvanceJob
       const scope = options?.once === true ? 'once' : (gate.startedAt ?? 'unstarted');
       await audit.append({ type, actor: BOT_ACTOR, runId: run.id, data: { gate: gateName, ...data }, key: `${run.id}.${gateName}.${scope}.${type}.${discriminator}` });
     };
+    const reply = async (discriminator: string, content: StepReply): Promise<void> => {
+      // The model's words about cluster text: scrubbed like every verdict before the chat sees them.
+      await queues.reply(run.id, `${gateName}.${discriminator}`, { ...content, text: deps.scrub(content.text), looked: content.looked.map((line) => deps.scrub(line)) });
+    };
     try {
-      return scrubOutcome(await step.run({ run, gate, signal, log: log.child({ gate: gateName }), record, audit: auditEvent }), deps.scrub);
+      return scrubOutcome(await step.run({ run, gate, signal, log: log.child({ gate: gateName }), record, audit: auditEvent, reply }), deps.scrub);
     } catch (error) {
       if (error instanceof RefusedError) return scrubOutcome({ kind: 'failed', summary: error.message }, deps.scrub);
       throw error;

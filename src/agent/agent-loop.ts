@@ -38,7 +38,19 @@ export interface AgentLoopDeps {
   log: Logger;
   /** Called after every model call with the run's new totals, before tools run (persist it: budgets survive restarts). */
   onSpend(spend: AgentSpend, activity: string): Promise<void>;
+  /** Called after each tool call with what was asked and how it went (e.g. to audit diagnosis reads). */
+  onToolCall?: ((call: ToolCallRecord) => Promise<void>) | undefined;
   maxOutputTokens?: number;
+}
+
+/** One tool call as the loop saw it: the model's id for it, the tool, its input and how it went. */
+export interface ToolCallRecord {
+  id: string;
+  tool: string;
+  input: unknown;
+  isError: boolean;
+  /** Size of the result the model got. */
+  resultBytes: number;
 }
 
 export interface AgentConversation {
@@ -138,6 +150,7 @@ export async function runAgent(
       const results: Anthropic.ToolResultBlockParam[] = [];
       for (const use of toolUses) {
         const result = await deps.tools.execute(use.name, use.input, signal);
+        await deps.onToolCall?.({ id: use.id, tool: use.name, input: use.input, isError: result.isError, resultBytes: Buffer.byteLength(result.content, 'utf8') });
         results.push({ type: 'tool_result', tool_use_id: use.id, content: result.content, is_error: result.isError });
       }
       conversation.messages.push({ role: 'user', content: results });

@@ -1,6 +1,7 @@
 import { stringify } from 'yaml';
 import { z } from 'zod';
-import type { StagePolicy } from '../config/policy.js';
+import type { Policy, StagePolicy } from '../config/policy.js';
+import type { DeployObjectRef, RedDeployGate, Run } from '../domain/run.js';
 import { ExternalOutageError, RefusedError } from '../errors.js';
 import type { Logger } from '../log.js';
 import {
@@ -9,7 +10,7 @@ import {
   type ClusterDiagnosisSession,
   type DiagnosisScope,
 } from '../ports/diagnosis.js';
-import type { KubernetesPort, WatchedKind } from '../ports/kubernetes.js';
+import type { KubernetesPort } from '../ports/kubernetes.js';
 import type { InstantResult, MetricsQueryPort } from '../ports/metrics-query.js';
 import { neutraliseFramed } from '../security/model-text.js';
 import type { Scrub } from '../security/scrubber.js';
@@ -37,12 +38,6 @@ export const DEFAULT_DIAGNOSIS_RESULT_BYTES = 16 * 1024;
 const MAX_SERIES = 20;
 const MAX_FREE_QUERY = 1_000;
 
-/** One object the run follows (the wiring takes these from the red gate: the stage's Applications, Stage, Promotions, AnalysisRuns). */
-export interface DeployObjectRef {
-  kind: WatchedKind;
-  namespace: string;
-  name: string;
-}
 
 type GoldenSignals = NonNullable<StagePolicy['goldenSignals']>;
 type SignalName = 'errorRatio' | 'latencyP95';
@@ -353,4 +348,46 @@ export async function openDiagnosis(
   }
   const provider = createDiagnosisProvider({ ...rest, cluster, clusterUnavailable });
   return { provider, clusterUnavailable, close: async () => cluster?.close() };
+}
+
+/** What the agent gate uses to open the diagnosis of a run's red deploy gate. */
+export interface DiagnosisOpener {
+  open(run: Run, red: RedDeployGate, signal: AbortSignal, log: Logger): Promise<OpenedDiagnosis>;
+}
+
+export interface DiagnosisOpenerDeps {
+  policy: Policy;
+  clusterPort: ClusterDiagnosisPort | undefined;
+  kubernetes: Pick<KubernetesPort, 'get'> | undefined;
+  metrics: MetricsQueryPort | undefined;
+  scrub: Scrub;
+}
+
+/**
+ * The diagnosis for one red gate, as the policy says: the stage's golden signals, whether free
+ * PromQL is allowed, the objects the gate followed, and the cluster session for the stage's
+ * namespace (none when its applications name no destination namespace).
+ */
+export function createDiagnosisOpener(deps: DiagnosisOpenerDeps): DiagnosisOpener {
+  return {
+    async open(run, red, signal, log) {
+      const pipelineName = deps.policy.repos[run.repo]?.pipeline;
+      const pipeline = pipelineName === undefined ? undefined : deps.policy.pipelines[pipelineName];
+      const stage = pipeline?.stages.find((s) => s.name === red.stage);
+      const common = {
+        kubernetes: deps.kubernetes,
+        deployObjects: red.objects,
+        metrics: deps.metrics,
+        goldenSignals: stage?.goldenSignals,
+        freePromql: pipeline?.diagnosis?.freePromql ?? false,
+        scrub: deps.scrub,
+        log,
+      };
+      if (red.namespace === undefined) {
+        const provider = createDiagnosisProvider({ ...common, cluster: undefined });
+        return { provider, clusterUnavailable: "the stage's Argo CD applications name no destination namespace", close: async () => undefined };
+      }
+      return openDiagnosis({ ...common, clusterPort: deps.clusterPort }, { namespace: red.namespace }, signal);
+    },
+  };
 }

@@ -4,6 +4,7 @@ import { createAnthropicModel } from '../adapters/anthropic/anthropic-model.js';
 import type { GitHubAuth } from '../adapters/github/options.js';
 import { createGitHubRest } from '../adapters/github/github-rest.js';
 import { createPrometheusHttp } from '../adapters/prometheus/prometheus-http.js';
+import { createDiagnosisOpener } from '../agent/diagnosis-tools.js';
 import type { AuditLog } from '../audit/audit-log.js';
 import type { Config } from '../config/config.js';
 import type { GateKind } from '../domain/run.js';
@@ -12,6 +13,7 @@ import type { Logger } from '../log.js';
 import type { Metrics } from '../metrics.js';
 import type { ChatPort } from '../ports/chat.js';
 import type { EtagCache } from '../ports/github.js';
+import type { ClusterDiagnosisPort } from '../ports/diagnosis.js';
 import type { KubernetesPort } from '../ports/kubernetes.js';
 import type { SandboxPort } from '../ports/sandbox.js';
 import type { Scrubber } from '../security/scrubber.js';
@@ -55,6 +57,8 @@ export interface BuildGatesDeps {
   workRoot: string;
   /** The cluster, when one is configured and the policy's pipelines need it (build-kubernetes.ts). */
   kubernetes?: KubernetesPort | undefined;
+  /** The read-only cluster sessions of red deploy gates, on the same cluster configuration. */
+  clusterDiagnosis?: ClusterDiagnosisPort | undefined;
   tuning?: GateTuning | undefined;
   /** Steps given by the caller (tests): they take the place of the table's, configured or not. */
   injected?: GateSteps | undefined;
@@ -100,6 +104,10 @@ export function buildGates(deps: BuildGatesDeps): Gates {
   const configured = configuredNeeds(config, deps.kubernetes);
   const { kubernetes } = deps;
   const auth = githubAuth(config.github);
+  const metricsQuery = memo(() => {
+    const baseUrl = config.prometheusUrl;
+    return baseUrl === undefined ? undefined : createPrometheusHttp({ baseUrl, metrics });
+  });
   const gateDeps: GateDeps = {
     policy: config.policy,
     policyFileName: basename(config.policyPath),
@@ -120,10 +128,12 @@ export function buildGates(deps: BuildGatesDeps): Gates {
     workRoot: deps.workRoot,
     tuning: { checkTimeoutMs: tuning?.checkTimeoutMs, firstPollMs: tuning?.firstPollMs, deployPollMs: tuning?.deployPollMs },
     deployUi: { kargo: config.kargoUrl, argocd: config.argocdUrl },
-    metricsQuery: memo(() => {
-      const baseUrl = config.prometheusUrl;
-      return baseUrl === undefined ? undefined : createPrometheusHttp({ baseUrl, metrics });
-    }),
+    metricsQuery,
+    // What a fix forward reads first: the cluster session (where one is configured), the informers'
+    // status of the run's objects, and the stage's golden signals.
+    diagnosis: memo(() =>
+      createDiagnosisOpener({ policy: config.policy, clusterPort: deps.clusterDiagnosis, kubernetes, metrics: metricsQuery(), scrub }),
+    ),
     kubernetes: () => {
       if (kubernetes === undefined) throw new Error('no cluster is configured (a gate that needs it was built anyway)');
       return kubernetes;

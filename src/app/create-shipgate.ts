@@ -119,7 +119,8 @@ export function createShipgate(options: ShipgateOptions): Shipgate {
   const git = createGit({ log, path: config.hostPath });
   const workRoot = options.workRoot ?? join(tmpdir(), 'shipgate-workspaces');
   // Only workers evaluate gates and run the informers; a web replica never talks to the cluster.
-  const kubernetes = runsWorker ? buildKubernetes(config, log) : undefined;
+  const cluster = runsWorker ? buildKubernetes(config, log, scrub) : undefined;
+  const kubernetes = cluster?.kubernetes;
   const gates = buildGates({
     config,
     log,
@@ -140,6 +141,7 @@ export function createShipgate(options: ShipgateOptions): Shipgate {
     queues: stores.queues,
     workRoot,
     kubernetes,
+    clusterDiagnosis: cluster?.diagnosis,
     tuning: options.tuning,
     injected: options.steps,
   });

@@ -8,6 +8,7 @@ import { createArgocdStep } from '../../workers/gates/stage/argocd-step.js';
 import { createStageStep } from '../../workers/gates/stage/stage-step.js';
 import { createMergeStep } from '../../workers/gates/merge/merge-step.js';
 import { createPrStep } from '../../workers/gates/pr/pr-step.js';
+import type { DiagnosisOpener } from '../agent/diagnosis-tools.js';
 import type { AuditLog } from '../audit/audit-log.js';
 import type { Policy } from '../config/policy.js';
 import type { GateKind } from '../domain/run.js';
@@ -78,6 +79,8 @@ export interface GateDeps {
   kubernetes: () => KubernetesPort;
   /** Prometheus, when PROMETHEUS_URL is set (stages with golden signals; loadConfig refuses them without it). */
   metricsQuery: () => MetricsQueryPort | undefined;
+  /** The diagnosis of a red deploy gate before its fix forward (issue 11). */
+  diagnosis: () => DiagnosisOpener;
 }
 
 export interface GateFactory {
@@ -125,6 +128,7 @@ export const GATE_TABLE: GateTable = {
         followUps: deps.followUps,
         sandbox: deps.sandbox,
         scrub: deps.scrub,
+        diagnosis: deps.diagnosis(),
       }),
   },
   pr: {

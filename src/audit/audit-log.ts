@@ -67,6 +67,8 @@ export const AUDIT_EVENT_TYPES = [
   'freight.found',
   'stage.verdict',
   'audit.exported',
+  'diagnosis.tool_call',
+  'diagnosis.made',
 ] as const;
 
 export type AuditEventType = (typeof AUDIT_EVENT_TYPES)[number];

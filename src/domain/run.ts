@@ -111,6 +111,41 @@ export interface StageProgress {
   signalsSince?: string | undefined;
 }
 
+/** The deploy objects a run follows, by the kinds the bot's informers hold (Kargo, Argo CD, Argo Rollouts). */
+export type DeployObjectKind = 'Freight' | 'Stage' | 'Promotion' | 'Application' | 'AnalysisRun';
+
+export interface DeployObjectRef {
+  kind: DeployObjectKind;
+  namespace: string;
+  name: string;
+}
+
+/**
+ * What the red deploy gate that sent the run back left for the agent's diagnosis (SPEC §4, issue
+ * 11): where to look, and once made, the diagnosis itself (made once per fix forward).
+ */
+export interface RedDeployGate {
+  /** The fix forward this red gate started (DeployArtifacts.iterations once it was sent back). */
+  fix: number;
+  /** The policy's stage name (`argocd` for an Argo-only pipeline). */
+  stage: string;
+  /** The destination namespace of the stage's Argo CD applications; undefined when none says. */
+  namespace?: string | undefined;
+  /** The objects the run followed there, for `deploy_status`. */
+  objects: DeployObjectRef[];
+  /** The agent's diagnosis, stored before it is posted: a restarted step posts it, never makes another. */
+  diagnosis?: RedGateDiagnosis | undefined;
+}
+
+export interface RedGateDiagnosis {
+  /** The model's account (scrubbed, capped). */
+  text: string;
+  /** The bot's own list of the read-only calls it made. */
+  looked: string[];
+  /** Why the cluster tools were missing, when they were. */
+  clusterUnavailable?: string | undefined;
+}
+
 export interface DeployArtifacts {
   /** Fixes forward after red deploy gates so far (budgets.maxDeployIterations). */
   iterations?: number | undefined;
@@ -120,6 +155,8 @@ export interface DeployArtifacts {
   stages?: Record<string, StageProgress> | undefined;
   /** The run's branches that were merged before a fix forward: a new branch must never be one of them. */
   mergedBranches?: string[] | undefined;
+  /** The last red gate that sent the run back to fix forward. */
+  redGate?: RedDeployGate | undefined;
 }
 
 /**

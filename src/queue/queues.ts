@@ -18,7 +18,12 @@ export interface AdvanceJob {
 
 export type ReplyContent =
   | { type: 'gate'; gate: string; outcome: 'passed' | 'failed' | 'skipped' | 'retry-from'; summary: string }
-  | { type: 'ended' };
+  | { type: 'ended' }
+  /**
+   * The agent's diagnosis of red deploy gate `stage` before fix forward `fix` (issue 11): the model's
+   * account (scrubbed) and the bot's own list of the reads it made.
+   */
+  | { type: 'diagnosis'; stage: string; fix: number; text: string; looked: string[]; clusterUnavailable?: string | undefined };
 
 export type ChatJob =
   /** Bring the run's card up to at least `version` (posting the root message first if needed). */

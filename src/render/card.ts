@@ -296,6 +296,23 @@ export function renderGateReply(run: Run, gateName: string): MessageView {
 }
 
 /**
+ * The agent's diagnosis of a red deploy gate (issue 11), posted before its fix forward starts: what
+ * the model found (its words, quoted: model text about cluster text) and the bot's own list of the
+ * read-only calls it made.
+ */
+export function renderDiagnosisReply(run: Run, diagnosis: { stage: string; fix: number; text: string; looked: readonly string[]; clusterUnavailable?: string | undefined }): MessageView {
+  const blocks: BlockView[] = [{ type: 'section', text: rich`🔎 ${bold(`diagnosis of ${diagnosis.stage}`)} before fix ${String(diagnosis.fix)}` }];
+  blocks.push({ type: 'section', text: [{ kind: 'quote', text: truncate(diagnosis.text.trim(), REPLY_SUMMARY_MAX_CHARS) }] });
+  const reads =
+    diagnosis.looked.length === 0
+      ? 'no reads'
+      : `${diagnosis.looked.length} read-only call${diagnosis.looked.length === 1 ? '' : 's'}: ${truncate(diagnosis.looked.join('; '), 600)}`;
+  const unavailable = diagnosis.clusterUnavailable === undefined ? '' : ` Cluster tools unavailable: ${truncate(diagnosis.clusterUnavailable, 200)}.`;
+  blocks.push({ type: 'context', text: rich`${reads}.${unavailable} ${runLabel(run, true)}` });
+  return { text: truncate(`diagnosis of ${diagnosis.stage}: ${oneLine(diagnosis.text)}`, 300), blocks };
+}
+
+/**
  * The thread reply when the run reaches a terminal state. `command` is the
  * configured slash command, used in the retry hint.
  */

@@ -93,6 +93,17 @@ const namespacedArtifactsSchema = z.object({
       fingerprints: z.array(z.string()).optional(),
       stages: z.record(z.string(), z.object({ promotion: z.string().optional(), promotedAt: z.string().optional(), signalsSince: z.string().optional() })).optional(),
       mergedBranches: z.array(z.string()).optional(),
+      redGate: z
+        .object({
+          fix: z.number().int().positive(),
+          stage: z.string(),
+          namespace: z.string().optional(),
+          objects: z.array(
+            z.object({ kind: z.enum(['Freight', 'Stage', 'Promotion', 'Application', 'AnalysisRun']), namespace: z.string(), name: z.string() }),
+          ),
+          diagnosis: z.object({ text: z.string(), looked: z.array(z.string()), clusterUnavailable: z.string().optional() }).optional(),
+        })
+        .optional(),
     })
     .optional(),
 });

@@ -175,6 +175,7 @@ export async function createApprovalWorld(options: ApprovalWorldOptions) {
       signal: new AbortController().signal,
       log,
       record: async (change) => (run = { ...run, ...change(run) }),
+      reply: async () => undefined,
       audit: async (type: GateAuditType, data, discriminator, opts) => {
         const scope = opts?.once === true ? 'once' : GATE_STARTED;
         await audit.append({ type, actor: 'shipgate', runId: run.id, data: { gate: 'approval', ...data }, key: `${run.id}.approval.${scope}.${type}.${discriminator}` });

@@ -11,7 +11,8 @@ import { startWorld, type World } from './world.js';
 /**
  * A run's whole world including the deploy half: the loopback world of `startWorld` (Slack, GitHub,
  * Anthropic, git) plus the local Kubernetes API server with the scripted Kargo and Argo CD
- * controller. Shared by the deploy and approval end-to-end tests.
+ * controller (over TLS, with Pods, logs and Events for the diagnosis). Shared by the deploy and
+ * approval end-to-end tests.
  */
 
 export const KARGO_URL = 'https://kargo.example.test';
@@ -33,7 +34,9 @@ export async function startDeployWorld(options: {
   stages?: GitOpsStage[];
   env?: Record<string, string>;
 }): Promise<DeployWorld> {
-  const k8s = await startKubernetesServer();
+  // TLS and the built-in kinds: the real kubernetes-mcp-server of a red gate's diagnosis speaks only
+  // HTTPS with a bearer token, and reads Pods, their logs and Events.
+  const k8s = await startKubernetesServer({ tls: true, builtins: true });
   const dir = mkdtempSync(join(tmpdir(), 'shipgate-deploy-'));
   const gitops = createShopGitOps(k8s, { scripts: options.scripts ?? {}, ...(options.stages === undefined ? {} : { stages: options.stages }) });
   gitops.install();

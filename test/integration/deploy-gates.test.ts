@@ -1,6 +1,7 @@
 import { z } from 'zod';
 import { afterEach, describe, expect, it } from 'vitest';
-import type { ModelRequest } from '../helpers/anthropic-server.js';
+import { READ_TOOL_NAMES } from '../../src/adapters/kubernetes-mcp/read-allow-list.js';
+import { toolResultsOf, type ModelRequest } from '../helpers/anthropic-server.js';
 import { SIGNING_SECRET } from '../helpers/bot.js';
 import { ARGOCD_URL, auditEvents, KARGO_URL, mergeChange, runOf, startDeployWorld, threadReplies, until, type DeployWorld } from '../helpers/deploy-world.js';
 import { eventually } from '../helpers/eventually.js';
@@ -50,6 +51,21 @@ const create = (id: string, text: string) => ({
   content: [{ type: 'tool_use' as const, id, name: 'str_replace_based_edit_tool', input: { command: 'create', path: '/repo/src/health.js', file_text: text } }],
 });
 const done = (text: string) => ({ content: [{ type: 'text' as const, text }] });
+
+function systemText(request: ModelRequest): string {
+  const system = request.params.system;
+  if (system === undefined) return '';
+  return typeof system === 'string' ? system : system.map((block) => (typeof block.text === 'string' ? block.text : '')).join('\n');
+}
+
+const toolNames = (request: ModelRequest): string[] => (request.params.tools ?? []).map((tool) => String(tool.name));
+const READ_TOOLS = new Set([...READ_TOOL_NAMES, 'deploy_status', 'golden_signal']);
+
+/** A scripted diagnosis that reads nothing and concludes at once (for tests about other things). */
+const quickDiagnosis = (request: ModelRequest) => {
+  if (!systemText(request).includes('diagnosis agent')) throw new Error('expected the diagnosis conversation first');
+  return done('Looked at: nothing. Found: the report says it all.');
+};
 
 function firstUserText(request: ModelRequest): string {
   const first = request.params.messages[0];
@@ -141,13 +157,46 @@ describe('the deploy gates', { timeout: 150_000 }, () => {
   }
 
   it('a Degraded app is one red reply with its unhealthy resource, the agent fixes forward on a new branch and PR, and the fix passes every gate again', async () => {
-    const { w, gitops } = await start('deploy-fix-forward', { dev: { app: 'degraded' } });
+    const { w, gitops, k8s } = await start('deploy-fix-forward', { dev: { app: 'degraded' } });
+    // The failing workload in the stage's namespace (the Application's destination), as a cluster has it.
+    k8s.put({
+      apiVersion: 'v1',
+      kind: 'Pod',
+      metadata: { name: 'shop-web-7c9f', namespace: 'shop-dev', labels: { app: 'shop' } },
+      spec: { containers: [{ name: 'app', image: 'ghcr.io/acme/shop:f00dfac' }] },
+      status: { phase: 'Running', containerStatuses: [{ name: 'app', restartCount: 3, ready: false, state: { waiting: { reason: 'CrashLoopBackOff' } } }] },
+    });
+    k8s.setPodLog('shop-dev', 'shop-web-7c9f', 'listening on :8080\nError: Cannot find module ./health-check\n');
+    const diagnosisAnswer = 'Looked at: pod shop-web-7c9f logs. Found: "Error: Cannot find module ./health-check". Likely cause: a missing require path. Fix: correct the path.';
     w.model.script(
       create('c1', "module.exports = () => 'ok';\n"),
       done('Added src/health.js.'),
+      // The diagnosis comes first: only read tools, the report in its prompt; it reads the pod's log.
+      (request) => {
+        if (!systemText(request).includes('diagnosis agent')) throw new Error('the fix started before the diagnosis');
+        const offered = toolNames(request);
+        const unexpected = offered.filter((name) => !READ_TOOLS.has(name));
+        if (unexpected.length > 0 || !offered.includes('pods_log') || !offered.includes('deploy_status')) throw new Error(`diagnosis tools: ${offered.join(', ')}`);
+        if (!firstUserText(request).includes('exceeded its progress deadline')) throw new Error('the report is missing from the diagnosis prompt');
+        return { content: [{ type: 'tool_use' as const, id: 'd1', name: 'pods_log', input: { name: 'shop-web-7c9f' } }] };
+      },
+      (request) => {
+        const [log] = toolResultsOf(request);
+        if (log === undefined || log.is_error || !log.content.includes('Cannot find module ./health-check') || !log.content.includes('<cluster_data>'))
+          throw new Error(`the pod log did not arrive framed: ${JSON.stringify(log)}`);
+        return { content: [{ type: 'tool_use' as const, id: 'd2', name: 'deploy_status', input: { kind: 'Application' } }] };
+      },
+      (request) => {
+        const [status] = toolResultsOf(request);
+        if (status === undefined || status.is_error || !status.content.includes('Degraded')) throw new Error(`deploy_status: ${JSON.stringify(status)}`);
+        return done(diagnosisAnswer);
+      },
+      // The fix: the report and the diagnosis in its prompt, the diagnosis tools still at hand.
       (request) => {
         const text = firstUserText(request);
         if (!text.includes('exceeded its progress deadline')) throw new Error(`the deploy failure is missing from: ${text}`);
+        if (!text.includes('<diagnosis>') || !text.includes('Cannot find module ./health-check')) throw new Error(`the diagnosis is missing from: ${text}`);
+        if (!toolNames(request).includes('pods_log') || !toolNames(request).includes('str_replace_based_edit_tool')) throw new Error('the fix lacks its tools');
         return create('c2', "module.exports = () => 'ok'; // fixed\n");
       },
       done('Fixed the deployment.'),
@@ -168,6 +217,18 @@ describe('the deploy gates', { timeout: 150_000 }, () => {
     expect(red[0]).toContain('Degraded');
     expect(red[0]).toContain('exceeded its progress deadline');
     expect(red[0]).toContain('fix forward');
+    // The diagnosis is one reply, after the red gate's and before the fix's own agent result.
+    const diagnosis = await eventually(async () => {
+      const posted = threadReplies(w, 'diagnosis of dev');
+      return posted.length > 0 ? posted : undefined;
+    }, 'the diagnosis reply');
+    expect(diagnosis).toHaveLength(1);
+    expect(diagnosis[0]).toContain('Cannot find module ./health-check');
+    expect(diagnosis[0]).toContain('pods_log name=shop-web-7c9f');
+    const thread = w.bot.slack.messages('CSHOP').filter((m) => m.thread_ts !== undefined && m.thread_ts !== m.ts).map((m) => m.text ?? '');
+    const at = (prefix: string, from = 0): number => thread.findIndex((text, i) => i >= from && text.startsWith(prefix));
+    expect(at('stage:dev ')).toBeGreaterThanOrEqual(0);
+    expect(at('diagnosis of dev')).toBeGreaterThan(at('stage:dev '));
 
     gitops.setScript('dev', { app: 'healthy' });
     const firstCommit = (await runOf(w, runId)).artifacts.agent?.commitSha;
@@ -181,6 +242,12 @@ describe('the deploy gates', { timeout: 150_000 }, () => {
     const types = (await auditEvents(w, runId)).map((e) => e.type);
     expect(types.filter((t) => t === 'pr.opened')).toHaveLength(2);
     expect(types.filter((t) => t === 'gate.sent_back')).toHaveLength(1);
+    // The diagnosis's reads and its conclusion are evidence; its tokens are the run's.
+    const events = await auditEvents(w, runId);
+    expect(events.filter((e) => e.type === 'diagnosis.tool_call').map((e) => e.data['tool'])).toEqual(['pods_log', 'deploy_status']);
+    expect(events.filter((e) => e.type === 'diagnosis.made').map((e) => e.data['diagnosis'])).toEqual([diagnosisAnswer]);
+    expect(run.artifacts.agent?.turns).toBe(7);
+    expect(w.model.remaining()).toBe(0);
   });
 
   it('a failed Promotion ends the run failed once the fixes forward are used up, with the failed step in the reply', async () => {
@@ -188,6 +255,7 @@ describe('the deploy gates', { timeout: 150_000 }, () => {
     w.model.script(
       create('c1', "module.exports = () => 'ok';\n"),
       done('Added src/health.js.'),
+      quickDiagnosis,
       create('c2', "module.exports = () => 'ok'; // again\n"),
       done('Tried again.'),
     );

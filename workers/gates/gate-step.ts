@@ -1,5 +1,6 @@
 import type { Logger } from '../../src/log.js';
 import type { Gate, GateKind, GateOutcome, Run } from '../../src/domain/run.js';
+import type { ReplyContent } from '../../src/queue/queues.js';
 
 /** The evidence a gate step writes itself (SPEC §7); gate results and run events are the run processor's. */
 export type GateAuditType =
@@ -12,7 +13,12 @@ export type GateAuditType =
   | 'approval.requested'
   | 'approval.expired'
   | 'promotion.created'
-  | 'stage.verdict';
+  | 'stage.verdict'
+  | 'diagnosis.tool_call'
+  | 'diagnosis.made';
+
+/** A thread reply a step posts itself (gate results are the run processor's). */
+export type StepReply = Extract<ReplyContent, { type: 'diagnosis' }>;
 
 /** What a gate step sees: the run, its gate, a logger bound to both, and the cancel signal. */
 export interface GateContext {
@@ -33,6 +39,11 @@ export interface GateContext {
    * whatever the attempt (a commit created, a pull request opened).
    */
   audit: (type: GateAuditType, data: Record<string, unknown>, discriminator: string, options?: { once?: boolean }) => Promise<void>;
+  /**
+   * Posts a reply of the step's own in the run's thread (the diagnosis of a red deploy), once under
+   * `discriminator` whatever the attempt: a step that runs again after a crash posts nothing new.
+   */
+  reply: (discriminator: string, content: StepReply) => Promise<void>;
 }
 
 /**

@@ -97,6 +97,7 @@ function setUp(model: ModelPort, sandbox: SandboxPort) {
     signal: new AbortController().signal,
     log: createLogger({ level: 'silent', destination: new PassThrough() }),
     record: async (change) => (stored = { ...stored, ...change(stored) }),
+    reply: async () => undefined,
     audit: async (type, data) => {
       audits.push({ type, data });
     },

@@ -126,6 +126,7 @@ function world() {
       signal: new AbortController().signal,
       log: createLogger({ level: 'silent', destination: new PassThrough() }),
       record: async (change) => (stored = { ...stored, ...change(stored) }),
+      reply: async () => undefined,
       audit: async (type, data, discriminator, options) => {
         audits.push({ type, data, discriminator, once: options?.once === true });
       },

@@ -73,6 +73,7 @@ function contextFor(artifacts: Run['artifacts'] = {}) {
     signal: new AbortController().signal,
     log: createLogger({ level: 'silent', destination: new PassThrough() }),
     record: async (change) => ({ ...run, ...change(run) }),
+    reply: async () => undefined,
     audit: async (type, data) => {
       audits.push({ type, data });
     },

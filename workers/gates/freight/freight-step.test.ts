@@ -126,6 +126,7 @@ function world(options: { policy?: Policy; ui?: DeployUiBases; repo?: string; me
     signal: new AbortController().signal,
     log: createLogger({ level: 'silent', destination: new PassThrough() }),
     record: async (change) => (stored = { ...stored, ...change(stored) }),
+    reply: async () => undefined,
     audit: async (type, data, discriminator) => {
       audits.push({ type, data, discriminator });
     },

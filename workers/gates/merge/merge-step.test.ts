@@ -21,6 +21,7 @@ function setUp(pr: Partial<PullRequestState>) {
     signal: new AbortController().signal,
     log: createLogger({ level: 'silent', destination: new PassThrough() }),
     record: async (change) => (stored = { ...stored, ...change(stored) }),
+    reply: async () => undefined,
     audit: async () => undefined,
   };
   const step = createMergeStep({ github: { getPullRequest: async () => state }, clock: () => new Date('2026-12-01T10:01:00Z') });

@@ -53,6 +53,7 @@ function context(run: Run) {
       stored = { ...stored, ...change(stored) };
       return stored;
     },
+    reply: async () => undefined,
     audit: async (type, data, discriminator) => {
       audits.push({ type, data, discriminator });
     },

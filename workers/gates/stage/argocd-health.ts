@@ -47,7 +47,14 @@ export const argoApplicationSchema = z.object({
   // Only its presence matters: Argo CD sets it when an operation is requested and clears it when the
   // operation finishes.
   operation: z.unknown().optional(),
-  spec: z.object({ source: sourceSchema.nullish(), sources: z.array(sourceSchema).nullish() }).optional(),
+  spec: z
+    .object({
+      source: sourceSchema.nullish(),
+      sources: z.array(sourceSchema).nullish(),
+      // Where the application deploys: the namespace the agent's diagnosis may read (SPEC §4).
+      destination: z.object({ namespace: z.string().optional() }).nullish(),
+    })
+    .optional(),
   status: z
     .object({
       conditions: z.array(z.object({ type: z.string(), message: z.string().optional() })).nullish(),
@@ -95,6 +102,13 @@ export const argoApplicationSchema = z.object({
 });
 
 export type ArgoApplication = z.infer<typeof argoApplicationSchema>;
+
+/** The namespace `raw` (an Application from the cache) deploys to, when it is readable and says. */
+export function destinationNamespaceOf(raw: unknown): string | undefined {
+  const parsed = argoApplicationSchema.safeParse(raw);
+  const namespace = parsed.success ? parsed.data.spec?.destination?.namespace : undefined;
+  return namespace === undefined || namespace === '' ? undefined : namespace;
+}
 
 /** Parses what the informer handed over; throws a `ZodError` on a shape the rule cannot read. */
 export function parseArgoApplication(raw: unknown): ArgoApplication {

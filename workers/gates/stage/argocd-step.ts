@@ -1,4 +1,4 @@
-import { evaluateArgoHealth, normaliseRepo, parseArgoApplication, type ArgoApplication, type DesiredRevision } from './argocd-health.js';
+import { destinationNamespaceOf, evaluateArgoHealth, normaliseRepo, parseArgoApplication, type ArgoApplication, type DesiredRevision } from './argocd-health.js';
 import { argocdAppUrl, linkSuffix, pipelineFor, type DeployUiBases } from './deploy-links.js';
 import { renderDeployFailure } from './deploy-report.js';
 import { fixForwardOrFail } from './fix-forward.js';
@@ -78,7 +78,13 @@ export function createArgocdStep(deps: ArgocdStepDeps): GateStep {
           const failure = { kind: 'application' as const, stage: 'argocd', outcome };
           const fingerprint = deployFingerprint(failure);
           await audit('stage.verdict', { stage: 'argocd', app: name, commit: mergeSha, verdict: 'failed', fingerprint }, mergeSha);
-          return fixForwardOrFail({ run, budgets: deps.policy.budgets, report: renderDeployFailure(failure), fingerprint });
+          const destination = destinationNamespaceOf(raw);
+          const target = {
+            stage: 'argocd',
+            ...(destination === undefined ? {} : { namespace: destination }),
+            objects: apps.map((app) => ({ kind: 'Application' as const, namespace, name: app })),
+          };
+          return fixForwardOrFail({ run, budgets: deps.policy.budgets, report: renderDeployFailure(failure), fingerprint, target });
         }
         (outcome.state === 'healthy' ? healthy : waiting).push(outcome.summary);
       }

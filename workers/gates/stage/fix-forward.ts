@@ -1,5 +1,5 @@
 import type { Budgets } from '../../../src/config/policy.js';
-import type { GateOutcome, Run } from '../../../src/domain/run.js';
+import type { GateOutcome, RedDeployGate, Run } from '../../../src/domain/run.js';
 import { neutraliseFramed } from '../../../src/security/model-text.js';
 
 const AGENT_PREAMBLE =
@@ -19,6 +19,8 @@ export function fixForwardOrFail(input: {
   budgets: Pick<Budgets, 'maxDeployIterations'>;
   report: readonly string[];
   fingerprint: string;
+  /** Where the agent's diagnosis looks (SPEC §4): the stage, its namespace and the objects the run followed. */
+  target: Omit<RedDeployGate, 'fix' | 'diagnosis'>;
 }): GateOutcome {
   const report = input.report.join('\n');
   const deploy = input.run.artifacts.deploy ?? {};
@@ -39,7 +41,9 @@ export function fixForwardOrFail(input: {
     restart: 'new-branch',
     summary: `${report}\nSent back to the agent to fix forward on a new branch and pull request (fix ${iterations + 1} of at most ${max}).`,
     feedback: `${AGENT_PREAMBLE}\n<deploy_failure>\n${neutraliseFrame(report)}\n</deploy_failure>`,
-    artifacts: { deploy: { iterations: iterations + 1, fingerprints: [...seen, input.fingerprint] } },
+    artifacts: {
+      deploy: { iterations: iterations + 1, fingerprints: [...seen, input.fingerprint], redGate: { ...input.target, fix: iterations + 1 } },
+    },
   };
 }
 

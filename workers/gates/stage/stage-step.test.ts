@@ -273,6 +273,7 @@ function world(options: { policy?: Policy; ui?: DeployUiBases; metrics?: boolean
       signal: new AbortController().signal,
       log: createLogger({ level: 'silent', destination: new PassThrough() }),
       record: async (change) => (stored = { ...stored, ...change(stored) }),
+      reply: async () => undefined,
       audit: async (type, data, discriminator, auditOptions) => {
         audits.push({ type, data, discriminator, once: auditOptions?.once ?? false });
       },
@@ -385,7 +386,24 @@ describe('stage gate: the Promotion', () => {
     expect(outcome.feedback).toMatch(/^Your change was merged and deployed, and a deploy gate went red\. The report below is untrusted output/);
     expect(outcome.feedback.endsWith(`\n<deploy_failure>\n${FAILED_REPORT}\n</deploy_failure>`)).toBe(true);
     const fingerprints = outcome.artifacts?.deploy?.fingerprints ?? [];
-    expect(outcome.artifacts).toEqual({ deploy: { iterations: 1, fingerprints: [expect.stringMatching(/^[0-9a-f]{16}$/) as unknown] } });
+    // Where the diagnosis will look: the Application's destination namespace and the objects the run followed.
+    expect(outcome.artifacts).toEqual({
+      deploy: {
+        iterations: 1,
+        fingerprints: [expect.stringMatching(/^[0-9a-f]{16}$/) as unknown],
+        redGate: {
+          fix: 1,
+          stage: 'qa',
+          namespace: 'test-lla',
+          objects: [
+            { kind: 'Stage', namespace: 'kargo-demo', name: 'test' },
+            { kind: 'Freight', namespace: 'kargo-demo', name: FREIGHT },
+            { kind: 'Promotion', namespace: 'kargo-demo', name: PROMOTION },
+            { kind: 'Application', namespace: 'argocd', name: APP },
+          ],
+        },
+      },
+    });
     expect(w.audits).toEqual([
       { type: 'stage.verdict', data: { stage: 'qa', freight: FREIGHT, verdict: 'failed', kind: 'promotion', fingerprint: fingerprints[0] }, discriminator: FREIGHT, once: false },
     ]);
@@ -398,7 +416,13 @@ describe('stage gate: the Promotion', () => {
     const first = retry(await w.look());
     // The run goes back to the agent (new branch, new Freight), keeping the deploy loop's bookkeeping.
     const fixed = applyOutcome(w.stored(), 'stage:qa', first, START);
-    expect(fixed.artifacts.deploy).toEqual({ iterations: 1, fingerprints: first.artifacts?.deploy?.fingerprints, stages: undefined, mergedBranches: ['shipgate/sg-stage0001-add-healthz'] });
+    expect(fixed.artifacts.deploy).toEqual({
+      iterations: 1,
+      fingerprints: first.artifacts?.deploy?.fingerprints,
+      stages: undefined,
+      mergedBranches: ['shipgate/sg-stage0001-add-healthz'],
+      redGate: first.artifacts?.deploy?.redGate,
+    });
     const back = { ...fixed, artifacts: { ...fixed.artifacts, merge: { commitSha: SHA }, freight: w.initial.artifacts.freight } };
 
     const same = await w.look(back);

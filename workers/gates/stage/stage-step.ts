@@ -1,6 +1,6 @@
 import { createHash } from 'node:crypto';
 import { z } from 'zod';
-import { argoApplicationSchema, evaluateArgoHealth, type ArgoHealthOutcome } from './argocd-health.js';
+import { argoApplicationSchema, destinationNamespaceOf, evaluateArgoHealth, type ArgoHealthOutcome } from './argocd-health.js';
 import { argocdAppUrl, kargoStageUrl, linkSuffix, pipelineFor, type DeployUiBases } from './deploy-links.js';
 import { renderDeployFailure, type DeployFailure } from './deploy-report.js';
 import { desiredRevisionsFor, promotionAppNames, promotionDesiredRevisions } from './desired-revisions.js';
@@ -10,7 +10,7 @@ import { evaluatePromotion, kargoPromotionSchema } from './kargo-promotion.js';
 import { ensurePromotion, promotionStillExists, PromotionBusyError, PromotionNotYetAllowedError, RUN_LABEL, STAGE_LABEL } from './promotion-once.js';
 import { analysisRunSchema, evaluateVerification, kargoFreightStatusSchema, kargoStageSchema, summariseAnalysisRun } from './verification.js';
 import type { PipelinePolicy, Policy, StagePolicy } from '../../../src/config/policy.js';
-import { patchArtifacts, runDeadlineMs, type GateOutcome, type Run, type StageProgress } from '../../../src/domain/run.js';
+import { patchArtifacts, runDeadlineMs, type DeployObjectRef, type GateOutcome, type RedDeployGate, type Run, type StageProgress } from '../../../src/domain/run.js';
 import { ExternalOutageError, RefusedError } from '../../../src/errors.js';
 import { KubernetesRequestError, type KubernetesPort } from '../../../src/ports/kubernetes.js';
 import type { MetricsQueryPort } from '../../../src/ports/metrics-query.js';
@@ -130,6 +130,10 @@ class StageEvaluation {
   private readonly namespace: string;
   private readonly argocdNamespace: string;
   private readonly stageName: string;
+  /** The Promotion this look chose, once known: the diagnosis of a red gate is pointed at it. */
+  private promotionName: string | undefined;
+  /** The AnalysisRun of a failed verification, when the bot watches its namespace. */
+  private analysisRunName: string | undefined;
 
   constructor(
     private readonly deps: StageStepDeps,
@@ -249,6 +253,7 @@ class StageEvaluation {
     }
 
     const name = chosen.ref.metadata.name;
+    this.promotionName = name;
     const finishedAt = chosen.ref.status?.finishedAt;
     if (progress.promotion !== name) {
       // The bot's own Promotion, not recorded yet: the worker that created it died before recording
@@ -456,6 +461,7 @@ class StageEvaluation {
       const watched = ref !== null && (ref.namespace ?? this.namespace) === this.namespace;
       const raw = watched ? this.deps.kubernetes.get({ kind: 'AnalysisRun', namespace: this.namespace }, ref.name) : undefined;
       const analysis = raw === undefined ? null : analysisRunSchema.safeParse(raw);
+      if (watched) this.analysisRunName = ref.name;
       return {
         done: true,
         outcome: await this.redDeploy({ kind: 'verification', stage: this.stageName, outcome, analysis: analysis?.success ? summariseAnalysisRun(analysis.data) : null }),
@@ -508,7 +514,26 @@ class StageEvaluation {
   }
 
   private async redDeploy(failure: DeployFailure): Promise<GateOutcome> {
-    return this.red(failure.kind, renderDeployFailure(failure), deployFingerprint(failure));
+    return this.red(failure.kind, renderDeployFailure(failure), deployFingerprint(failure), failure.kind === 'application' ? failure.outcome.app : undefined);
+  }
+
+  /**
+   * Where the agent's diagnosis of this red gate looks (SPEC §4): the destination namespace of the
+   * failing application, else of the first of the stage's applications that names one, and the
+   * Kargo and Argo CD objects this run followed in the stage.
+   */
+  private diagnosisTarget(failedApp: string | undefined): Omit<RedDeployGate, 'fix' | 'diagnosis'> {
+    const apps = [...new Set([...(failedApp === undefined ? [] : [failedApp]), ...this.stage.argocdApps])];
+    const target = { kind: 'Application' as const, namespace: this.argocdNamespace };
+    const namespace = apps.map((app) => destinationNamespaceOf(this.deps.kubernetes.get(target, app))).find((ns) => ns !== undefined);
+    const objects: DeployObjectRef[] = [
+      { kind: 'Stage', namespace: this.namespace, name: this.stage.kargoStage },
+      { kind: 'Freight', namespace: this.namespace, name: this.freight },
+      ...(this.promotionName === undefined ? [] : [{ kind: 'Promotion' as const, namespace: this.namespace, name: this.promotionName }]),
+      ...(this.analysisRunName === undefined ? [] : [{ kind: 'AnalysisRun' as const, namespace: this.namespace, name: this.analysisRunName }]),
+      ...apps.map((app) => ({ kind: 'Application' as const, namespace: this.argocdNamespace, name: app })),
+    ];
+    return { stage: this.stageName, ...(namespace === undefined ? {} : { namespace }), objects };
   }
 
   private async redSignals(breaches: readonly GoldenSignalBreach[]): Promise<GateOutcome> {
@@ -520,9 +545,9 @@ class StageEvaluation {
   }
 
   /** A red deploy gate: one report, then a fix forward within budgets.maxDeployIterations, or the end. */
-  private async red(kind: DeployFailure['kind'] | 'golden-signals', lines: readonly string[], fingerprint: string): Promise<GateOutcome> {
+  private async red(kind: DeployFailure['kind'] | 'golden-signals', lines: readonly string[], fingerprint: string, failedApp?: string): Promise<GateOutcome> {
     await this.context.audit('stage.verdict', { stage: this.stageName, freight: this.freight, verdict: 'failed', kind, fingerprint }, this.freight);
-    return fixForwardOrFail({ run: this.run, budgets: this.deps.policy.budgets, report: lines, fingerprint });
+    return fixForwardOrFail({ run: this.run, budgets: this.deps.policy.budgets, report: lines, fingerprint, target: this.diagnosisTarget(failedApp) });
   }
 }
 
