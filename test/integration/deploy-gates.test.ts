@@ -58,7 +58,7 @@ function systemText(request: ModelRequest): string {
   return typeof system === 'string' ? system : system.map((block) => (typeof block.text === 'string' ? block.text : '')).join('\n');
 }
 
-const toolNames = (request: ModelRequest): string[] => (request.params.tools ?? []).map((tool) => String(tool.name));
+const toolNames = (request: ModelRequest): string[] => (request.params.tools ?? []).map((tool) => tool.name);
 const READ_TOOLS = new Set([...READ_TOOL_NAMES, 'deploy_status', 'golden_signal']);
 
 /** A scripted diagnosis that reads nothing and concludes at once (for tests about other things). */
