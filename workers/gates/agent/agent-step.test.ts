@@ -12,7 +12,9 @@ import type { GitHubPort } from '../../../src/ports/github.js';
 import type { ModelPort, ModelRequest } from '../../../src/ports/model.js';
 import type { SandboxPort, SandboxRequest } from '../../../src/ports/sandbox.js';
 import { gitIn, seedRepository } from '../../../test/helpers/world.js';
-import type { GateAuditType, GateContext } from '../gate-step.js';
+import type { DiagnosisOpener } from '../../../src/agent/diagnosis-tools.js';
+import type { Policy } from '../../../src/config/policy.js';
+import type { GateAuditType, GateContext, StepReply } from '../gate-step.js';
 import { createAgentStep } from './agent-step.js';
 
 /**
@@ -73,7 +75,8 @@ function recordingSandbox(exitCodes: number[]): SandboxPort & { runs: SandboxReq
   };
 }
 
-function setUp(model: ModelPort, sandbox: SandboxPort) {
+function setUp(model: ModelPort, sandbox: SandboxPort, extra: { diagnosis?: DiagnosisOpener; policy?: Policy; prepare?: (run: Run) => Run } = {}) {
+  const stepPolicy = extra.policy ?? policy;
   const bare = seedRepository({ 'src/server.js': "module.exports = { '/': () => 'hello' };\n", '.github/workflows/ci.yml': 'on: push\n' });
   const workRoot = mkdtempSync(join(tmpdir(), 'shipgate-agent-step-'));
   cleanup.push(() => rmSync(workRoot, { recursive: true, force: true }), () => rmSync(dirname(bare), { recursive: true, force: true }));
@@ -87,22 +90,26 @@ function setUp(model: ModelPort, sandbox: SandboxPort) {
   };
   const git = createGit();
   cleanup.push(() => void git.close());
-  const step = createAgentStep({ policy, policyFileName: 'shipgate.yaml', github, git, model, modelId: 'claude-sonnet-4-6', workRoot, clock: () => new Date(), sandbox, scrub: (text) => text });
-  const run = newRun(policy, { id: 'sg-agentst1', repo: 'acme/shop', task: 'add a /healthz endpoint', requester: { userId: 'UALICE', name: 'Alice <UCEO>' }, channel: 'CSHOP', now: new Date() });
+  const step = createAgentStep({ policy: stepPolicy, policyFileName: 'shipgate.yaml', github, git, model, modelId: 'claude-sonnet-4-6', workRoot, clock: () => new Date(), sandbox, scrub: (text) => text, diagnosis: extra.diagnosis });
+  const fresh = newRun(stepPolicy, { id: 'sg-agentst1', repo: 'acme/shop', task: 'add a /healthz endpoint', requester: { userId: 'UALICE', name: 'Alice <UCEO>' }, channel: 'CSHOP', now: new Date() });
+  const run = extra.prepare?.(fresh) ?? fresh;
   let stored: Run = run;
-  const audits: Array<{ type: GateAuditType; data: Record<string, unknown> }> = [];
+  const audits: Array<{ type: GateAuditType; data: Record<string, unknown>; discriminator: string }> = [];
+  const replies: Array<{ discriminator: string; content: StepReply }> = [];
   const ctx: GateContext = {
     run,
     gate: run.gates[0]!,
     signal: new AbortController().signal,
     log: createLogger({ level: 'silent', destination: new PassThrough() }),
     record: async (change) => (stored = { ...stored, ...change(stored) }),
-    reply: async () => undefined,
-    audit: async (type, data) => {
-      audits.push({ type, data });
+    reply: async (discriminator, content) => {
+      replies.push({ discriminator, content });
+    },
+    audit: async (type, data, discriminator) => {
+      audits.push({ type, data, discriminator });
     },
   };
-  return { bare, step, ctx, audits, stored: () => stored };
+  return { bare, step, ctx, audits, replies, stored: () => stored };
 }
 
 const edit = (id: string, input: Record<string, string>) => message([{ type: 'tool_use', id, name: 'str_replace_based_edit_tool', input } as Anthropic.ToolUseBlock], 'tool_use');
@@ -146,5 +153,125 @@ describe('agent gate step', () => {
     // The failing first check round reached the model as the next user turn.
     expect(JSON.stringify(model.requests.at(2)?.messages)).toMatch(/FAIL: expected ok/);
     expect(stored().artifacts.agent?.commitSha).toBeUndefined();
+  });
+});
+
+describe('agent gate step after a red deploy gate (the diagnosis)', () => {
+  const roomy = parsePolicy(
+    'repos:\n  acme/shop:\n    checks: { test: "npm test" }\nbudgets: { maxAgentTurns: 30, maxCiIterations: 3, maxTokensPerRun: 100000, maxCostUsdPerRun: 5, maxRunMinutes: 60 }\n',
+    'test',
+  );
+  const FEEDBACK = 'Your change was merged and deployed, and a deploy gate went red.\n<deploy_failure>\nDeploy gate stage:dev failed.\nApplication shop-dev is Degraded: Deployment shop-web exceeded its progress deadline\n</deploy_failure>';
+  const redRun = (diagnosis?: { text: string; looked: string[] }) => (run: Run): Run => ({
+    ...run,
+    artifacts: {
+      agent: { feedback: FEEDBACK, turns: 2 },
+      deploy: {
+        iterations: 1,
+        fingerprints: ['fp'],
+        mergedBranches: ['shipgate/sg-agentst1-add-a-healthz-endpoint'],
+        redGate: { fix: 1, stage: 'dev', namespace: 'shop-dev', objects: [{ kind: 'Application', namespace: 'argocd', name: 'shop-dev' }], ...(diagnosis === undefined ? {} : { diagnosis }) },
+      },
+    },
+  });
+
+  /** An in-memory diagnosis: one read tool answering a pod log; counts opens and closes. */
+  function fakeDiagnosis(): DiagnosisOpener & { opened: number; closed: number; calls: unknown[] } {
+    const state = { opened: 0, closed: 0, calls: [] as unknown[] };
+    return Object.assign(state, {
+      async open() {
+        state.opened += 1;
+        return {
+          clusterUnavailable: undefined,
+          close: async () => {
+            state.closed += 1;
+          },
+          provider: {
+            name: 'diagnosis',
+            tools: [{ name: 'pods_log', description: 'A pod log. Read-only.', input_schema: { type: 'object' as const, properties: { name: { type: 'string' } } } }],
+            async call(_tool: string, input: unknown) {
+              state.calls.push(input);
+              return { content: '<cluster_data>\nError: Cannot find module ./health-check\n</cluster_data>', isError: false };
+            },
+          },
+        };
+      },
+    });
+  }
+  const readLog = (id: string) => message([{ type: 'tool_use', id, name: 'pods_log', input: { name: 'shop-web-1' } } as Anthropic.ToolUseBlock], 'tool_use');
+  const toolsOf = (request: ModelRequest | undefined): string[] => (request?.tools ?? []).map((tool) => ('name' in tool ? tool.name : ''));
+  const firstText = (request: ModelRequest | undefined): string => JSON.stringify(request?.messages[0]?.content ?? '');
+
+  it('diagnoses first with the read tools only, stores, audits and posts it, then fixes with it in the prompt and the tools still offered; the session is closed', async () => {
+    const model = scriptedModel([
+      readLog('d1'),
+      say('Found: Cannot find module ./health-check in shop-web-1. Fix: correct the require path.'),
+      edit('t1', { command: 'str_replace', path: '/repo/src/server.js', old_str: "'hello'", new_str: "'hello', '/healthz': () => 'ok'" }),
+      say('Fixed the require path.'),
+    ]);
+    const diagnosis = fakeDiagnosis();
+    const { step, ctx, audits, replies, stored } = setUp(model, recordingSandbox([0]), { diagnosis, policy: roomy, prepare: redRun() });
+    expect((await step.run(ctx)).kind).toBe('passed');
+
+    expect(toolsOf(model.requests[0])).toEqual(['pods_log']);
+    expect(model.requests[0]?.system).toEqual([expect.objectContaining({ text: expect.stringContaining('diagnosis agent') as unknown })]);
+    expect(firstText(model.requests[0])).toContain('exceeded its progress deadline');
+    expect(firstText(model.requests[2])).toContain('<diagnosis>');
+    expect(firstText(model.requests[2])).toContain('Cannot find module ./health-check');
+    expect(toolsOf(model.requests[2])).toEqual(expect.arrayContaining(['str_replace_based_edit_tool', 'run_check', 'pods_log']));
+
+    const made = stored().artifacts.deploy?.redGate?.diagnosis;
+    expect(made).toEqual({ text: 'Found: Cannot find module ./health-check in shop-web-1. Fix: correct the require path.', looked: ['pods_log name=shop-web-1'] });
+    expect(replies).toEqual([{ discriminator: 'diagnosis.fix1', content: { type: 'diagnosis', stage: 'dev', fix: 1, text: made?.text, looked: made?.looked, clusterUnavailable: undefined } }]);
+    expect(audits.map((a) => [a.type, a.discriminator])).toEqual([
+      ['diagnosis.tool_call', 'fix1.d1'],
+      ['diagnosis.made', 'fix1'],
+      ['agent.iteration', 'fix1.1.start'],
+      ['commit.created', stored().artifacts.agent?.commitSha],
+    ]);
+    // Its turns and tokens are the run's: 2 before, 2 for the diagnosis, 2 for the fix.
+    expect(stored().artifacts.agent?.turns).toBe(6);
+    expect(stored().usage.inputTokens).toBe(400);
+    expect(diagnosis).toMatchObject({ opened: 1, closed: 1 });
+  });
+
+  it('a step that runs again after the diagnosis was stored posts the stored one and pays for no second', async () => {
+    const model = scriptedModel([
+      edit('t1', { command: 'str_replace', path: '/repo/src/server.js', old_str: "'hello'", new_str: "'hello', '/healthz': () => 'ok'" }),
+      say('Fixed.'),
+    ]);
+    const diagnosis = fakeDiagnosis();
+    const stored = { text: 'Found: the module path is wrong.', looked: ['pods_log name=shop-web-1'] };
+    const { step, ctx, replies, audits } = setUp(model, recordingSandbox([0]), { diagnosis, policy: roomy, prepare: redRun(stored) });
+    expect((await step.run(ctx)).kind).toBe('passed');
+    expect(model.requests).toHaveLength(2);
+    expect(firstText(model.requests[0])).toContain('the module path is wrong');
+    expect(replies.map((r) => r.discriminator)).toEqual(['diagnosis.fix1']);
+    expect(audits.filter((a) => a.type === 'diagnosis.made')).toHaveLength(1);
+    expect(diagnosis).toMatchObject({ opened: 1, closed: 1 });
+  });
+
+  it('a diagnosis that keeps reading is stopped by its own cap and the fix goes on; the session is closed even when the step fails', async () => {
+    const reads = Array.from({ length: 12 }, (_, i) => readLog(`d${i}`));
+    const model = scriptedModel([
+      ...reads,
+      edit('t1', { command: 'str_replace', path: '/repo/src/server.js', old_str: "'hello'", new_str: "'hello', '/healthz': () => 'ok'" }),
+      say('Fixed.'),
+    ]);
+    const diagnosis = fakeDiagnosis();
+    const { step, ctx, stored } = setUp(model, recordingSandbox([0]), { diagnosis, policy: roomy, prepare: redRun() });
+    expect((await step.run(ctx)).kind).toBe('passed');
+    expect(stored().artifacts.deploy?.redGate?.diagnosis?.text).toMatch(/stopped after 12 turns without a conclusion/);
+    expect(diagnosis.calls).toHaveLength(12);
+
+    // The run's own budget (6 turns, 2 spent) ends the run during the diagnosis: a failure, and the server closed.
+    const tight = parsePolicy(
+      'repos:\n  acme/shop:\n    checks: { test: "npm test" }\nbudgets: { maxAgentTurns: 4, maxCiIterations: 3, maxTokensPerRun: 100000, maxCostUsdPerRun: 5, maxRunMinutes: 60 }\n',
+      'test',
+    );
+    const endless = fakeDiagnosis();
+    const again = setUp(scriptedModel([readLog('e1'), readLog('e2'), readLog('e3')]), recordingSandbox([0]), { diagnosis: endless, policy: tight, prepare: redRun() });
+    await expect(again.step.run(again.ctx)).rejects.toThrow(/maxAgentTurns/);
+    expect(endless).toMatchObject({ opened: 1, closed: 1 });
   });
 });
