@@ -15,6 +15,7 @@ import { createScrubber, type Scrubber } from '../security/scrubber.js';
 import type { RunStore } from '../store/run-store.js';
 import { buildChat, checkPolicyIds } from './build-chat.js';
 import { buildGates, type GateTuning } from './build-gates.js';
+import { resolveServerBinary } from '../adapters/kubernetes-mcp/server-binary.js';
 import { buildKubernetes } from './build-kubernetes.js';
 import { buildSandbox } from './build-sandbox.js';
 import { buildStores } from './build-stores.js';
@@ -146,7 +147,12 @@ export function createShipgate(options: ShipgateOptions): Shipgate {
     injected: options.steps,
   });
 
-  const setup = describeSetup({ config, cluster: runsWorker ? kubernetes !== undefined : undefined, sandbox });
+  const setup = describeSetup({
+    config,
+    cluster: runsWorker ? kubernetes !== undefined : undefined,
+    sandbox,
+    diagnosisServer: cluster === undefined ? undefined : resolveServerBinary(),
+  });
 
   let http: HttpService | undefined;
   let cancellation: Cancellation | undefined;

@@ -26,6 +26,8 @@ export interface SetupFacts {
   /** Whether a cluster configuration was found (build-kubernetes.ts); undefined when none was looked for. */
   cluster: boolean | undefined;
   sandbox: Pick<SandboxPort, 'kind' | 'isolated'>;
+  /** Where the red-deploy diagnosis' kubernetes-mcp-server is, or why there is none (with a cluster only). */
+  diagnosisServer?: { found: true; path: string } | { found: false; reason: string } | undefined;
 }
 
 function chatLine({ chat }: SetupFacts['config']): SetupLine {
@@ -64,7 +66,8 @@ function modelLine(config: SetupFacts['config']): SetupLine {
   return { part: 'model', state: 'configured', detail: `${anthropic.model} (SHIPGATE_MODEL) via ${via}` };
 }
 
-function clusterLine({ config, cluster }: SetupFacts): SetupLine {
+function clusterLine(facts: SetupFacts): SetupLine {
+  const { config, cluster } = facts;
   if (watchTargetsFor(config.policy).length === 0)
     return {
       part: 'cluster',
@@ -80,7 +83,14 @@ function clusterLine({ config, cluster }: SetupFacts): SetupLine {
         : config.kubernetesService !== undefined
           ? 'in-cluster, or ~/.kube/config'
           : '~/.kube/config';
-    return { part: 'cluster', state: 'configured', detail: source };
+    const server = facts.diagnosisServer;
+    const diagnosis =
+      server === undefined
+        ? ''
+        : server.found
+          ? '; red-deploy diagnosis reads the stage namespace through kubernetes-mcp-server (read-only)'
+          : `; red-deploy diagnosis without cluster reads: ${server.reason}`;
+    return { part: 'cluster', state: 'configured', detail: `${source}${diagnosis}` };
   }
   return {
     part: 'cluster',

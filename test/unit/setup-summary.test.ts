@@ -1,0 +1,42 @@
+import { describe, expect, it } from 'vitest';
+import { describeSetup, setupText } from '../../src/app/setup-summary.js';
+import { loadConfig } from '../../src/config/config.js';
+
+/** The start-up summary (issue 12): each outside system with what configures it, or what would. */
+
+const PIPELINE_POLICY = `
+repos:
+  acme/shop: { pipeline: shop }
+pipelines:
+  shop:
+    kargo: { project: shop, warehouse: shop }
+    stages: [{ name: dev, kargoStage: dev, argocdApps: [shop-dev] }]
+`;
+const config = (env: Record<string, string>, policy: string) => loadConfig(env, { readFile: () => policy, cwd: '/srv/shipgate' });
+const sandbox = { kind: 'bubblewrap', isolated: true };
+
+describe('the start-up summary', () => {
+  it('names the missing variables, and with a cluster says whether the red-deploy diagnosis can read it', () => {
+    const bare = describeSetup({ config: config({}, 'repos:\n  acme/shop: {}\n'), cluster: true, sandbox });
+    expect(bare.find((l) => l.part === 'forge')).toMatchObject({ state: 'missing', detail: expect.stringContaining('GITHUB_TOKEN') as unknown });
+    expect(bare.find((l) => l.part === 'model')).toMatchObject({ state: 'missing', detail: expect.stringContaining('ANTHROPIC_API_KEY') as unknown });
+    expect(bare.find((l) => l.part === 'cluster')).toMatchObject({ state: 'unused' });
+
+    const withServer = describeSetup({
+      config: config({ KUBECONFIG: '/etc/kube/config' }, PIPELINE_POLICY),
+      cluster: true,
+      sandbox,
+      diagnosisServer: { found: true, path: '/x/kubernetes-mcp-server-linux-amd64' },
+    });
+    expect(withServer.find((l) => l.part === 'cluster')?.detail).toBe(
+      'KUBECONFIG /etc/kube/config; red-deploy diagnosis reads the stage namespace through kubernetes-mcp-server (read-only)',
+    );
+    const without = describeSetup({
+      config: config({ KUBECONFIG: '/etc/kube/config' }, PIPELINE_POLICY),
+      cluster: true,
+      sandbox,
+      diagnosisServer: { found: false, reason: 'kubernetes-mcp-server ships no binary for aix/ppc64' },
+    });
+    expect(setupText(without, undefined)).toContain('red-deploy diagnosis without cluster reads: kubernetes-mcp-server ships no binary for aix/ppc64');
+  });
+});
