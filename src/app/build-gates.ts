@@ -6,6 +6,9 @@ import { createGitHubRest } from '../adapters/github/github-rest.js';
 import { createPrometheusHttp } from '../adapters/prometheus/prometheus-http.js';
 import { createDiagnosisOpener } from '../agent/diagnosis-tools.js';
 import type { AuditLog } from '../audit/audit-log.js';
+import type { LocalForge } from '../adapters/local-forge/local-forge.js';
+import { localRepos } from '../config/policy.js';
+import { routeForge } from './route-forge.js';
 import type { Config } from '../config/config.js';
 import type { GateKind } from '../domain/run.js';
 import type { Git } from '../git/git.js';
@@ -57,6 +60,8 @@ export interface BuildGatesDeps {
   workRoot: string;
   /** The cluster, when one is configured and the policy's pipelines need it (build-kubernetes.ts). */
   kubernetes?: KubernetesPort | undefined;
+  /** The forge of the repositories with a local `path:` (local mode, SPEC §8). */
+  localForge?: LocalForge | undefined;
   /** The read-only cluster sessions of red deploy gates, on the same cluster configuration. */
   clusterDiagnosis?: ClusterDiagnosisPort | undefined;
   tuning?: GateTuning | undefined;
@@ -89,10 +94,10 @@ function memo<T>(make: () => T): () => T {
 }
 
 /** The outside systems configured here, out of those gates can need. */
-export function configuredNeeds(config: Pick<Config, 'github' | 'anthropic'>, kubernetes?: KubernetesPort): Set<Need> {
+export function configuredNeeds(config: Pick<Config, 'github' | 'anthropic' | 'policy'>, kubernetes?: KubernetesPort): Set<Need> {
   const needs = new Set<Need>();
   if (kubernetes !== undefined) needs.add('kubernetes');
-  if (githubAuth(config.github) !== undefined) needs.add('github');
+  if (githubAuth(config.github) !== undefined || Object.keys(localRepos(config.policy)).length > 0) needs.add('forge');
   if (config.anthropic.apiKey !== undefined || config.anthropic.baseUrl !== undefined) needs.add('model');
   return needs;
 }
@@ -107,6 +112,20 @@ export function buildGates(deps: BuildGatesDeps): Gates {
   const metricsQuery = memo(() => {
     const baseUrl = config.prometheusUrl;
     return baseUrl === undefined ? undefined : createPrometheusHttp({ baseUrl, metrics });
+  });
+  const githubRest = memo(() => {
+    if (auth === undefined) throw new Error('GitHub is not configured (a gate that needs it was built anyway)');
+    return createGitHubRest({
+      apiUrl: config.github.apiUrl,
+      auth,
+      log,
+      metrics,
+      retry: { retryAfterBaseMs: tuning?.githubRetryAfterBaseMs },
+      limiterId: tuning?.githubLimiterId,
+      etagCache: deps.etagCache,
+      scrub,
+      onSecret: (secret) => scrubber.add(secret),
+    });
   });
   const gateDeps: GateDeps = {
     policy: config.policy,
@@ -138,20 +157,7 @@ export function buildGates(deps: BuildGatesDeps): Gates {
       if (kubernetes === undefined) throw new Error('no cluster is configured (a gate that needs it was built anyway)');
       return kubernetes;
     },
-    github: memo(() => {
-      if (auth === undefined) throw new Error('GitHub is not configured (a gate that needs it was built anyway)');
-      return createGitHubRest({
-        apiUrl: config.github.apiUrl,
-        auth,
-        log,
-        metrics,
-        retry: { retryAfterBaseMs: tuning?.githubRetryAfterBaseMs },
-        limiterId: tuning?.githubLimiterId,
-        etagCache: deps.etagCache,
-        scrub,
-        onSecret: (secret) => scrubber.add(secret),
-      });
-    }),
+    forge: memo(() => routeForge(deps.localForge, auth === undefined ? undefined : githubRest)),
     model: memo(() => {
       if (!configured.has('model'))
         throw new Error('the model is not configured (a gate that needs it was built anyway)');
@@ -178,7 +184,7 @@ function listedOnly(deps: GateDeps, needs: readonly Need[], kind: GateKind): Gat
     };
   return {
     ...deps,
-    github: guard('github', deps.github),
+    forge: guard('forge', deps.forge),
     model: guard('model', deps.model),
     kubernetes: guard('kubernetes', deps.kubernetes),
   };

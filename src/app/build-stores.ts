@@ -9,6 +9,7 @@ import { createPromotionQueue, type PromotionQueue } from '../store/promotion-qu
 import { createEtagCache } from '../store/etag-cache.js';
 import type { EtagCache } from '../ports/github.js';
 import { createFollowUps, type FollowUps } from '../store/follow-ups.js';
+import { createLocalForgeStore, type LocalForgeStore } from '../store/local-forge-store.js';
 import { createOutboxStore, type OutboxStore } from '../store/outbox-store.js';
 import { createTtlCache, type TtlCache } from '../store/ttl-cache.js';
 import { createWriteLimiter, type WriteLimiter } from '../store/write-limiter.js';
@@ -40,6 +41,8 @@ export interface Stores {
   approvals: ApprovalStore;
   /** Per-stage promotion queues: one run at a time creates its Promotion into a Kargo Stage. */
   promotionQueue: PromotionQueue;
+  /** The local forge's pull requests and CI results (local mode, SPEC §8). */
+  localForge: LocalForgeStore;
 }
 
 export interface BuildStoresDeps {
@@ -87,6 +90,7 @@ export function buildStores({
     requiredChecksCache: createTtlCache({ redis, prefix, ttlSeconds: 600 }),
     claims: createClaims({ redis, prefix }),
     approvals: createApprovalStore({ redis, prefix }),
+    localForge: createLocalForgeStore({ redis, prefix }),
     promotionQueue: createPromotionQueue({
       redis,
       prefix,

@@ -17,6 +17,9 @@ import { buildChat, checkPolicyIds } from './build-chat.js';
 import { buildGates, type GateTuning } from './build-gates.js';
 import { resolveServerBinary } from '../adapters/kubernetes-mcp/server-binary.js';
 import { buildKubernetes } from './build-kubernetes.js';
+import { createLocalForge } from '../adapters/local-forge/local-forge.js';
+import { seedSampleRepositories } from '../adapters/local-forge/sample-repository.js';
+import { localRepos } from '../config/policy.js';
 import { buildSandbox } from './build-sandbox.js';
 import { buildStores } from './build-stores.js';
 import { collectRunMetrics } from './collect-metrics.js';
@@ -26,6 +29,7 @@ import { serveHttp, type HttpService } from './serve-http.js';
 import { describeSetup, setupFields, type SetupSummary } from './setup-summary.js';
 import { createWebRole } from './web-role.js';
 import { createWorkerRole, type WorkerRole } from './worker-role.js';
+import { wakeRunsOnGitHubEvent } from './wake-runs.js';
 
 export interface ShipgateOptions {
   config: Config;
@@ -120,6 +124,29 @@ export function createShipgate(options: ShipgateOptions): Shipgate {
   const git = createGit({ log, path: config.hostPath });
   const workRoot = options.workRoot ?? join(tmpdir(), 'shipgate-workspaces');
   // Only workers evaluate gates and run the informers; a web replica never talks to the cluster.
+  const local = localRepos(config.policy);
+  // Local mode (SPEC §8): repositories with a path: are served on this machine instead of by GitHub.
+  const localForge =
+    Object.keys(local).length === 0
+      ? undefined
+      : createLocalForge({
+          repos: local,
+          git,
+          store: stores.localForge,
+          sandbox,
+          scrub,
+          log: log.child({ component: 'local-forge' }),
+          clock,
+          workRoot,
+          ciTimeoutMs: options.tuning?.checkTimeoutMs,
+          onCiFinished: (repo, sha) =>
+            wakeRunsOnGitHubEvent({ index: stores.index, store: stores.store, pokes: stores.pokes, queues: stores.queues, log })({
+              kind: 'checks',
+              repo,
+              headSha: sha,
+              deliveryId: `local-ci.${sha}`,
+            }),
+        });
   const cluster = runsWorker ? buildKubernetes(config, log, scrub) : undefined;
   const kubernetes = cluster?.kubernetes;
   const gates = buildGates({
@@ -143,6 +170,7 @@ export function createShipgate(options: ShipgateOptions): Shipgate {
     workRoot,
     kubernetes,
     clusterDiagnosis: cluster?.diagnosis,
+    localForge,
     tuning: options.tuning,
     injected: options.steps,
   });
@@ -194,6 +222,8 @@ export function createShipgate(options: ShipgateOptions): Shipgate {
       prefix,
     });
     if (runsWorker) {
+      // The sample repository of local mode, on first start (SPEC §8): a newcomer brings only a model key.
+      await seedSampleRepositories(local, git, log);
       worker = createWorkerRole({
         policy: config.policy,
         stores,
@@ -256,6 +286,7 @@ export function createShipgate(options: ShipgateOptions): Shipgate {
     await http?.close();
     await chat.stop();
     await worker?.close();
+    await localForge?.idle();
     await stores.queues.close();
     await cancellation?.close();
     // Every append of this process is done now: record the head outside Redis (SPEC §7).

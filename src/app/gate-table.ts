@@ -32,8 +32,9 @@ import type { TtlCache } from '../store/ttl-cache.js';
  * The outside systems a gate can need, and what an operator sets to provide each: the words of a
  * gate's "not configured" reason.
  */
+export const GITHUB_CREDENTIALS = 'GITHUB_TOKEN or a GitHub App (GITHUB_APP_ID, GITHUB_APP_PRIVATE_KEY)';
 export const NEEDS = {
-  github: 'GITHUB_TOKEN or a GitHub App (GITHUB_APP_ID, GITHUB_APP_PRIVATE_KEY)',
+  forge: `${GITHUB_CREDENTIALS}, or a repository with a local path: in the policy`,
   model: 'ANTHROPIC_API_KEY (or ANTHROPIC_BASE_URL)',
   kubernetes: 'a cluster to watch (KUBECONFIG, ~/.kube/config, or running in a pod)',
 } as const;
@@ -73,7 +74,8 @@ export interface GateDeps {
    * The outside systems, built on first use and shared by every gate. A gate reaches only those
    * its `needs` list (the others throw), and is built only once all of them are configured.
    */
-  github: () => GitHubPort & GitHubCiPort;
+  /** GitHub, or the local forge for repositories with a local `path:` (routed per repository). */
+  forge: () => GitHubPort & GitHubCiPort;
   model: () => ModelPort;
   /** The shared informers' caches and the Promotion create (built by the composition root, started by the worker role). */
   kubernetes: () => KubernetesPort;
@@ -113,12 +115,12 @@ function deployStepDeps(deps: GateDeps) {
  */
 export const GATE_TABLE: GateTable = {
   agent: {
-    needs: ['github', 'model'],
+    needs: ['forge', 'model'],
     build: (deps) =>
       createAgentStep({
         policy: deps.policy,
         policyFileName: deps.policyFileName,
-        github: deps.github(),
+        github: deps.forge(),
         git: deps.git,
         model: deps.model(),
         modelId: deps.modelId,
@@ -132,15 +134,15 @@ export const GATE_TABLE: GateTable = {
       }),
   },
   pr: {
-    needs: ['github', 'model'],
-    build: (deps) => createPrStep({ github: deps.github(), chat: deps.chat, scrub: deps.scrub }),
+    needs: ['forge', 'model'],
+    build: (deps) => createPrStep({ github: deps.forge(), chat: deps.chat, scrub: deps.scrub }),
   },
   ci: {
-    needs: ['github', 'model'],
+    needs: ['forge', 'model'],
     build: (deps) =>
       createCiStep({
         policy: deps.policy,
-        github: deps.github(),
+        github: deps.forge(),
         index: deps.index,
         clock: deps.clock,
         firstPollMs: deps.tuning.firstPollMs,
@@ -150,9 +152,9 @@ export const GATE_TABLE: GateTable = {
       }),
   },
   merge: {
-    needs: ['github', 'model'],
+    needs: ['forge', 'model'],
     build: (deps) =>
-      createMergeStep({ github: deps.github(), clock: deps.clock, firstPollMs: deps.tuning.firstPollMs }),
+      createMergeStep({ github: deps.forge(), clock: deps.clock, firstPollMs: deps.tuning.firstPollMs }),
   },
   freight: {
     needs: ['kubernetes'],

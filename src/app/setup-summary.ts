@@ -1,8 +1,9 @@
 import type { Config } from '../config/config.js';
+import { localRepos } from '../config/policy.js';
 import type { SandboxPort } from '../ports/sandbox.js';
 import { watchTargetsFor } from '../../workers/gates/stage/watch-targets.js';
 import { configuredNeeds } from './build-gates.js';
-import { NEEDS } from './gate-table.js';
+import { GITHUB_CREDENTIALS, NEEDS } from './gate-table.js';
 
 /**
  * What this shipgate has and lacks, said once at start-up (a log line, and a block in the console):
@@ -47,15 +48,18 @@ function chatLine({ chat }: SetupFacts['config']): SetupLine {
 
 function forgeLine(config: SetupFacts['config']): SetupLine {
   const { github } = config;
+  const local = Object.keys(localRepos(config.policy));
+  const localPart = local.length === 0 ? '' : `local forge for ${local.join(', ')} (path: in the policy)`;
+  const join = (githubPart: string) => [githubPart, localPart].filter((part) => part !== '').join('; ');
   if (github.app !== undefined)
-    return {
-      part: 'forge',
-      state: 'configured',
-      detail: `GitHub App ${github.app.appId} at ${github.apiUrl} (GITHUB_APP_ID, GITHUB_APP_PRIVATE_KEY)`,
-    };
-  if (configuredNeeds(config).has('github'))
-    return { part: 'forge', state: 'configured', detail: `GitHub at ${github.apiUrl} (GITHUB_TOKEN)` };
-  return { part: 'forge', state: 'missing', detail: `set ${NEEDS.github}: until then runs wait at the agent gate` };
+    return { part: 'forge', state: 'configured', detail: join(`GitHub App ${github.app.appId} at ${github.apiUrl} (GITHUB_APP_ID, GITHUB_APP_PRIVATE_KEY)`) };
+  if (github.token !== undefined) return { part: 'forge', state: 'configured', detail: join(`GitHub at ${github.apiUrl} (GITHUB_TOKEN)`) };
+  if (local.length > 0) {
+    const remote = Object.keys(config.policy.repos).filter((repo) => !local.includes(repo));
+    const note = remote.length === 0 ? '' : `; ${remote.join(', ')} need ${GITHUB_CREDENTIALS}`;
+    return { part: 'forge', state: 'configured', detail: `${localPart}${note}` };
+  }
+  return { part: 'forge', state: 'missing', detail: `set ${NEEDS.forge}: until then runs wait at the agent gate` };
 }
 
 function modelLine(config: SetupFacts['config']): SetupLine {

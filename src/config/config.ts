@@ -1,5 +1,5 @@
 import { readFileSync } from 'node:fs';
-import { delimiter, isAbsolute, resolve } from 'node:path';
+import { delimiter, dirname, isAbsolute, resolve } from 'node:path';
 import { parse as parseYaml } from 'yaml';
 import { z } from 'zod';
 import { parseAuditKey } from '../audit/audit-key.js';
@@ -246,7 +246,14 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env, options: LoadCo
       `SHIPGATE_CONFIG: cannot read the policy file ${policyPath}. Fix: create it (see shipgate.example.yaml) or ${ENV_FIXES.SHIPGATE_CONFIG}`,
     ]);
   }
-  const policy = parsePolicy(text, policyPath);
+  const parsed = parsePolicy(text, policyPath);
+  // A local repository's path is relative to the policy file, wherever the bot was started from.
+  const policy = {
+    ...parsed,
+    repos: Object.fromEntries(
+      Object.entries(parsed.repos).map(([name, repo]) => [name, repo.path === undefined ? repo : { ...repo, path: resolve(dirname(policyPath), repo.path) }]),
+    ),
+  };
   const withSignals = Object.entries(policy.pipelines).flatMap(([name, pipeline]) =>
     pipeline.stages.filter((stage) => stage.goldenSignals !== undefined).map((stage) => `${name}/${stage.name}`),
   );

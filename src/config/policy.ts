@@ -42,8 +42,25 @@ const repoPolicySchema = z
     /** Check names CI must pass when branch protection cannot be read (no protection, or no permission). */
     requiredChecks: z.array(z.string().min(1)).optional(),
     pipeline: z.string().min(1).optional(),
+    /**
+     * Local mode (SPEC §8): a git repository on disk (bare, or with its default branch not checked
+     * out), relative to this file; the local forge serves it instead of GitHub.
+     */
+    path: z.string().min(1).optional(),
+    /** With `path`: create the repository with shipgate's sample app on first start when nothing is there. */
+    sample: z.boolean().optional(),
+    /** With `path`: CI, run in the sandbox on a clean checkout of each pushed commit (default: the `checks`). */
+    ci: z.record(checkName, z.string().min(1)).optional(),
+    /** With `path`: `requireApproval` needs a Merge click by someone other than the requester; otherwise green CI fast-forwards. */
+    merge: z.object({ requireApproval: z.boolean().default(false) }).strict().optional(),
   })
-  .strict();
+  .strict()
+  .superRefine((repo, ctx) => {
+    if (repo.path !== undefined) return;
+    for (const key of ['sample', 'ci', 'merge'] as const)
+      if (repo[key] !== undefined)
+        ctx.addIssue({ code: 'custom', path: [key], message: `applies only to a local repository: add path: (a git repository on disk) or remove ${key}` });
+  });
 
 const approvalSchema = z
   .object({
@@ -220,6 +237,15 @@ export const policySchema = z
 
 export type Policy = z.output<typeof policySchema>;
 export type RepoPolicy = Policy['repos'][string];
+/** A repository the local forge serves (SPEC §8), with its path made absolute by loadConfig. */
+export type LocalRepoPolicy = RepoPolicy & { path: string };
+
+/** The repositories of `policy` that name a local `path:`. */
+export function localRepos(policy: Pick<Policy, 'repos'>): Record<string, LocalRepoPolicy> {
+  const out: Record<string, LocalRepoPolicy> = {};
+  for (const [name, repo] of Object.entries(policy.repos)) if (repo.path !== undefined) out[name] = { ...repo, path: repo.path };
+  return out;
+}
 export type PipelinePolicy = Policy['pipelines'][string];
 export type StagePolicy = PipelinePolicy['stages'][number];
 export type ApprovalPolicy = NonNullable<StagePolicy['approval']>;

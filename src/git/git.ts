@@ -1,4 +1,5 @@
 import type { Logger } from '../log.js';
+import { createLocalRepositoryGit, type LocalRepositoryGit } from './local-repository.js';
 import { createCommitter, DEFAULT_IDENTITY, type CommitAllInput, type GitIdentity } from './commit.js';
 import { createInspection, type DiffStat } from './inspection.js';
 import { createPusher, type PushInput } from './push.js';
@@ -35,6 +36,7 @@ export { DEFAULT_IDENTITY, type CommitAllInput, type GitIdentity } from './commi
 export { GitError, PushRefusedError, type GitErrorKind } from './git-errors.js';
 export type { DiffStat, DiffStatFile } from './inspection.js';
 export type { PushInput } from './push.js';
+export type { LocalRepositoryGit } from './local-repository.js';
 export { gitDirOf, scrubGitText, type GitCredentials } from './run-git.js';
 export type { PrepareWorkspaceInput, PrepareWorkspaceResult } from './workspace.js';
 
@@ -72,6 +74,8 @@ export interface Git {
   readFileAt(dir: string, rev: string, path: string): Promise<string | undefined>;
   currentBranch(dir: string): Promise<string | undefined>;
   removeWorkspace(dir: string): Promise<void>;
+  /** The local forge's repositories on disk (SPEC §8): seeding, reading and fast-forward merges. */
+  local: LocalRepositoryGit;
   /** Remove the throwaway HOME. */
   close(): Promise<void>;
 }
@@ -95,6 +99,7 @@ export function createGit(options: GitOptions = {}): Git {
     readFileAt,
     currentBranch,
     removeWorkspace,
+    local: createLocalRepositoryGit(runner.run),
     close: runner.close,
   };
 }

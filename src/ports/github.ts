@@ -16,6 +16,11 @@ export interface PullRequestRef {
   headSha: string;
   state: 'open' | 'closed';
   merged: boolean;
+  /**
+   * Where the forge has no web page to look at (the local forge): the review record as the thread
+   * shows it (title and diff, already capped and scrubbed).
+   */
+  review?: string | undefined;
 }
 
 export interface GitHubPort {
@@ -26,6 +31,12 @@ export interface GitHubPort {
   /** Credentials for one git push to this repository; never stored on disk or passed to checks. */
   pushCredentials(owner: string, repo: string): Promise<{ username: string; password: string }>;
 }
+
+/** The app slug of the local forge's CI (SPEC §8): its failed checks' logs come through `actionsJobLogTail` too. */
+export const LOCAL_CI_APP = 'shipgate-local-ci';
+
+/** Apps whose check runs have a job log `actionsJobLogTail` can read (GitHub Actions, the local forge's CI). */
+export const LOG_TAIL_APPS: ReadonlySet<string> = new Set(['github-actions', LOCAL_CI_APP]);
 
 /** A check run as the CI gate needs it (GitHub Actions and other apps report through checks). */
 export interface CheckRunInfo {

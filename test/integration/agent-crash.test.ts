@@ -67,6 +67,7 @@ function crashingGit(real: Git, point: CrashPoint, crashed: { done: boolean }): 
     return result;
   };
   return {
+    local: real.local,
     prepareWorkspace: (input) => dieAfter('prepareWorkspace', real.prepareWorkspace(input)),
     changedFiles: (dir, base) => real.changedFiles(dir, base),
     diffStat: (dir, base) => real.diffStat(dir, base),

@@ -89,32 +89,32 @@ const step: GateStep = { run: async () => ({ kind: 'passed', summary: 'injected'
 describe('the gate table', () => {
   it('has a row for every gate kind; the Git four need GitHub and the model, the deploy gates a cluster, approval nothing outside', () => {
     expect(Object.keys(GATE_TABLE).sort()).toEqual([...SHIPPED, ...DEPLOY, ...PEOPLE].sort());
-    for (const kind of SHIPPED) expect(GATE_TABLE[kind]).toMatchObject({ needs: ['github', 'model'] });
+    for (const kind of SHIPPED) expect(GATE_TABLE[kind]).toMatchObject({ needs: ['forge', 'model'] });
     for (const kind of DEPLOY) expect(GATE_TABLE[kind]).toMatchObject({ needs: ['kubernetes'] });
     for (const kind of PEOPLE) expect(GATE_TABLE[kind]).toMatchObject({ needs: [] });
   });
 
   it('gives the reason from what is missing, naming the setting that provides it', () => {
     const agent = GATE_TABLE.agent;
-    expect(notConfiguredReason(agent, new Set<Need>(['github', 'model']))).toBeUndefined();
-    expect(notConfiguredReason(agent, new Set<Need>(['github']))).toBe(`needs ${NEEDS.model}`);
-    expect(notConfiguredReason(agent, new Set<Need>())).toBe(`needs ${NEEDS.github}, and ${NEEDS.model}`);
-    expect(notConfiguredReason(GATE_TABLE.freight, new Set<Need>(['github', 'model']))).toBe(`needs ${NEEDS.kubernetes}`);
+    expect(notConfiguredReason(agent, new Set<Need>(['forge', 'model']))).toBeUndefined();
+    expect(notConfiguredReason(agent, new Set<Need>(['forge']))).toBe(`needs ${NEEDS.model}`);
+    expect(notConfiguredReason(agent, new Set<Need>())).toBe(`needs ${NEEDS.forge}, and ${NEEDS.model}`);
+    expect(notConfiguredReason(GATE_TABLE.freight, new Set<Need>(['forge', 'model']))).toBe(`needs ${NEEDS.kubernetes}`);
     expect(notConfiguredReason(GATE_TABLE.approval, new Set<Need>())).toBeUndefined();
     expect(notConfiguredReason({ needs: [] }, new Set<Need>())).toBe(NOT_BUILT);
     expect(NEEDS.kubernetes).toContain('KUBECONFIG');
-    expect(NEEDS.github).toContain('GITHUB_TOKEN');
+    expect(NEEDS.forge).toContain('GITHUB_TOKEN');
     expect(NEEDS.model).toContain('ANTHROPIC_API_KEY');
   });
 
   it('reads what is configured from the config: a token or an App for GitHub, a key or a base URL for the model', () => {
     expect([...configuredNeeds(deps({}).config)]).toEqual([]);
     expect([...configuredNeeds(deps({ ...GITHUB, ANTHROPIC_BASE_URL: 'http://127.0.0.1:9' }).config)].sort()).toEqual([
-      'github',
+      'forge',
       'model',
     ]);
     expect([...configuredNeeds(deps({ GITHUB_APP_ID: '1', GITHUB_APP_PRIVATE_KEY: 'key' }).config)]).toEqual([
-      'github',
+      'forge',
     ]);
   });
 });
@@ -151,35 +151,35 @@ describe('buildGates', () => {
     const gates = buildGates(deps({}, { injected: { agent: step, freight: step } }));
     expect(gates.steps).toMatchObject({ agent: step, freight: step });
     expect(gates.notConfigured.agent).toBeUndefined();
-    expect(gates.notConfigured.pr).toBe(`needs ${NEEDS.github}, and ${NEEDS.model}`);
+    expect(gates.notConfigured.pr).toBe(`needs ${NEEDS.forge}, and ${NEEDS.model}`);
     expect(gates.notConfigured.stage).toBe(`needs ${NEEDS.kubernetes}`);
     expect(gates.notConfigured.approval).toBeUndefined();
   });
 
   it('builds each outside system once, shared by every gate, and only for the gates that list it', () => {
-    const seen: Record<string, unknown[]> = { github: [], model: [] };
+    const seen: Record<string, unknown[]> = { forge: [], model: [] };
     const spy = (kind: GateKind): GateTable[GateKind] => ({
       needs: GATE_TABLE[kind].needs,
       build: (gateDeps) => {
         for (const need of GATE_TABLE[kind].needs)
-          seen[need]?.push(need === 'github' ? gateDeps.github() : gateDeps.model());
+          seen[need]?.push(need === 'forge' ? gateDeps.forge() : gateDeps.model());
         return step;
       },
     });
     const table: GateTable = { ...GATE_TABLE, agent: spy('agent'), pr: spy('pr'), ci: spy('ci'), merge: spy('merge') };
     buildGates(deps({ ...GITHUB, ...MODEL }, { table }));
-    expect(seen.github).toHaveLength(4);
-    expect(new Set(seen.github).size).toBe(1);
+    expect(seen.forge).toHaveLength(4);
+    expect(new Set(seen.forge).size).toBe(1);
     expect(new Set(seen.model).size).toBe(1);
   });
 
   it('a row that reaches for a system it does not list fails at start-up, even where that system is configured', () => {
     const table: GateTable = {
       ...GATE_TABLE,
-      freight: { needs: ['model'], build: (gateDeps) => (gateDeps.github(), step) },
+      freight: { needs: ['model'], build: (gateDeps) => (gateDeps.forge(), step) },
     };
     expect(() => buildGates(deps({ ...GITHUB, ...MODEL }, { table }))).toThrow(
-      'the freight gate uses github but does not list it in its needs',
+      'the freight gate uses forge but does not list it in its needs',
     );
   });
 });

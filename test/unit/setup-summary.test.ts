@@ -12,14 +12,21 @@ pipelines:
     kargo: { project: shop, warehouse: shop }
     stages: [{ name: dev, kargoStage: dev, argocdApps: [shop-dev] }]
 `;
-const config = (env: Record<string, string>, policy: string) => loadConfig(env, { readFile: () => policy, cwd: '/srv/shipgate' });
+const config = (env: Record<string, string>, policy: string) =>
+  loadConfig(env, { readFile: () => policy, cwd: '/srv/shipgate' });
 const sandbox = { kind: 'bubblewrap', isolated: true };
 
 describe('the start-up summary', () => {
   it('names the missing variables, and with a cluster says whether the red-deploy diagnosis can read it', () => {
     const bare = describeSetup({ config: config({}, 'repos:\n  acme/shop: {}\n'), cluster: true, sandbox });
-    expect(bare.find((l) => l.part === 'forge')).toMatchObject({ state: 'missing', detail: expect.stringContaining('GITHUB_TOKEN') as unknown });
-    expect(bare.find((l) => l.part === 'model')).toMatchObject({ state: 'missing', detail: expect.stringContaining('ANTHROPIC_API_KEY') as unknown });
+    expect(bare.find((l) => l.part === 'forge')).toMatchObject({
+      state: 'missing',
+      detail: expect.stringContaining('GITHUB_TOKEN') as unknown,
+    });
+    expect(bare.find((l) => l.part === 'model')).toMatchObject({
+      state: 'missing',
+      detail: expect.stringContaining('ANTHROPIC_API_KEY') as unknown,
+    });
     expect(bare.find((l) => l.part === 'cluster')).toMatchObject({ state: 'unused' });
 
     const withServer = describeSetup({
@@ -37,6 +44,8 @@ describe('the start-up summary', () => {
       sandbox,
       diagnosisServer: { found: false, reason: 'kubernetes-mcp-server ships no binary for aix/ppc64' },
     });
-    expect(setupText(without, undefined)).toContain('red-deploy diagnosis without cluster reads: kubernetes-mcp-server ships no binary for aix/ppc64');
+    expect(setupText(without, undefined)).toContain(
+      'red-deploy diagnosis without cluster reads: kubernetes-mcp-server ships no binary for aix/ppc64',
+    );
   });
 });

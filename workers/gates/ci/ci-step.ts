@@ -2,7 +2,7 @@ import { failureFingerprint, renderFailureForAgent, renderFailureForThread, scru
 import { evaluateCi } from './verdict.js';
 import type { Policy } from '../../../src/config/policy.js';
 import { RefusedError } from '../../../src/errors.js';
-import type { GitHubCiPort, GitHubPort } from '../../../src/ports/github.js';
+import { LOG_TAIL_APPS, type GitHubCiPort, type GitHubPort } from '../../../src/ports/github.js';
 import type { Scrub } from '../../../src/security/scrubber.js';
 import type { FollowUps } from '../../../src/store/follow-ups.js';
 import type { RunIndex } from '../../../src/store/run-index.js';
@@ -102,7 +102,7 @@ export function createCiStep(deps: CiStepDeps): GateStep {
       for (const failure of verdict.failed.slice(0, MAX_DETAILED_FAILURES)) {
         const annotations = failure.checkRunId === null ? [] : await deps.github.checkRunAnnotations(owner, repo, failure.checkRunId);
         const logTail =
-          failure.checkRunId !== null && failure.appSlug === 'github-actions'
+          failure.checkRunId !== null && failure.appSlug !== null && LOG_TAIL_APPS.has(failure.appSlug)
             ? await deps.github.actionsJobLogTail(owner, repo, failure.checkRunId, LOG_TAIL_BYTES)
             : undefined;
         fetched.push({ ...failure, annotations, logTail });

@@ -74,7 +74,8 @@ export function createPrStep(deps: PrStepDeps): GateStep {
       const opened = pr;
       await audit('pr.opened', { number: opened.number, url: opened.url, head: branch, commit: commitSha }, String(opened.number), { once: true });
       await record((latest) => ({ links: { ...latest.links, pr: opened.url }, artifacts: patchArtifacts(latest.artifacts, 'pr', { number: opened.number }), activity: undefined }));
-      return { kind: 'passed', summary: `pull request #${opened.number} is open: ${opened.url}` };
+      const review = opened.review === undefined ? '' : `\n${opened.review}`;
+      return { kind: 'passed', summary: `pull request #${opened.number} is open: ${opened.url}${review}` };
     },
   };
 }

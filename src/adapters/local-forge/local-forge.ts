@@ -1,0 +1,364 @@
+import { randomBytes } from 'node:crypto';
+import { join } from 'node:path';
+import { pathToFileURL } from 'node:url';
+import { createCheckRunner } from '../../agent/check-runner.js';
+import type { LocalRepoPolicy } from '../../config/policy.js';
+import { RefusedError } from '../../errors.js';
+import type { Git } from '../../git/git.js';
+import type { Logger } from '../../log.js';
+import {
+  LOCAL_CI_APP,
+  type CheckRunInfo,
+  type CiSnapshot,
+  type GitHubCiPort,
+  type GitHubPort,
+  type PullRequestRef,
+  type PullRequestState,
+} from '../../ports/github.js';
+import type { SandboxPort } from '../../ports/sandbox.js';
+import type { Scrub } from '../../security/scrubber.js';
+import type { LocalCheckResult, LocalForgeStore, LocalPull } from '../../store/local-forge-store.js';
+
+/**
+ * The local forge (SPEC §8, issue 12): the GitHub ports for repositories given by `path:`, so the
+ * agent, pr, ci and merge gates work unchanged on one machine with no GitHub.
+ *
+ * - The repository is the git repository on disk; the run branch is pushed there by the same git
+ *   layer (never the default branch, never forced).
+ * - A pull request is a review record in Redis (number, title, body, diff, state), shown in the
+ *   thread and in `/ship status`.
+ * - CI is the repository's `ci:` commands (default: its `checks`), run in the sandbox on a clean
+ *   checkout of the pushed commit, once per commit across every worker (a lease in Redis; a worker
+ *   that dies mid-run leaves a lease that runs out, and the next look runs it again), reported as
+ *   check runs; finishing wakes the runs that follow the commit.
+ * - Merge follows the local rule: without `merge: { requireApproval: true }` a pull whose head has
+ *   green CI is fast-forwarded into the default branch when the merge gate looks; with it, only
+ *   after someone other than the requester clicked Merge (`approveMerge`).
+ */
+
+export interface LocalForgeOptions {
+  repos: Readonly<Record<string, LocalRepoPolicy>>;
+  git: Git;
+  store: LocalForgeStore;
+  sandbox: SandboxPort;
+  scrub: Scrub;
+  log: Logger;
+  clock: () => Date;
+  /** Where CI checkouts are made (removed after each run). */
+  workRoot: string;
+  /** Per CI command (default 10 minutes). */
+  ciTimeoutMs?: number | undefined;
+  ciOutputCapBytes?: number | undefined;
+  /** Called once CI of `sha` finished, to wake the runs that follow it. */
+  onCiFinished?: ((repo: string, sha: string) => Promise<void>) | undefined;
+}
+
+export interface LocalForge extends GitHubPort, GitHubCiPort {
+  /** Whether `repo` (owner/name) is one of the local forge's. */
+  serves(repo: string): boolean;
+  /** The pull's review record, for the thread and `/ship status`. */
+  pull(repo: string, number: number): Promise<LocalPull | undefined>;
+  /**
+   * Records the Merge click of `by` on an open pull of a repository with `requireApproval`; the merge
+   * gate then merges when CI is green. The caller has checked that `by` is not the requester.
+   */
+  approveMerge(repo: string, number: number, by: string): Promise<'approved' | 'already' | 'not-open' | 'not-required'>;
+  /** Waits for the CI runs this process started (shutdown, tests). */
+  idle(): Promise<void>;
+}
+
+const DIFF_MAX_BYTES = 64 * 1024;
+const LEASE_MARGIN_MS = 60_000;
+
+/** A check run id unique per commit and check (the CI gate asks for a failed check's log by it). */
+function checkId(sha: string, index: number): number {
+  return Number.parseInt(sha.slice(0, 6), 16) * 64 + index + 1;
+}
+
+/** The review record as the thread shows it: title, state and the diff (its stat first), capped. */
+export function reviewText(pull: LocalPull, maxChars = 1_500): string {
+  const state = pull.merged ? 'merged' : pull.state === 'closed' ? 'closed' : 'open for review';
+  const diff =
+    pull.diff.length <= maxChars
+      ? pull.diff
+      : `${pull.diff.slice(0, maxChars)}\n[diff cut; the whole diff is in the pull request record]`;
+  return `local pull request #${pull.number} (${state}): ${pull.title}\n${diff.trimEnd()}`;
+}
+
+function fileUrl(path: string): string {
+  return pathToFileURL(path).href;
+}
+
+export function createLocalForge(options: LocalForgeOptions): LocalForge {
+  const { repos, git, store, scrub, log, clock } = options;
+  const ciTimeoutMs = options.ciTimeoutMs ?? 10 * 60_000;
+  const running = new Set<Promise<void>>();
+
+  function repoOf(owner: string, name: string): { full: string; policy: LocalRepoPolicy } {
+    const full = `${owner}/${name}`;
+    const policy = repos[full];
+    if (policy === undefined) throw new RefusedError(`${full} is not a local repository (no path: in the policy)`);
+    return { full, policy };
+  }
+
+  function ciCommands(policy: LocalRepoPolicy): Record<string, string> {
+    return policy.ci ?? policy.checks;
+  }
+
+  function pullUrl(policy: LocalRepoPolicy, number: number): string {
+    return `${fileUrl(policy.path)}#pull-${number}`;
+  }
+
+  async function liveHead(policy: LocalRepoPolicy, pull: LocalPull): Promise<string> {
+    return (await git.local.branchSha(policy.path, pull.head)) ?? pull.mergeCommitSha ?? '';
+  }
+
+  async function asRef(policy: LocalRepoPolicy, pull: LocalPull): Promise<PullRequestRef> {
+    return {
+      number: pull.number,
+      url: pullUrl(policy, pull.number),
+      headSha: await liveHead(policy, pull),
+      state: pull.state,
+      merged: pull.merged,
+      review: reviewText(pull),
+    };
+  }
+
+  function asCheckRuns(
+    policy: LocalRepoPolicy,
+    sha: string,
+    record: Awaited<ReturnType<LocalForgeStore['ci']>>,
+  ): CheckRunInfo[] {
+    const names = Object.keys(ciCommands(policy));
+    if (record === undefined || record.state === 'running')
+      return names.map((name, index) => ({
+        id: checkId(sha, index),
+        name,
+        status: record === undefined ? 'queued' : 'in_progress',
+        conclusion: null,
+        detailsUrl: null,
+        appSlug: LOCAL_CI_APP,
+        output: { title: null, summary: null, annotationsCount: 0 },
+        startedAt: record?.startedAt ?? null,
+        completedAt: null,
+      }));
+    return record.results.map((result) => ({
+      id: result.id,
+      name: result.name,
+      status: 'completed',
+      conclusion: result.conclusion,
+      detailsUrl: null,
+      appSlug: LOCAL_CI_APP,
+      output: {
+        title: `${result.name}: ${result.conclusion}`,
+        summary: result.output.slice(-2_000),
+        annotationsCount: 0,
+      },
+      startedAt: result.startedAt,
+      completedAt: result.completedAt,
+    }));
+  }
+
+  /** Runs CI for `sha` on a clean checkout of the open pull whose branch points at it. */
+  async function runCi(full: string, policy: LocalRepoPolicy, sha: string): Promise<void> {
+    const startedAt = clock().toISOString();
+    const commands = ciCommands(policy);
+    const names = Object.keys(commands);
+    const dir = join(
+      options.workRoot,
+      `ci-${full.replace('/', '-')}-${sha.slice(0, 12)}-${randomBytes(4).toString('hex')}`,
+    );
+    const results: LocalCheckResult[] = [];
+    const cancelled = (why: string): LocalCheckResult[] =>
+      names.map((name, index) => ({
+        id: checkId(sha, index),
+        name,
+        conclusion: 'cancelled',
+        output: why,
+        startedAt,
+        completedAt: clock().toISOString(),
+      }));
+    try {
+      const pulls = await store.openPulls(full);
+      let branch: string | undefined;
+      for (const pull of pulls) if ((await git.local.branchSha(policy.path, pull.head)) === sha) branch = pull.head;
+      if (branch === undefined) {
+        await store.finishCi(full, sha, cancelled(`no open pull request has ${sha.slice(0, 12)} as its head any more`));
+        return;
+      }
+      const prepared = await git.prepareWorkspace({
+        dir,
+        cloneUrl: fileUrl(policy.path),
+        defaultBranch: await git.local.defaultBranch(policy.path),
+        branch,
+      });
+      if (prepared.head !== sha) {
+        await store.finishCi(
+          full,
+          sha,
+          cancelled(`the branch moved on to ${prepared.head.slice(0, 12)} before CI of ${sha.slice(0, 12)} started`),
+        );
+        return;
+      }
+      const runner = createCheckRunner({
+        root: dir,
+        checks: commands,
+        timeoutMs: ciTimeoutMs,
+        outputCapBytes: options.ciOutputCapBytes ?? 64 * 1024,
+        sandbox: options.sandbox,
+        scrub,
+      });
+      for (const [index, name] of names.entries()) {
+        const checkStarted = clock().toISOString();
+        const result = await runner.run(name);
+        results.push({
+          id: checkId(sha, index),
+          name,
+          conclusion: result.timedOut ? 'timed_out' : result.exitCode === 0 ? 'success' : 'failure',
+          output: scrub(result.output),
+          startedAt: checkStarted,
+          completedAt: clock().toISOString(),
+        });
+      }
+      await store.finishCi(full, sha, results);
+      log.info(
+        { repo: full, sha, failed: results.filter((r) => r.conclusion !== 'success').map((r) => r.name) },
+        'local CI finished',
+      );
+    } finally {
+      await git
+        .removeWorkspace(dir)
+        .catch((error: unknown) => log.warn({ err: error, dir }, 'local CI: removing the checkout failed'));
+    }
+    await options
+      .onCiFinished?.(full, sha)
+      .catch((error: unknown) => log.warn({ err: error, repo: full, sha }, 'local CI: waking the runs failed'));
+  }
+
+  function startCi(full: string, policy: LocalRepoPolicy, sha: string): void {
+    const work = runCi(full, policy, sha).catch((error: unknown) => {
+      // The lease runs out and the next look runs it again; the error is the machine's, not the change's.
+      log.error({ err: error, repo: full, sha }, 'local CI could not run');
+    });
+    running.add(work);
+    void work.finally(() => running.delete(work));
+  }
+
+  /** The local rule (SPEC §8): fast-forward a pull with green CI, after a Merge click where one is required. */
+  async function mergeIfAllowed(full: string, policy: LocalRepoPolicy, pull: LocalPull): Promise<LocalPull> {
+    if (pull.state !== 'open') return pull;
+    if (policy.merge?.requireApproval === true && pull.mergeApprovedBy === undefined) return pull;
+    const head = await git.local.branchSha(policy.path, pull.head);
+    if (head === undefined) return pull;
+    const ci = await store.ci(full, head);
+    if (ci?.state !== 'completed' || ci.results.some((result) => result.conclusion !== 'success')) return pull;
+    const baseSha = await git.local.branchSha(policy.path, pull.base);
+    if (baseSha === undefined) return pull;
+    const outcome = await git.local.fastForward(policy.path, pull.base, baseSha, head);
+    if (outcome !== 'merged') {
+      log.info(
+        { repo: full, pull: pull.number, outcome },
+        'local forge: not merged (the default branch moved on; only fast-forwards merge)',
+      );
+      return pull;
+    }
+    const merged: LocalPull = {
+      ...pull,
+      state: 'closed',
+      merged: true,
+      mergeCommitSha: head,
+      mergedAt: clock().toISOString(),
+    };
+    await store.save(merged);
+    log.info({ repo: full, pull: pull.number, sha: head }, 'local forge: merged (fast-forward)');
+    return merged;
+  }
+
+  return {
+    serves: (repo) => repos[repo] !== undefined,
+    pull: async (repo, number) => store.get(repo, number),
+
+    async getRepository(owner, name) {
+      const { policy } = repoOf(owner, name);
+      if (!(await git.local.exists(policy.path)))
+        throw new RefusedError(`the local repository ${policy.path} does not exist (repos.${owner}/${name}.path)`);
+      const url = fileUrl(policy.path);
+      return { cloneUrl: url, defaultBranch: await git.local.defaultBranch(policy.path), htmlUrl: url };
+    },
+
+    async findOpenPullRequest(owner, name, branch) {
+      const { full, policy } = repoOf(owner, name);
+      const pull = await store.findOpenByHead(full, branch);
+      return pull === undefined ? undefined : asRef(policy, pull);
+    },
+
+    async createPullRequest({ owner, repo: name, head, base, title, body }) {
+      const { full, policy } = repoOf(owner, name);
+      const headSha = await git.local.branchSha(policy.path, head);
+      const baseSha = await git.local.branchSha(policy.path, base);
+      if (headSha === undefined || baseSha === undefined)
+        throw new RefusedError(`the local repository has no branch ${headSha === undefined ? head : base}`);
+      const diff = scrub(await git.local.diff(policy.path, baseSha, headSha, DIFF_MAX_BYTES));
+      const pull = await store.open({ repo: full, head, base, title, body, diff, createdAt: clock().toISOString() });
+      return asRef(policy, pull);
+    },
+
+    // file:// needs none; a fresh random value keeps the git layer's scrubbing meaningless but harmless.
+    async pushCredentials() {
+      return { username: 'shipgate-local', password: randomBytes(16).toString('hex') };
+    },
+
+    async ciSnapshot(owner, name, sha): Promise<CiSnapshot> {
+      const { full, policy } = repoOf(owner, name);
+      let record = await store.ci(full, sha);
+      if (record === undefined) {
+        const lease = ciTimeoutMs * Math.max(1, Object.keys(ciCommands(policy)).length) + LEASE_MARGIN_MS;
+        if (await store.claimCi(full, sha, clock().toISOString(), lease)) startCi(full, policy, sha);
+        record = await store.ci(full, sha);
+      }
+      return { checkRuns: asCheckRuns(policy, sha, record), statuses: [] };
+    },
+
+    async requiredChecks(owner, name) {
+      return Object.keys(ciCommands(repoOf(owner, name).policy));
+    },
+
+    async checkRunAnnotations() {
+      return [];
+    },
+
+    async actionsJobLogTail(owner, name, jobId, maxBytes) {
+      const { full, policy } = repoOf(owner, name);
+      // The CI gate asks for the log of a failed check: it is that check's output, of the pull heads' CI.
+      for (const pull of await store.openPulls(full)) {
+        const head = await git.local.branchSha(policy.path, pull.head);
+        const record = head === undefined ? undefined : await store.ci(full, head);
+        const result = record?.state === 'completed' ? record.results.find((r) => r.id === jobId) : undefined;
+        if (result !== undefined) return Buffer.from(result.output, 'utf8').subarray(-maxBytes).toString('utf8');
+      }
+      return undefined;
+    },
+
+    async getPullRequest(owner, name, number): Promise<PullRequestState> {
+      const { full, policy } = repoOf(owner, name);
+      const stored = await store.get(full, number);
+      if (stored === undefined) throw new RefusedError(`${full} has no local pull request #${number}`);
+      const pull = await mergeIfAllowed(full, policy, stored);
+      return { ...(await asRef(policy, pull)), mergeCommitSha: pull.mergeCommitSha ?? null, base: pull.base };
+    },
+
+    async approveMerge(repo, number, by) {
+      const policy = repos[repo];
+      if (policy === undefined || policy.merge?.requireApproval !== true) return 'not-required';
+      const pull = await store.get(repo, number);
+      if (pull === undefined || pull.state !== 'open') return 'not-open';
+      if (pull.mergeApprovedBy !== undefined) return 'already';
+      await store.save({ ...pull, mergeApprovedBy: by });
+      return 'approved';
+    },
+
+    async idle() {
+      await Promise.all([...running]);
+    },
+  };
+}
