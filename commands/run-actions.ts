@@ -1,7 +1,7 @@
 import { authoriseCancel } from '../src/domain/authorise.js';
 import type { ActionEvent, CommandReply } from '../src/ports/chat.js';
 import { APPROVE_ACTION_ID, REJECT_ACTION_ID } from '../src/render/approval.js';
-import { CANCEL_ACTION_ID } from '../src/render/card.js';
+import { CANCEL_ACTION_ID, MERGE_ACTION_ID } from '../src/render/card.js';
 import { plainText, rich, type RichText } from '../src/render/view.js';
 import { requestCancel, type ShipCommandDeps } from './ship-command.js';
 
@@ -9,6 +9,8 @@ import { requestCancel, type ShipCommandDeps } from './ship-command.js';
 /** The same collaborators as the /ship command, minus what only starting a run needs; and the approval buttons' handler. */
 export type RunActionDeps = Omit<ShipCommandDeps, 'metrics' | 'newRunId'> & {
   approvalClicks?: ((event: ActionEvent) => Promise<CommandReply>) | undefined;
+  /** Local mode's Merge button (commands/merge-action.ts), where a repository merges on a click. */
+  mergeClicks?: ((event: ActionEvent) => Promise<CommandReply>) | undefined;
 };
 
 /**
@@ -30,6 +32,7 @@ export function createRunActions(deps: RunActionDeps): (event: ActionEvent) => P
 
   return async function handleAction(event) {
     if ((event.actionId === APPROVE_ACTION_ID || event.actionId === REJECT_ACTION_ID) && deps.approvalClicks !== undefined) return deps.approvalClicks(event);
+    if (event.actionId === MERGE_ACTION_ID && deps.mergeClicks !== undefined) return deps.mergeClicks(event);
     if (event.actionId !== CANCEL_ACTION_ID) {
       deps.log.warn({ action: event.actionId }, 'unknown action ignored');
       return { ephemeral: rich`This button is not known to this version of shipgate.` };

@@ -262,6 +262,7 @@ export function createShipgate(options: ShipgateOptions): Shipgate {
           chat,
           cancellation,
           githubWebhookSecret: config.github.webhookSecret,
+          mergeClicks: localForge,
           clock,
           log,
           metrics,

@@ -1,8 +1,10 @@
 import { createApprovalActions } from '../../commands/approval-actions.js';
 import { createFollowUpHandler } from '../../commands/follow-up.js';
+import { createMergeAction } from '../../commands/merge-action.js';
 import { createRunActions } from '../../commands/run-actions.js';
 import { createShipCommand } from '../../commands/ship-command.js';
 import type { Policy } from '../config/policy.js';
+import type { MergeClickPort } from '../ports/github.js';
 import { groupsOf } from '../domain/principals.js';
 import { githubWebhookRoute } from '../http/github-webhooks.js';
 import type { Logger } from '../log.js';
@@ -35,6 +37,8 @@ export interface WebRoleDeps {
   log: Logger;
   metrics: Metrics;
   scrub: Scrub;
+  /** The local forge's Merge clicks, when a repository merges on one (local mode). */
+  mergeClicks?: MergeClickPort | undefined;
 }
 
 export interface WebRole {
@@ -77,6 +81,7 @@ export function createWebRole(deps: WebRoleDeps): WebRole {
         clock,
         log,
         approvalClicks: createApprovalActions({ store, approvals, audit, queues, pokes, groups, clock, log }),
+        mergeClicks: deps.mergeClicks === undefined ? undefined : createMergeAction({ policy, store, audit, queues, pokes, groups, forge: deps.mergeClicks, log }),
       }),
       scrub,
     ),

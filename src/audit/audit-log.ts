@@ -69,6 +69,7 @@ export const AUDIT_EVENT_TYPES = [
   'audit.exported',
   'diagnosis.tool_call',
   'diagnosis.made',
+  'merge.approved',
 ] as const;
 
 export type AuditEventType = (typeof AUDIT_EVENT_TYPES)[number];

@@ -79,6 +79,8 @@ export interface CiArtifacts {
 
 export interface MergeArtifacts {
   commitSha?: string | undefined;
+  /** The forge waits for a Merge click by someone other than the requester (local mode): the card shows the button. */
+  awaitingClick?: boolean | undefined;
 }
 
 /**

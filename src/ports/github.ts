@@ -81,6 +81,19 @@ export interface PullRequestState extends PullRequestRef {
   mergeCommitSha: string | null;
   /** The branch the PR merges into. */
   base: string;
+  /**
+   * The forge merges only after a Merge click by someone other than the requester, and this pull is
+   * ready for one (the local forge with `merge: { requireApproval: true }` and green CI).
+   */
+  awaitingMergeClick?: boolean | undefined;
+}
+
+/** The Merge click of a forge that merges on one (the local forge, SPEC §8). */
+export interface MergeClickPort {
+  /** Whether `repo` merges on a Merge click. */
+  mergesOnClick(repo: string): boolean;
+  /** Records `by`'s click on pull `number`; the merge gate merges when it next looks. The caller checked that `by` may merge. */
+  approveMerge(repo: string, number: number, by: string): Promise<'approved' | 'already' | 'not-open' | 'not-required'>;
 }
 
 /** What the CI and merge gates ask of GitHub (issue 4). Reads use conditional requests where GitHub supports them. */

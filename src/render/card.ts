@@ -18,6 +18,7 @@ import {
   quote,
   rich,
   type BlockView,
+  type ButtonView,
   type Inline,
   type MessageView,
   type RichText,
@@ -36,6 +37,8 @@ import {
  */
 
 export const CANCEL_ACTION_ID = 'shipgate.cancel';
+/** Local mode's Merge button (a repository with `merge: { requireApproval: true }`): never the requester's to press. */
+export const MERGE_ACTION_ID = 'shipgate.merge';
 
 /** How much of the task the card quotes: enough to recognise it, not a wall of text on every update. */
 const CARD_TASK_MAX_CHARS = 500;
@@ -260,9 +263,11 @@ export function renderCard(run: Run, options: CardOptions = {}): MessageView {
 
   // Cancelling already asked; a second button would only invite double clicks while the work stops.
   if (CANCELLABLE.has(run.state)) {
+    const merge: ButtonView[] =
+      currentGate(run)?.kind === 'merge' && run.artifacts.merge?.awaitingClick === true ? [{ actionId: MERGE_ACTION_ID, label: 'Merge', value: run.id, style: 'primary' }] : [];
     blocks.push({
       type: 'actions',
-      buttons: [{ actionId: CANCEL_ACTION_ID, label: 'Cancel', value: run.id, style: 'danger' }],
+      buttons: [...merge, { actionId: CANCEL_ACTION_ID, label: 'Cancel', value: run.id, style: 'danger' }],
     });
   }
 

@@ -78,7 +78,7 @@ const namespacedArtifactsSchema = z.object({
   agent: agentArtifactsSchema.optional(),
   pr: z.object({ number: z.number().int().optional() }).optional(),
   ci: z.object({ iterations: z.number().int().nonnegative().optional(), fingerprints: z.array(z.string()).optional() }).optional(),
-  merge: z.object({ commitSha: z.string().optional() }).optional(),
+  merge: z.object({ commitSha: z.string().optional(), awaitingClick: z.boolean().optional() }).optional(),
   freight: z
     .object({
       name: z.string().optional(),

@@ -2,6 +2,10 @@ import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterEach, describe, expect, it } from 'vitest';
+import { z } from 'zod';
+import { MERGE_ACTION_ID } from '../../src/render/card.js';
+import { SIGNING_SECRET } from '../helpers/bot.js';
+import { sendBlockAction } from '../helpers/slack-requests.js';
 import type { ModelRequest } from '../helpers/anthropic-server.js';
 import { runOf, threadReplies, until } from '../helpers/deploy-world.js';
 import { eventually } from '../helpers/eventually.js';
@@ -113,6 +117,78 @@ describe('local mode: the local forge', { timeout: 120_000 }, () => {
     expect(gitIn(repoPath, 'show', 'main:src/app.js')).not.toContain('TODO');
     const ciReplies = threadReplies(w, 'ci ');
     expect(ciReplies.some((reply) => reply.includes('no-todo'))).toBe(true);
+    expect(w.github.requests).toEqual([]);
+  });
+
+  it('merge: { requireApproval: true }: green CI shows a Merge button the requester may not press; another user merges', async () => {
+    dir = mkdtempSync(join(tmpdir(), 'shipgate-local-forge-'));
+    const repoPath = join(dir, 'repos', 'shop.git');
+    const policy = policyFor(repoPath).replace(
+      '    sample: true\n',
+      '    sample: true\n    merge: { requireApproval: true }\n',
+    );
+    world = await startWorld({
+      name: 'local-forge-merge',
+      policy,
+      files: { 'unused.txt': 'the world seeds a GitHub repository this test never uses\n' },
+    });
+    const w = world;
+    w.model.script(
+      edit(
+        'e1',
+        '/repo/src/app.js',
+        "  '/products':",
+        "  '/healthz': () => ({ status: 200, body: { ok: true } }),\n  '/products':",
+      ),
+      done('Added GET /healthz.'),
+    );
+    const runId = await w.ship('demo/shop add a /healthz endpoint');
+    await until(w, runId, 'waiting for the Merge click', (run) => run.artifacts.merge?.awaitingClick === true, 60_000);
+    const before = gitIn(repoPath, 'rev-parse', 'refs/heads/main');
+
+    const card = await eventually(async () => {
+      const cardTs = (await runOf(w, runId)).chat.card;
+      const root = w.bot.slack.messages('CSHOP').find((m) => m.ts === cardTs);
+      const button = z.object({ action_id: z.literal(MERGE_ACTION_ID), value: z.literal(runId) });
+      const elements = (root?.blocks ?? []).flatMap(
+        (block) => z.object({ elements: z.array(z.unknown()) }).safeParse(block).data?.elements ?? [],
+      );
+      return elements.some((element) => button.safeParse(element).success) ? root : undefined;
+    }, 'the card with its Merge button');
+    const click = async (userId: string) => {
+      const result = await sendBlockAction(w.bot.eventsUrl, SIGNING_SECRET, {
+        user_id: userId,
+        user_name: userId.toLowerCase(),
+        channel_id: 'CSHOP',
+        message_ts: card.ts,
+        action_id: MERGE_ACTION_ID,
+        value: runId,
+      });
+      expect(result.status).toBe(200);
+    };
+
+    // The requester's own click is refused, to them alone, and audited; nothing merges.
+    await click('UALICE');
+    const refusal = await eventually(
+      async () =>
+        w.bot.slack.ephemerals.find((e) => e.user === 'UALICE' && (e.text ?? '').includes('someone else must merge')),
+      'the refusal',
+    );
+    expect(refusal).toBeDefined();
+    expect(gitIn(repoPath, 'rev-parse', 'refs/heads/main')).toBe(before);
+    expect((await runOf(w, runId)).state).not.toBe('done');
+
+    // Another person's click merges (fast-forward) and the run ends done.
+    await click('UBOB');
+    await until(w, runId, 'the run done', (run) => run.state === 'done', 30_000);
+    const run = await runOf(w, runId);
+    expect(gitIn(repoPath, 'rev-parse', 'refs/heads/main')).toBe(run.artifacts.agent?.commitSha);
+    const events = (await w.bot.app.audit.exportRun(runId))
+      .trim()
+      .split('\n')
+      .map((line) => z.object({ type: z.string(), actor: z.string() }).parse(JSON.parse(line)));
+    expect(events.filter((e) => e.type === 'action.refused').map((e) => e.actor)).toEqual(['UALICE']);
+    expect(events.filter((e) => e.type === 'merge.approved').map((e) => e.actor)).toEqual(['UBOB']);
     expect(w.github.requests).toEqual([]);
   });
 });

@@ -12,6 +12,7 @@ import {
   type CiSnapshot,
   type GitHubCiPort,
   type GitHubPort,
+  type MergeClickPort,
   type PullRequestRef,
   type PullRequestState,
 } from '../../ports/github.js';
@@ -53,16 +54,11 @@ export interface LocalForgeOptions {
   onCiFinished?: ((repo: string, sha: string) => Promise<void>) | undefined;
 }
 
-export interface LocalForge extends GitHubPort, GitHubCiPort {
+export interface LocalForge extends GitHubPort, GitHubCiPort, MergeClickPort {
   /** Whether `repo` (owner/name) is one of the local forge's. */
   serves(repo: string): boolean;
   /** The pull's review record, for the thread and `/ship status`. */
   pull(repo: string, number: number): Promise<LocalPull | undefined>;
-  /**
-   * Records the Merge click of `by` on an open pull of a repository with `requireApproval`; the merge
-   * gate then merges when CI is green. The caller has checked that `by` is not the requester.
-   */
-  approveMerge(repo: string, number: number, by: string): Promise<'approved' | 'already' | 'not-open' | 'not-required'>;
   /** Waits for the CI runs this process started (shutdown, tests). */
   idle(): Promise<void>;
 }
@@ -244,6 +240,12 @@ export function createLocalForge(options: LocalForgeOptions): LocalForge {
     void work.finally(() => running.delete(work));
   }
 
+  async function headIsGreen(full: string, policy: LocalRepoPolicy, pull: LocalPull): Promise<boolean> {
+    const head = await git.local.branchSha(policy.path, pull.head);
+    const ci = head === undefined ? undefined : await store.ci(full, head);
+    return ci?.state === 'completed' && ci.results.every((result) => result.conclusion === 'success');
+  }
+
   /** The local rule (SPEC §8): fast-forward a pull with green CI, after a Merge click where one is required. */
   async function mergeIfAllowed(full: string, policy: LocalRepoPolicy, pull: LocalPull): Promise<LocalPull> {
     if (pull.state !== 'open') return pull;
@@ -276,6 +278,7 @@ export function createLocalForge(options: LocalForgeOptions): LocalForge {
 
   return {
     serves: (repo) => repos[repo] !== undefined,
+    mergesOnClick: (repo) => repos[repo]?.merge?.requireApproval === true,
     pull: async (repo, number) => store.get(repo, number),
 
     async getRepository(owner, name) {
@@ -344,7 +347,17 @@ export function createLocalForge(options: LocalForgeOptions): LocalForge {
       const stored = await store.get(full, number);
       if (stored === undefined) throw new RefusedError(`${full} has no local pull request #${number}`);
       const pull = await mergeIfAllowed(full, policy, stored);
-      return { ...(await asRef(policy, pull)), mergeCommitSha: pull.mergeCommitSha ?? null, base: pull.base };
+      const awaitingMergeClick =
+        pull.state === 'open' &&
+        policy.merge?.requireApproval === true &&
+        pull.mergeApprovedBy === undefined &&
+        (await headIsGreen(full, policy, pull));
+      return {
+        ...(await asRef(policy, pull)),
+        mergeCommitSha: pull.mergeCommitSha ?? null,
+        base: pull.base,
+        awaitingMergeClick,
+      };
     },
 
     async approveMerge(repo, number, by) {

@@ -30,11 +30,20 @@ export function createMergeStep(deps: MergeStepDeps): GateStep {
         // The chain of custody's merge link (src/audit/evidence.ts): which commit the pipeline will deploy.
         if (pr.mergeCommitSha !== null)
           await audit('pr.merged', { pr: number, mergeCommit: pr.mergeCommitSha, head: run.artifacts.agent?.branch ?? null }, pr.mergeCommitSha, { once: true });
-        await record((r) => ({ artifacts: patchArtifacts(r.artifacts, 'merge', { commitSha: pr.mergeCommitSha ?? undefined }), activity: undefined }));
+        await record((r) => ({ artifacts: patchArtifacts(r.artifacts, 'merge', { commitSha: pr.mergeCommitSha ?? undefined, awaitingClick: undefined }), activity: undefined }));
         return { kind: 'passed', summary: `pull request #${number} merged as ${sha.slice(0, 12)}` };
       }
       if (pr.state === 'closed') {
         return { kind: 'failed', summary: `pull request #${number} was closed without merging; the run ends here` };
+      }
+      if (pr.awaitingMergeClick === true) {
+        // The card shows a Merge button while this is recorded (render/card.ts); the click only records who, the forge merges.
+        await record((r) => ({ artifacts: patchArtifacts(r.artifacts, 'merge', { awaitingClick: true }), activity: `CI is green; waiting for a Merge click on #${number}` }));
+        return {
+          kind: 'pending',
+          summary: `CI is green; #${number} waits for a Merge click by someone other than the requester (merge.requireApproval)`,
+          recheckAfterMs: pollDelay(gate.startedAt, deps.clock(), firstPoll, maxPoll),
+        };
       }
       const waiting = `waiting for #${number} to be merged under the repository's rules (reviews, branch protection)`;
       await record(() => ({ activity: `waiting for #${number} to be merged` }));
