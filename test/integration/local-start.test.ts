@@ -3,6 +3,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterEach, describe, expect, inject, it } from 'vitest';
 import { z } from 'zod';
+import { startAnthropicServer } from '../helpers/anthropic-server.js';
 import { eventually } from '../helpers/eventually.js';
 import { testPrefix } from '../helpers/ids.js';
 import { killAll, removePolicyFile, spawnShipgate, writePolicyFile, type ShipgateProcess } from '../helpers/process.js';
@@ -15,6 +16,8 @@ import { killAll, removePolicyFile, spawnShipgate, writePolicyFile, type Shipgat
  */
 
 const POLICY = 'repos:\n  acme/shop:\n    checks: { test: npm test }\n';
+/** What the default shipgate.yaml serves, next to the policy file (its path is relative to it). */
+const DEMO_POLICY = 'repos:\n  demo/shop:\n    path: ./repos/shop.git\n    sample: true\n    checks: { test: node --test }\n    ci: { test: node --test }\n';
 const logLineSchema = z.looseObject({ level: z.string(), msg: z.string() });
 
 const processes: ShipgateProcess[] = [];
@@ -121,7 +124,7 @@ describe('local start', { timeout: 180_000 }, () => {
     p.child.stdin.write('/ship acme/shop add a /healthz endpoint\n');
     await printedAfter(p, mark, /\(only you can see this\) Queued run (sg-[a-z0-9]{8}) on acme\/shop/, 'the ack');
     const line = await printedAfter(p, mark, /^\S+ agent — not configured: ([^\n]*)$/m, 'the card at agent, not configured');
-    expect(line[1]).toMatch(/^needs GITHUB_TOKEN or a GitHub App \(GITHUB_APP_ID, GITHUB_APP_PRIVATE_KEY\)$/);
+    expect(line[1]).toMatch(/^needs GITHUB_TOKEN or a GitHub App \(GITHUB_APP_ID, GITHUB_APP_PRIVATE_KEY\), or a repository with a local path: in the policy$/);
     // The model is configured, so it is not named as missing.
     expect(line[1]).not.toContain('ANTHROPIC');
     p.child.stdin.end();
@@ -148,5 +151,43 @@ describe('local start', { timeout: 180_000 }, () => {
     expect(runIds[0]).toMatch(/^sg-/);
     expect(runIds[1]).toMatch(/^sg-/);
     expect(runIds[1]).not.toBe(runIds[0]);
+  });
+
+  it('the ten-minute path: /ship demo/shop in the console runs agent → local pull request → local CI → merge to done; without a model it names ANTHROPIC_API_KEY', async () => {
+    const model = await startAnthropicServer({ apiKey: 'sk-ant-scripted' });
+    try {
+      model.script(
+        { content: [{ type: 'tool_use', id: 't1', name: 'str_replace_based_edit_tool', input: { command: 'str_replace', path: '/repo/src/app.js', old_str: "  '/products':", new_str: "  '/healthz': () => ({ status: 200, body: { ok: true } }),\n  '/products':" } }] },
+        { content: [{ type: 'text', text: 'Added GET /healthz.' }] },
+      );
+      const policy = writePolicyFile(DEMO_POLICY);
+      policies.push(policy);
+      const prefix = testPrefix('ten-minutes');
+      const p = start({ SHIPGATE_CONFIG: policy, SHIPGATE_REDIS_PREFIX: prefix, ANTHROPIC_BASE_URL: model.baseUrl, ANTHROPIC_API_KEY: 'sk-ant-scripted' });
+      await p.waitForOutput(/console chat — you are ULOCAL/, 60_000);
+      const mark = p.stdout().length;
+      p.child.stdin.write('/ship demo/shop add a /healthz endpoint\n');
+      await printedAfter(p, mark, /Queued run (sg-[a-z0-9]{8}) on demo\/shop/, 'the ack');
+      await printedAfter(p, mark, /local pull request #1 \(open for review\)/, 'the pull request record in the thread', 60_000);
+      await printedAfter(p, mark, /is done/, 'the run done', 90_000);
+      p.child.stdin.end();
+      expect((await ended(p)).code).toBe(0);
+      expect(model.remaining()).toBe(0);
+      expect(model.unexpected).toEqual([]);
+
+      // Without a model key: the gate names the variable to set, and nothing else goes wrong.
+      const q = start({ SHIPGATE_CONFIG: policy, SHIPGATE_REDIS_PREFIX: `${prefix}-nokey` });
+      await q.waitForOutput(/console chat — you are ULOCAL/, 60_000);
+      const from = q.stdout().length;
+      q.child.stdin.write('/ship demo/shop add a /healthz endpoint\n');
+      const line = await printedAfter(q, from, /^\S+ agent — not configured: ([^\n]*)$/m, 'the card at agent, not configured');
+      expect(line[1]).toBe('needs ANTHROPIC_API_KEY (or ANTHROPIC_BASE_URL)');
+      q.child.stdin.end();
+      const { code, stderr } = await ended(q);
+      expect(stderr).not.toMatch(/Connection is closed|Unhandled|unhandled rejection/);
+      expect(code).toBe(0);
+    } finally {
+      await model.close();
+    }
   });
 });

@@ -452,3 +452,15 @@ describe('deploy pipeline policy', () => {
     expect(loadConfig({ PROMETHEUS_URL: 'http://127.0.0.1:9090' }, { readFile: () => text }).prometheusUrl).toBe('http://127.0.0.1:9090');
   });
 });
+
+describe('local repositories (path:)', () => {
+  it('resolves path: against the policy file, not the working directory', () => {
+    const config = loadConfig({ SHIPGATE_CONFIG: 'conf/shipgate.yaml', SHIPGATE_AUDIT_KEY: AUDIT_KEY }, { cwd: '/srv/shipgate', readFile: () => 'repos:\n  demo/shop:\n    path: ./repos/shop.git\n    ci: { test: node --test }\n' });
+    expect(config.policy.repos['demo/shop']?.path).toBe('/srv/shipgate/conf/repos/shop.git');
+  });
+
+  it('refuses ci:, merge: and sample: on a repository without a path:, naming the key', () => {
+    expect(policyError('repos:\n  acme/shop:\n    ci: { test: npm test }\n')).toMatch(/repos\.acme\/shop\.ci.*applies only to a local repository: add path:/);
+    expect(policyError('repos:\n  acme/shop:\n    merge: { requireApproval: true }\n')).toMatch(/repos\.acme\/shop\.merge/);
+  });
+});

@@ -3,6 +3,7 @@ import { resolve } from 'node:path';
 import { describe, expect, it } from 'vitest';
 import { CONSOLE_CHANNEL, CONSOLE_USER } from '../../src/adapters/console/console-chat.js';
 import { loadConfig } from '../../src/config/config.js';
+import { localRepos } from '../../src/config/policy.js';
 import { authoriseRunRequest } from '../../src/domain/authorise.js';
 import { gatesFor } from '../../src/domain/run.js';
 import { TEST_AUDIT_KEY } from '../helpers/audit-key.js';
@@ -24,9 +25,17 @@ function consolePolicy(file: string) {
 }
 
 describe.each(['shipgate.yaml', 'shipgate.example.yaml'])('%s', (file) => {
-  it('lets the console user request a run on acme/shop in the console channel', async () => {
-    const decision = await authoriseRunRequest(consolePolicy(file), { repo: 'acme/shop', channelId: CONSOLE_CHANNEL, userId: CONSOLE_USER }, noGroups);
-    expect(decision).toEqual({ allowed: true });
+  it('lets the console user request a run on acme/shop and on the local demo/shop in the console channel', async () => {
+    for (const repo of ['acme/shop', 'demo/shop']) {
+      const decision = await authoriseRunRequest(consolePolicy(file), { repo, channelId: CONSOLE_CHANNEL, userId: CONSOLE_USER }, noGroups);
+      expect(decision).toEqual({ allowed: true });
+    }
+  });
+
+  it('serves demo/shop from the sample repository beside the policy file, by the local forge', () => {
+    const local = localRepos(consolePolicy(file));
+    expect(Object.keys(local)).toEqual(['demo/shop']);
+    expect(local['demo/shop']).toMatchObject({ path: resolve(ROOT, '.shipgate/repos/shop.git'), sample: true, ci: { test: 'node --test' } });
   });
 });
 
