@@ -1,22 +1,28 @@
 # syntax=docker/dockerfile:1
 #
-# shipgate image. Runs the TypeScript sources with tsx's loader, exactly like
-# `npm start` (tsx is a runtime dependency), so the audit CLI
-# (`node --import tsx src/cli/audit-cli.ts`) works in the container as well.
+# shipgate image: Node 24 LTS running the compiled JavaScript (`npm run build` → dist/), with
+# production dependencies only (no TypeScript, no tsx). The audit CLI is
+# `node dist/src/cli/audit-cli.js` (`npm run audit-log:dist`) in the container.
 #
 #   docker build -t shipgate .
 #   docker run --env-file .env -p 3000:3000 shipgate
 
-ARG NODE_IMAGE=node:22-bookworm-slim
+ARG NODE_IMAGE=node:24-bookworm-slim
 
-# --- production dependencies only ---------------------------------------------
+# --- build: every dependency, compile, then drop the dev dependencies ----------
 # `npm install` rather than `npm ci`: the lockfile cannot record other platforms' optional
 # binaries that some registry mirrors do not serve, and `npm ci` refuses it for that (see .ci/run).
-FROM ${NODE_IMAGE} AS deps
+FROM ${NODE_IMAGE} AS build
 WORKDIR /app
 COPY package.json package-lock.json ./
 RUN --mount=type=cache,target=/root/.npm \
-    npm install --omit=dev --no-audit --no-fund
+    npm install --no-audit --no-fund
+COPY tsconfig.json tsconfig.build.json ./
+COPY src ./src
+COPY commands ./commands
+COPY workers ./workers
+RUN npm run build \
+    && npm prune --omit=dev --no-audit --no-fund
 
 # --- runtime ------------------------------------------------------------------
 FROM ${NODE_IMAGE} AS runtime
@@ -29,14 +35,21 @@ RUN apt-get update \
     && apt-get install -y --no-install-recommends git ca-certificates tini bubblewrap \
     && rm -rf /var/lib/apt/lists/*
 
+# Stack traces point at the TypeScript lines (dist/ keeps tsc's source maps).
 ENV NODE_ENV=production \
+    NODE_OPTIONS=--enable-source-maps \
     PORT=3000 \
     SHIPGATE_CONFIG=/app/shipgate.yaml
 WORKDIR /app
 
-COPY --from=deps --chown=root:root /app/node_modules ./node_modules
-# Sources are owned by root and read-only for the runtime user.
-COPY --chown=root:root . .
+# Owned by root and read-only for the runtime user. package.json is needed at run time: its
+# "type": "module" makes Node load dist/**/*.js as ES modules.
+COPY --from=build --chown=root:root /app/package.json ./
+COPY --from=build --chown=root:root /app/node_modules ./node_modules
+COPY --from=build --chown=root:root /app/dist ./dist
+# The default policy (SHIPGATE_CONFIG; compose and Kubernetes mount their own over it) and the
+# commented example beside it.
+COPY --chown=root:root shipgate.yaml shipgate.example.yaml ./
 
 # The `node` user (uid/gid 1000) of the base image; numeric so that Kubernetes'
 # runAsNonRoot can verify it.
@@ -48,6 +61,5 @@ HEALTHCHECK --interval=30s --timeout=5s --start-period=20s --retries=3 \
     CMD ["node", "-e", "fetch('http://127.0.0.1:' + (process.env.PORT || 3000) + '/healthz').then((r) => process.exit(r.ok ? 0 : 1), () => process.exit(1))"]
 
 ENTRYPOINT ["/usr/bin/tini", "--"]
-# Same as `npm start` (tsx src/main.ts) without the npm and tsx-CLI wrapper
-# processes, so SIGTERM reaches the application directly.
-CMD ["node", "--import", "tsx", "src/main.ts"]
+# `npm run start:dist` without the npm wrapper process, so SIGTERM reaches the application directly.
+CMD ["node", "dist/src/main.js"]

@@ -42,11 +42,19 @@ export function removePolicyFile(path: string): void {
   rmSync(dir, { recursive: true, force: true });
 }
 
-/** Spawns `src/main.ts` the way `npm start` runs it, with exactly the given environment. */
-export function spawnShipgate(env: Record<string, string>): ShipgateProcess {
+/** How to start the process: by default `src/main.ts` from the repository root, as `npm start` does. */
+export interface SpawnOptions {
+  /** Node's arguments (default `--import tsx src/main.ts`; the compiled entry is `dist/src/main.js`). */
+  args?: readonly string[];
+  /** The working directory (default the repository root). */
+  cwd?: string;
+}
+
+/** Spawns `src/main.ts` the way `npm start` runs it (or what `options` name), with exactly the given environment. */
+export function spawnShipgate(env: Record<string, string>, options: SpawnOptions = {}): ShipgateProcess {
   const home = mkdtempSync(join(tmpdir(), 'shipgate-home-'));
-  const child = spawn(process.execPath, ['--import', 'tsx', 'src/main.ts'], {
-    cwd: ROOT,
+  const child = spawn(process.execPath, options.args ?? ['--import', 'tsx', 'src/main.ts'], {
+    cwd: options.cwd ?? ROOT,
     // A fixed audit key, so that a console-mode process never generates one into the checkout.
     // A throwaway HOME too: a developer's ~/.kube/config must never be what a test process watches.
     env: { PATH: process.env.PATH ?? '', HOME: home, SHIPGATE_AUDIT_KEY: TEST_AUDIT_KEY, ...env },
