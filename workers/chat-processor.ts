@@ -5,7 +5,7 @@ import type { Logger } from '../src/log.js';
 import type { ChatPort } from '../src/ports/chat.js';
 import type { ChatJob, ReplyContent } from '../src/queue/queues.js';
 import { renderApprovalRequest, renderSupersededApproval } from '../src/render/approval.js';
-import { renderCard, renderDiagnosisReply, renderGateReply, renderRunEnded } from '../src/render/card.js';
+import { renderCard, renderDiagnosisReply, renderGateReply, renderRetryReply, renderRunEnded } from '../src/render/card.js';
 import { mapMessageView, type MessageView } from '../src/render/view.js';
 import type { Scrub } from '../src/security/scrubber.js';
 import { AuditIntegrityError, type AuditLog } from '../src/audit/audit-log.js';
@@ -145,6 +145,7 @@ export function createChatProcessor(deps: ChatProcessorDeps): (job: ChatProcesso
   function replyView(run: Run, content: ReplyContent): MessageView {
     if (content.type === 'ended') return renderRunEnded(run, deps.command);
     if (content.type === 'diagnosis') return renderDiagnosisReply(run, content);
+    if (content.type === 'retrying') return renderRetryReply(run, content);
     // Render the outcome carried by the job, not the gate's current state, which may have moved on.
     const asDecided: Run = {
       ...run,

@@ -16,11 +16,11 @@ import {
   withNextJob,
   type Run,
 } from '../src/domain/run.js';
-import { RefusedError } from '../src/errors.js';
+import { ExternalOutageError, RefusedError } from '../src/errors.js';
 import type { Logger } from '../src/log.js';
 import type { Metrics } from '../src/metrics.js';
 import type { Cancellation } from '../src/queue/cancellation.js';
-import { advanceJobId, type AdvanceJob, type Queues } from '../src/queue/queues.js';
+import { advanceJobId, RUN_JOB_ATTEMPTS, type AdvanceJob, type Queues } from '../src/queue/queues.js';
 import type { Scrub } from '../src/security/scrubber.js';
 import type { Pokes } from '../src/store/pokes.js';
 import type { RunStore } from '../src/store/run-store.js';
@@ -275,10 +275,37 @@ export function createRunProcessor(deps: RunProcessorDeps): (job: Job<AdvanceJob
           return;
         }
       }
+    } catch (error) {
+      await announceRetry(job, error, log);
+      throw error;
     } finally {
       registration.release();
     }
   };
+
+  /**
+   * An outside system out of reach (GitHub, the model, …): BullMQ tries the job again with backoff.
+   * Say so where people look — the card's activity and one thread reply per attempt, "retrying (n of
+   * m): <reason>" — instead of leaving the card silent while the log fills. Keyed by the run's job and
+   * the attempt, so a redelivery posts nothing new. Best effort: it must never hide the real error.
+   */
+  async function announceRetry(job: Job<AdvanceJob>, error: unknown, log: Logger): Promise<void> {
+    if (!(error instanceof ExternalOutageError)) return;
+    const attempts = job.opts.attempts ?? RUN_JOB_ATTEMPTS;
+    const next = job.attemptsMade + 2; // attemptsMade counts the finished tries; this one is attemptsMade + 1
+    if (next > attempts) return; // the last try: the failure policy ends the run with the reason
+    try {
+      const run = await store.get(job.data.runId);
+      const gate = run === undefined ? undefined : currentGate(run);
+      if (run === undefined || gate === undefined || isStopping(run)) return;
+      const reason = deps.scrub(error.message).slice(0, 300);
+      await queues.reply(run.id, `retrying.${run.jobSeq}.${next}`, { type: 'retrying', gate: gate.name, attempt: next, of: attempts, reason });
+      await store.update(run.id, (latest) => (isTerminal(latest.state) ? undefined : { ...latest, activity: `retrying (${next} of ${attempts}): ${reason}` }));
+      log.warn({ gate: gate.name, attempt: next, of: attempts, reason }, 'outside system out of reach; the job will try again');
+    } catch (announceError) {
+      log.warn({ err: announceError }, 'could not announce the retry');
+    }
+  }
 }
 
 /**

@@ -23,7 +23,9 @@ export type ReplyContent =
    * The agent's diagnosis of red deploy gate `stage` before fix forward `fix` (issue 11): the model's
    * account (scrubbed) and the bot's own list of the reads it made.
    */
-  | { type: 'diagnosis'; stage: string; fix: number; text: string; looked: string[]; clusterUnavailable?: string | undefined };
+  | { type: 'diagnosis'; stage: string; fix: number; text: string; looked: string[]; clusterUnavailable?: string | undefined }
+  /** An outside system is out of reach and the run's job will try again (attempt `attempt` of `of`). */
+  | { type: 'retrying'; gate: string; attempt: number; of: number; reason: string };
 
 export type ChatJob =
   /** Bring the run's card up to at least `version` (posting the root message first if needed). */
@@ -64,8 +66,11 @@ export interface Queues {
   close(): Promise<void>;
 }
 
+/** How often a run's job is tried before the run fails (the first try included). */
+export const RUN_JOB_ATTEMPTS = 8;
+
 const RUN_JOB_OPTIONS = {
-  attempts: 8,
+  attempts: RUN_JOB_ATTEMPTS,
   backoff: { type: 'exponential', delay: 2_000 },
   removeOnComplete: true,
   removeOnFail: { age: 7 * 24 * 3600 },

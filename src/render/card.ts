@@ -317,6 +317,12 @@ export function renderDiagnosisReply(run: Run, diagnosis: { stage: string; fix: 
   return { text: truncate(`diagnosis of ${diagnosis.stage}: ${oneLine(diagnosis.text)}`, 300), blocks };
 }
 
+/** An outside system out of reach while a gate ran: the job tries again (issue 12). */
+export function renderRetryReply(run: Run, retry: { gate: string; attempt: number; of: number; reason: string }): MessageView {
+  const text = rich`⏳ ${bold(retry.gate)} retrying (${String(retry.attempt)} of ${String(retry.of)}): ${truncate(oneLine(retry.reason), 300)}`;
+  return { text: truncate(`${retry.gate} retrying (${retry.attempt} of ${retry.of}): ${oneLine(retry.reason)}`, 300), blocks: [{ type: 'section', text }, { type: 'context', text: runLabel(run, true) }] };
+}
+
 /**
  * The thread reply when the run reaches a terminal state. `command` is the
  * configured slash command, used in the retry hint.
