@@ -11,14 +11,14 @@ import {
 } from '../src/domain/authorise.js';
 import { parseCommand } from '../src/domain/command.js';
 import type { Groups } from '../src/domain/principals.js';
-import { currentGate, isTerminal, newRun, requestCancellation, retryRun, type Run } from '../src/domain/run.js';
+import { cannotContinue, currentGate, isTerminal, newRun, requestCancellation, retryRun, type Run } from '../src/domain/run.js';
 import type { Logger } from '../src/log.js';
 import type { Metrics } from '../src/metrics.js';
 import type { CommandEvent, CommandReply } from '../src/ports/chat.js';
 import type { Cancellation } from '../src/queue/cancellation.js';
 import type { Queues } from '../src/queue/queues.js';
 import { renderHelp, renderRunStatus, renderStatusList } from '../src/render/card.js';
-import { plainText, rich, type RichText } from '../src/render/view.js';
+import { code, plainText, rich, type RichText } from '../src/render/view.js';
 import type { RunStore } from '../src/store/run-store.js';
 
 export interface ShipCommandDeps {
@@ -175,6 +175,30 @@ export function createShipCommand(deps: ShipCommandDeps): (event: CommandEvent) 
     return { ephemeral: rich`Audit trail of ${run.id}: the evidence summary and its JSON Lines export are on their way to the run's thread.` };
   }
 
+  /**
+   * `/ship clear`: cancels the caller's own runs that cannot continue (waiting at a gate that is not
+   * configured here, e.g. after a restart without the credentials they need); `clear all`, every
+   * active run of theirs. Each goes through the same cancel as `/ship cancel` (audited, confirmed in
+   * its thread once its work stopped).
+   */
+  async function clear(event: CommandEvent, all: boolean): Promise<CommandReply> {
+    const mine = (await store.listActive()).filter((run) => run.requester.userId === event.userId && run.state !== 'cancelling');
+    const stuck = all ? mine : mine.filter(cannotContinue);
+    if (stuck.length === 0)
+      return {
+        ephemeral: all
+          ? rich`You have no active runs.`
+          : rich`None of your runs is stuck at a gate that is not configured. ${code(`${policy.command} clear all`)} cancels every active run of yours.`,
+      };
+    const cleared: string[] = [];
+    for (const run of stuck) {
+      await requestCancel(deps, run, event.userId);
+      cleared.push(run.id);
+    }
+    deps.log.info({ by: event.userId, runs: cleared, all }, 'runs cleared');
+    return { ephemeral: rich`Cancelling ${String(cleared.length)} run${cleared.length === 1 ? '' : 's'}: ${cleared.join(', ')}. Each thread confirms once its work has stopped.` };
+  }
+
   return async function handleShip(event) {
     const channelDefaultRepo = policy.channels[event.channelId]?.defaultRepo;
     const parsed = parseCommand(event.text, { command: policy.command, channelDefaultRepo });
@@ -191,6 +215,8 @@ export function createShipCommand(deps: ShipCommandDeps): (event: CommandEvent) 
         return retry(event, parsed.runId);
       case 'audit':
         return auditSummary(event, parsed.runId);
+      case 'clear':
+        return clear(event, parsed.all);
       case 'run':
         return startRun(event, parsed.repo, parsed.task);
     }

@@ -18,6 +18,8 @@ export type ParsedCommand =
   | { kind: 'cancel'; runId: string }
   | { kind: 'retry'; runId: string }
   | { kind: 'audit'; runId: string }
+  /** Ends the caller's own runs that cannot continue (`all`: every active run of theirs). */
+  | { kind: 'clear'; all: boolean }
   | { kind: 'run'; repo: string; task: string; repoFromChannelDefault: boolean }
   | { kind: 'error'; message: RichText };
 
@@ -35,6 +37,8 @@ export function parseCommand(text: string, options: { command: string; channelDe
   const keyword = first.toLowerCase();
 
   if (keyword === 'help' && rest.length === 0) return { kind: 'help' };
+  if (keyword === 'clear' && rest.length === 0) return { kind: 'clear', all: false };
+  if (keyword === 'clear' && rest.length === 1 && rest[0]?.toLowerCase() === 'all') return { kind: 'clear', all: true };
   if (keyword === 'status' && rest.length === 0) return { kind: 'status' };
   const idShaped = /^sg-/i.test(rest[0] ?? '');
   if (keyword === 'status' && rest.length === 1 && RUN_ID_PATTERN.test(rest[0] ?? '')) {

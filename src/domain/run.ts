@@ -545,3 +545,12 @@ export function resetForRetry(run: Run): Run {
     artifacts: stages === undefined ? run.artifacts : patchArtifacts(run.artifacts, 'deploy', { stages: kept }),
   };
 }
+
+/**
+ * A run that cannot continue on this installation as configured (`/ship clear`): it waits at a gate
+ * this shipgate has no step for ("not configured"), so nothing will ever move it on by itself.
+ */
+export function cannotContinue(run: Run): boolean {
+  if (isTerminal(run.state) || run.state === 'cancelling') return false;
+  return currentGate(run)?.notConfigured === true;
+}

@@ -388,6 +388,7 @@ export function renderHelp(command: string): RichText {
       usage('cancel <run-id>', 'cancel a run (confirmed once the work has really stopped)'),
       usage('retry <run-id>', 'resume a failed run from its failed gate'),
       usage('audit <run-id>', "the run's evidence: every event, who, when, and whether the hash chain verifies"),
+      usage('clear [all]', 'cancel your runs that wait at a gate not configured here (all: every active run of yours)'),
       usage('help', 'this message'),
       rich`Mention the bot in a run's thread to give that run's agent a follow-up instruction.`,
     ],

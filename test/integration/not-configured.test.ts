@@ -44,10 +44,30 @@ it('with only ANTHROPIC_API_KEY, the agent gate names GitHub alone as missing', 
   const runId = /sg-[a-z0-9]{8}/.exec(reply.body)?.[0] ?? '';
   const app = bot.app;
   await eventually(async () => (await app.store.get(runId))?.gates[0]?.notConfigured === true, 'the run waits at agent');
-  expect((await app.store.get(runId))?.gates[0]?.summary).toBe('not configured: needs GITHUB_TOKEN or a GitHub App (GITHUB_APP_ID, GITHUB_APP_PRIVATE_KEY)');
+  expect((await app.store.get(runId))?.gates[0]?.summary).toBe('not configured: needs GITHUB_TOKEN or a GitHub App (GITHUB_APP_ID, GITHUB_APP_PRIVATE_KEY), or a repository with a local path: in the policy');
   // The start-up summary says the same, and that the model is there.
   const forge = app.setup.find((line) => line.part === 'forge');
   expect(forge).toMatchObject({ state: 'missing' });
   expect(forge?.detail).toContain('GITHUB_TOKEN');
   expect(app.setup.find((line) => line.part === 'model')).toMatchObject({ state: 'configured' });
+});
+
+it('/ship clear cancels the caller’s own runs stuck at a gate that is not configured, and nobody else’s', async () => {
+  bot = await startTestBot({ name: 'not-configured-clear' });
+  const ship = async (user: string) => {
+    const reply = await sendSlashCommand(bot?.eventsUrl ?? '', SIGNING_SECRET, { text: 'acme/docs fix the typo', user_id: user, channel_id: 'CDOCS' });
+    return /sg-[a-z0-9]{8}/.exec(reply.body)?.[0] ?? '';
+  };
+  const mine = [await ship('UALICE'), await ship('UALICE')];
+  const theirs = await ship('UBOB');
+  const app = bot.app;
+  for (const runId of [...mine, theirs]) await eventually(async () => (await app.store.get(runId))?.gates[0]?.notConfigured === true, 'the run waits at agent');
+
+  const cleared = await sendSlashCommand(bot.eventsUrl, SIGNING_SECRET, { text: 'clear', user_id: 'UALICE', channel_id: 'CDOCS' });
+  expect(cleared.body).toContain('Cancelling 2 runs');
+  for (const runId of mine) await eventually(async () => (await app.store.get(runId))?.state === 'cancelled', 'the stuck run cancelled');
+  expect((await app.store.get(theirs))?.state).not.toBe('cancelled');
+  const again = await sendSlashCommand(bot.eventsUrl, SIGNING_SECRET, { text: 'clear', user_id: 'UALICE', channel_id: 'CDOCS' });
+  expect(again.body).toContain('None of your runs is stuck');
+  expect((await app.audit.exportRun(mine[0] ?? '')).split('\n').filter((line) => line.includes('"run.cancel_requested"'))).toHaveLength(1);
 });

@@ -163,4 +163,10 @@ describe('parseCommand: keywords that are really tasks', () => {
       task: 'cancel the banner',
     });
   });
+
+  it('clear and clear all end the caller’s stuck runs; anything else after clear is a task or an error', () => {
+    expect(parseCommand('clear', NO_DEFAULT)).toEqual({ kind: 'clear', all: false });
+    expect(parseCommand('clear ALL', NO_DEFAULT)).toEqual({ kind: 'clear', all: true });
+    expect(parseCommand('clear the cache', WITH_DEFAULT)).toMatchObject({ kind: 'run', task: 'clear the cache' });
+  });
 });
