@@ -2,7 +2,11 @@ import { Counter, Gauge, Histogram, Registry, collectDefaultMetrics } from 'prom
 
 /**
  * Prometheus metrics (SPEC §8). One registry per process, injected, so tests
- * can read it and nothing relies on prom-client's global default.
+ * can read it and nothing relies on prom-client's global default. shipgate's
+ * own metrics are named `shipgate_*`; the Node.js process metrics keep
+ * prom-client's standard names (`process_cpu_seconds_total`,
+ * `nodejs_eventloop_lag_seconds`, …) so stock Node.js dashboards and alerts
+ * work unchanged (the scrape's `job`/`pod` labels say which process it is).
  */
 export interface Metrics {
   registry: Registry;
@@ -18,7 +22,7 @@ export interface Metrics {
 
 export function createMetrics(): Metrics {
   const registry = new Registry();
-  collectDefaultMetrics({ register: registry, prefix: 'shipgate_' });
+  collectDefaultMetrics({ register: registry });
   const collectors: Array<Parameters<Metrics['onCollect']>[0]> = [];
 
   const runsEnded = new Counter({ name: 'shipgate_runs_ended_total', help: 'Runs that reached a terminal state', labelNames: ['state'], registers: [registry] });

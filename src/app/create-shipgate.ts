@@ -73,6 +73,8 @@ export interface Shipgate {
   stop(): Promise<void>;
   /** The bound HTTP port (useful with PORT=0). */
   port(): number;
+  /** The bound metrics port when METRICS_PORT is set (useful with METRICS_PORT=0); undefined otherwise. */
+  metricsPort(): number | undefined;
   /** What is configured and what is not, and which variable would configure it (logged at start). */
   setup: SetupSummary;
   /** Resolves when the console chat's input closes (never in Slack mode). */
@@ -91,6 +93,12 @@ export interface Shipgate {
  * `worker` runs the queues, `all` does both. All shared state lives in Redis,
  * so any number of either can run side by side.
  */
+/**
+ * How long a shutdown waits for the Slack and GitHub requests already in flight (Slack wants an
+ * answer within 3 s anyway); a client that holds its request open longer is cut.
+ */
+const ROUTE_DRAIN_MS = 5_000;
+
 export function createShipgate(options: ShipgateOptions): Shipgate {
   const { config, log } = options;
   const clock = options.clock ?? (() => new Date());
@@ -183,6 +191,9 @@ export function createShipgate(options: ShipgateOptions): Shipgate {
   });
 
   let http: HttpService | undefined;
+  let metricsHttp: HttpService | undefined;
+  // Set the moment stop() is called (a signal), before anything else: /readyz answers 503 from then on.
+  let draining = false;
   let cancellation: Cancellation | undefined;
   let worker: WorkerRole | undefined;
   let starting: Promise<void> | undefined;
@@ -197,6 +208,7 @@ export function createShipgate(options: ShipgateOptions): Shipgate {
     setup,
     closed: chat.closed ?? new Promise<void>(() => undefined),
     port: () => http?.port ?? config.port,
+    metricsPort: () => metricsHttp?.port ?? config.metricsPort,
 
     start() {
       starting ??= startOnce();
@@ -204,6 +216,7 @@ export function createShipgate(options: ShipgateOptions): Shipgate {
     },
 
     async stop() {
+      draining = true;
       // A stop during start (a signal) waits for it: closing what start is still opening races it.
       await starting?.catch(() => undefined);
       stopping ??= stopOnce();
@@ -269,31 +282,55 @@ export function createShipgate(options: ShipgateOptions): Shipgate {
           scrub,
         })
       : undefined;
-    // A worker serves health, readiness and metrics only.
+    const ready = () => redisReady(connections.redis);
+    const isDraining = () => draining;
+    // PORT: the web role's routes; every role answers /healthz and /readyz there, and /metrics unless
+    // METRICS_PORT gives metrics a port of their own (with health and readiness, so a worker can be
+    // scraped and probed there and nothing else of it needs to be reachable).
     http = await serveHttp({
       routes: web?.routes ?? [],
-      ready: () => redisReady(connections.redis),
-      metrics,
+      ready,
+      draining: isDraining,
+      metrics: config.metricsPort === undefined ? metrics : undefined,
       log,
       port: config.port,
     });
+    if (config.metricsPort !== undefined) {
+      metricsHttp = await serveHttp({
+        routes: [],
+        ready,
+        draining: isDraining,
+        metrics,
+        log,
+        port: config.metricsPort,
+      });
+    }
     await web?.start();
-    log.info({ role: config.role, chat: config.chat.kind, port: http.port }, 'shipgate started');
+    log.info(
+      { role: config.role, chat: config.chat.kind, port: http.port, metricsPort: metricsHttp?.port },
+      'shipgate started',
+    );
   }
 
   async function stopOnce(): Promise<void> {
     log.info('shipgate stopping');
-    // Stop taking work first, then let in-flight jobs finish (BullMQ waits for them on close).
-    await http?.close();
-    await chat.stop();
-    await worker?.close();
-    await localForge?.idle();
-    await stores.queues.close();
-    await cancellation?.close();
-    // Every append of this process is done now: record the head outside Redis (SPEC §7).
-    await stores.audit.close();
-    await connections.close();
-    await git.close();
+    // Stop taking work first: /readyz has answered 503 since stop() was called and the routes refuse
+    // new requests; the ones in flight finish. The servers keep listening until the end, so /healthz
+    // stays 200 (and metrics scrapable) while in-flight jobs finish (BullMQ waits for them on close).
+    try {
+      await http?.settle(ROUTE_DRAIN_MS);
+      await chat.stop();
+      await worker?.close();
+      await localForge?.idle();
+      await stores.queues.close();
+      await cancellation?.close();
+      // Every append of this process is done now: record the head outside Redis (SPEC §7).
+      await stores.audit.close();
+      await connections.close();
+      await git.close();
+    } finally {
+      await Promise.all([http?.close(), metricsHttp?.close()]);
+    }
     log.info('shipgate stopped');
   }
 }

@@ -22,6 +22,8 @@ export class ConfigError extends Error {
 const ENV_FIXES: Record<string, string> = {
   REDIS_URL: 'set it to a redis:// or rediss:// URL, e.g. redis://127.0.0.1:6379',
   PORT: 'set it to a TCP port number between 1 and 65535',
+  METRICS_PORT:
+    'set it to a TCP port number between 1 and 65535 other than PORT (e.g. 9464), or unset it to serve /metrics on PORT',
   SLACK_BOT_TOKEN: 'set it to the Bot User OAuth Token (xoxb-…) from the Slack app settings',
   SLACK_SIGNING_SECRET: "set it to the Signing Secret from the Slack app's Basic Information page",
   SLACK_APP_TOKEN: 'set it to an app-level token (xapp-…) with connections:write, or unset it for HTTP mode',
@@ -57,6 +59,9 @@ const envSchema = z
       .default('redis://127.0.0.1:6379')
       .pipe(z.url().regex(/^rediss?:\/\//, 'must start with redis:// or rediss://')),
     PORT: z.coerce.number().int().min(0).max(65535).default(3000),
+    // Unset: /metrics stays on PORT (SPEC §3). Set: /metrics moves here (with /healthz and /readyz),
+    // off the port the Slack/GitHub ingress reaches.
+    METRICS_PORT: z.coerce.number().int().min(0).max(65535).optional(),
     SLACK_BOT_TOKEN: optionalText,
     SLACK_SIGNING_SECRET: optionalText,
     SLACK_APP_TOKEN: optionalText.pipe(z.string().startsWith('xapp-', 'must start with xapp-').optional()),
@@ -94,6 +99,14 @@ const envSchema = z
     LOG_LEVEL: z.enum(['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent']).default('info'),
   })
   .superRefine((env, ctx) => {
+    // 0 asks the system for a free port, so two zeros are two different ports.
+    if (env.METRICS_PORT !== undefined && env.METRICS_PORT !== 0 && env.METRICS_PORT === env.PORT) {
+      ctx.addIssue({
+        code: 'custom',
+        path: ['METRICS_PORT'],
+        message: `is the same port as PORT (${env.PORT}); metrics get a port of their own so that the Slack/GitHub ingress never reaches them`,
+      });
+    }
     if (env.SLACK_BOT_TOKEN !== undefined && env.SLACK_APP_TOKEN === undefined && env.SLACK_SIGNING_SECRET === undefined) {
       ctx.addIssue({
         code: 'custom',
@@ -142,6 +155,11 @@ export interface Config {
   redisUrlIsDefault: boolean;
   redisPrefix: string;
   port: number;
+  /**
+   * METRICS_PORT: when set, /metrics is served there only (beside /healthz and /readyz), never on
+   * PORT; when unset, PORT serves /metrics as well.
+   */
+  metricsPort: number | undefined;
   role: 'all' | 'web' | 'worker';
   logLevel: 'fatal' | 'error' | 'warn' | 'info' | 'debug' | 'trace' | 'silent';
   chat: ChatMode;
@@ -276,6 +294,7 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env, options: LoadCo
     redisUrlIsDefault: present.REDIS_URL === undefined,
     redisPrefix: e.SHIPGATE_REDIS_PREFIX,
     port: e.PORT,
+    metricsPort: e.METRICS_PORT,
     role: e.SHIPGATE_ROLE,
     logLevel: e.LOG_LEVEL,
     chat,

@@ -92,7 +92,7 @@ beforeAll(async () => {
     },
   });
   // Mounted in shipgate's own HTTP server, so the route at /github/webhooks is under test too.
-  server = createHttpServer({ routes: [{ method: 'POST', path: GITHUB_WEBHOOK_PATH, listener }], ready: async () => true, metrics: createMetrics(), log });
+  server = createHttpServer({ routes: [{ method: 'POST', path: GITHUB_WEBHOOK_PATH, listener }], ready: async () => true, metrics: createMetrics(), log }).server;
   await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
   const address = server.address();
   if (address === null || typeof address === 'string') throw new Error('no TCP address');

@@ -1,3 +1,4 @@
+import { request, type IncomingMessage } from 'node:http';
 import { connect } from 'node:net';
 import { PassThrough } from 'node:stream';
 import { Redis } from 'ioredis';
@@ -12,7 +13,8 @@ import { BOT_TOKEN, SIGNING_SECRET, TEST_POLICY, startTestBot, testEnv, type Tes
 import { freePort, spawnRedis, type SpawnedRedis } from '../helpers/global-redis.js';
 import { testPrefix } from '../helpers/ids.js';
 import { killAll, spawnShipgate, waitForHealthy, writePolicyFile, type ShipgateProcess } from '../helpers/process.js';
-import { sendSlashCommand } from '../helpers/slack-requests.js';
+import type { GateStep } from '../../workers/gates/gate-step.js';
+import { sendSlashCommand, signSlackRequest, slashCommandBody } from '../helpers/slack-requests.js';
 import { startSlackServer, type SlackServer } from '../helpers/slack-server.js';
 
 /**
@@ -26,12 +28,15 @@ const logLineSchema = z.looseObject({ level: z.string(), msg: z.string() });
 const processes: ShipgateProcess[] = [];
 let slack: SlackServer | undefined;
 let bot: TestBot | undefined;
+let workerBot: TestBot | undefined;
 let privateRedis: SpawnedRedis | undefined;
 let strandedApp: Shipgate | undefined;
 let redis: Redis | undefined;
 
 afterEach(async () => {
   await killAll(processes.splice(0));
+  await workerBot?.stop();
+  workerBot = undefined;
   await bot?.stop();
   bot = undefined;
   await slack?.close();
@@ -195,7 +200,171 @@ describe('graceful shutdown', { timeout: 45_000 }, () => {
   );
 });
 
+async function getJson(url: string): Promise<{ status: number; json: unknown }> {
+  const response = await fetch(url);
+  return { status: response.status, json: await response.json() };
+}
+
+/**
+ * A signed slash command whose body arrives in two parts: the request is in flight (its route
+ * handler started) until `finish()` sends the rest. Resolves `response` with Slack's answer.
+ */
+function slowSlashCommand(
+  port: number,
+  text: string,
+): { finish(): void; response: Promise<{ status: number; body: string }> } {
+  const body = slashCommandBody({ text, user_id: 'UALICE', channel_id: 'CSHOP' });
+  const timestamp = Math.floor(Date.now() / 1000);
+  const req = request({
+    host: '127.0.0.1',
+    port,
+    method: 'POST',
+    path: '/slack/events',
+    headers: {
+      'content-type': 'application/x-www-form-urlencoded',
+      'content-length': String(Buffer.byteLength(body)),
+      'x-slack-request-timestamp': String(timestamp),
+      'x-slack-signature': signSlackRequest(SIGNING_SECRET, timestamp, body),
+    },
+  });
+  const response = new Promise<{ status: number; body: string }>((resolveResponse, reject) => {
+    req.once('error', reject);
+    req.once('response', (res: IncomingMessage) => {
+      let text = '';
+      res.setEncoding('utf8');
+      res.on('data', (chunk: string) => (text += chunk));
+      res.once('end', () => resolveResponse({ status: res.statusCode ?? 0, body: text }));
+    });
+  });
+  const half = Math.floor(body.length / 2);
+  req.write(body.slice(0, half));
+  req.flushHeaders();
+  return { finish: () => req.end(body.slice(half)), response };
+}
+
+describe('draining on SIGTERM with METRICS_PORT', { timeout: 45_000 }, () => {
+  it('answers /readyz 503 from the signal on, keeps /healthz 200 and metrics scrapable while it drains, finishes the request in flight, exits 0', async () => {
+    slack = await startSlackServer({ token: BOT_TOKEN });
+    const port = await freePort();
+    const metricsPort = await freePort();
+    const p = spawn(
+      testEnv(slack, testPrefix('drain'), {
+        PORT: String(port),
+        METRICS_PORT: String(metricsPort),
+        LOG_LEVEL: 'info',
+        SHIPGATE_CONFIG: writePolicyFile(TEST_POLICY),
+      }),
+    );
+    await waitForHealthy(port);
+    await waitForHealthy(metricsPort);
+    const app = `http://127.0.0.1:${port}`;
+    const ops = `http://127.0.0.1:${metricsPort}`;
+
+    // Metrics live on their own port only: the Slack/GitHub ingress (PORT) never serves them.
+    expect((await fetch(`${app}/metrics`)).status).toBe(404);
+    const scraped = await fetch(`${ops}/metrics`);
+    expect(scraped.status).toBe(200);
+    const text = await scraped.text();
+    expect(text).toContain('# TYPE shipgate_runs_requested_total counter');
+    expect(text).toMatch(/^process_cpu_seconds_total \S+$/m);
+    expect(text).toContain('# TYPE nodejs_eventloop_lag_seconds gauge');
+    expect(text).not.toContain('shipgate_process_');
+    expect(await getJson(`${ops}/readyz`)).toEqual({ status: 200, json: { status: 'ready' } });
+    expect(await getJson(`${app}/readyz`)).toEqual({ status: 200, json: { status: 'ready' } });
+    // The ops port serves no routes.
+    expect((await fetch(`${ops}/slack/events`, { method: 'POST', body: '' })).status).toBe(404);
+
+    // A command whose request is still arriving holds the drain open (up to its bound).
+    const slow = slowSlashCommand(port, 'acme/shop add a /healthz endpoint');
+    await new Promise((r) => setTimeout(r, 200));
+    p.child.kill('SIGTERM');
+    await p.waitForOutput(/"msg":"shutdown requested"/);
+
+    // The first probe after the signal already says "not ready"; liveness stays green.
+    expect(await getJson(`${ops}/readyz`)).toEqual({ status: 503, json: { status: 'draining' } });
+    expect(await getJson(`${app}/readyz`)).toEqual({ status: 503, json: { status: 'draining' } });
+    expect(await getJson(`${ops}/healthz`)).toEqual({ status: 200, json: { status: 'ok' } });
+    expect(await getJson(`${app}/healthz`)).toEqual({ status: 200, json: { status: 'ok' } });
+    expect((await fetch(`${ops}/metrics`)).status).toBe(200);
+    // New work is refused (another replica takes it); the request already in flight is finished.
+    const late = await sendSlashCommand(`${app}/slack/events`, SIGNING_SECRET, {
+      text: 'acme/shop too late',
+      user_id: 'UALICE',
+      channel_id: 'CSHOP',
+    });
+    expect(late.status).toBe(503);
+    expect(p.child.exitCode).toBeNull();
+
+    slow.finish();
+    const answered = await slow.response;
+    expect(answered.status).toBe(200);
+    expect(answered.body).toMatch(/sg-[a-z0-9]{8}/);
+
+    expect(await exitCode(p)).toBe(0);
+    expect(
+      logLines(p.stdout())
+        .map((line) => line.msg)
+        .at(-1),
+    ).toBe('shipgate stopped');
+    expect(await portAcceptsConnections(port)).toBe(false);
+    expect(await portAcceptsConnections(metricsPort)).toBe(false);
+  });
+});
+
 describe('health, readiness and metrics', { timeout: 30_000 }, () => {
+  it('a worker-only process serves health, readiness and metrics on METRICS_PORT, also while it drains a job', async () => {
+    bot = await startTestBot({ name: 'worker-metrics', env: { SHIPGATE_ROLE: 'web' } });
+    let entered: (() => void) | undefined;
+    const stepEntered = new Promise<void>((resolveEntered) => (entered = resolveEntered));
+    let release: (() => void) | undefined;
+    const released = new Promise<void>((resolveReleased) => (release = resolveReleased));
+    const holding: GateStep = {
+      async run() {
+        entered?.();
+        await released;
+        return { kind: 'pending', summary: 'held by the test', recheckAfterMs: 60_000 };
+      },
+    };
+    workerBot = await startTestBot({
+      name: 'worker-metrics-worker',
+      env: { SHIPGATE_ROLE: 'worker', SHIPGATE_REDIS_PREFIX: bot.config.redisPrefix, METRICS_PORT: '0' },
+      steps: { agent: holding },
+    });
+    const worker = workerBot.app;
+    const metricsPort = worker.metricsPort();
+    expect(metricsPort).toBeGreaterThan(0);
+    expect(metricsPort).not.toBe(worker.port());
+    const ops = `http://127.0.0.1:${metricsPort ?? 0}`;
+    expect(await getJson(`${ops}/healthz`)).toEqual({ status: 200, json: { status: 'ok' } });
+    expect(await getJson(`${ops}/readyz`)).toEqual({ status: 200, json: { status: 'ready' } });
+    const scraped = await (await fetch(`${ops}/metrics`)).text();
+    expect(scraped).toMatch(/^shipgate_queue_jobs\{queue="runs",state="waiting"\} \d+$/m);
+    expect(scraped).toContain('# TYPE process_cpu_seconds_total counter');
+    expect((await fetch(`${workerBot.baseUrl}/metrics`)).status).toBe(404);
+
+    const ack = await sendSlashCommand(bot.eventsUrl, SIGNING_SECRET, {
+      text: 'acme/shop add a /healthz endpoint',
+      user_id: 'UALICE',
+      channel_id: 'CSHOP',
+    });
+    expect(ack.body).toMatch(/sg-[a-z0-9]{8}/);
+    await stepEntered;
+
+    // The job in flight holds the worker's shutdown; it is not ready, still alive, still scrapable.
+    let stopped = false;
+    const stopping = worker.stop().then(() => {
+      stopped = true;
+    });
+    expect(await getJson(`${ops}/readyz`)).toEqual({ status: 503, json: { status: 'draining' } });
+    expect(await getJson(`${ops}/healthz`)).toEqual({ status: 200, json: { status: 'ok' } });
+    expect((await fetch(`${ops}/metrics`)).status).toBe(200);
+    expect(stopped).toBe(false);
+
+    release?.();
+    await stopping;
+    expect(await portAcceptsConnections(metricsPort ?? 0)).toBe(false);
+  });
+
   it('serves /healthz, /readyz and Prometheus /metrics with run and queue figures', async () => {
     bot = await startTestBot({ name: 'http-ops' });
     const health = await fetch(`${bot.baseUrl}/healthz`);

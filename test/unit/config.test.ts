@@ -46,6 +46,8 @@ describe('loadConfig: defaults', () => {
     );
     expect(config.redisUrl).toBe('redis://127.0.0.1:6379');
     expect(config.port).toBe(3000);
+    // Unset: /metrics stays on PORT (SPEC §3); the Kubernetes manifests set it.
+    expect(config.metricsPort).toBeUndefined();
     expect(config.role).toBe('all');
     expect(config.logLevel).toBe('info');
     expect(config.chat).toEqual({ kind: 'console' });
@@ -79,6 +81,12 @@ describe('loadConfig: defaults', () => {
     expect(config.port).toBe(8080);
     expect(config.redisUrl).toBe('rediss://cache.internal:6380/2');
     expect(config.role).toBe('worker');
+  });
+
+  it('takes METRICS_PORT, a port of its own for /metrics (0 picks a free one, like PORT=0)', () => {
+    expect(load({ METRICS_PORT: '9464' }).metricsPort).toBe(9464);
+    expect(load({ METRICS_PORT: '' }).metricsPort).toBeUndefined();
+    expect(load({ PORT: '0', METRICS_PORT: '0' }).metricsPort).toBe(0);
   });
 
   it('treats blank Slack variables as unset (console mode)', () => {
@@ -188,6 +196,9 @@ describe('loadConfig: every environment error names the key and a fix', () => {
     ['REDIS_URL not a redis URL', { REDIS_URL: 'http://x' }, 'REDIS_URL', 'redis://'],
     ['PORT not a number', { PORT: 'eighty' }, 'PORT', 'between 1 and 65535'],
     ['PORT out of range', { PORT: '70000' }, 'PORT', 'between 1 and 65535'],
+    ['METRICS_PORT not a number', { METRICS_PORT: 'metrics' }, 'METRICS_PORT', 'between 1 and 65535'],
+    ['METRICS_PORT the same as PORT', { PORT: '9464', METRICS_PORT: '9464' }, 'METRICS_PORT', 'other than PORT'],
+    ['METRICS_PORT the same as the default PORT', { METRICS_PORT: '3000' }, 'METRICS_PORT', 'unset it to serve /metrics on PORT'],
     ['a bot token without a signing secret', { SLACK_BOT_TOKEN: 'xoxb-1-2' }, 'SLACK_SIGNING_SECRET', 'Signing Secret'],
     ['a signing secret without a bot token', { SLACK_SIGNING_SECRET: 'shh' }, 'SLACK_BOT_TOKEN', 'xoxb-'],
     [
