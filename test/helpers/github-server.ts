@@ -939,6 +939,38 @@ export async function startGitHubServer(options: GitHubServerOptions = {}): Prom
     return { status: 200, body: slice, headers };
   });
 
+  // The combined status (docs: commits/statuses#get-the-combined-status-for-a-specific-reference): the
+  // latest status of each context, newest first, without `creator`, paginated like GitHub's.
+  addRoute('GET', '/repos/:owner/:repo/commits/:ref/status', ({ params, query }) => {
+    const repository = repositoryOf(params);
+    if (repository === undefined) return notFound(`${DOCS}/commits/statuses#get-the-combined-status-for-a-specific-reference`);
+    const ref = params.ref ?? '';
+    const latest = new Map<string, JsonObject>();
+    for (const stored of [...(statuses.get(ciKey(repository.fullName, ref)) ?? [])].reverse()) {
+      const { creator: _creator, ...status } = stored.json;
+      const context = String(stored.json.context);
+      if (!latest.has(context)) latest.set(context, status);
+    }
+    const all = [...latest.values()];
+    const states = all.map((status) => status.state);
+    const state = states.some((s) => s === 'failure' || s === 'error') ? 'failure' : states.length === 0 || states.some((s) => s === 'pending') ? 'pending' : 'success';
+    const path = `/repos/${repository.fullName}/commits/${encodeURIComponent(ref)}/status`;
+    const { slice, headers } = paginate(all, query, path);
+    return {
+      status: 200,
+      body: {
+        state,
+        statuses: slice,
+        sha: ref,
+        total_count: all.length,
+        repository: { id: 1, full_name: repository.fullName },
+        commit_url: `${origin}${prefix}/repos/${repository.fullName}/commits/${ref}`,
+        url: `${origin}${prefix}${path}`,
+      },
+      headers,
+    };
+  });
+
   addRoute('GET', '/repos/:owner/:repo/check-runs/:id/annotations', ({ params, query }) => {
     const docs = `${DOCS}/checks/runs#list-check-run-annotations`;
     const repository = repositoryOf(params);

@@ -22,7 +22,7 @@ const TOKEN = randomBytes(20).toString('hex');
 const SHA = 'ce587453ced02b1526dfb4cb910479d431683101';
 
 const CHECK_RUNS = '/repos/:owner/:repo/commits/:ref/check-runs';
-const STATUSES = '/repos/:owner/:repo/commits/:ref/statuses';
+const STATUSES = '/repos/:owner/:repo/commits/:ref/status';
 
 function sample(name: string): unknown {
   return sampleJson('github', name);
@@ -74,6 +74,11 @@ const sampleStatusExchange = z
   )
   .parse(sample('octokit-fixtures.create-status.combined-status-failure.json'))
   .find((exchange) => exchange.method === 'get' && exchange.path.endsWith('/statuses'))!;
+/** The fixture's combined status (`GET …/commits/:sha/status`): what the adapter reads. */
+const sampleCombinedExchange = z
+  .array(z.object({ method: z.string(), path: z.string(), response: z.unknown() }))
+  .parse(sample('octokit-fixtures.create-status.combined-status-failure.json'))
+  .find((exchange) => exchange.method === 'get' && exchange.path.endsWith('/status'))!;
 const sampleStatuses = z
   .array(
     z.object({
@@ -219,6 +224,7 @@ describe('GitHub CI reads against the GitHub fake, with the Redis ETag cache', (
 
     const checks = await get(`/repos/acme/shop/commits/${SHA}/check-runs`);
     const statuses = await get(`/repos/acme/shop/commits/${SHA}/statuses`);
+    const combined = await get(`/repos/acme/shop/commits/${SHA}/status`);
     const annotations = await get(`/repos/acme/shop/check-runs/${run!.id}/annotations`);
 
     const sampleChecks = z
@@ -232,6 +238,10 @@ describe('GitHub CI reads against the GitHub fake, with the Redis ETag cache', (
         .concat('creator')
         .sort(),
     );
+    // The combined status the adapter reads: the same fields as the fixture's, at both levels.
+    const statusesOf = (value: unknown): unknown[] => z.object({ statuses: z.array(z.unknown()) }).parse(value).statuses;
+    expect(keysOf(combined.body)).toEqual(keysOf(sampleCombinedExchange.response));
+    expect(keysOf(statusesOf(combined.body)[0])).toEqual(keysOf(statusesOf(sampleCombinedExchange.response)[0]));
     expect(keysOf(first(annotations.body))).toEqual(keysOf(first(sample('rest.checks.list-annotations.example.json'))));
     // The fixture's ETag is a quoted 32-hex string, as are the fake's.
     expect(String(sampleStatusExchange.headers.etag)).toMatch(/^"[0-9a-f]{32}"$/);
@@ -324,7 +334,7 @@ describe('GitHub CI reads against the GitHub fake, with the Redis ETag cache', (
     expect(keys.sort()).toEqual(
       [
         `${prefix}:etag:${server.apiUrl}/repos/acme/shop/commits/${SHA}/check-runs?per_page=100&filter=latest`,
-        `${prefix}:etag:${server.apiUrl}/repos/acme/shop/commits/${SHA}/statuses?per_page=100`,
+        `${prefix}:etag:${server.apiUrl}/repos/acme/shop/commits/${SHA}/status?per_page=100`,
       ].sort(),
     );
   });

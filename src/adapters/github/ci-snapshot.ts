@@ -2,7 +2,7 @@ import { z } from 'zod';
 import type { CheckRunInfo, CiSnapshot, CommitStatusInfo, GitHubCiPort } from '../../ports/github.js';
 import type { GitHubRestContext } from './context.js';
 
-/** What CI says about a commit: its check runs and commit statuses, every page, conditionally. */
+/** What CI says about a commit: its check runs and its combined commit status, every page, conditionally. */
 
 /** A REST check run (only the fields used); the shape of `GET …/commits/{ref}/check-runs` items. */
 const checkRunSchema = z.object({
@@ -33,6 +33,9 @@ const commitStatusSchema = z.object({
   updated_at: z.string(),
 });
 
+/** `GET …/commits/{ref}/status` (only the field used): one entry per context, its latest status. */
+const combinedStatusSchema = z.object({ statuses: z.array(commitStatusSchema) });
+
 export function createCiSnapshot(ctx: GitHubRestContext): Pick<GitHubCiPort, 'ciSnapshot'> {
   const { call, clientFor } = ctx;
   const { allPages } = ctx.reads;
@@ -48,7 +51,8 @@ export function createCiSnapshot(ctx: GitHubRestContext): Pick<GitHubCiPort, 'ci
           // GitHub's default too, stated so that a re-run's superseded attempt never counts.
           filter: 'latest',
         }).url;
-        const statusesUrl = client.request.endpoint('GET /repos/{owner}/{repo}/commits/{ref}/statuses', {
+        // The combined status: each context's latest status once, not every status ever posted.
+        const statusesUrl = client.request.endpoint('GET /repos/{owner}/{repo}/commits/{ref}/status', {
           owner,
           repo,
           ref: sha,
@@ -82,12 +86,11 @@ export function createCiSnapshot(ctx: GitHubRestContext): Pick<GitHubCiPort, 'ci
           }
         }
 
-        // The statuses list is every status ever posted, newest first: a context's first entry is
-        // its current state (as in the combined status); older ones (`pending` before `success`)
-        // would only mislead the gate.
+        // Pages of the combined status split its `statuses` (latest per context); a context seen on
+        // two pages (a status posted between the requests) counts once, as first seen.
         const statuses = new Map<string, CommitStatusInfo>();
         for (const page of statusPages) {
-          for (const status of z.array(commitStatusSchema).parse(page)) {
+          for (const status of combinedStatusSchema.parse(page).statuses) {
             if (statuses.has(status.context)) continue;
             statuses.set(status.context, {
               context: status.context,
