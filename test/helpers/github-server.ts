@@ -948,7 +948,7 @@ export async function startGitHubServer(options: GitHubServerOptions = {}): Prom
     const latest = new Map<string, JsonObject>();
     for (const stored of [...(statuses.get(ciKey(repository.fullName, ref)) ?? [])].reverse()) {
       const { creator: _creator, ...status } = stored.json;
-      const context = String(stored.json.context);
+      const context = stored.setup.context ?? 'default';
       if (!latest.has(context)) latest.set(context, status);
     }
     const all = [...latest.values()];
