@@ -1,5 +1,5 @@
 import { execFileSync } from 'node:child_process';
-import { mkdirSync, mkdtempSync, writeFileSync } from 'node:fs';
+import { mkdirSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { PassThrough } from 'node:stream';
@@ -42,7 +42,7 @@ function git(cwd: string, ...args: string[]): string {
 }
 
 function seed(): string {
-  const root = mkdtempSync(join(tmpdir(), 'shipgate-crash-'));
+  const root = tempFolder('shipgate-crash-');
   const bare = join(root, 'shop.git');
   git(root, 'init', '--bare', '--initial-branch=main', bare);
   git(root, 'clone', bare, join(root, 'seed'));
@@ -101,10 +101,19 @@ function crashingGitHub(real: GitHubPort, point: CrashPoint, crashed: { done: bo
 }
 
 let cleanup: Array<() => Promise<void>> = [];
+/** The temp folders this file made (the seeded repository, the work roots), removed after each test. */
+const folders: string[] = [];
 afterEach(async () => {
   for (const fn of cleanup.reverse()) await fn();
   cleanup = [];
+  for (const dir of folders.splice(0)) rmSync(dir, { recursive: true, force: true });
 });
+
+function tempFolder(prefix: string): string {
+  const dir = mkdtempSync(join(tmpdir(), prefix));
+  folders.push(dir);
+  return dir;
+}
 
 describe('a worker dying after each side effect of the agent and pr gates', () => {
   it.each<CrashPoint>(['prepareWorkspace', 'commitAll', 'push', 'createPullRequest'])(
@@ -148,7 +157,7 @@ describe('a worker dying after each side effect of the agent and pr gates', () =
           git: gitPort,
           model: createAnthropicModel({ apiKey: 'k', baseUrl: model.baseUrl, log, maxRetries: 0 }),
           modelId: 'claude-sonnet-4-6',
-          workRoot: mkdtempSync(join(tmpdir(), 'shipgate-crash-work-')),
+          workRoot: tempFolder('shipgate-crash-work-'),
           clock: () => new Date(),
           sandbox: createBubblewrapSandbox({ workerUid: process.getuid?.() ?? 0 }),
           scrub: (text) => text,
