@@ -1,4 +1,4 @@
-import type { Job } from 'bullmq';
+import { DelayedError, type Job } from 'bullmq';
 import type { AuditLog } from '../src/audit/audit-log.js';
 import {
   applyOutcome,
@@ -51,6 +51,12 @@ export interface RunProcessorDeps {
   scrub: Scrub;
   /** Why a gate kind has no step here (the composition root's gate table): shown on the card and audited. */
   notConfigured: Partial<Record<GateKind, string>>;
+  /**
+   * Aborts when this worker is shutting down (SIGTERM): the step in flight is aborted through its
+   * signal and the job handed back at once for another worker (or this one after a restart); the
+   * steps already resume safely, so no work is lost and the process exits in seconds.
+   */
+  shutdown?: AbortSignal | undefined;
 }
 
 function scrubOutcome(outcome: GateOutcome, scrub: Scrub): GateOutcome {
@@ -66,7 +72,7 @@ function scrubOutcome(outcome: GateOutcome, scrub: Scrub): GateOutcome {
  * keyed, so idempotent) are written before the state change; a worker killed
  * in between redoes the step and re-writes the same keys, which are no-ops.
  */
-export function createRunProcessor(deps: RunProcessorDeps): (job: Job<AdvanceJob>) => Promise<void> {
+export function createRunProcessor(deps: RunProcessorDeps): (job: Job<AdvanceJob>, token?: string) => Promise<void> {
   const { store, audit, queues, steps, cancellation, clock } = deps;
 
   async function cleanUp(run: Run, log: Logger): Promise<void> {
@@ -152,7 +158,17 @@ export function createRunProcessor(deps: RunProcessorDeps): (job: Job<AdvanceJob
     if (change !== undefined && change.before !== change.after) await queues.scheduleRun(run.id, change.after.jobSeq, left);
   }
 
-  return async function processAdvance(job) {
+  /**
+   * Gives the job back to the queue, due now, without spending one of its attempts: BullMQ's way for
+   * a processor to end a job it did not finish (moveToDelayed + DelayedError).
+   */
+  async function handBack(job: Job<AdvanceJob>, token: string | undefined, log: Logger): Promise<never> {
+    await job.moveToDelayed(Date.now(), token);
+    log.info('shutting down: run job handed back');
+    throw new DelayedError();
+  }
+
+  return async function processAdvance(job, token) {
     const { runId } = job.data;
     const log = deps.log.child({ runId, jobId: job.id });
     const initial = await store.get(runId);
@@ -183,8 +199,14 @@ export function createRunProcessor(deps: RunProcessorDeps): (job: Job<AdvanceJob
     /** True while the run still has `gateName` as its current gate and this job's sequence. */
     const owns = (run: Run, gateName: string): boolean => run.jobSeq === ownSeq && currentGate(run)?.name === gateName;
     const registration = cancellation.register(runId);
+    const shutdown = deps.shutdown;
+    const shuttingDown = (): boolean => shutdown?.aborted === true;
+    // A step stops on either: the run's cancel, or this worker's shutdown.
+    const signal = shutdown === undefined ? registration.signal : AbortSignal.any([registration.signal, shutdown]);
     try {
       for (;;) {
+        // Between gates: a verdict the last step reached is stored; the next gate is another worker's.
+        if (shuttingDown()) return await handBack(job, token, log);
         const run = await store.get(runId);
         if (run === undefined) return;
         if (isTerminal(run.state)) {
@@ -233,7 +255,7 @@ export function createRunProcessor(deps: RunProcessorDeps): (job: Job<AdvanceJob
         }
         const attemptKey = started.gates.find((g) => g.name === gate.name)?.startedAt ?? '';
         const timer = deps.metrics?.gateTimer(gate.kind);
-        const outcome = await evaluate(started, gate.name, registration.signal, log);
+        const outcome = await evaluate(started, gate.name, signal, log);
         if (registration.signal.aborted) continue;
         // The run may have moved on while the step ran (a follow-up rewound it, a retry took over):
         // then this verdict is stale and must leave no trace, not even an audit event or a reply.
@@ -276,6 +298,9 @@ export function createRunProcessor(deps: RunProcessorDeps): (job: Job<AdvanceJob
         }
       }
     } catch (error) {
+      if (error instanceof DelayedError) throw error;
+      // An error of a step aborted by the shutdown (the model call, a check) is not the step's failure.
+      if (shuttingDown()) return await handBack(job, token, log);
       await announceRetry(job, error, log);
       throw error;
     } finally {

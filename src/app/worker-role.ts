@@ -58,7 +58,7 @@ export interface WorkerRoleDeps {
 export interface WorkerRole {
   /** Probes the sandbox (a worker that cannot isolate checks does not start), starts both queues' workers, recovers runs. */
   start(): Promise<void>;
-  /** Lets in-flight jobs finish (BullMQ waits for them on close). */
+  /** Aborts the steps in flight and hands their jobs back, then closes the workers (in seconds, whatever ran). */
   close(): Promise<void>;
 }
 
@@ -68,6 +68,8 @@ export function createWorkerRole(deps: WorkerRoleDeps): WorkerRole {
   const { store, audit, queues } = stores;
   const workers: Worker[] = [];
   let unsubscribe: (() => void) | undefined;
+  // Aborted first thing on close: in-flight steps stop and their jobs go back to the queue (run-processor.ts).
+  const shutdown = new AbortController();
 
   return {
     async start() {
@@ -88,6 +90,7 @@ export function createWorkerRole(deps: WorkerRoleDeps): WorkerRole {
         maxRunMinutes: deps.policy.budgets.maxRunMinutes,
         scrub,
         notConfigured: deps.notConfigured,
+        shutdown: shutdown.signal,
       });
       const runWorker = new Worker<AdvanceJob>(RUN_QUEUE, runProcessor, {
         connection: bullmq,
@@ -158,6 +161,7 @@ export function createWorkerRole(deps: WorkerRoleDeps): WorkerRole {
     },
 
     async close() {
+      shutdown.abort(new Error('shipgate is shutting down'));
       unsubscribe?.();
       await deps.kubernetes?.stop();
       await settleInit(workers);

@@ -54,6 +54,8 @@ export interface MessageSpec {
   stop_reason?: 'end_turn' | 'tool_use' | 'max_tokens';
   /** Overrides the computed usage field by field. */
   usage?: Partial<ModelUsage>;
+  /** Holds the answer this long, as a slow model does (ends early when the client goes away). */
+  delayMs?: number;
 }
 
 export interface ErrorSpec {
@@ -394,9 +396,10 @@ interface SseEvent {
   data: JsonObject;
 }
 
-type Answer =
+type Answer = (
   | { kind: 'json'; status: number; body: JsonObject; headers?: Record<string, string>; usage?: ModelUsage }
-  | { kind: 'sse'; events: SseEvent[]; usage?: ModelUsage };
+  | { kind: 'sse'; events: SseEvent[]; usage?: ModelUsage }
+) & { delayMs?: number };
 
 function errorBody(type: string, message: string, requestId: string): JsonObject {
   return { type: 'error', error: { type, message }, request_id: requestId };
@@ -637,7 +640,8 @@ export async function startAnthropicServer(options: AnthropicServerOptions = {})
       return fail(500, 'api_error', 'anthropic fake: response function threw', requestId, noRetry);
     }
     if (isErrorSpec(spec)) return answerError(spec, record.stream, requestId, params.model);
-    return answerMessage(spec, request);
+    const answer = answerMessage(spec, request);
+    return spec.delayMs === undefined ? answer : { ...answer, delayMs: spec.delayMs };
   };
 
   const send = async (res: ServerResponse, answer: Answer, requestId: string): Promise<void> => {
@@ -681,6 +685,18 @@ export async function startAnthropicServer(options: AnthropicServerOptions = {})
     const answer = decide(record, raw, requestId);
     record.status = answer.kind === 'json' ? answer.status : 200;
     if (answer.usage !== undefined) record.usage = answer.usage;
+    if (answer.delayMs !== undefined) {
+      const delay = answer.delayMs;
+      // A client that gave up (an aborted call, a killed bot) gets nothing, and holds nothing open.
+      const gone = await new Promise<boolean>((resolveWait) => {
+        const timer = setTimeout(() => resolveWait(false), delay);
+        res.once('close', () => {
+          clearTimeout(timer);
+          resolveWait(true);
+        });
+      });
+      if (gone || res.destroyed) return;
+    }
     await send(res, answer, requestId);
   };
 

@@ -203,6 +203,8 @@ describe('the deploy gates', { timeout: 150_000 }, () => {
     );
     const runId = await w.ship('acme/shop add a health module');
     await mergeChange(w, runId, MERGE_SHA);
+    // The merged change's commit, read now: once the fix forward starts, the agent's record is the fix's.
+    const firstCommit = (await runOf(w, runId)).artifacts.agent?.commitSha;
     const firstBranch = (await runOf(w, runId)).artifacts.agent?.branch;
     gitops.produceFreight(MERGE_SHA);
 
@@ -231,7 +233,6 @@ describe('the deploy gates', { timeout: 150_000 }, () => {
     expect(at('diagnosis of dev')).toBeGreaterThan(at('stage:dev '));
 
     gitops.setScript('dev', { app: 'healthy' });
-    const firstCommit = (await runOf(w, runId)).artifacts.agent?.commitSha;
     await mergeChange(w, runId, FIX_MERGE_SHA, firstCommit);
     expect(w.github.pulls('acme/shop')).toHaveLength(2);
     gitops.produceFreight(FIX_MERGE_SHA);
@@ -261,9 +262,9 @@ describe('the deploy gates', { timeout: 150_000 }, () => {
     );
     const runId = await w.ship('acme/shop add a health module');
     await mergeChange(w, runId, MERGE_SHA);
+    const firstCommit = (await runOf(w, runId)).artifacts.agent?.commitSha;
     gitops.produceFreight(MERGE_SHA);
     await until(w, runId, 'sent back once', (run) => run.artifacts.deploy?.iterations === 1);
-    const firstCommit = (await runOf(w, runId)).artifacts.agent?.commitSha;
     await mergeChange(w, runId, FIX_MERGE_SHA, firstCommit);
     gitops.produceFreight(FIX_MERGE_SHA);
     await until(w, runId, 'the run failed', (run) => run.state === 'failed');
