@@ -175,7 +175,7 @@ describe('production approval', () => {
     // The same message (same ts), decided: who approved, and no buttons.
     const decided = approvalMessage(w, runId);
     expect(decided?.ts).toBe(request.ts);
-    await eventually(async () => ((approvalMessage(w, runId)?.text ?? '').includes('approved') ? true : undefined), 'the approval message updated');
+    await eventually(async () => ((approvalMessage(w, runId)?.text ?? '').includes('approved') ? true : undefined), 'the approval message updated', 30_000);
     expect(currentButtons(w, runId)).toEqual([]);
     expect(JSON.stringify(approvalMessage(w, runId)?.blocks)).toContain(`<@${winner.userId}>`);
     expect(w.bot.slack.messages('CSHOP').filter((m) => (m.text ?? '').startsWith('Approval '))).toHaveLength(1);
@@ -258,7 +258,7 @@ describe('production approval', () => {
     });
     expect(submitted.status).toBe(200);
     await until(w, runId, 'the run rejected', (run) => run.state === 'rejected');
-    await eventually(async () => ((approvalMessage(w, runId)?.text ?? '').includes('rejected') ? true : undefined), 'the approval message updated');
+    await eventually(async () => ((approvalMessage(w, runId)?.text ?? '').includes('rejected') ? true : undefined), 'the approval message updated', 30_000);
     const message = approvalMessage(w, runId);
     expect(message?.ts).toBe(request.ts);
     expect(JSON.stringify(message?.blocks)).toContain('Change freeze until Monday');
