@@ -191,7 +191,7 @@ describe('production approval', () => {
     await click(w, clickFields('UEVE', REJECT_ACTION_ID, request.value, request.ts));
     const [, , nonce] = request.value.split('|');
     await click(w, clickFields('UBOB', APPROVE_ACTION_ID, `${runId}|${freight}x|${nonce ?? ''}`, request.ts));
-    await w.bot.slack.waitFor(() => ephemeralsFor(w, 'UEVE').length >= 2 && ephemeralsFor(w, 'UALICE').length >= 1 && ephemeralsFor(w, 'UBOB').length >= 1, 10_000, 'the refusals answered');
+    await w.bot.slack.waitFor(() => ephemeralsFor(w, 'UEVE').length >= 2 && ephemeralsFor(w, 'UALICE').length >= 1 && ephemeralsFor(w, 'UBOB').length >= 1, 30_000, 'the refusals answered');
     expect(ephemeralsFor(w, 'UALICE')[0]).toContain('You requested this run, so you cannot approve it');
     expect(ephemeralsFor(w, 'UALICE')[0]).toContain('<@UBOB>');
     expect(ephemeralsFor(w, 'UEVE').join('\n')).toContain('You are not an approver of this run');
@@ -214,15 +214,15 @@ describe('production approval', () => {
     const request = await approvalRequest(w, runId);
     // Clicks are acked before they are answered: wait for each answer so their order is the clicks' order.
     await click(w, clickFields('UBOB', APPROVE_ACTION_ID, request.value, request.ts));
-    await w.bot.slack.waitFor(() => ephemeralsFor(w, 'UBOB').length >= 1, 10_000, 'the first approval answered');
+    await w.bot.slack.waitFor(() => ephemeralsFor(w, 'UBOB').length >= 1, 30_000, 'the first approval answered');
     await click(w, clickFields('UBOB', APPROVE_ACTION_ID, request.value, request.ts));
     await click(w, clickFields('UALICE', APPROVE_ACTION_ID, request.value, request.ts));
-    await w.bot.slack.waitFor(() => ephemeralsFor(w, 'UBOB').length >= 2 && ephemeralsFor(w, 'UALICE').length >= 1, 10_000, 'the answers');
+    await w.bot.slack.waitFor(() => ephemeralsFor(w, 'UBOB').length >= 2 && ephemeralsFor(w, 'UALICE').length >= 1, 30_000, 'the answers');
     expect(ephemeralsFor(w, 'UBOB')[0]).toContain('Your approval counts (1 of 2)');
     expect(ephemeralsFor(w, 'UBOB')[1]).toMatch(/already (approved|counted)/);
     expect(ephemeralsFor(w, 'UALICE')[0]).toContain('You requested this run');
     // The message shows the count so far, in place.
-    await eventually(async () => (JSON.stringify(approvalMessage(w, runId)?.blocks).includes('(1 of 2)') ? true : undefined), 'the message counting 1 of 2');
+    await eventually(async () => (JSON.stringify(approvalMessage(w, runId)?.blocks).includes('(1 of 2)') ? true : undefined), 'the message counting 1 of 2', 30_000);
     expect(approvalMessage(w, runId)?.ts).toBe(request.ts);
     expect(currentButtons(w, runId)).toHaveLength(2);
     expect((await runOf(w, runId)).gates.find((g) => g.name === 'approval')?.state).toBe('running');
@@ -245,7 +245,7 @@ describe('production approval', () => {
     const { w } = d;
     const request = await approvalRequest(w, runId);
     await click(w, clickFields('UBOB', REJECT_ACTION_ID, request.value, request.ts));
-    const view = await w.bot.slack.waitFor((s) => s.openedViews[0], 10_000, 'the reason modal');
+    const view = await w.bot.slack.waitFor((s) => s.openedViews[0], 30_000, 'the reason modal');
     expect(view.callbackId).toBe('shipgate.reason');
     expect(JSON.stringify(view.view)).toContain(runId);
     const submitted = await sendViewSubmission(w.bot.eventsUrl, SIGNING_SECRET, {
@@ -268,7 +268,7 @@ describe('production approval', () => {
     expect(prodPromotions(d, runId)).toEqual([]);
     // A click after the decision is refused.
     await click(w, clickFields('UCAROL', APPROVE_ACTION_ID, request.value, request.ts));
-    await w.bot.slack.waitFor(() => ephemeralsFor(w, 'UCAROL').length >= 1, 10_000, 'the late click answered');
+    await w.bot.slack.waitFor(() => ephemeralsFor(w, 'UCAROL').length >= 1, 30_000, 'the late click answered');
     expect(ephemeralsFor(w, 'UCAROL')[0]).toContain('already decided');
     await expectTrustChainHolds(d, policy);
   }, 120_000);
@@ -279,7 +279,7 @@ describe('production approval', () => {
     const request = await approvalRequest(w, runId);
     await until(w, runId, 'the run expired', (run) => run.state === 'expired', 20_000);
     await click(w, clickFields('UBOB', APPROVE_ACTION_ID, request.value, request.ts));
-    await w.bot.slack.waitFor(() => ephemeralsFor(w, 'UBOB').length >= 1, 10_000, 'the late click answered');
+    await w.bot.slack.waitFor(() => ephemeralsFor(w, 'UBOB').length >= 1, 30_000, 'the late click answered');
     expect(ephemeralsFor(w, 'UBOB')[0]).toMatch(/expired/);
     await eventually(async () => ((approvalMessage(w, runId)?.text ?? '').includes('expired') ? true : undefined), 'the approval message shows the expiry');
     expect(currentButtons(w, runId)).toEqual([]);
