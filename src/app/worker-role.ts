@@ -1,4 +1,4 @@
-import { Worker } from 'bullmq';
+import { Queue, Worker } from 'bullmq';
 import type { RedisOptions } from 'ioredis';
 import { createChatProcessor } from '../../workers/chat-processor.js';
 import type { GateSteps } from '../../workers/gates/gate-step.js';
@@ -11,12 +11,12 @@ import type { ChatPort } from '../ports/chat.js';
 import type { KubernetesInformers, KubernetesPort } from '../ports/kubernetes.js';
 import type { SandboxPort } from '../ports/sandbox.js';
 import type { Cancellation } from '../queue/cancellation.js';
-import { CHAT_QUEUE, RUN_QUEUE, settleInit, type AdvanceJob, type ChatJob } from '../queue/queues.js';
+import { CHAT_QUEUE, MAINTENANCE_QUEUE, RUN_QUEUE, settleInit, type AdvanceJob, type ChatJob } from '../queue/queues.js';
 import type { Redis } from '../redis.js';
 import type { Scrub } from '../security/scrubber.js';
 import { probeSandbox } from './build-sandbox.js';
 import type { Stores } from './build-stores.js';
-import { recoverRuns } from './recover-runs.js';
+import { RECONCILE_EVERY_MS, recoverRuns } from './recover-runs.js';
 import { runFailurePolicy } from './run-failure-policy.js';
 import { wakeRunsOnKubernetesChange } from './wake-runs.js';
 
@@ -67,6 +67,7 @@ export function createWorkerRole(deps: WorkerRoleDeps): WorkerRole {
   const { stores, log, clock, scrub, prefix, bullmq, sandbox } = deps;
   const { store, audit, queues } = stores;
   const workers: Worker[] = [];
+  let maintenance: Queue | undefined;
   let unsubscribe: (() => void) | undefined;
   // Aborted first thing on close: in-flight steps stop and their jobs go back to the queue (run-processor.ts).
   const shutdown = new AbortController();
@@ -135,11 +136,23 @@ export function createWorkerRole(deps: WorkerRoleDeps): WorkerRole {
       for (const worker of [runWorker, chatWorker]) {
         worker.on('error', (error) => log.error({ err: error }, 'worker error'));
       }
-      workers.push(runWorker, chatWorker);
+      // The periodic reconcile (issue 14): one job per interval across every worker (a BullMQ job
+      // scheduler, upserted by each: the same id), which gives every run without a job its job.
+      maintenance = new Queue(MAINTENANCE_QUEUE, { connection: bullmq, prefix: `${prefix}:bull` });
+      const maintenanceWorker = new Worker(
+        MAINTENANCE_QUEUE,
+        async () => {
+          await recoverRuns({ store, queues });
+        },
+        { connection: bullmq, prefix: `${prefix}:bull`, concurrency: 1, ...RECOVERY },
+      );
+      maintenanceWorker.on('failed', (_job, error) => log.warn({ err: error }, 'reconcile of runs failed'));
+      workers.push(runWorker, chatWorker, maintenanceWorker);
       // Started means connected: a stop right after start (the console at end of input) must not close
       // a connection whose handshake is still in flight (see settleInit).
       await Promise.all(workers.map((worker) => worker.waitUntilReady()));
       await recoverRuns({ store, queues });
+      await maintenance.upsertJobScheduler('reconcile-runs', { every: RECONCILE_EVERY_MS }, { name: 'reconcile-runs', opts: { removeOnComplete: true, removeOnFail: 100 } });
       if (deps.kubernetes !== undefined && deps.kubernetesWakeUps !== false) {
         // Every informer event wakes the runs that follow the object (SPEC §5); the gates re-read the caches.
         unsubscribe = deps.kubernetes.subscribe(
@@ -166,6 +179,10 @@ export function createWorkerRole(deps: WorkerRoleDeps): WorkerRole {
       await deps.kubernetes?.stop();
       await settleInit(workers);
       await Promise.all(workers.map((worker) => worker.close()));
+      if (maintenance !== undefined) {
+        await settleInit([maintenance]);
+        await maintenance.close();
+      }
     },
   };
 }

@@ -10,6 +10,8 @@ import type { RedisOptions } from 'ioredis';
 
 export const RUN_QUEUE = 'runs';
 export const CHAT_QUEUE = 'chat';
+/** Periodic upkeep shared by every worker: the reconcile of runs without a job (src/app/recover-runs.ts). */
+export const MAINTENANCE_QUEUE = 'maintenance';
 
 /** Move a run forward from its current gate. */
 export interface AdvanceJob {
@@ -50,6 +52,8 @@ export interface Queues {
   chat: Queue<ChatJob>;
   /** Adds (or wakes) the run's current job: a delayed one is promoted, a missing one created. */
   wakeRun(runId: string, jobSeq: number): Promise<void>;
+  /** Adds the run's job number `jobSeq` (due now) only when no job with its id exists. */
+  ensureRunJob(runId: string, jobSeq: number): Promise<void>;
   /** Schedules the run's job number `jobSeq`, optionally after a delay. */
   scheduleRun(runId: string, jobSeq: number, delayMs?: number): Promise<void>;
   refreshCard(runId: string, version: number): Promise<void>;
@@ -99,8 +103,19 @@ export function createQueues({ connection, prefix }: { connection: RedisOptions;
         return;
       }
       const state = await job.getState();
-      if (state === 'delayed') await job.promote();
-      else if (state === 'failed') await job.retry('failed');
+      try {
+        if (state === 'delayed') await job.promote();
+        else if (state === 'failed') await job.retry('failed');
+      } catch (error) {
+        // Read, then act, races the job itself: a delayed job that became due (or a failed one retried)
+        // in between is already on its way, which is all a wake wants.
+        if ((await job.getState()) !== state) return;
+        throw error;
+      }
+    },
+    async ensureRunJob(runId, jobSeq) {
+      if ((await runs.getJob(advanceJobId(runId, jobSeq))) !== undefined) return;
+      await runs.add('advance', { runId }, { ...RUN_JOB_OPTIONS, jobId: advanceJobId(runId, jobSeq) });
     },
     async scheduleRun(runId, jobSeq, delayMs = 0) {
       await runs.add('advance', { runId }, { ...RUN_JOB_OPTIONS, jobId: advanceJobId(runId, jobSeq), delay: delayMs });

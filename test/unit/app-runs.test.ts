@@ -40,9 +40,11 @@ function world(runs: Run[], links: Array<[RunIndexKey, string]>) {
   for (const [key, runId] of links) index.set(keyOf(key), [...(index.get(keyOf(key)) ?? []), runId]);
   const poked: string[] = [];
   const woken: Array<[string, number]> = [];
+  const ensured: Array<[string, number]> = [];
   return {
     poked,
     woken,
+    ensured,
     deps: {
       index: { find: async (key: RunIndexKey) => index.get(keyOf(key)) ?? [] },
       store: { get: async (id: string) => byId.get(id), listActive: async () => runs },
@@ -54,6 +56,9 @@ function world(runs: Run[], links: Array<[RunIndexKey, string]>) {
       queues: {
         wakeRun: async (runId: string, jobSeq: number) => {
           woken.push([runId, jobSeq]);
+        },
+        ensureRunJob: async (runId: string, jobSeq: number) => {
+          ensured.push([runId, jobSeq]);
         },
       },
       log: createLogger({ level: 'silent', destination: new PassThrough() }),
@@ -117,7 +122,7 @@ describe('wakeRunsOnGitHubEvent', () => {
 });
 
 describe('recoverRuns', () => {
-  it('re-adds the current job of every queued, running and cancelling run; waiting runs keep their delayed job', async () => {
+  it('re-adds the current job of every queued, running and cancelling run; a waiting run only gets one when its delayed job is missing', async () => {
     const w = world(
       [run('sg-q', 'queued', 0), run('sg-r', 'running', 4), run('sg-c', 'cancelling', 5), run('sg-w', 'waiting', 6)],
       [],
@@ -128,6 +133,7 @@ describe('recoverRuns', () => {
       ['sg-r', 4],
       ['sg-c', 5],
     ]);
+    expect(w.ensured).toEqual([['sg-w', 6]]);
   });
 });
 
