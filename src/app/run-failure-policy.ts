@@ -1,4 +1,5 @@
 import type { Job } from 'bullmq';
+import { ExternalOutageError } from '../errors.js';
 import type { Logger } from '../log.js';
 import type { AdvanceJob } from '../queue/queues.js';
 
@@ -22,7 +23,10 @@ export function runFailurePolicy({
   return async (job, error) => {
     if (job === undefined) return;
     const runId = job.data.runId;
-    log.warn({ runId, attempt: job.attemptsMade, err: error }, 'run job failed');
+    // An outside system out of reach is expected weather, said in the thread already ("retrying (n of
+    // m)"): its reason is enough here. Anything else is a bug, and its stack is what a person needs.
+    if (error instanceof ExternalOutageError) log.warn({ runId, attempt: job.attemptsMade, reason: error.message }, 'run job failed: an outside system is out of reach');
+    else log.warn({ runId, attempt: job.attemptsMade, err: error }, 'run job failed');
     try {
       if ((await job.getState()) === 'failed') await failRun(runId, `internal error after retries: ${error.message}`);
     } catch (err) {

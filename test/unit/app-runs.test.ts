@@ -1,5 +1,6 @@
 import { PassThrough } from 'node:stream';
 import { describe, expect, it } from 'vitest';
+import { ExternalOutageError } from '../../src/errors.js';
 import { recoverRuns } from '../../src/app/recover-runs.js';
 import { runFailurePolicy, type FailedRunJob } from '../../src/app/run-failure-policy.js';
 import { wakeRunsOnGitHubEvent } from '../../src/app/wake-runs.js';
@@ -183,5 +184,16 @@ describe('runFailurePolicy', () => {
     await expect(onFailed(failedJob(new Error('no state')), new Error('boom'))).resolves.toBeUndefined();
     await new Promise((resolve) => setImmediate(resolve));
     expect(lines.filter((line) => line.includes('could not record run failure'))).toHaveLength(2);
+  });
+
+  it('logs an outage by its reason alone (the thread says it already), and anything else with its stack', async () => {
+    const { onFailed, lines } = policyWith(async () => undefined);
+    await onFailed(failedJob('waiting'), new ExternalOutageError('github', 'connect ECONNREFUSED 127.0.0.1:9'));
+    await onFailed(failedJob('waiting'), new Error('a bug'));
+    await new Promise((resolve) => setImmediate(resolve));
+    const outage = lines.find((line) => line.includes('out of reach'));
+    expect(outage).toContain('github: connect ECONNREFUSED 127.0.0.1:9');
+    expect(outage).not.toContain('"stack"');
+    expect(lines.find((line) => line.includes('a bug'))).toContain('"stack"');
   });
 });
