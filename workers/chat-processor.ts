@@ -22,6 +22,9 @@ function digestOf(view: MessageView): string {
   return createHash('sha256').update(JSON.stringify(view)).digest('hex');
 }
 
+/** How long a run's reply waits for an earlier one that is not posted before it goes anyway (that one's job was lost). */
+export const REPLY_ORDER_PATIENCE_MS = 15_000;
+
 /** Slack allows roughly one update per second per message; SPEC §10 asks for at most one per 3 s in any chat. */
 export const CARD_UPDATE_INTERVAL_MS = 3_000;
 
@@ -102,10 +105,32 @@ export function createChatProcessor(deps: ChatProcessorDeps): (job: ChatProcesso
     if (run.chat.card !== undefined) return { run, current: false };
     // Two jobs of one run (the first card and the first change) may both get here: one posts, the
     // other waits for it. The lease expires, so a holder that died does not block the run.
-    if (!(await outbox.takeRootLease(run.id))) await delay(job, token, 300);
+    if (!(await outbox.takeRootLease(run.id))) {
+      // The holder may have died after its post landed but before it stored where: adopt that message
+      // now instead of waiting out the lease (replies would wait with it). Otherwise wait.
+      const landed = await landedRoot(run);
+      if (landed === undefined) return delay(job, token, 300);
+      return adoptRoot(run, landed, false);
+    }
     const view = safe(renderCard(run, cardOptions));
     const { ref, fresh } = await postOnce({ channel: run.chat.channel, view, key: `${run.id}.root` });
     if (fresh) await outbox.recordRootCard(run.id, { version: run.version, digest: digestOf(view), intervalMs: interval });
+    return adoptRoot(run, ref, fresh);
+  }
+
+  /** The root card another job posted (its record, or the chat's message under its key), if it landed. */
+  async function landedRoot(run: Run): Promise<string | undefined> {
+    const key = `${run.id}.root`;
+    const record = await outbox.postRecord(key);
+    if (record?.state === 'posted') return record.ref;
+    if (record?.state !== 'pending') return undefined;
+    const found = await chat.findMessageByKey({ channel: run.chat.channel, key });
+    if (found !== undefined) await outbox.recordPosted(key, found.ref);
+    return found?.ref;
+  }
+
+  /** Records where the run's card lives (the thread of its replies), once. */
+  async function adoptRoot(run: Run, ref: string, fresh: boolean): Promise<{ run: Run; current: boolean }> {
     await deps.index?.link({ kind: 'thread', channel: run.chat.channel, message: ref }, run.id);
     // Silent: recording where the card lives is not a change the card needs to show.
     const change = await store.update(run.id, (latest) => (latest.chat.card === undefined ? { ...latest, chat: { ...latest.chat, card: ref } } : undefined), { silent: true });
@@ -294,7 +319,20 @@ export function createChatProcessor(deps: ChatProcessorDeps): (job: ChatProcesso
     // The run processor enqueues the 'ended' reply before it stores the end (crash-safety order);
     // rendering now could announce "is cancelling". Wait until the terminal state is stored.
     if (data.content.type === 'ended' && !isTerminal(run.state)) await delay(job, token, 250);
+    // Thread order is enqueue order (issue 14): an earlier reply of the run still unposted goes first,
+    // unless it has been at the head for REPLY_ORDER_PATIENCE_MS (its job lost), which must not
+    // silence the thread; the next head gets its own patience.
+    const now = (deps.clock ?? (() => new Date()))().getTime();
+    for (;;) {
+      const first = await outbox.firstPendingReply(run.id, now);
+      if (first === undefined || first.key === data.key) break;
+      if (now - first.headSince < REPLY_ORDER_PATIENCE_MS) await delay(job, token, 200);
+      // Stuck past patience: out of the order, so the replies after it keep theirs.
+      deps.log.warn({ runId: run.id, stuck: first.key, waiting: data.key }, 'a reply waited too long for an earlier one; posting without it');
+      await outbox.replyPosted(run.id, first.key);
+    }
     const { run: rooted } = await ensureRoot(run, job, token);
     await postOnce({ channel: rooted.chat.channel, thread: rooted.chat.card, view: safe(replyView(rooted, data.content)), key: `${run.id}.${data.key}` });
+    await outbox.replyPosted(run.id, data.key);
   };
 }

@@ -68,7 +68,8 @@ export function buildStores({
   chatWritesPerSecond,
 }: BuildStoresDeps): Stores {
   const { redis, bullmq } = connections;
-  const queues = createQueues({ connection: bullmq, prefix });
+  const outbox = createOutboxStore({ redis, prefix });
+  const queues = createQueues({ connection: bullmq, prefix, replyOrder: outbox });
   // Every stored change refreshes the run's card (coalesced by the chat outbox).
   const store = createRunStore({
     redis,
@@ -84,7 +85,7 @@ export function buildStores({
     index: createRunIndex({ redis, prefix }),
     followUps: createFollowUps({ redis, prefix }),
     pokes,
-    outbox: createOutboxStore({ redis, prefix }),
+    outbox,
     chatWrites: createWriteLimiter({ redis, prefix, perSecond: chatWritesPerSecond ?? 10 }),
     etagCache: createEtagCache({ redis, prefix }),
     requiredChecksCache: createTtlCache({ redis, prefix, ttlSeconds: 600 }),

@@ -87,7 +87,12 @@ const CHAT_JOB_OPTIONS = {
   removeOnFail: { age: 7 * 24 * 3600 },
 } as const;
 
-export function createQueues({ connection, prefix }: { connection: RedisOptions; prefix: string }): Queues {
+/** Where the chat outbox keeps each run's reply order (src/store/outbox-store.ts): recorded as replies are enqueued. */
+export interface ReplyOrder {
+  enqueueReply(runId: string, key: string): Promise<void>;
+}
+
+export function createQueues({ connection, prefix, replyOrder }: { connection: RedisOptions; prefix: string; replyOrder?: ReplyOrder | undefined }): Queues {
   const bullPrefix = `${prefix}:bull`;
   const runs = new Queue<AdvanceJob>(RUN_QUEUE, { connection, prefix: bullPrefix });
   const chat = new Queue<ChatJob>(CHAT_QUEUE, { connection, prefix: bullPrefix });
@@ -128,6 +133,9 @@ export function createQueues({ connection, prefix }: { connection: RedisOptions;
       );
     },
     async reply(runId, key, content) {
+      // The reply's place in its thread, before the job exists: the outbox posts a run's replies in
+      // this order (a retried enqueue keeps the first place).
+      await replyOrder?.enqueueReply(runId, key);
       // BullMQ refuses `:` in custom ids, and stage gates are named `stage:<name>`; `~` cannot clash with
       // a gate name (policy names are lower-case words), and keys without `:` keep the ids they had.
       await chat.add(

@@ -57,6 +57,15 @@ export interface OutboxStore {
   /** Written right before the upload, so a crash during it leaves `pending` behind. */
   recordUploadPending(uploadKey: string): Promise<void>;
   recordUploaded(uploadKey: string, ref: string): Promise<void>;
+  /**
+   * The run's thread replies in the order they were enqueued (issue 14): `enqueueReply` records a
+   * reply's place once (a retried enqueue keeps the first), `firstPendingReply` is the one to post
+   * next, with the time it was first seen at the head (`now` the first time it is asked), and
+   * `replyPosted` takes a posted (or given up) one off.
+   */
+  enqueueReply(runId: string, key: string): Promise<void>;
+  firstPendingReply(runId: string, now: number): Promise<{ key: string; headSince: number } | undefined>;
+  replyPosted(runId: string, key: string): Promise<void>;
   /** True when this caller now holds the run's root-card lease (30 s), false when another does. */
   takeRootLease(runId: string): Promise<boolean>;
   /** The run version the card last showed; undefined before the first render. */
@@ -78,6 +87,8 @@ export interface OutboxStore {
 /** How long post records and card digests live: longer than any run. */
 export const POST_RECORD_TTL_SECONDS = 30 * 24 * 3600;
 export const ROOT_LEASE_MS = 30_000;
+/** Reply ordering records outlive any run's replies by far, and then go. */
+const REPLY_ORDER_TTL_SECONDS = 7 * 86_400;
 const POSTED_PREFIX = 'ts:';
 const PENDING = 'pending';
 const UPLOADED_PREFIX = 'file:';
@@ -107,6 +118,9 @@ function parseVersion(raw: string | null): number | undefined {
 export function createOutboxStore({ redis, prefix }: { redis: Redis; prefix: string }): OutboxStore {
   const postedKey = (postKey: string) => `${prefix}:posted:${postKey}`;
   const rootLeaseKey = (runId: string) => `${prefix}:root-lease:${runId}`;
+  const replyOrderKey = (runId: string) => `${prefix}:reply-order:${runId}`;
+  const replySinceKey = (runId: string) => `${prefix}:reply-since:${runId}`;
+  const replyCounterKey = (runId: string) => `${prefix}:reply-counter:${runId}`;
   const renderedKey = (runId: string) => `${prefix}:card:rendered:${runId}`;
   const slotKey = (runId: string) => `${prefix}:card:slot:${runId}`;
   const hashKey = (runId: string) => `${prefix}:card:hash:${runId}`;
@@ -132,6 +146,27 @@ export function createOutboxStore({ redis, prefix }: { redis: Redis; prefix: str
     },
     async recordUploaded(uploadKey, ref) {
       await redis.set(uploadedKey(uploadKey), `${UPLOADED_PREFIX}${ref}`, 'EX', POST_RECORD_TTL_SECONDS);
+    },
+    async enqueueReply(runId, key) {
+      // INCR is not idempotent, ZADD NX is: a retried enqueue burns a number and keeps its first place.
+      const seq = await redis.incr(replyCounterKey(runId));
+      await redis
+        .multi()
+        .zadd(replyOrderKey(runId), 'NX', seq, key)
+        .expire(replyOrderKey(runId), REPLY_ORDER_TTL_SECONDS)
+        .expire(replySinceKey(runId), REPLY_ORDER_TTL_SECONDS)
+        .expire(replyCounterKey(runId), REPLY_ORDER_TTL_SECONDS)
+        .exec();
+    },
+    async firstPendingReply(runId, now) {
+      const [key] = await redis.zrange(replyOrderKey(runId), 0, 0);
+      if (key === undefined) return undefined;
+      const [, since] = await redis.multi().hsetnx(replySinceKey(runId), key, String(now)).hget(replySinceKey(runId), key).expire(replySinceKey(runId), REPLY_ORDER_TTL_SECONDS).exec() ?? [];
+      const headSince = Number(since?.[1]);
+      return { key, headSince: Number.isFinite(headSince) ? headSince : now };
+    },
+    async replyPosted(runId, key) {
+      await redis.multi().zrem(replyOrderKey(runId), key).hdel(replySinceKey(runId), key).exec();
     },
     async takeRootLease(runId) {
       return (await redis.set(rootLeaseKey(runId), '1', 'PX', ROOT_LEASE_MS, 'NX')) !== null;

@@ -22,6 +22,8 @@ export function createMemoryOutboxStore(
   const rendered = new Map<string, number>();
   const messageDigests = new Map<string, { digest: string; until: number }>();
   const digests = new Map<string, { digest: string; until: number }>();
+  const replyOrder = new Map<string, Map<string, { seq: number; since: number | undefined }>>();
+  let replySeq = 0;
 
   const live = (until: number | undefined): until is number => until !== undefined && until > now();
   const recordPost = (key: string, record: PostRecord) => {
@@ -56,6 +58,21 @@ export function createMemoryOutboxStore(
     },
     async recordPosted(key, ref) {
       recordPost(key, { state: 'posted', ref });
+    },
+    async enqueueReply(runId, key) {
+      const order = replyOrder.get(runId) ?? new Map<string, { seq: number; since: number | undefined }>();
+      replySeq += 1;
+      if (!order.has(key)) order.set(key, { seq: replySeq, since: undefined });
+      replyOrder.set(runId, order);
+    },
+    async firstPendingReply(runId, at) {
+      const first = [...(replyOrder.get(runId) ?? new Map<string, { seq: number; since: number | undefined }>())].sort((a, b) => a[1].seq - b[1].seq)[0];
+      if (first === undefined) return undefined;
+      first[1].since ??= at;
+      return { key: first[0], headSince: first[1].since };
+    },
+    async replyPosted(runId, key) {
+      replyOrder.get(runId)?.delete(key);
     },
     async takeRootLease(runId) {
       if (live(leases.get(runId))) return false;

@@ -48,6 +48,20 @@ describe.each(implementations)('outbox store contract (%s)', (_name, make) => {
     expect(await outbox.uploadRecord('sg-a.evidence.2')).toBeUndefined();
   });
 
+  it('replies keep their enqueue order, a re-enqueue keeps its place, and the head is timed from when it became the head', async () => {
+    const outbox = make();
+    expect(await outbox.firstPendingReply('sg-a', 1_000)).toBeUndefined();
+    for (const key of ['agent.1.passed', 'pr.1.passed', 'agent.1.passed', 'ci.1.passed']) await outbox.enqueueReply('sg-a', key);
+    expect(await outbox.firstPendingReply('sg-a', 1_000)).toEqual({ key: 'agent.1.passed', headSince: 1_000 });
+    expect(await outbox.firstPendingReply('sg-a', 5_000)).toEqual({ key: 'agent.1.passed', headSince: 1_000 });
+    await outbox.replyPosted('sg-a', 'agent.1.passed');
+    expect(await outbox.firstPendingReply('sg-a', 9_000)).toEqual({ key: 'pr.1.passed', headSince: 9_000 });
+    await outbox.replyPosted('sg-a', 'pr.1.passed');
+    await outbox.replyPosted('sg-a', 'ci.1.passed');
+    expect(await outbox.firstPendingReply('sg-a', 9_500)).toBeUndefined();
+    expect(await outbox.firstPendingReply('sg-b', 9_500)).toBeUndefined();
+  });
+
   it('the root lease is held by one caller at a time, per run', async () => {
     const outbox = make();
     expect(await outbox.takeRootLease('sg-a')).toBe(true);

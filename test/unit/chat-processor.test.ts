@@ -8,7 +8,7 @@ import type { ChatPort } from '../../src/ports/chat.js';
 import type { ChatJob } from '../../src/queue/queues.js';
 import type { MessageView } from '../../src/render/view.js';
 import type { RunStore } from '../../src/store/run-store.js';
-import { createChatProcessor } from '../../workers/chat-processor.js';
+import { createChatProcessor, REPLY_ORDER_PATIENCE_MS } from '../../workers/chat-processor.js';
 import { createMemoryOutboxStore } from '../helpers/memory-outbox.js';
 
 /**
@@ -103,6 +103,7 @@ function world() {
     log: createLogger({ level: 'silent', destination: new PassThrough() }),
     updateIntervalMs: INTERVAL,
     scrub: (text: string) => text,
+    clock: () => new Date(now),
   });
 
   /** Runs one attempt of a job: 'done', or the delay it asked for (BullMQ would run it again after that). */
@@ -172,6 +173,7 @@ function world() {
     advance: (ms: number) => {
       now += ms;
     },
+    now: () => now,
   };
 }
 
@@ -214,15 +216,12 @@ describe('chat processor: posting once', () => {
     expect(await w.outbox.postRecord('sg-outbox01.gate-agent')).toEqual({ state: 'posted', ref: 'm2' });
   });
 
-  it('a card whose post landed before a crash is found once the dead holder’s lease expires, then brought up to date', async () => {
+  it('a card whose post landed before a crash is found by the next job at once, without waiting out the dead holder’s lease, then brought up to date', async () => {
     const w = world();
     w.addRun();
     w.failNextPost('after-landing');
     await expect(w.process({ kind: 'card', runId: 'sg-outbox01', version: 0 })).rejects.toThrow('socket hang up');
-    // The crashed attempt still holds the root lease: a retry waits instead of racing it.
-    const early = await w.process({ kind: 'card', runId: 'sg-outbox01', version: 0 });
-    expectDelayed(early, 300);
-    w.advance(30_000);
+    // The crashed attempt still holds the root lease, but its post is in the chat under its key: adopted now.
     expect(await w.process({ kind: 'card', runId: 'sg-outbox01', version: 0 })).toBe('done');
     expect(w.posted).toHaveLength(1);
     expect((await w.store.get('sg-outbox01'))?.chat.card).toBe('m1');
@@ -310,3 +309,35 @@ describe('chat processor: coalescing card updates', () => {
     expect(await w.outbox.renderedVersion('sg-outbox01')).toBe(same.version);
   });
 });
+
+describe('chat processor: thread order', () => {
+  const reply = (key: string, gate: string): ChatJob => ({ kind: 'reply', runId: 'sg-outbox01', key, content: { type: 'gate', gate, outcome: 'passed', summary: gate } });
+
+  it('posts a run’s replies in the order they were enqueued, whichever job runs first', async () => {
+    const w = world();
+    w.addRun();
+    await w.outbox.enqueueReply('sg-outbox01', 'agent.1.passed');
+    await w.outbox.enqueueReply('sg-outbox01', 'pr.1.passed');
+    // A retried enqueue of the first keeps its place.
+    await w.outbox.enqueueReply('sg-outbox01', 'agent.1.passed');
+    expectDelayed(await w.process(reply('pr.1.passed', 'pr')), 200);
+    expect(await w.process(reply('agent.1.passed', 'agent'))).toBe('done');
+    expect(await w.process(reply('pr.1.passed', 'pr'))).toBe('done');
+    expect(w.posted.map((m) => m.key)).toEqual(['sg-outbox01.root', 'sg-outbox01.agent.1.passed', 'sg-outbox01.pr.1.passed']);
+    expect(await w.outbox.firstPendingReply('sg-outbox01', w.now())).toBeUndefined();
+  });
+
+  it('a reply whose earlier one never comes waits REPLY_ORDER_PATIENCE_MS, then posts, and the rest keep their order', async () => {
+    const w = world();
+    w.addRun();
+    for (const key of ['lost.1.passed', 'ci.1.passed', 'merge.1.passed']) await w.outbox.enqueueReply('sg-outbox01', key);
+    expectDelayed(await w.process(reply('ci.1.passed', 'ci')), 200);
+    w.advance(REPLY_ORDER_PATIENCE_MS);
+    // The lost one is dropped from the order; merge still waits for ci.
+    expectDelayed(await w.process(reply('merge.1.passed', 'merge')), 200);
+    expect(await w.process(reply('ci.1.passed', 'ci'))).toBe('done');
+    expect(await w.process(reply('merge.1.passed', 'merge'))).toBe('done');
+    expect(w.posted.map((m) => m.key).slice(1)).toEqual(['sg-outbox01.ci.1.passed', 'sg-outbox01.merge.1.passed']);
+  });
+});
+
