@@ -32,6 +32,7 @@ const ENV_FIXES: Record<string, string> = {
   DISCORD_BOT_TOKEN: "set it to the bot token from the Discord application's Bot page",
   DISCORD_APPLICATION_ID: "set it to the Application ID (a numeric snowflake) from the Discord application's General Information page",
   DISCORD_API_URL: 'set it to the REST base URL with its version, e.g. https://discord.com/api/v10',
+  DISCORD_GUILD_ID: 'set it to the numeric id of the server to register /ship in (instant), or unset it to register globally',
   SHIPGATE_MODEL: 'set it to a Claude model id, e.g. claude-sonnet-4-6',
   GITHUB_API_URL: 'set it to the REST base URL, e.g. https://api.github.com or https://ghe.example.com/api/v3',
   GITHUB_APP_ID: 'set it to the numeric App ID, together with GITHUB_APP_PRIVATE_KEY',
@@ -73,6 +74,8 @@ const envSchema = z
     DISCORD_PUBLIC_KEY: optionalText.pipe(z.string().regex(/^[0-9a-fA-F]{64}$/, 'must be 64 hex characters (an Ed25519 public key)').optional()),
     DISCORD_BOT_TOKEN: optionalText,
     DISCORD_APPLICATION_ID: optionalText.pipe(z.string().regex(/^\d{5,20}$/, 'must be a numeric snowflake').optional()),
+    // Read by `npm run discord:register` only: a guild command is usable at once, a global one everywhere.
+    DISCORD_GUILD_ID: optionalText.pipe(z.string().regex(/^\d{5,20}$/, 'must be a numeric snowflake').optional()),
     DISCORD_API_URL: optionalText.pipe(
       z
         .url({ message: 'must be an absolute URL' })
@@ -178,6 +181,8 @@ export interface DiscordConfig {
   applicationId: string;
   /** REST base with its version, e.g. https://discord.com/api/v10. */
   apiUrl: string;
+  /** DISCORD_GUILD_ID: where `npm run discord:register` puts the command (unset: globally). */
+  guildId: string | undefined;
 }
 
 /**
@@ -327,7 +332,7 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env, options: LoadCo
 
   const discord: DiscordConfig | undefined =
     e.DISCORD_PUBLIC_KEY !== undefined && e.DISCORD_BOT_TOKEN !== undefined && e.DISCORD_APPLICATION_ID !== undefined
-      ? { publicKey: e.DISCORD_PUBLIC_KEY, botToken: e.DISCORD_BOT_TOKEN, applicationId: e.DISCORD_APPLICATION_ID, apiUrl: e.DISCORD_API_URL }
+      ? { publicKey: e.DISCORD_PUBLIC_KEY, botToken: e.DISCORD_BOT_TOKEN, applicationId: e.DISCORD_APPLICATION_ID, apiUrl: e.DISCORD_API_URL, guildId: e.DISCORD_GUILD_ID }
       : undefined;
   const chat: ChatMode =
     e.SLACK_BOT_TOKEN === undefined
