@@ -1,6 +1,6 @@
 import type { AuditLog } from '../src/audit/audit-log.js';
 import { isApprover, judgeClick, type AcceptedClick, type ApprovalRecord, type ApprovalRequest, type Membership } from '../src/domain/approval.js';
-import type { Groups } from '../src/domain/principals.js';
+import { withVouchedGroups, type Groups } from '../src/domain/principals.js';
 import type { Logger } from '../src/log.js';
 import type { ActionEvent, CommandReply } from '../src/ports/chat.js';
 import type { Queues } from '../src/queue/queues.js';
@@ -43,10 +43,12 @@ export interface ApprovalActionDeps {
 export function createApprovalActions(deps: ApprovalActionDeps): (event: ActionEvent) => Promise<CommandReply> {
   const { approvals, audit, clock, log } = deps;
 
-  async function membershipFor(record: ApprovalRecord): Promise<Membership> {
+  async function membershipFor(record: ApprovalRecord, event: ActionEvent): Promise<Membership> {
     const groups = new Map<string, readonly string[]>();
+    // The roles the chat vouched for on this click count too (Discord's member roles).
+    const source = withVouchedGroups(deps.groups, event.userId, event.groups);
     for (const id of record.request.approvers) {
-      if (deps.groups.isGroup(id)) groups.set(id, await deps.groups.members(id));
+      if (source.isGroup(id)) groups.set(id, await source.members(id));
     }
     return (groupId) => groups.get(groupId);
   }
@@ -122,7 +124,7 @@ export function createApprovalActions(deps: ApprovalActionDeps): (event: ActionE
     const record = await approvals.get(bound.runId);
     if (run === undefined || record === undefined) return refuse(event, click, run?.id, 'missing', rich`There is no approval request for run ${bound.runId}.`);
 
-    const membership = await membershipFor(record);
+    const membership = await membershipFor(record, event);
     const judgement = judgeClick(record, { ...click, userId: event.userId, userName: event.userName, reason: event.reason }, membership);
     // The same person again (a double click, or Slack delivering the click twice): nothing to refuse or record.
     if (!judgement.accepted && judgement.reason === 'already-approved') return { ephemeral: judgement.message };

@@ -2,7 +2,7 @@ import type { AuditLog } from '../src/audit/audit-log.js';
 import type { Policy } from '../src/config/policy.js';
 import { isPrincipal } from '../src/domain/authorise.js';
 import { currentGate, type Run } from '../src/domain/run.js';
-import type { Groups } from '../src/domain/principals.js';
+import { withVouchedGroups, type Groups } from '../src/domain/principals.js';
 import type { Logger } from '../src/log.js';
 import type { ActionEvent, CommandReply } from '../src/ports/chat.js';
 import type { MergeClickPort } from '../src/ports/github.js';
@@ -61,7 +61,7 @@ export function createMergeAction(deps: MergeActionDeps): (event: ActionEvent) =
         rich`You requested run ${run.id}, so someone else must merge it (${code('merge: { requireApproval: true }')} in shipgate.yaml): four eyes.`,
       );
     const requesters = deps.policy.repos[run.repo]?.requesters;
-    if (requesters !== undefined && !(await isPrincipal(event.userId, requesters, deps.groups)))
+    if (requesters !== undefined && !(await isPrincipal(event.userId, requesters, withVouchedGroups(deps.groups, event.userId, event.groups))))
       return refuse(event, run, rich`Only people who may request runs on ${run.repo} may merge its changes.`);
 
     const outcome = await deps.forge.approveMerge(run.repo, number, event.userId);

@@ -1,4 +1,5 @@
 import { authoriseCancel } from '../src/domain/authorise.js';
+import { withVouchedGroups } from '../src/domain/principals.js';
 import type { ActionEvent, CommandReply } from '../src/ports/chat.js';
 import { APPROVE_ACTION_ID, REJECT_ACTION_ID } from '../src/render/approval.js';
 import { CANCEL_ACTION_ID, MERGE_ACTION_ID } from '../src/render/card.js';
@@ -39,7 +40,7 @@ export function createRunActions(deps: RunActionDeps): (event: ActionEvent) => P
     }
     const run = await deps.store.get(event.value);
     if (run === undefined) return { ephemeral: rich`There is no run ${event.value}.` };
-    const decision = await authoriseCancel(deps.policy, { repo: run.repo, requesterId: run.requester.userId }, event.userId, deps.groups);
+    const decision = await authoriseCancel(deps.policy, { repo: run.repo, requesterId: run.requester.userId }, event.userId, withVouchedGroups(deps.groups, event.userId, event.groups));
     if (!decision.allowed) return refuse(event, run.id, decision.reason);
     return requestCancel(deps, run, event.userId);
   };

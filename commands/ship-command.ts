@@ -10,7 +10,7 @@ import {
   visibleRuns,
 } from '../src/domain/authorise.js';
 import { parseCommand } from '../src/domain/command.js';
-import type { Groups } from '../src/domain/principals.js';
+import { withVouchedGroups, type Groups } from '../src/domain/principals.js';
 import { cannotContinue, currentGate, isTerminal, newRun, requestCancellation, retryRun, type Run } from '../src/domain/run.js';
 import type { Logger } from '../src/log.js';
 import type { Metrics } from '../src/metrics.js';
@@ -69,7 +69,7 @@ export function createShipCommand(deps: ShipCommandDeps): (event: CommandEvent) 
     const run = await store.get(runId);
     if (run === undefined) return undefined;
     const audience = { repo: run.repo, requesterId: run.requester.userId, channelId: run.chat.channel };
-    const decision = await authoriseView(policy, audience, { userId: event.userId, channelId: event.channelId }, deps.groups);
+    const decision = await authoriseView(policy, audience, { userId: event.userId, channelId: event.channelId }, withVouchedGroups(deps.groups, event.userId, event.groups));
     if (decision.allowed) return run;
     await audit.append({
       type: 'command.refused',
@@ -85,7 +85,7 @@ export function createShipCommand(deps: ShipCommandDeps): (event: CommandEvent) 
   const unknownRun = (runId: string): CommandReply => ({ ephemeral: unknownRunReason(runId, policy.command) });
 
   async function startRun(event: CommandEvent, repo: string, task: string): Promise<CommandReply> {
-    const decision = await authoriseRunRequest(policy, { repo, channelId: event.channelId, userId: event.userId }, deps.groups);
+    const decision = await authoriseRunRequest(policy, { repo, channelId: event.channelId, userId: event.userId }, withVouchedGroups(deps.groups, event.userId, event.groups));
     if (!decision.allowed) return refuse(event, decision.reason, { repo });
 
     const run = newRun(policy, {
@@ -131,7 +131,7 @@ export function createShipCommand(deps: ShipCommandDeps): (event: CommandEvent) 
   async function cancel(event: CommandEvent, runId: string): Promise<CommandReply> {
     const run = await findRun(event, runId);
     if (run === undefined) return unknownRun(runId);
-    const decision = await authoriseCancel(policy, { repo: run.repo, requesterId: run.requester.userId }, event.userId, deps.groups);
+    const decision = await authoriseCancel(policy, { repo: run.repo, requesterId: run.requester.userId }, event.userId, withVouchedGroups(deps.groups, event.userId, event.groups));
     if (!decision.allowed) return refuse(event, decision.reason, { runId });
     return requestCancel(deps, run, event.userId);
   }
@@ -142,7 +142,7 @@ export function createShipCommand(deps: ShipCommandDeps): (event: CommandEvent) 
     if (run.state !== 'failed') {
       return { ephemeral: rich`Run ${runId} is ${run.state}; only a failed run can be retried.` };
     }
-    const decision = await authoriseCancel(policy, { repo: run.repo, requesterId: run.requester.userId }, event.userId, deps.groups, 'retry');
+    const decision = await authoriseCancel(policy, { repo: run.repo, requesterId: run.requester.userId }, event.userId, withVouchedGroups(deps.groups, event.userId, event.groups), 'retry');
     if (!decision.allowed) return refuse(event, decision.reason, { runId });
     const change = await store.update(runId, retryRun);
     if (change === undefined || change.before === change.after) return { ephemeral: rich`Run ${runId} is no longer failed.` };
@@ -159,7 +159,7 @@ export function createShipCommand(deps: ShipCommandDeps): (event: CommandEvent) 
       return { ephemeral: renderRunStatus(run, positions.get(run.id)) };
     }
     const [positions, active] = await Promise.all([queues.queuePositions(), store.listActive()]);
-    const runs = await visibleRuns(policy, active, { userId: event.userId, channelId: event.channelId }, deps.groups);
+    const runs = await visibleRuns(policy, active, { userId: event.userId, channelId: event.channelId }, withVouchedGroups(deps.groups, event.userId, event.groups));
     return { ephemeral: renderStatusList(runs.map((run) => ({ run, queuePosition: positions.get(run.id) }))) };
   }
 

@@ -43,6 +43,12 @@ function chatLine({ chat }: SetupFacts['config']): SetupLine {
       };
     case 'slack-socket':
       return { part: 'chat', state: 'configured', detail: 'Slack in Socket Mode (SLACK_BOT_TOKEN, SLACK_APP_TOKEN)' };
+    case 'discord':
+      return {
+        part: 'chat',
+        state: 'configured',
+        detail: 'Discord interactions at POST /discord/interactions (DISCORD_PUBLIC_KEY, DISCORD_BOT_TOKEN, DISCORD_APPLICATION_ID)',
+      };
   }
 }
 

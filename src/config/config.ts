@@ -28,6 +28,11 @@ const ENV_FIXES: Record<string, string> = {
   SLACK_SIGNING_SECRET: "set it to the Signing Secret from the Slack app's Basic Information page",
   SLACK_APP_TOKEN: 'set it to an app-level token (xapp-…) with connections:write, or unset it for HTTP mode',
   SLACK_API_URL: 'set it to the Web API base URL ending in /api/, e.g. https://slack.com/api/',
+  DISCORD_PUBLIC_KEY: "set it to the Public Key (64 hex characters) from the Discord application's General Information page",
+  DISCORD_BOT_TOKEN: "set it to the bot token from the Discord application's Bot page",
+  DISCORD_APPLICATION_ID: "set it to the Application ID (a numeric snowflake) from the Discord application's General Information page",
+  DISCORD_API_URL: 'set it to the REST base URL with its version, e.g. https://discord.com/api/v10',
+  DISCORD_GUILD_ID: 'set it to the numeric id of the server to register /ship in (instant), or unset it to register globally',
   SHIPGATE_MODEL: 'set it to a Claude model id, e.g. claude-sonnet-4-6',
   GITHUB_API_URL: 'set it to the REST base URL, e.g. https://api.github.com or https://ghe.example.com/api/v3',
   GITHUB_APP_ID: 'set it to the numeric App ID, together with GITHUB_APP_PRIVATE_KEY',
@@ -66,6 +71,17 @@ const envSchema = z
     SLACK_SIGNING_SECRET: optionalText,
     SLACK_APP_TOKEN: optionalText.pipe(z.string().startsWith('xapp-', 'must start with xapp-').optional()),
     SLACK_API_URL: optionalUrl,
+    DISCORD_PUBLIC_KEY: optionalText.pipe(z.string().regex(/^[0-9a-fA-F]{64}$/, 'must be 64 hex characters (an Ed25519 public key)').optional()),
+    DISCORD_BOT_TOKEN: optionalText,
+    DISCORD_APPLICATION_ID: optionalText.pipe(z.string().regex(/^\d{5,20}$/, 'must be a numeric snowflake').optional()),
+    // Read by `npm run discord:register` only: a guild command is usable at once, a global one everywhere.
+    DISCORD_GUILD_ID: optionalText.pipe(z.string().regex(/^\d{5,20}$/, 'must be a numeric snowflake').optional()),
+    DISCORD_API_URL: optionalText.pipe(
+      z
+        .url({ message: 'must be an absolute URL' })
+        .regex(/\/v\d+\/?$/, 'must end with the API version, e.g. /api/v10')
+        .default('https://discord.com/api/v10'),
+    ),
     ANTHROPIC_API_KEY: optionalText,
     ANTHROPIC_BASE_URL: optionalUrl,
     SHIPGATE_MODEL: z.string().min(1).default('claude-sonnet-4-6'),
@@ -121,6 +137,21 @@ const envSchema = z
         message: 'is required when SLACK_SIGNING_SECRET or SLACK_APP_TOKEN is set',
       });
     }
+    // Discord is configured by its three credentials together: a part of them is a typo, not a choice.
+    const discordKeys = ['DISCORD_PUBLIC_KEY', 'DISCORD_BOT_TOKEN', 'DISCORD_APPLICATION_ID'] as const;
+    const discordSet = discordKeys.filter((key) => env[key] !== undefined);
+    if (discordSet.length > 0) {
+      for (const key of discordKeys.filter((k) => env[k] === undefined)) {
+        ctx.addIssue({ code: 'custom', path: [key], message: `is required when ${discordSet.join(' and ')} ${discordSet.length === 1 ? 'is' : 'are'} set (Discord needs all three)` });
+      }
+    }
+    if (env.DISCORD_BOT_TOKEN !== undefined && env.SLACK_BOT_TOKEN === undefined && env.SHIPGATE_AUDIT_KEY === undefined) {
+      ctx.addIssue({
+        code: 'custom',
+        path: ['SHIPGATE_AUDIT_KEY'],
+        message: 'is required outside local mode (DISCORD_BOT_TOKEN is set): it keys the audit chain, so that whoever can write to Redis cannot rewrite the log undetected',
+      });
+    }
     if (env.SLACK_BOT_TOKEN !== undefined && env.SHIPGATE_AUDIT_KEY === undefined) {
       ctx.addIssue({
         code: 'custom',
@@ -137,7 +168,22 @@ const envSchema = z
     }
   });
 
-export type ChatMode = { kind: 'slack-http' } | { kind: 'slack-socket'; appToken: string } | { kind: 'console' };
+/**
+ * The primary chat: Slack when configured, else Discord, else the console. Discord configured beside
+ * Slack is `Config.discord` and runs too (SPEC §2: both platforms at once); build-chat builds both.
+ */
+export type ChatMode = { kind: 'slack-http' } | { kind: 'slack-socket'; appToken: string } | { kind: 'discord' } | { kind: 'console' };
+
+export interface DiscordConfig {
+  /** The application's Ed25519 public key, hex (interactions are verified with it). */
+  publicKey: string;
+  botToken: string;
+  applicationId: string;
+  /** REST base with its version, e.g. https://discord.com/api/v10. */
+  apiUrl: string;
+  /** DISCORD_GUILD_ID: where `npm run discord:register` puts the command (unset: globally). */
+  guildId: string | undefined;
+}
 
 /**
  * Where the audit chain's HMAC key comes from: SHIPGATE_AUDIT_KEY, or, in
@@ -164,6 +210,8 @@ export interface Config {
   logLevel: 'fatal' | 'error' | 'warn' | 'info' | 'debug' | 'trace' | 'silent';
   chat: ChatMode;
   slack: { botToken: string; signingSecret: string | undefined; apiUrl: string | undefined } | undefined;
+  /** Discord's credentials when all three are set (validated together). */
+  discord: DiscordConfig | undefined;
   anthropic: { apiKey: string | undefined; baseUrl: string | undefined; model: string };
   github: {
     apiUrl: string;
@@ -282,9 +330,15 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env, options: LoadCo
     ]);
   }
 
+  const discord: DiscordConfig | undefined =
+    e.DISCORD_PUBLIC_KEY !== undefined && e.DISCORD_BOT_TOKEN !== undefined && e.DISCORD_APPLICATION_ID !== undefined
+      ? { publicKey: e.DISCORD_PUBLIC_KEY, botToken: e.DISCORD_BOT_TOKEN, applicationId: e.DISCORD_APPLICATION_ID, apiUrl: e.DISCORD_API_URL, guildId: e.DISCORD_GUILD_ID }
+      : undefined;
   const chat: ChatMode =
     e.SLACK_BOT_TOKEN === undefined
-      ? { kind: 'console' }
+      ? discord === undefined
+        ? { kind: 'console' }
+        : { kind: 'discord' }
       : e.SLACK_APP_TOKEN !== undefined
         ? { kind: 'slack-socket', appToken: e.SLACK_APP_TOKEN }
         : { kind: 'slack-http' };
@@ -302,6 +356,7 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env, options: LoadCo
       e.SLACK_BOT_TOKEN === undefined
         ? undefined
         : { botToken: e.SLACK_BOT_TOKEN, signingSecret: e.SLACK_SIGNING_SECRET, apiUrl: e.SLACK_API_URL },
+    discord,
     anthropic: { apiKey: e.ANTHROPIC_API_KEY, baseUrl: e.ANTHROPIC_BASE_URL, model: e.SHIPGATE_MODEL },
     github: {
       apiUrl: e.GITHUB_API_URL,
@@ -356,7 +411,7 @@ const SECRET_ENV_KEYS = [
 ] as const;
 
 /** Endpoints that may carry a password in their userinfo (`rediss://:password@host`). */
-const URL_ENV_KEYS = ['REDIS_URL', 'SLACK_API_URL', 'ANTHROPIC_BASE_URL', 'GITHUB_API_URL', 'PROMETHEUS_URL'] as const;
+const URL_ENV_KEYS = ['REDIS_URL', 'SLACK_API_URL', 'DISCORD_API_URL', 'ANTHROPIC_BASE_URL', 'GITHUB_API_URL', 'PROMETHEUS_URL'] as const;
 
 /** The credential fields of a kubeconfig's users (only those; everything else is left unchecked). */
 const kubeconfigSchema = z.looseObject({

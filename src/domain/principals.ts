@@ -38,6 +38,21 @@ export function groupsOf(directories: readonly PrincipalDirectory[]): Groups {
 }
 
 /**
+ * `groups` plus what the chat vouched for at one event (`CommandEvent.groups`: Discord's member
+ * roles): a vouched group counts `userId` among its members, whatever its listed members are.
+ */
+export function withVouchedGroups(groups: Groups, userId: string, vouched: readonly string[] | undefined): Groups {
+  if (vouched === undefined || vouched.length === 0) return groups;
+  return {
+    isGroup: (id) => groups.isGroup(id),
+    members: async (groupId) => {
+      const listed = await groups.members(groupId);
+      return vouched.includes(groupId) && !listed.includes(userId) ? [...listed, userId] : listed;
+    },
+  };
+}
+
+/**
  * Every user, group and channel id in the policy that no configured chat
  * owns, as `<key path>: <what it must be>` lines for a start-up error (the
  * policy schema only checks that ids are words; their shape is the chat's).

@@ -3,7 +3,7 @@ import type { MessageView, RichText } from '../render/view.js';
 
 /**
  * The chat port (SPEC §2): everything shipgate asks of a chat system. Slack,
- * the console and (later) Discord implement it; commands, workers and
+ * the console and Discord implement it; commands, workers and
  * rendering never know which one they talk to.
  *
  * Channels, messages and principals are opaque references: the adapter
@@ -51,6 +51,12 @@ export interface CommandEvent {
   text: string;
   userId: PrincipalId;
   userName?: string | undefined;
+  /**
+   * Groups the chat vouches the user is in at this very event (Discord: the roles on the
+   * interaction's member, as `discord:role:<id>`), for chats whose directory cannot list a group's
+   * members. Authorisation counts them like listed membership (src/domain/principals.ts).
+   */
+  groups?: readonly PrincipalId[] | undefined;
   channelId: ChannelRef;
   /** Unique per invocation and identical on redelivery (Slack's trigger_id); makes retries no-ops. */
   deliveryId: string;
@@ -68,6 +74,12 @@ export interface ActionEvent {
    * typed ('' when they gave none). Undefined on the button press itself.
    */
   reason?: string | undefined;
+  /**
+   * Groups the chat vouches the user is in at this very event (Discord: the roles on the
+   * interaction's member, as `discord:role:<id>`), for chats whose directory cannot list a group's
+   * members. Authorisation counts them like listed membership (src/domain/principals.ts).
+   */
+  groups?: readonly PrincipalId[] | undefined;
   channelId: ChannelRef;
   message?: MessageRef | undefined;
   /** Identical on redelivery of the same click (Slack's action_ts + user). */

@@ -4,7 +4,8 @@ import { tmpdir } from 'node:os';
 import { dirname, join } from 'node:path';
 import { afterAll } from 'vitest';
 import { startAnthropicServer, type AnthropicServer } from './anthropic-server.js';
-import { SIGNING_SECRET, startTestBot, type TestBot } from './bot.js';
+import { DISCORD_APP_ID, SIGNING_SECRET, startTestBot, type TestBot, type TestChat } from './bot.js';
+import { callbackOf, sendInteraction, slashCommand } from './discord-requests.js';
 import { startGitHubServer, type GitHubServer } from './github-server.js';
 import { sendSlashCommand } from './slack-requests.js';
 import type { ShipgateOptions } from '../../src/app/create-shipgate.js';
@@ -82,10 +83,46 @@ export interface World {
   model: AnthropicServer;
   github: GitHubServer;
   bare: string;
-  /** Sends `/ship <text>` as UALICE in CSHOP and returns the run id. */
+  /**
+   * Sends `/ship <text>` as UALICE in CSHOP (on Discord: `/ship run` as DISCORD_ALICE in
+   * DISCORD_SHOP, the first word as `repo` when it is one) and returns the run id.
+   */
   ship(text?: string): Promise<string>;
   /** Fails the test on any unexpected request to a fake, then stops everything. */
   stop(): Promise<string[]>;
+}
+
+/** The Discord side of a world with `chat: 'discord'`: a guild channel and its people (snowflakes). */
+export const DISCORD_SHOP = '1310000000000000100';
+export const DISCORD_ALICE = '1310000000000000201';
+export const DISCORD_BOB = '1310000000000000202';
+export const DISCORD_APPROVER = '1310000000000000203';
+export const DISCORD_APPROVERS_ROLE = '1310000000000000301';
+
+/** The answer that replaced a deferred command's "thinking…" (the edit of @original for `token`). */
+export async function discordAnswer(bot: TestBot, token: string, timeoutMs = 10_000): Promise<string> {
+  const server = bot.discord?.server;
+  if (server === undefined) throw new Error('not a Discord bot');
+  const call = await server.waitFor((s) => s.webhookCalls.find((c) => c.token === token && c.kind === 'edit-original'), timeoutMs, 'the deferred answer');
+  return call.body.content ?? '';
+}
+
+/** `/ship <sub> …` on Discord: the deferred ack (checked: type 5, ephemeral, within 3 s) and then the answer. */
+export async function discordShip(
+  bot: TestBot,
+  sub: string,
+  options: Record<string, string | boolean>,
+  actor: { userId: string; roles?: string[] } = { userId: DISCORD_ALICE },
+  channelId = DISCORD_SHOP,
+): Promise<{ answer: string; ackMs: number }> {
+  const discord = bot.discord;
+  if (discord === undefined) throw new Error('not a Discord bot');
+  const { body, token } = slashCommand(discord.server, DISCORD_APP_ID, actor, { channelId }, sub, options);
+  const result = await sendInteraction(discord.interactionsUrl, discord.keys, body);
+  const callback = callbackOf(result);
+  if (result.status !== 200 || callback?.type !== 5 || callback.data?.['flags'] !== 64) throw new Error(`not a deferred ephemeral ack: ${result.status} ${JSON.stringify(result.json)}`);
+  if (result.elapsedMs >= 3_000) throw new Error(`ack took ${result.elapsedMs} ms`);
+  return { answer: await discordAnswer(bot, token), ackMs: result.elapsedMs };
 }
 
 export async function startWorld(options: {
@@ -94,6 +131,10 @@ export async function startWorld(options: {
   files: Record<string, string>;
   tuning?: ShipgateOptions['tuning'];
   env?: Record<string, string>;
+  /** Which chat the people use (default Slack). */
+  chat?: TestChat;
+  /** Discord only: every n-th REST call answered 429 first. */
+  discordRateLimitEvery?: number;
 }): Promise<World> {
   const bare = seedRepository(options.files);
   const model = await startAnthropicServer({ apiKey: ANTHROPIC_KEY });
@@ -113,6 +154,8 @@ export async function startWorld(options: {
   const bot = await startTestBot({
     name: options.name,
     policy: options.policy,
+    chat: options.chat,
+    discordRateLimitEvery: options.discordRateLimitEvery,
     env: {
       GITHUB_API_URL: github.apiUrl,
       GITHUB_TOKEN,
@@ -126,12 +169,21 @@ export async function startWorld(options: {
     workRoot,
     tuning: { githubRetryAfterBaseMs: 1, githubLimiterId: `world-${options.name}-${Date.now()}`, modelMaxRetries: 2, ...options.tuning },
   });
+  bot.discord?.server.addChannel(DISCORD_SHOP, 'shop');
   return {
     bot,
     model,
     github,
     bare,
     async ship(text = 'acme/shop add a /healthz endpoint') {
+      if (options.chat === 'discord') {
+        const [first = '', ...rest] = text.split(' ');
+        const named = /^[\w.-]+\/[\w.-]+$/.test(first);
+        const { answer } = await discordShip(bot, 'run', named ? { repo: first, task: rest.join(' ') } : { task: text });
+        const id = /sg-[a-z0-9]{8}/.exec(answer)?.[0];
+        if (id === undefined) throw new Error(`no run id: ${answer}`);
+        return id;
+      }
       const result = await sendSlashCommand(bot.eventsUrl, SIGNING_SECRET, { text, user_id: 'UALICE', channel_id: 'CSHOP' });
       const id = /sg-[a-z0-9]{8}/.exec(result.body)?.[0];
       if (id === undefined) throw new Error(`no run id: ${result.body}`);
@@ -142,6 +194,7 @@ export async function startWorld(options: {
         ...model.unexpected.map((u) => `model: ${u.reason}`),
         ...github.unexpected.map((u) => `github: ${u.method} ${u.path}`),
         ...bot.slack.unexpected.map((u) => `slack: ${u.path} ${u.reason}`),
+        ...(bot.discord?.server.unexpected ?? []).map((u) => `discord: ${u.method} ${u.path} ${u.reason}`),
       ];
       await bot.stop();
       await model.close();

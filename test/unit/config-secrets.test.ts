@@ -38,7 +38,9 @@ describe('secretValues', () => {
       PROMETHEUS_URL: 'https://metrics:prom-password-value@prometheus.internal',
       SHIPGATE_AUDIT_KEY: 'audit-key-value-0123-with-32-bytes-at-least',
       DISCORD_BOT_TOKEN: 'discord-bot-token-value',
-      DISCORD_PUBLIC_KEY: 'discord-public-key-value',
+      // Validated now (64 hex characters, with the application id beside it); still scrubbed like the token.
+      DISCORD_PUBLIC_KEY: '0123456789abcdef'.repeat(4),
+      DISCORD_APPLICATION_ID: '1290000000000000001',
       SHIPGATE_MODEL: 'claude-sonnet-4-6',
     });
     expect(secrets).toEqual(
@@ -54,7 +56,7 @@ describe('secretValues', () => {
         'prom-password-value',
         'audit-key-value-0123-with-32-bytes-at-least',
         'discord-bot-token-value',
-        'discord-public-key-value',
+        '0123456789abcdef'.repeat(4),
       ]),
     );
     expect(secrets).not.toContain('claude-sonnet-4-6');
