@@ -1,5 +1,4 @@
-import { realpathSync } from 'node:fs';
-import { fileURLToPath } from 'node:url';
+import { isEntryModule } from './entry.js';
 import { AuditKeyFileError, readLocalAuditKey } from '../audit/audit-key.js';
 import {
   createAuditLog,
@@ -196,23 +195,8 @@ export async function main(
   }
 }
 
-/**
- * Whether this module is the process's entry (`npm run audit-log`, `node dist/src/cli/audit-cli.js`)
- * rather than imported (tests). Node reports the main module by its real path while argv[1] keeps
- * the path as typed, so a checkout or image reached through a symbolic link must compare real paths.
- */
-function isEntry(entry: string | undefined): boolean {
-  if (entry === undefined) return false;
-  const self = fileURLToPath(import.meta.url);
-  if (entry === self) return true;
-  try {
-    return realpathSync(entry) === self;
-  } catch {
-    return false;
-  }
-}
 
-if (isEntry(process.argv[1])) {
+if (isEntryModule(process.argv[1], import.meta.url)) {
   const code = await main(process.argv.slice(2), process.env, { stdout: process.stdout, stderr: process.stderr });
   process.exitCode = code;
 }

@@ -1,6 +1,5 @@
-import { realpathSync } from 'node:fs';
+import { isEntryModule } from './entry.js';
 import type { Writable } from 'node:stream';
-import { fileURLToPath } from 'node:url';
 import { REST } from '@discordjs/rest';
 import { Routes } from 'discord-api-types/v10';
 import { z } from 'zod';
@@ -57,18 +56,7 @@ export async function main(
   }
 }
 
-/** Whether this module is the process's entry rather than imported (tests); see audit-cli.ts. */
-function isEntry(entry: string | undefined): boolean {
-  if (entry === undefined) return false;
-  const self = fileURLToPath(import.meta.url);
-  if (entry === self) return true;
-  try {
-    return realpathSync(entry) === self;
-  } catch {
-    return false;
-  }
-}
 
-if (isEntry(process.argv[1])) {
+if (isEntryModule(process.argv[1], import.meta.url)) {
   process.exitCode = await main(process.env, { stdout: process.stdout, stderr: process.stderr });
 }
