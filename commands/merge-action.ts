@@ -64,10 +64,14 @@ export function createMergeAction(deps: MergeActionDeps): (event: ActionEvent) =
     if (requesters !== undefined && !(await isPrincipal(event.userId, requesters, withVouchedGroups(deps.groups, event.userId, event.groups))))
       return refuse(event, run, rich`Only people who may request runs on ${run.repo} may merge its changes.`);
 
-    const outcome = await deps.forge.approveMerge(run.repo, number, event.userId);
+    const sha = run.artifacts.agent?.commitSha;
+    if (sha === undefined) return refuse(event, run, rich`Run ${run.id} has no pushed commit to merge.`);
+    const outcome = await deps.forge.approveMerge(run.repo, number, event.userId, sha);
+    if (outcome === 'moved')
+      return refuse(event, run, rich`Pull request #${String(number)} moved on since this card showed it; look at the new change and click again when it is ready.`);
     if (outcome === 'already')
       return {
-        ephemeral: rich`Pull request #${String(number)} already has its Merge click; it merges once CI is green.`,
+        ephemeral: rich`Pull request #${String(number)} already has its Merge click for this commit; it merges once CI is green.`,
       };
     if (outcome !== 'approved')
       return refuse(
@@ -81,10 +85,11 @@ export function createMergeAction(deps: MergeActionDeps): (event: ActionEvent) =
       runId: run.id,
       data: {
         pr: number,
+        commit: sha,
         requester: run.requester.userId,
         ...(event.userName === undefined ? {} : { userName: event.userName }),
       },
-      key: `${run.id}.merge.approved.${String(number)}`,
+      key: `${run.id}.merge.approved.${String(number)}.${sha}`,
     });
     // Poke, then wake: the merge gate merges when it looks (see wake-runs.ts for the order).
     await deps.pokes.poke(run.id);

@@ -326,6 +326,13 @@ export function createChatProcessor(deps: ChatProcessorDeps): (job: ChatProcesso
     for (;;) {
       const first = await outbox.firstPendingReply(run.id, now);
       if (first === undefined || first.key === data.key) break;
+      // A head already posted came back with a re-enqueue whose job BullMQ dropped as a duplicate: off.
+      if ((await outbox.postRecord(`${run.id}.${first.key}`))?.state === 'posted') {
+        await outbox.replyPosted(run.id, first.key);
+        continue;
+      }
+      // This reply lost its place (given up on earlier): it waits for nobody.
+      if (!(await outbox.isPendingReply(run.id, data.key))) break;
       if (now - first.headSince < REPLY_ORDER_PATIENCE_MS) await delay(job, token, 200);
       // Stuck past patience: out of the order, so the replies after it keep theirs.
       deps.log.warn({ runId: run.id, stuck: first.key, waiting: data.key }, 'a reply waited too long for an earlier one; posting without it');

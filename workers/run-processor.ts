@@ -163,8 +163,14 @@ export function createRunProcessor(deps: RunProcessorDeps): (job: Job<AdvanceJob
    * a processor to end a job it did not finish (moveToDelayed + DelayedError).
    */
   async function handBack(job: Job<AdvanceJob>, token: string | undefined, log: Logger): Promise<never> {
-    await job.moveToDelayed(Date.now(), token);
-    log.info('shutting down: run job handed back');
+    try {
+      await job.moveToDelayed(Date.now(), token);
+      log.info('shutting down: run job handed back');
+    } catch (error) {
+      // The lock is gone (another worker has the job already) or Redis is: either way this worker
+      // must not record a failure against the run; the job stalls back or is someone else's.
+      log.warn({ err: error }, 'shutting down: the run job could not be handed back; it stalls back to the queue');
+    }
     throw new DelayedError();
   }
 

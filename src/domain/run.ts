@@ -367,14 +367,16 @@ export function startGate(run: Run, name: string, now: Date): Run {
 export function rewindTo(run: Run, gate: string, feedback: string | undefined): Run {
   const start = run.gates.findIndex((g) => g.name === gate);
   if (start < 0) return run;
+  const agent = patchArtifacts(run.artifacts, 'agent', {
+    feedback,
+    previousCommitSha: run.artifacts.agent?.commitSha ?? run.artifacts.agent?.previousCommitSha,
+    commitSha: undefined,
+  });
   return {
     ...run,
     state: 'running',
-    artifacts: patchArtifacts(run.artifacts, 'agent', {
-      feedback,
-      previousCommitSha: run.artifacts.agent?.commitSha ?? run.artifacts.agent?.previousCommitSha,
-      commitSha: undefined,
-    }),
+    // A Merge button shown for the old commit must go with it (the new commit needs its own click).
+    artifacts: agent.merge?.awaitingClick === undefined ? agent : patchArtifacts(agent, 'merge', { awaitingClick: undefined }),
     gates: run.gates.map((g, index) =>
       index >= start && (g.state !== 'pending' || g.notConfigured === true)
         ? { name: g.name, kind: g.kind, state: 'pending', summary: g.summary }

@@ -7,8 +7,9 @@ import { isSafeBranchName } from './branch-names.js';
 
 /**
  * The git of the local forge (SPEC §8): a repository on disk that plays the part of GitHub's copy.
- * Everything is plumbing on its git directory (no working tree is touched, no hook runs), and the
- * one write besides seeding it — a merge — is a fast-forward only, compare-and-swap on the old value.
+ * Everything is plumbing on its git directory (no working tree is touched, no hook runs: plumbing
+ * runs none, and the push layer starts the remote's receive-pack with hooks off), and the one write
+ * besides seeding it — a merge — is a fast-forward only, compare-and-swap on the old value.
  */
 export interface LocalRepositoryGit {
   /** Whether `path` holds a git repository (bare, or a `.git` inside). */
@@ -32,6 +33,8 @@ export interface LocalRepositoryGit {
 }
 
 const SHA = /^[0-9a-f]{40}([0-9a-f]{24})?$/;
+/** The empty tree's id (SHA-1 repositories). */
+const EMPTY_TREE = '4b825dc642cb6eb9a060e54bf8d69288fbee4904';
 
 function gitDirArgs(path: string): string[] {
   return ['--git-dir', path];
@@ -82,7 +85,9 @@ export function createLocalRepositoryGit(git: RunGit): LocalRepositoryGit {
     args: readonly string[],
     options: { input?: string; okCodes?: readonly number[]; env?: Record<string, string> } = {},
   ) {
-    return git([...gitDirArgs(await gitDirOfRepository(path)), ...args], options);
+    const gitDir = await gitDirOfRepository(path);
+    // cwd at the git directory: no work tree around it whose .gitattributes could be read.
+    return git([...gitDirArgs(gitDir), ...args], { cwd: gitDir, ...options });
   }
 
   async function writeTree(path: string, node: TreeNode): Promise<string> {
@@ -137,14 +142,19 @@ export function createLocalRepositoryGit(git: RunGit): LocalRepositoryGit {
 
     async diff(path, base, head, maxBytes) {
       if (!SHA.test(base) || !SHA.test(head)) throw new Error('diff takes commit ids');
-      // Neutral: no external diff driver, textconv or colour a repository's config could name.
+      // Neutral: no external diff driver, textconv or colour a repository's config could name, and every
+      // file as text (a `-diff` or `binary` attribute cannot hide a change from the reviewer); attributes
+      // from the tree (git ≥ 2.42 reads HEAD's in a bare repository) point at the empty tree.
       const text = (
         await run(path, [
           '-c',
           'diff.external=',
+          '-c',
+          `attr.tree=${EMPTY_TREE}`,
           'diff',
           '--no-ext-diff',
           '--no-textconv',
+          '--text',
           '--no-color',
           '--stat',
           '--patch',

@@ -59,7 +59,10 @@ export function createPusher(git: RunGit, log: Logger | undefined): (input: Push
   async function pushFrom(gitDir: string, url: string, sha: string, branch: string, credentials: GitCredentials): Promise<{ pushed: boolean; sha: string }> {
     // Explicit source sha and destination ref, no `+`, no --force: the remote fast-forwards or says no.
     const refspec = `${sha}:refs/heads/${branch}`;
-    const result = await git(['--git-dir', gitDir, 'push', '--porcelain', '--no-verify', '--no-follow-tags', '--', url, refspec], {
+    // A local remote (the local forge) runs receive-pack in this process's user, and git hands it none
+    // of our `-c` settings: name it with hooks off, so no hook of the receiving repository ever runs.
+    const receivePack = url.startsWith('file:') ? ['--receive-pack=git -c core.hooksPath=/dev/null receive-pack'] : [];
+    const result = await git(['--git-dir', gitDir, 'push', '--porcelain', '--no-verify', '--no-follow-tags', ...receivePack, '--', url, refspec], {
       credentials,
       okCodes: [1],
     });

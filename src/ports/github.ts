@@ -92,8 +92,12 @@ export interface PullRequestState extends PullRequestRef {
 export interface MergeClickPort {
   /** Whether `repo` merges on a Merge click. */
   mergesOnClick(repo: string): boolean;
-  /** Records `by`'s click on pull `number`; the merge gate merges when it next looks. The caller checked that `by` may merge. */
-  approveMerge(repo: string, number: number, by: string): Promise<'approved' | 'already' | 'not-open' | 'not-required'>;
+  /**
+   * Records `by`'s click on pull `number` for its head commit `sha` (what the clicker saw); the merge
+   * gate merges that commit, and only that one, when it next looks. `moved`: the head is not `sha`
+   * any more. The caller checked that `by` may merge.
+   */
+  approveMerge(repo: string, number: number, by: string, sha: string): Promise<'approved' | 'already' | 'moved' | 'not-open' | 'not-required'>;
 }
 
 /** What the CI and merge gates ask of GitHub (issue 4). Reads use conditional requests where GitHub supports them. */

@@ -24,6 +24,8 @@ export interface LocalPull {
   mergedAt?: string | undefined;
   /** Who clicked Merge, where the repository requires one (`merge: { requireApproval: true }`). */
   mergeApprovedBy?: string | undefined;
+  /** The head commit that click approved: only that commit merges (a later push needs a new click). */
+  approvedSha?: string | undefined;
 }
 
 export interface LocalCheckResult {
@@ -54,6 +56,7 @@ const pullSchema = z.object({
   createdAt: z.string(),
   mergedAt: z.string().optional(),
   mergeApprovedBy: z.string().optional(),
+  approvedSha: z.string().optional(),
 });
 
 const ciSchema = z.discriminatedUnion('state', [

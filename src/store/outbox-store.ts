@@ -66,6 +66,8 @@ export interface OutboxStore {
   enqueueReply(runId: string, key: string): Promise<void>;
   firstPendingReply(runId: string, now: number): Promise<{ key: string; headSince: number } | undefined>;
   replyPosted(runId: string, key: string): Promise<void>;
+  /** Whether `key` still has a place in the run's reply order (false once posted or given up). */
+  isPendingReply(runId: string, key: string): Promise<boolean>;
   /** True when this caller now holds the run's root-card lease (30 s), false when another does. */
   takeRootLease(runId: string): Promise<boolean>;
   /** The run version the card last showed; undefined before the first render. */
@@ -164,6 +166,9 @@ export function createOutboxStore({ redis, prefix }: { redis: Redis; prefix: str
       const [, since] = await redis.multi().hsetnx(replySinceKey(runId), key, String(now)).hget(replySinceKey(runId), key).expire(replySinceKey(runId), REPLY_ORDER_TTL_SECONDS).exec() ?? [];
       const headSince = Number(since?.[1]);
       return { key, headSince: Number.isFinite(headSince) ? headSince : now };
+    },
+    async isPendingReply(runId, key) {
+      return (await redis.zscore(replyOrderKey(runId), key)) !== null;
     },
     async replyPosted(runId, key) {
       await redis.multi().zrem(replyOrderKey(runId), key).hdel(replySinceKey(runId), key).exec();

@@ -71,6 +71,9 @@ export function createMemoryOutboxStore(
       first[1].since ??= at;
       return { key: first[0], headSince: first[1].since };
     },
+    async isPendingReply(runId, key) {
+      return replyOrder.get(runId)?.has(key) === true;
+    },
     async replyPosted(runId, key) {
       replyOrder.get(runId)?.delete(key);
     },

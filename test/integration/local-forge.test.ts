@@ -191,4 +191,31 @@ describe('local mode: the local forge', { timeout: 120_000 }, () => {
     expect(events.filter((e) => e.type === 'merge.approved').map((e) => e.actor)).toEqual(['UBOB']);
     expect(w.github.requests).toEqual([]);
   });
+
+  it('a Merge click approves the commit the run showed: a branch moved since is refused, and nothing merges', async () => {
+    dir = mkdtempSync(join(tmpdir(), 'shipgate-local-forge-'));
+    const repoPath = join(dir, 'repos', 'shop.git');
+    const policy = policyFor(repoPath).replace('    sample: true\n', '    sample: true\n    merge: { requireApproval: true }\n');
+    world = await startWorld({ name: 'local-forge-moved', policy, files: { 'unused.txt': 'the world seeds a GitHub repository this test never uses\n' } });
+    const w = world;
+    w.model.script(edit('e1', '/repo/src/app.js', "  '/products':", "  '/healthz': () => ({ status: 200, body: { ok: true } }),\n  '/products':"), done('Added GET /healthz.'));
+    const runId = await w.ship('demo/shop add a /healthz endpoint');
+    await until(w, runId, 'waiting for the Merge click', (run) => run.artifacts.merge?.awaitingClick === true, 60_000);
+    const run = await runOf(w, runId);
+    const branch = run.artifacts.agent?.branch ?? '';
+    const before = gitIn(repoPath, 'rev-parse', 'refs/heads/main');
+
+    // Someone moves the run branch past what the card showed (as a later push would).
+    const tree = gitIn(repoPath, 'rev-parse', `refs/heads/${branch}^{tree}`);
+    const sneaked = gitIn(repoPath, '-c', 'user.name=x', '-c', 'user.email=x@example.com', 'commit-tree', tree, '-p', `refs/heads/${branch}`, '-m', 'sneaked in');
+    gitIn(repoPath, 'update-ref', `refs/heads/${branch}`, sneaked);
+
+    const result = await sendBlockAction(w.bot.eventsUrl, SIGNING_SECRET, { user_id: 'UBOB', user_name: 'bob', channel_id: 'CSHOP', message_ts: run.chat.card ?? '', action_id: MERGE_ACTION_ID, value: runId });
+    expect(result.status).toBe(200);
+    await eventually(async () => w.bot.slack.ephemerals.find((e) => e.user === 'UBOB' && (e.text ?? '').includes('moved on')), 'the refusal');
+    expect(gitIn(repoPath, 'rev-parse', 'refs/heads/main')).toBe(before);
+    const events = (await w.bot.app.audit.exportRun(runId)).trim().split('\n').map((line) => z.object({ type: z.string() }).parse(JSON.parse(line)));
+    expect(events.filter((e) => e.type === 'merge.approved')).toEqual([]);
+  });
 });
+

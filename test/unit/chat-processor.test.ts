@@ -339,5 +339,20 @@ describe('chat processor: thread order', () => {
     expect(await w.process(reply('merge.1.passed', 'merge'))).toBe('done');
     expect(w.posted.map((m) => m.key).slice(1)).toEqual(['sg-outbox01.ci.1.passed', 'sg-outbox01.merge.1.passed']);
   });
+
+  it('a head that was posted already (re-enqueued after its post) and a reply that lost its place wait for nothing', async () => {
+    const w = world();
+    w.addRun();
+    await w.outbox.enqueueReply('sg-outbox01', 'agent.1.passed');
+    expect(await w.process(reply('agent.1.passed', 'agent'))).toBe('done');
+    // A crash redo enqueues the posted reply again: its job is a duplicate BullMQ drops, so it must not block.
+    await w.outbox.enqueueReply('sg-outbox01', 'agent.1.passed');
+    await w.outbox.enqueueReply('sg-outbox01', 'pr.1.passed');
+    expect(await w.process(reply('pr.1.passed', 'pr'))).toBe('done');
+    // A reply that was given up on (not in the order any more) posts at once, whatever is queued.
+    await w.outbox.enqueueReply('sg-outbox01', 'ci.1.passed');
+    expect(await w.process(reply('late.1.passed', 'late'))).toBe('done');
+    expect(w.posted.map((m) => m.key).slice(1)).toEqual(['sg-outbox01.agent.1.passed', 'sg-outbox01.pr.1.passed', 'sg-outbox01.late.1.passed']);
+  });
 });
 

@@ -71,14 +71,14 @@ function checkId(sha: string, index: number): number {
   return Number.parseInt(sha.slice(0, 6), 16) * 64 + index + 1;
 }
 
-/** The review record as the thread shows it: title, state and the diff (its stat first), capped. */
-export function reviewText(pull: LocalPull, maxChars = 1_500): string {
+/**
+ * The review record as the thread shows it: title, state, the head commit and the diff of that head
+ * (its stat first, so a cut never hides which files changed), capped.
+ */
+export function reviewText(pull: LocalPull, head: string, diff: string, maxChars = 1_500): string {
   const state = pull.merged ? 'merged' : pull.state === 'closed' ? 'closed' : 'open for review';
-  const diff =
-    pull.diff.length <= maxChars
-      ? pull.diff
-      : `${pull.diff.slice(0, maxChars)}\n[diff cut; the whole diff is in the pull request record]`;
-  return `local pull request #${pull.number} (${state}): ${pull.title}\n${diff.trimEnd()}`;
+  const shown = diff.length <= maxChars ? diff : `${diff.slice(0, maxChars)}\n[diff cut at ${maxChars} characters]`;
+  return `local pull request #${pull.number} (${state}) at ${head.slice(0, 12)}: ${pull.title}\n${shown.trimEnd()}`;
 }
 
 function fileUrl(path: string): string {
@@ -109,14 +109,22 @@ export function createLocalForge(options: LocalForgeOptions): LocalForge {
     return (await git.local.branchSha(policy.path, pull.head)) ?? pull.mergeCommitSha ?? '';
   }
 
+  /** The diff a reviewer must see: of the pull's head as it is now (a follow-up may have added commits). */
+  async function liveDiff(policy: LocalRepoPolicy, pull: LocalPull, head: string): Promise<string> {
+    if (pull.state !== 'open') return pull.diff;
+    const base = await git.local.branchSha(policy.path, pull.base);
+    return base === undefined || head === '' ? pull.diff : scrub(await git.local.diff(policy.path, base, head, DIFF_MAX_BYTES));
+  }
+
   async function asRef(policy: LocalRepoPolicy, pull: LocalPull): Promise<PullRequestRef> {
+    const headSha = await liveHead(policy, pull);
     return {
       number: pull.number,
       url: pullUrl(policy, pull.number),
-      headSha: await liveHead(policy, pull),
+      headSha,
       state: pull.state,
       merged: pull.merged,
-      review: reviewText(pull),
+      review: reviewText(pull, headSha, await liveDiff(policy, pull, headSha)),
     };
   }
 
@@ -249,9 +257,10 @@ export function createLocalForge(options: LocalForgeOptions): LocalForge {
   /** The local rule (SPEC §8): fast-forward a pull with green CI, after a Merge click where one is required. */
   async function mergeIfAllowed(full: string, policy: LocalRepoPolicy, pull: LocalPull): Promise<LocalPull> {
     if (pull.state !== 'open') return pull;
-    if (policy.merge?.requireApproval === true && pull.mergeApprovedBy === undefined) return pull;
     const head = await git.local.branchSha(policy.path, pull.head);
     if (head === undefined) return pull;
+    // The click approved one commit: anything pushed after it needs a click of its own.
+    if (policy.merge?.requireApproval === true && pull.approvedSha !== head) return pull;
     const ci = await store.ci(full, head);
     if (ci?.state !== 'completed' || ci.results.some((result) => result.conclusion !== 'success')) return pull;
     const baseSha = await git.local.branchSha(policy.path, pull.base);
@@ -347,10 +356,11 @@ export function createLocalForge(options: LocalForgeOptions): LocalForge {
       const stored = await store.get(full, number);
       if (stored === undefined) throw new RefusedError(`${full} has no local pull request #${number}`);
       const pull = await mergeIfAllowed(full, policy, stored);
+      const head = await git.local.branchSha(policy.path, pull.head);
       const awaitingMergeClick =
         pull.state === 'open' &&
         policy.merge?.requireApproval === true &&
-        pull.mergeApprovedBy === undefined &&
+        pull.approvedSha !== head &&
         (await headIsGreen(full, policy, pull));
       return {
         ...(await asRef(policy, pull)),
@@ -360,13 +370,15 @@ export function createLocalForge(options: LocalForgeOptions): LocalForge {
       };
     },
 
-    async approveMerge(repo, number, by) {
+    async approveMerge(repo, number, by, sha) {
       const policy = repos[repo];
       if (policy === undefined || policy.merge?.requireApproval !== true) return 'not-required';
       const pull = await store.get(repo, number);
       if (pull === undefined || pull.state !== 'open') return 'not-open';
-      if (pull.mergeApprovedBy !== undefined) return 'already';
-      await store.save({ ...pull, mergeApprovedBy: by });
+      // The clicker saw the run at `sha`; a branch that moved since is not what they approved.
+      if ((await git.local.branchSha(policy.path, pull.head)) !== sha) return 'moved';
+      if (pull.approvedSha === sha) return 'already';
+      await store.save({ ...pull, mergeApprovedBy: by, approvedSha: sha });
       return 'approved';
     },
 
