@@ -89,7 +89,12 @@ export interface LocalForgeStore {
   ci(repo: string, sha: string): Promise<LocalCiRecord | undefined>;
   /** Takes the run of CI for this commit; false when another worker holds it (its lease ends with `leaseMs`). */
   claimCi(repo: string, sha: string, startedAt: string, leaseMs: number): Promise<boolean>;
-  finishCi(repo: string, sha: string, results: LocalCheckResult[]): Promise<void>;
+  /**
+   * Records CI of `sha` as finished. Each result gets an id unique in the repository (a counter),
+   * under which `checkResult` finds it again (the CI gate asks for a failed check's log by id).
+   */
+  finishCi(repo: string, sha: string, results: ReadonlyArray<Omit<LocalCheckResult, 'id'>>): Promise<LocalCheckResult[]>;
+  checkResult(repo: string, id: number): Promise<LocalCheckResult | undefined>;
 }
 
 export function createLocalForgeStore({ redis, prefix }: { redis: Redis; prefix: string }): LocalForgeStore {
@@ -98,6 +103,14 @@ export function createLocalForgeStore({ redis, prefix }: { redis: Redis; prefix:
   const headsKey = (repo: string) => `${base(repo)}:heads`;
   const counterKey = (repo: string) => `${base(repo)}:counter`;
   const ciKey = (repo: string, sha: string) => `${base(repo)}:ci:${sha}`;
+  const checkCounterKey = (repo: string) => `${base(repo)}:check-counter`;
+  const checkIdsKey = (repo: string) => `${base(repo)}:check-ids`;
+
+  function parseCi(raw: string | null): LocalCiRecord | undefined {
+    if (raw === null) return undefined;
+    const parsed = ciSchema.safeParse(JSON.parse(raw));
+    return parsed.success ? parsed.data : undefined;
+  }
 
   function parsePull(raw: string | null): LocalPull | undefined {
     if (raw === null) return undefined;
@@ -140,18 +153,26 @@ export function createLocalForgeStore({ redis, prefix }: { redis: Redis; prefix:
       await redis.hset(pullsKey(pull.repo), String(pull.number), JSON.stringify(pull));
     },
     async ci(repo, sha) {
-      const raw = await redis.get(ciKey(repo, sha));
-      if (raw === null) return undefined;
-      const parsed = ciSchema.safeParse(JSON.parse(raw));
-      return parsed.success ? parsed.data : undefined;
+      return parseCi(await redis.get(ciKey(repo, sha)));
     },
     async claimCi(repo, sha, startedAt, leaseMs) {
       const record: LocalCiRecord = { state: 'running', startedAt };
       return (await redis.set(ciKey(repo, sha), JSON.stringify(record), 'PX', leaseMs, 'NX')) === 'OK';
     },
     async finishCi(repo, sha, results) {
-      const record: LocalCiRecord = { state: 'completed', results };
-      await redis.set(ciKey(repo, sha), JSON.stringify(record), 'EX', KEEP_SECONDS);
+      const numbered: LocalCheckResult[] = [];
+      for (const result of results) numbered.push({ ...result, id: await redis.incr(checkCounterKey(repo)) });
+      const record: LocalCiRecord = { state: 'completed', results: numbered };
+      const multi = redis.multi().set(ciKey(repo, sha), JSON.stringify(record), 'EX', KEEP_SECONDS);
+      for (const result of numbered) multi.hset(checkIdsKey(repo), String(result.id), sha);
+      await multi.exec();
+      return numbered;
+    },
+    async checkResult(repo, id) {
+      const sha = await redis.hget(checkIdsKey(repo), String(id));
+      if (sha === null) return undefined;
+      const record = parseCi(await redis.get(ciKey(repo, sha)));
+      return record?.state === 'completed' ? record.results.find((result) => result.id === id) : undefined;
     },
   };
 }

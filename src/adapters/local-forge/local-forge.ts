@@ -66,7 +66,7 @@ export interface LocalForge extends GitHubPort, GitHubCiPort, MergeClickPort {
 const DIFF_MAX_BYTES = 64 * 1024;
 const LEASE_MARGIN_MS = 60_000;
 
-/** A check run id unique per commit and check (the CI gate asks for a failed check's log by it). */
+/** The id of a check still queued or running (a finished one has the store's own, unique id). */
 function checkId(sha: string, index: number): number {
   return Number.parseInt(sha.slice(0, 6), 16) * 64 + index + 1;
 }
@@ -172,10 +172,9 @@ export function createLocalForge(options: LocalForgeOptions): LocalForge {
       options.workRoot,
       `ci-${full.replace('/', '-')}-${sha.slice(0, 12)}-${randomBytes(4).toString('hex')}`,
     );
-    const results: LocalCheckResult[] = [];
-    const cancelled = (why: string): LocalCheckResult[] =>
-      names.map((name, index) => ({
-        id: checkId(sha, index),
+    const results: Array<Omit<LocalCheckResult, 'id'>> = [];
+    const cancelled = (why: string): Array<Omit<LocalCheckResult, 'id'>> =>
+      names.map((name) => ({
         name,
         conclusion: 'cancelled',
         output: why,
@@ -212,11 +211,10 @@ export function createLocalForge(options: LocalForgeOptions): LocalForge {
         sandbox: options.sandbox,
         scrub,
       });
-      for (const [index, name] of names.entries()) {
+      for (const name of names) {
         const checkStarted = clock().toISOString();
         const result = await runner.run(name);
         results.push({
-          id: checkId(sha, index),
           name,
           conclusion: result.timedOut ? 'timed_out' : result.exitCode === 0 ? 'success' : 'failure',
           output: scrub(result.output),
@@ -340,15 +338,10 @@ export function createLocalForge(options: LocalForgeOptions): LocalForge {
     },
 
     async actionsJobLogTail(owner, name, jobId, maxBytes) {
-      const { full, policy } = repoOf(owner, name);
-      // The CI gate asks for the log of a failed check: it is that check's output, of the pull heads' CI.
-      for (const pull of await store.openPulls(full)) {
-        const head = await git.local.branchSha(policy.path, pull.head);
-        const record = head === undefined ? undefined : await store.ci(full, head);
-        const result = record?.state === 'completed' ? record.results.find((r) => r.id === jobId) : undefined;
-        if (result !== undefined) return Buffer.from(result.output, 'utf8').subarray(-maxBytes).toString('utf8');
-      }
-      return undefined;
+      const { full } = repoOf(owner, name);
+      // The CI gate asks for the log of a failed check: that check's output, found by its own id.
+      const result = await store.checkResult(full, jobId);
+      return result === undefined ? undefined : Buffer.from(result.output, 'utf8').subarray(-maxBytes).toString('utf8');
     },
 
     async getPullRequest(owner, name, number): Promise<PullRequestState> {
