@@ -151,6 +151,17 @@ export function slashCommand(
   return { body: JSON.stringify(interaction), token: interaction.token };
 }
 
+/** The bot's message a component or modal interaction comes from, as Discord sends it along. */
+function clickedMessage(discord: DiscordServer, where: Where, messageId: string) {
+  return {
+    id: messageId,
+    channel_id: where.threadId ?? where.channelId,
+    type: 0,
+    content: '',
+    author: { id: discord.botUserId, username: 'shipgate', bot: true },
+  };
+}
+
 /** A button click (MESSAGE_COMPONENT) on `messageId`. */
 export function buttonClick(
   discord: DiscordServer,
@@ -162,13 +173,7 @@ export function buttonClick(
 ): { body: string; token: string } {
   const interaction = {
     ...base(discord, applicationId, 3, actor, where),
-    message: {
-      id: messageId,
-      channel_id: where.threadId ?? where.channelId,
-      type: 0,
-      content: '',
-      author: { id: discord.botUserId, username: 'shipgate', bot: true },
-    },
+    message: clickedMessage(discord, where, messageId),
     data: { custom_id: customId, component_type: 2 },
   };
   return { body: JSON.stringify(interaction), token: interaction.token };
@@ -186,13 +191,7 @@ export function modalSubmit(
 ): { body: string; token: string } {
   const interaction = {
     ...base(discord, applicationId, 5, actor, where),
-    message: {
-      id: messageId,
-      channel_id: where.threadId ?? where.channelId,
-      type: 0,
-      content: '',
-      author: { id: discord.botUserId, username: 'shipgate', bot: true },
-    },
+    message: clickedMessage(discord, where, messageId),
     data: {
       custom_id: customId,
       components: [{ type: 1, components: [{ type: 4, custom_id: 'reason', value: reason }] }],

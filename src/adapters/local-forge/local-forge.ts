@@ -116,8 +116,9 @@ export function createLocalForge(options: LocalForgeOptions): LocalForge {
     return base === undefined || head === '' ? pull.diff : scrub(await git.local.diff(policy.path, base, head, DIFF_MAX_BYTES));
   }
 
-  async function asRef(policy: LocalRepoPolicy, pull: LocalPull): Promise<PullRequestRef> {
-    const headSha = await liveHead(policy, pull);
+  /** `head`: the pull branch's commit when the caller has just read it. */
+  async function asRef(policy: LocalRepoPolicy, pull: LocalPull, head?: string): Promise<PullRequestRef> {
+    const headSha = pull.state === 'open' && head !== undefined ? head : await liveHead(policy, pull);
     return {
       number: pull.number,
       url: pullUrl(policy, pull.number),
@@ -246,21 +247,18 @@ export function createLocalForge(options: LocalForgeOptions): LocalForge {
     void work.finally(() => running.delete(work));
   }
 
-  async function headIsGreen(full: string, policy: LocalRepoPolicy, pull: LocalPull): Promise<boolean> {
-    const head = await git.local.branchSha(policy.path, pull.head);
-    const ci = head === undefined ? undefined : await store.ci(full, head);
+  /** Whether CI of `sha` finished with every check green. */
+  async function isGreen(full: string, sha: string | undefined): Promise<boolean> {
+    const ci = sha === undefined ? undefined : await store.ci(full, sha);
     return ci?.state === 'completed' && ci.results.every((result) => result.conclusion === 'success');
   }
 
   /** The local rule (SPEC §8): fast-forward a pull with green CI, after a Merge click where one is required. */
-  async function mergeIfAllowed(full: string, policy: LocalRepoPolicy, pull: LocalPull): Promise<LocalPull> {
-    if (pull.state !== 'open') return pull;
-    const head = await git.local.branchSha(policy.path, pull.head);
-    if (head === undefined) return pull;
+  async function mergeIfAllowed(full: string, policy: LocalRepoPolicy, pull: LocalPull, head: string | undefined): Promise<LocalPull> {
+    if (pull.state !== 'open' || head === undefined) return pull;
     // The click approved one commit: anything pushed after it needs a click of its own.
     if (policy.merge?.requireApproval === true && pull.approvedSha !== head) return pull;
-    const ci = await store.ci(full, head);
-    if (ci?.state !== 'completed' || ci.results.some((result) => result.conclusion !== 'success')) return pull;
+    if (!(await isGreen(full, head))) return pull;
     const baseSha = await git.local.branchSha(policy.path, pull.base);
     if (baseSha === undefined) return pull;
     const outcome = await git.local.fastForward(policy.path, pull.base, baseSha, head);
@@ -348,15 +346,13 @@ export function createLocalForge(options: LocalForgeOptions): LocalForge {
       const { full, policy } = repoOf(owner, name);
       const stored = await store.get(full, number);
       if (stored === undefined) throw new RefusedError(`${full} has no local pull request #${number}`);
-      const pull = await mergeIfAllowed(full, policy, stored);
-      const head = await git.local.branchSha(policy.path, pull.head);
+      // The branch is read once per look: the merge rule, the Merge button and the record all see one head.
+      const head = stored.state === 'open' ? await git.local.branchSha(policy.path, stored.head) : undefined;
+      const pull = await mergeIfAllowed(full, policy, stored, head);
       const awaitingMergeClick =
-        pull.state === 'open' &&
-        policy.merge?.requireApproval === true &&
-        pull.approvedSha !== head &&
-        (await headIsGreen(full, policy, pull));
+        pull.state === 'open' && policy.merge?.requireApproval === true && pull.approvedSha !== head && (await isGreen(full, head));
       return {
-        ...(await asRef(policy, pull)),
+        ...(await asRef(policy, pull, head)),
         mergeCommitSha: pull.mergeCommitSha ?? null,
         base: pull.base,
         awaitingMergeClick,
