@@ -231,7 +231,18 @@ export function createChatProcessor(deps: ChatProcessorDeps): (job: ChatProcesso
     const view = safe(renderApprovalRequest(rooted, latest));
     const ref = posted?.state === 'posted' ? posted.ref : (await postOnce({ channel: rooted.chat.channel, thread: rooted.chat.card, view, key })).ref;
     // Posted earlier (this is a later state of the request) or just now: show the state that counts.
-    await updateInPlace(rooted.chat.channel, key, ref, view);
+    // Jobs of two states of one request can run side by side, and the one that rendered the older
+    // state may write last: so after each write, read the request again and write again while it
+    // moved on (level-triggered; the last writer always ends on the state that is stored).
+    let shown = latest;
+    let shownView = view;
+    for (let round = 0; round < 10; round += 1) {
+      await updateInPlace(rooted.chat.channel, key, ref, shownView);
+      const now = await deps.approvals?.get(runId);
+      if (now === undefined || now.request.nonce !== nonce || JSON.stringify(now) === JSON.stringify(shown)) return;
+      shown = now;
+      shownView = safe(renderApprovalRequest(rooted, now));
+    }
   }
 
   /** One update of a posted message, skipped when it would show the same thing again. */
