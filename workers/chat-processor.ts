@@ -1,5 +1,5 @@
 import { createHash } from 'node:crypto';
-import { DelayedError, type Job } from 'bullmq';
+import { DelayedError, RateLimitError, type Job } from 'bullmq';
 import { isTerminal, type Run } from '../src/domain/run.js';
 import type { Logger } from '../src/log.js';
 import type { ChatPort } from '../src/ports/chat.js';
@@ -29,7 +29,10 @@ export const REPLY_ORDER_PATIENCE_MS = 15_000;
 export const CARD_UPDATE_INTERVAL_MS = 3_000;
 
 /** What the processor uses of a BullMQ job (a narrow type so tests can hand it a plain object). */
-export type ChatProcessorJob = Pick<Job<ChatJob>, 'data' | 'moveToDelayed'>;
+export type ChatProcessorJob = Pick<Job<ChatJob>, 'data' | 'moveToDelayed'> & { timestamp?: number };
+
+/** How long an 'ended' reply re-checks often for the run's terminal state before it slows down. */
+const ENDED_PROMPT_WAIT_MS = 30_000;
 
 export interface ChatProcessorDeps {
   chat: ChatPort;
@@ -38,8 +41,12 @@ export interface ChatProcessorDeps {
   outbox: OutboxStore;
   log: Logger;
   updateIntervalMs?: number;
-  /** Shared pacing of chat writes; without it writes are not paced. */
-  writes?: WriteLimiter | undefined;
+  /**
+   * Shared pacing of chat writes (SPEC §10); without it writes are not paced. Over budget, `hold`
+   * rate-limits the whole chat queue until the next window (BullMQ's `Queue.rateLimit`) and the job
+   * goes back to waiting with no attempt spent.
+   */
+  writes?: { limiter: WriteLimiter; hold(ms: number): Promise<void> } | undefined;
   /** The slash command's name, for hints such as "/ship retry <id>". */
   command?: string | undefined;
   /** Where mentions in a thread find their run. */
@@ -66,9 +73,12 @@ export interface ChatProcessorDeps {
  *   message reference after it. Finding `pending` means an earlier attempt died
  *   mid-call; the platform is then asked whether the message landed (by the
  *   key stored in its metadata) before posting again.
- * - Card updates are coalesced: every state change enqueues a card job, and a
- *   job only renders when the card has not already shown that version; a
- *   per-message slot key spaces updates at least `updateIntervalMs` apart.
+ * - Card updates are coalesced: every state change asks for a card job, BullMQ
+ *   keeps at most one waiting per run (deduplication), and a job renders only
+ *   when the card has not shown the stored version yet; a per-message slot key
+ *   spaces updates at least `updateIntervalMs` apart.
+ * - Writes are paced across workers (`writes`): over budget, the chat queue is
+ *   held by BullMQ's rate limit and the job handed back.
  *
  * The records live in the outbox store (src/store/outbox-store.ts); this is
  * the logic over them.
@@ -80,7 +90,19 @@ export function createChatProcessor(deps: ChatProcessorDeps): (job: ChatProcesso
   const safe = (view: MessageView): MessageView => mapMessageView(view, scrub);
 
   /** Posts at most once per key; `fresh` is false when an earlier attempt's message was found instead. */
-  async function postOnce(input: { channel: string; thread?: string | undefined; view: MessageView; key: string }): Promise<{ ref: string; fresh: boolean }> {
+  /** A slot for one chat write, or the job handed back to BullMQ until the next window (it runs again from the top: every write is keyed). */
+  async function takeWriteSlot(): Promise<void> {
+    if (deps.writes === undefined) return;
+    const slot = await deps.writes.limiter.take();
+    if (slot.taken) return;
+    await deps.writes.hold(slot.retryInMs);
+    throw new RateLimitError();
+  }
+
+  async function postOnce(
+    input: { channel: string; thread?: string | undefined; view: MessageView; key: string },
+    { slotTaken = false }: { slotTaken?: boolean } = {},
+  ): Promise<{ ref: string; fresh: boolean }> {
     const record = await outbox.postRecord(input.key);
     if (record?.state === 'posted') return { ref: record.ref, fresh: false };
     if (record?.state === 'pending') {
@@ -90,7 +112,7 @@ export function createChatProcessor(deps: ChatProcessorDeps): (job: ChatProcesso
         return { ref: found.ref, fresh: false };
       }
     }
-    await deps.writes?.take();
+    if (!slotTaken) await takeWriteSlot();
     await outbox.recordPending(input.key);
     const { ref } = await chat.postMessage(input);
     await outbox.recordPosted(input.key, ref);
@@ -103,6 +125,9 @@ export function createChatProcessor(deps: ChatProcessorDeps): (job: ChatProcesso
    */
   async function ensureRoot(run: Run, job: ChatProcessorJob, token: string | undefined): Promise<{ run: Run; current: boolean }> {
     if (run.chat.card !== undefined) return { run, current: false };
+    // The write slot before the lease: a job handed back for want of a slot must not leave the lease
+    // held, or every job of the run would wait out its lifetime.
+    await takeWriteSlot();
     // Two jobs of one run (the first card and the first change) may both get here: one posts, the
     // other waits for it. The lease expires, so a holder that died does not block the run.
     if (!(await outbox.takeRootLease(run.id))) {
@@ -113,7 +138,7 @@ export function createChatProcessor(deps: ChatProcessorDeps): (job: ChatProcesso
       return adoptRoot(run, landed, false);
     }
     const view = safe(renderCard(run, cardOptions));
-    const { ref, fresh } = await postOnce({ channel: run.chat.channel, view, key: `${run.id}.root` });
+    const { ref, fresh } = await postOnce({ channel: run.chat.channel, view, key: `${run.id}.root` }, { slotTaken: true });
     if (fresh) await outbox.recordRootCard(run.id, { version: run.version, digest: digestOf(view), intervalMs: interval });
     return adoptRoot(run, ref, fresh);
   }
@@ -142,11 +167,13 @@ export function createChatProcessor(deps: ChatProcessorDeps): (job: ChatProcesso
     throw new DelayedError();
   }
 
-  async function refreshCard(job: ChatProcessorJob, token: string | undefined, runId: string, version: number): Promise<void> {
+  async function refreshCard(job: ChatProcessorJob, token: string | undefined, runId: string): Promise<void> {
     const stored = await store.get(runId);
     if (stored === undefined) return;
+    // The stored run, not the job's `version`, decides: card jobs are deduplicated per run, so this
+    // job stands for every change made since it was added (src/queue/queues.ts).
     const rendered = (await outbox.renderedVersion(runId)) ?? -1;
-    if (rendered >= version || rendered >= stored.version) return;
+    if (rendered >= stored.version) return;
     const rooted = await ensureRoot(stored, job, token);
     if (rooted.current) return;
     const run = rooted.run;
@@ -158,7 +185,7 @@ export function createChatProcessor(deps: ChatProcessorDeps): (job: ChatProcesso
     if (!unchanged) {
       const slot = await outbox.takeCardSlot(runId, interval);
       if (!slot.taken) await delay(job, token, Math.max(slot.retryInMs, 50));
-      await deps.writes?.take();
+      await takeWriteSlot();
       await chat.updateMessage({ channel: run.chat.channel, ref: run.chat.card, view });
       await outbox.recordCardDigest(runId, digest);
     }
@@ -249,7 +276,7 @@ export function createChatProcessor(deps: ChatProcessorDeps): (job: ChatProcesso
   async function updateInPlace(channel: string, postKey: string, ref: string, view: MessageView): Promise<void> {
     const digest = digestOf(view);
     if ((await outbox.messageDigest(postKey)) === digest) return;
-    await deps.writes?.take();
+    await takeWriteSlot();
     await chat.updateMessage({ channel, ref, view });
     await outbox.recordMessageDigest(postKey, digest);
   }
@@ -258,7 +285,7 @@ export function createChatProcessor(deps: ChatProcessorDeps): (job: ChatProcesso
   async function uploadOnce(input: Parameters<ChatPort['uploadFile']>[0]): Promise<string> {
     const record = await outbox.uploadRecord(input.key);
     if (record?.state === 'uploaded') return record.ref;
-    await deps.writes?.take();
+    await takeWriteSlot();
     await outbox.recordUploadPending(input.key);
     const { ref } = await chat.uploadFile(input);
     await outbox.recordUploaded(input.key, ref);
@@ -318,7 +345,7 @@ export function createChatProcessor(deps: ChatProcessorDeps): (job: ChatProcesso
       return;
     }
     if (data.kind === 'card') {
-      await refreshCard(job, token, data.runId, data.version);
+      await refreshCard(job, token, data.runId);
       return;
     }
     if (data.kind === 'approval') {
@@ -328,8 +355,14 @@ export function createChatProcessor(deps: ChatProcessorDeps): (job: ChatProcesso
     const run = await store.get(data.runId);
     if (run === undefined) return;
     // The run processor enqueues the 'ended' reply before it stores the end (crash-safety order);
-    // rendering now could announce "is cancelling". Wait until the terminal state is stored.
-    if (data.content.type === 'ended' && !isTerminal(run.state)) await delay(job, token, 250);
+    // rendering now could announce "is cancelling". Wait until the terminal state is stored: at once
+    // at first (the store follows within milliseconds), then gently, since a run processor that died
+    // in between stores the end only when its job is retried, after BullMQ's backoff.
+    if (data.content.type === 'ended' && !isTerminal(run.state)) {
+      const now = (deps.clock ?? (() => new Date()))().getTime();
+      const waited = now - (job.timestamp ?? now);
+      await delay(job, token, waited < ENDED_PROMPT_WAIT_MS ? 250 : 5_000);
+    }
     // Thread order is enqueue order (issue 14): an earlier reply of the run still unposted goes first,
     // unless it has been at the head for REPLY_ORDER_PATIENCE_MS (its job lost), which must not
     // silence the thread; the next head gets its own patience.

@@ -20,6 +20,9 @@ import { RECONCILE_EVERY_MS, recoverRuns } from './recover-runs.js';
 import { runFailurePolicy } from './run-failure-policy.js';
 import { wakeRunsOnKubernetesChange } from './wake-runs.js';
 
+/** The chat worker's ceiling on job starts per second (all workers together); see its limiter. */
+const CHAT_JOB_STARTS_PER_SECOND = 200;
+
 /**
  * A job whose worker was killed is re-run once its lock expires. Locks are
  * renewed every lockDuration/2 while a job runs, so a shorter lock only
@@ -116,7 +119,7 @@ export function createWorkerRole(deps: WorkerRoleDeps): WorkerRole {
         command: deps.policy.command,
         unsandboxedChecks: !sandbox.isolated,
         scrub,
-        writes: stores.chatWrites,
+        writes: { limiter: stores.chatWrites, hold: (ms) => queues.chat.rateLimit(ms) },
         approvals: stores.approvals,
         audit: stores.audit,
         clock: deps.clock,
@@ -125,6 +128,11 @@ export function createWorkerRole(deps: WorkerRoleDeps): WorkerRole {
         connection: bullmq,
         prefix: `${prefix}:bull`,
         concurrency: 4,
+        // BullMQ honours a queue-wide hold (`Queue.rateLimit`, taken when chat writes are over budget)
+        // only on workers with a limiter. This one counts job starts, not writes: a ceiling on churn
+        // (jobs that wait their turn start again) well above the write budget, so it never binds
+        // real writes; the write budget itself is counted by `stores.chatWrites`.
+        limiter: { max: CHAT_JOB_STARTS_PER_SECOND, duration: 1_000 },
         ...RECOVERY,
       });
       chatWorker.on('failed', (job, error) => {

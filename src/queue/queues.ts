@@ -126,11 +126,11 @@ export function createQueues({ connection, prefix, replyOrder }: { connection: R
       await runs.add('advance', { runId }, { ...RUN_JOB_OPTIONS, jobId: advanceJobId(runId, jobSeq), delay: delayMs });
     },
     async refreshCard(runId, version) {
-      await chat.add(
-        'card',
-        { kind: 'card', runId, version },
-        { ...CHAT_JOB_OPTIONS, jobId: `${runId}.card.${version}` },
-      );
+      // One card job per run at a time (BullMQ's deduplication): a change while the run's card job
+      // waits or is delayed adds nothing, since that job renders whatever is stored when it runs; a
+      // change while it is active is kept as one next job, created when the active one finishes, so
+      // the change it missed is still shown. `version` only names, in logs, the change that asked.
+      await chat.add('card', { kind: 'card', runId, version }, { ...CHAT_JOB_OPTIONS, deduplication: { id: `${runId}.card`, keepLastIfActive: true } });
     },
     async reply(runId, key, content) {
       // The reply's place in its thread, before the job exists: the outbox posts a run's replies in

@@ -107,10 +107,11 @@ function world() {
   });
 
   /** Runs one attempt of a job: 'done', or the delay it asked for (BullMQ would run it again after that). */
-  async function process(data: ChatJob): Promise<'done' | { delayedMs: number }> {
+  async function process(data: ChatJob, { addedAt }: { addedAt?: number } = {}): Promise<'done' | { delayedMs: number }> {
     let until: number | undefined;
     const job = {
       data,
+      ...(addedAt === undefined ? {} : { timestamp: addedAt }),
       moveToDelayed: async (timestamp: number) => {
         until = timestamp;
       },
@@ -260,6 +261,9 @@ describe('chat processor: posting once', () => {
     const ended: ChatJob = { kind: 'reply', runId: 'sg-outbox01', key: 'ended', content: { type: 'ended' } };
     expectDelayed(await w.process(ended), 250);
     expect(w.posted).toEqual([]);
+    // A run processor that died between enqueueing the reply and storing the end: after half a
+    // minute the reply checks gently, not four times a second until BullMQ retries that job.
+    expectDelayed(await w.process(ended, { addedAt: w.now() - 60_000 }), 5_000);
     await w.change('sg-outbox01', (run) => ({
       ...run,
       state: 'cancelled',
