@@ -40,6 +40,13 @@ export interface AgentLoopDeps {
   onSpend(spend: AgentSpend, activity: string): Promise<void>;
   /** Called after each tool call with what was asked and how it went (e.g. to audit diagnosis reads). */
   onToolCall?: ((call: ToolCallRecord) => Promise<void>) | undefined;
+  /**
+   * Called at every turn boundary — the model's answer and the results of the tools it called, a
+   * continuation asked for, or the final answer — with the conversation as it now stands and the
+   * spend that includes it (persist it: a restarted step continues from here, SPEC §8). Never
+   * between a tool_use and its results, so what it sees is always a conversation the API takes.
+   */
+  onTurn?: ((conversation: AgentConversation, spend: AgentSpend) => Promise<void>) | undefined;
   maxOutputTokens?: number;
 }
 
@@ -114,9 +121,24 @@ export function checkBudget(budget: AgentBudget, spend: AgentSpend, now: Date): 
   }
 }
 
+/** The text of an assistant message that called no tool: the model's final answer of a finished pass. */
+function finalAnswerOf(message: Anthropic.MessageParam | undefined): string | undefined {
+  if (message?.role !== 'assistant') return undefined;
+  if (typeof message.content === 'string') return message.content.trim();
+  if (message.content.some((block) => block.type === 'tool_use')) return undefined;
+  return message.content
+    .flatMap((block) => (block.type === 'text' ? [block.text] : []))
+    .join('\n')
+    .trim();
+}
+
 /**
  * Runs the conversation until `end_turn`. `conversation.messages` is extended
  * in place, so a caller can append feedback (failed checks, CI) and call again.
+ * A conversation that already ends with the model's final answer (one restored
+ * after a restart that came after the answer) is finished: its answer is
+ * returned without another call, since the API takes no conversation that ends
+ * with the assistant's turn as a new question.
  */
 export async function runAgent(
   deps: AgentLoopDeps,
@@ -126,6 +148,8 @@ export async function runAgent(
   signal: AbortSignal,
 ): Promise<AgentOutcome> {
   let spend = spent;
+  const finished = finalAnswerOf(conversation.messages.at(-1));
+  if (finished !== undefined) return { finalText: finished, spend };
   for (;;) {
     signal.throwIfAborted();
     checkBudget(budget, spend, deps.clock());
@@ -154,13 +178,16 @@ export async function runAgent(
         results.push({ type: 'tool_result', tool_use_id: use.id, content: result.content, is_error: result.isError });
       }
       conversation.messages.push({ role: 'user', content: results });
+      await deps.onTurn?.(conversation, spend);
       continue;
     }
     if (response.stop_reason === 'max_tokens') {
       conversation.messages.push({ role: 'user', content: 'Your last answer was cut off by the output limit. Continue where you stopped.' });
+      await deps.onTurn?.(conversation, spend);
       continue;
     }
     if (response.stop_reason === 'pause_turn') {
+      // Not a turn boundary (the model goes on with its own message): nothing is persisted here.
       continue;
     }
     if (response.stop_reason === 'refusal') {
@@ -171,6 +198,7 @@ export async function runAgent(
       .map((block) => block.text)
       .join('\n')
       .trim();
+    await deps.onTurn?.(conversation, spend);
     return { finalText, spend };
   }
 }

@@ -51,6 +51,12 @@ export interface DiagnosisRequest {
   feedback: string;
 }
 
+/** A diagnosis conversation restored after a restart: where it was, and the run's turns when it began. */
+export interface DiagnosisResume {
+  messages: AgentConversation['messages'];
+  turnsAtStart: number;
+}
+
 export interface DiagnosisOutcome {
   /** Scrubbed and capped; a diagnosis cut short says so. */
   text: string;
@@ -90,9 +96,37 @@ function cap(text: string): string {
 }
 
 /**
+ * The tool calls a conversation made, read back from its messages (each tool_use with its result):
+ * a resumed diagnosis reports the reads made before the restart as well.
+ */
+export function callsOf(messages: AgentConversation['messages']): ToolCallRecord[] {
+  const results = new Map<string, { isError: boolean; bytes: number }>();
+  for (const message of messages) {
+    if (message.role !== 'user' || typeof message.content === 'string') continue;
+    for (const block of message.content) {
+      if (block.type !== 'tool_result') continue;
+      const content = typeof block.content === 'string' ? block.content : '';
+      results.set(block.tool_use_id, { isError: block.is_error ?? false, bytes: Buffer.byteLength(content, 'utf8') });
+    }
+  }
+  return messages.flatMap((message) =>
+    message.role !== 'assistant' || typeof message.content === 'string'
+      ? []
+      : message.content.flatMap((block) => {
+          const result = block.type === 'tool_use' ? results.get(block.id) : undefined;
+          return block.type === 'tool_use' && result !== undefined
+            ? [{ id: block.id, tool: block.name, input: block.input, isError: result.isError, resultBytes: result.bytes }]
+            : [];
+        }),
+  );
+}
+
+/**
  * Runs one diagnosis conversation over `provider`'s tools within `budget` (the run's) and a turn cap
  * of its own. Throws BudgetExceededError only when the run's own budget is spent (the run ends); a
- * diagnosis stopped by its own cap returns what it has, saying so.
+ * diagnosis stopped by its own cap returns what it has, saying so. With `resume` it continues a
+ * conversation a killed worker had (its cap still counted from where it began); `deps.onTurn` is
+ * where the caller persists it.
  */
 export async function diagnose(
   deps: Omit<AgentLoopDeps, 'tools' | 'onToolCall'> & {
@@ -104,13 +138,15 @@ export async function diagnose(
   budget: AgentBudget,
   spent: AgentSpend,
   signal: AbortSignal,
+  resume?: DiagnosisResume,
 ): Promise<DiagnosisOutcome> {
-  const calls: ToolCallRecord[] = [];
+  const calls: ToolCallRecord[] = resume === undefined ? [] : callsOf(resume.messages);
   let spend = spent;
-  const ownCap: AgentBudget = { ...budget, maxTurns: Math.min(budget.maxTurns, spent.turns + DIAGNOSIS_MAX_TURNS) };
+  const turnsAtStart = resume?.turnsAtStart ?? spent.turns;
+  const ownCap: AgentBudget = { ...budget, maxTurns: Math.min(budget.maxTurns, turnsAtStart + DIAGNOSIS_MAX_TURNS) };
   const conversation: AgentConversation = {
     system: DIAGNOSIS_SYSTEM_PROMPT,
-    messages: [{ role: 'user', content: diagnosisOpening(request) }],
+    messages: resume?.messages ?? [{ role: 'user', content: diagnosisOpening(request) }],
   };
   const loopDeps: AgentLoopDeps = {
     ...deps,

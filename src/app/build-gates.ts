@@ -20,6 +20,7 @@ import type { ClusterDiagnosisPort } from '../ports/diagnosis.js';
 import type { KubernetesPort } from '../ports/kubernetes.js';
 import type { SandboxPort } from '../ports/sandbox.js';
 import type { Scrubber } from '../security/scrubber.js';
+import type { AgentConversations } from '../store/agent-conversation-store.js';
 import type { FollowUps } from '../store/follow-ups.js';
 import type { Claims } from '../store/claims.js';
 import type { PromotionQueue } from '../store/promotion-queue.js';
@@ -51,6 +52,7 @@ export interface BuildGatesDeps {
   git: Git;
   sandbox: SandboxPort;
   followUps: FollowUps;
+  conversations: AgentConversations;
   index: RunIndex;
   claims: Claims;
   promotionQueue: PromotionQueue;
@@ -137,6 +139,7 @@ export function buildGates(deps: BuildGatesDeps): Gates {
     clock: deps.clock,
     scrub,
     followUps: deps.followUps,
+    conversations: deps.conversations,
     index: deps.index,
     claims: deps.claims,
     promotionQueue: deps.promotionQueue,

@@ -1,4 +1,5 @@
 import { createAuditLog, type AuditLog } from '../audit/audit-log.js';
+import { createAgentConversationStore, type AgentConversations } from '../store/agent-conversation-store.js';
 import { createApprovalStore, type ApprovalStore } from '../store/approval-store.js';
 import type { Logger } from '../log.js';
 import { createQueues, type Queues } from '../queue/queues.js';
@@ -43,6 +44,8 @@ export interface Stores {
   promotionQueue: PromotionQueue;
   /** The local forge's pull requests and CI results (local mode, SPEC §8). */
   localForge: LocalForgeStore;
+  /** The agent's conversation after its last turn, so a restarted agent step continues it. */
+  conversations: AgentConversations;
 }
 
 export interface BuildStoresDeps {
@@ -92,6 +95,7 @@ export function buildStores({
     claims: createClaims({ redis, prefix }),
     approvals: createApprovalStore({ redis, prefix }),
     localForge: createLocalForgeStore({ redis, prefix }),
+    conversations: createAgentConversationStore({ redis, prefix }),
     promotionQueue: createPromotionQueue({
       redis,
       prefix,

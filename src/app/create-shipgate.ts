@@ -169,6 +169,7 @@ export function createShipgate(options: ShipgateOptions): Shipgate {
     git,
     sandbox,
     followUps: stores.followUps,
+    conversations: stores.conversations,
     index: stores.index,
     claims: stores.claims,
     promotionQueue: stores.promotionQueue,
@@ -250,6 +251,7 @@ export function createShipgate(options: ShipgateOptions): Shipgate {
         onRunEnded: async (run) => {
           await stores.promotionQueue.leaveAll(run.id);
           await stores.index.unlinkKubernetes(run.id);
+          await stores.conversations.clear(run.id);
           await git.removeWorkspace(workspaceDir(workRoot, run.id));
         },
         redis: connections.redis,

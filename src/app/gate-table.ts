@@ -20,6 +20,7 @@ import type { MetricsQueryPort } from '../ports/metrics-query.js';
 import type { ModelPort } from '../ports/model.js';
 import type { SandboxPort } from '../ports/sandbox.js';
 import type { Scrub } from '../security/scrubber.js';
+import type { AgentConversations } from '../store/agent-conversation-store.js';
 import type { FollowUps } from '../store/follow-ups.js';
 import type { Claims } from '../store/claims.js';
 import type { PromotionQueue } from '../store/promotion-queue.js';
@@ -55,6 +56,8 @@ export interface GateDeps {
   clock: () => Date;
   scrub: Scrub;
   followUps: FollowUps;
+  /** Where the agent gate keeps its conversation after every turn (a restarted step continues it). */
+  conversations: AgentConversations;
   index: RunIndex;
   claims: Claims;
   /** The per-stage promotion queues: where the bot promotes, one run at a time creates its Promotion into a Stage. */
@@ -128,6 +131,7 @@ export const GATE_TABLE: GateTable = {
         clock: deps.clock,
         checkTimeoutMs: deps.tuning.checkTimeoutMs,
         followUps: deps.followUps,
+        conversations: deps.conversations,
         sandbox: deps.sandbox,
         scrub: deps.scrub,
         diagnosis: deps.diagnosis(),

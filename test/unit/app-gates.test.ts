@@ -23,6 +23,7 @@ import { createScrubber } from '../../src/security/scrubber.js';
 import { createEtagCache } from '../../src/store/etag-cache.js';
 import { createTtlCache } from '../../src/store/ttl-cache.js';
 import { createFollowUps } from '../../src/store/follow-ups.js';
+import { createAgentConversationStore } from '../../src/store/agent-conversation-store.js';
 import { createApprovalStore } from '../../src/store/approval-store.js';
 import { createClaims } from '../../src/store/claims.js';
 import { createPromotionQueue } from '../../src/store/promotion-queue.js';
@@ -71,6 +72,7 @@ function deps(env: Record<string, string>, extra: Partial<BuildGatesDeps> = {}):
     git,
     sandbox: createUnsandboxed(),
     followUps: createFollowUps({ redis, prefix: 'test' }),
+    conversations: createAgentConversationStore({ redis, prefix: 'test' }),
     index: createRunIndex({ redis, prefix: 'test' }),
     claims: createClaims({ redis, prefix: 'test' }),
     promotionQueue: createPromotionQueue({ redis, prefix: 'test', clock: () => new Date(0), isActive: async () => true, wake: async () => undefined }),

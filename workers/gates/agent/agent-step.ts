@@ -25,10 +25,12 @@ import type { Git } from '../../../src/git/git.js';
 import type { GitHubPort } from '../../../src/ports/github.js';
 import type { ModelPort } from '../../../src/ports/model.js';
 import type { SandboxPort } from '../../../src/ports/sandbox.js';
+import type { AgentConversations } from '../../../src/store/agent-conversation-store.js';
 import type { FollowUps } from '../../../src/store/follow-ups.js';
 import type { GateContext, GateStep } from '../gate-step.js';
-import { runCheckRounds } from './check-rounds.js';
+import { runCheckRounds, type CheckRoundsProgress } from './check-rounds.js';
 import { commitChange, commitMessage, commitTrailers, diffStatText, reviewChange } from './commit.js';
+import { createDiagnosisCheckpoint, createIterationCheckpoint } from './conversation-checkpoint.js';
 import { passSummary } from './pass-summary.js';
 import { testWarningsOf } from './test-warnings.js';
 import { prepareAgentWorkspace } from './workspace.js';
@@ -66,6 +68,14 @@ export interface AgentStepDeps {
    * gets the gate's report only.
    */
   diagnosis?: DiagnosisOpener | undefined;
+  /**
+   * Where the conversation is kept after every turn (issue 14): a step restarted after a crash
+   * continues it, with the files it had changed, instead of paying for its turns again. Without it a
+   * restarted step begins the iteration again.
+   */
+  conversations?: AgentConversations | undefined;
+  /** Largest conversation record kept (default MAX_CHECKPOINT_BYTES); past it a restart begins the iteration again. */
+  conversationMaxBytes?: number | undefined;
 }
 
 /**
@@ -80,45 +90,59 @@ export function createAgentStep(deps: AgentStepDeps): GateStep {
 
   return {
     async run(context: GateContext) {
-      const { run, signal, log, record } = context;
-      const [owner, repo] = run.repo.split('/');
-      const repoPolicy = deps.policy.repos[run.repo];
-      if (owner === undefined || repo === undefined || repoPolicy === undefined)
-        throw new RefusedError(`${run.repo} is not configured`);
-
-      const workspace = await prepareAgentWorkspace(deps, run, repoPolicy, owner, repo);
-      const { dir, credentials, pushTarget, prepared } = workspace;
-      const latest = await record((r) => ({
-        artifacts: patchArtifacts(r.artifacts, 'agent', { branch: workspace.branch }),
-        activity: prepared.resumed ? 'resumed the workspace' : 'cloned the repository',
-      }));
-      log.info({ branch: workspace.branch, source: prepared.source }, 'workspace ready');
-
-      // A crash after the commit was recorded: only the push may be missing.
-      const recorded = latest.artifacts.agent?.commitSha;
-      if (recorded !== undefined && prepared.head === recorded) {
-        await deps.git.push({ dir, ...pushTarget, credentials, sha: recorded });
-        return { kind: 'passed', summary: passSummary(latest) };
-      }
-
-      const redGate = latest.artifacts.deploy?.redGate;
-      const opened =
-        redGate === undefined || deps.diagnosis === undefined
-          ? undefined
-          : await deps.diagnosis.open(run, redGate, signal, log);
       try {
-        return await iterate(
-          context,
-          workspace,
-          latest,
-          opened === undefined || redGate === undefined ? undefined : { opened, redGate },
-        );
-      } finally {
-        // The cluster session (a server process, a kubeconfig on disk) never outlives the step.
-        await opened?.close();
+        const outcome = await runStep(context);
+        // The iteration is over (pushed, or refused for good): its conversation is never resumed.
+        await deps.conversations?.clear(context.run.id);
+        return outcome;
+      } catch (error) {
+        // A gate that failed for good ends the iteration too; any other error (an outage, a shutdown's
+        // abort) is retried, and the retry continues the stored conversation.
+        if (error instanceof RefusedError) await deps.conversations?.clear(context.run.id);
+        throw error;
       }
     },
   };
+
+  async function runStep(context: GateContext): Promise<GateOutcome> {
+    const { run, signal, log, record } = context;
+    const [owner, repo] = run.repo.split('/');
+    const repoPolicy = deps.policy.repos[run.repo];
+    if (owner === undefined || repo === undefined || repoPolicy === undefined)
+      throw new RefusedError(`${run.repo} is not configured`);
+
+    const workspace = await prepareAgentWorkspace(deps, run, repoPolicy, owner, repo);
+    const { dir, credentials, pushTarget, prepared } = workspace;
+    const latest = await record((r) => ({
+      artifacts: patchArtifacts(r.artifacts, 'agent', { branch: workspace.branch }),
+      activity: prepared.resumed ? 'resumed the workspace' : 'cloned the repository',
+    }));
+    log.info({ branch: workspace.branch, source: prepared.source }, 'workspace ready');
+
+    // A crash after the commit was recorded: only the push may be missing.
+    const recorded = latest.artifacts.agent?.commitSha;
+    if (recorded !== undefined && prepared.head === recorded) {
+      await deps.git.push({ dir, ...pushTarget, credentials, sha: recorded });
+      return { kind: 'passed', summary: passSummary(latest) };
+    }
+
+    const redGate = latest.artifacts.deploy?.redGate;
+    const opened =
+      redGate === undefined || deps.diagnosis === undefined
+        ? undefined
+        : await deps.diagnosis.open(run, redGate, signal, log);
+    try {
+      return await iterate(
+        context,
+        workspace,
+        latest,
+        opened === undefined || redGate === undefined ? undefined : { opened, redGate },
+      );
+    } finally {
+      // The cluster session (a server process, a kubeconfig on disk) never outlives the step.
+      await opened?.close();
+    }
+  }
 
   async function iterate(
     context: GateContext,
@@ -132,6 +156,7 @@ export function createAgentStep(deps: AgentStepDeps): GateStep {
     const { dir, base, protectedPaths, credentials, pushTarget } = workspace;
     let latest = recordedRun;
     const files = createRepoFiles({ root: dir, protectedPaths });
+    const fixLabel = fixPrefix(latest);
     const checks = createCheckRunner({
       root: dir,
       checks: repoPolicy.checks,
@@ -162,6 +187,7 @@ export function createAgentStep(deps: AgentStepDeps): GateStep {
       maxCostUsd: deps.policy.budgets.maxCostUsdPerRun,
       deadline: new Date(Date.parse(run.createdAt) + deps.policy.budgets.maxRunMinutes * 60_000),
     };
+    // The run record holds what the run spent, earlier workers' turns included: a restart resets no budget.
     let spend: AgentSpend = { turns: latest.artifacts.agent?.turns ?? 0, usage: latest.usage };
     const onSpend = async (next: AgentSpend, activity: string): Promise<void> => {
       latest = await record((r) => ({
@@ -196,12 +222,34 @@ export function createAgentStep(deps: AgentStepDeps): GateStep {
       spend = { turns: latest.artifacts.agent?.turns ?? spend.turns, usage: latest.usage };
     }
 
+    // Keyed by the iteration and the commit it started from: another iteration's, or one on another
+    // base (a re-clone after the default branch moved), is never resumed.
+    const checkpoint =
+      deps.conversations === undefined
+        ? undefined
+        : createIterationCheckpoint({
+            store: deps.conversations,
+            git: deps.git,
+            files,
+            dir,
+            runId: run.id,
+            key: { phase: 'agent', iteration: `${fixLabel}${iteration.number}`, head: workspace.prepared.head },
+            maxBytes: deps.conversationMaxBytes,
+            clock: deps.clock,
+            log,
+          });
+    const resumed = await checkpoint?.resume();
+    // The spend is written before the conversation after each call, so the run's is never the smaller;
+    // the stored one is taken only if that order was ever broken.
+    if (resumed !== undefined && resumed.spend.turns > spend.turns) spend = resumed.spend;
+
     // Later iterations: what CI said, the diagnosis of a red deploy, and what the requester asked for in the thread.
-    const followUps = (await deps.followUps?.pending(run.id)) ?? [];
+    const followUps = resumed?.progress.followUps ?? (await deps.followUps?.pending(run.id)) ?? [];
     const conversation: AgentConversation = {
       system: SYSTEM_PROMPT,
-      messages: [{ role: 'user', content: iterationOpening(latest, checks.names, followUps) }],
+      messages: resumed?.messages ?? [{ role: 'user', content: iterationOpening(latest, checks.names, followUps) }],
     };
+    let progress: CheckRoundsProgress = resumed?.progress ?? { round: 1, followUps };
     const loopDeps = {
       model: deps.model,
       modelId: deps.modelId,
@@ -210,6 +258,10 @@ export function createAgentStep(deps: AgentStepDeps): GateStep {
       log,
       onSpend,
       onToolCall: auditRead('fix'),
+      onTurn:
+        checkpoint === undefined
+          ? undefined
+          : async (conv: AgentConversation, next: AgentSpend) => checkpoint.save(conv, next, progress),
     };
 
     let rounds: Awaited<ReturnType<typeof runCheckRounds>> | undefined;
@@ -229,9 +281,13 @@ export function createAgentStep(deps: AgentStepDeps): GateStep {
           maxCheckRounds,
           log,
           signal,
+          onProgress: (next) => {
+            progress = next;
+          },
         },
         conversation,
         followUps,
+        progress.round,
       );
     } finally {
       // The iteration's evidence (SPEC §7), whatever its outcome — a budget stop or a cancel included: what
@@ -255,7 +311,7 @@ export function createAgentStep(deps: AgentStepDeps): GateStep {
                 : rounds.results.map((c) => c.name),
         },
         // A fix forward starts its own count of iterations on its own branch: its key says which fix.
-        `${fixPrefix(latest)}${iteration.number}.${latest.artifacts.agent?.previousCommitSha ?? 'start'}`,
+        `${fixLabel}${iteration.number}.${latest.artifacts.agent?.previousCommitSha ?? 'start'}`,
       );
     }
     if (rounds.kind === 'failed') return rounds;
@@ -330,8 +386,22 @@ export function createAgentStep(deps: AgentStepDeps): GateStep {
     const { redGate, opened } = diagnosis;
     let latest = current;
     let made = latest.artifacts.deploy?.redGate?.diagnosis;
+    const checkpoint =
+      deps.conversations === undefined
+        ? undefined
+        : createDiagnosisCheckpoint({
+            store: deps.conversations,
+            runId: context.run.id,
+            fix: redGate.fix,
+            maxBytes: deps.conversationMaxBytes,
+            clock: deps.clock,
+            log,
+          });
     if (made === undefined) {
       await record(() => ({ activity: `diagnosing the red ${redGate.stage} gate` }));
+      const spent = { turns: latest.artifacts.agent?.turns ?? 0, usage: latest.usage };
+      const resumed = await checkpoint?.resume();
+      const turnsAtStart = resumed?.turnsAtStart ?? spent.turns;
       const outcome = await diagnose(
         {
           model: deps.model,
@@ -340,6 +410,10 @@ export function createAgentStep(deps: AgentStepDeps): GateStep {
           log: log.child({ phase: 'diagnosis' }),
           scrub,
           ...hooks,
+          onTurn:
+            checkpoint === undefined
+              ? undefined
+              : async (conversation, next) => checkpoint.save(conversation, next, turnsAtStart),
         },
         opened.provider,
         {
@@ -349,8 +423,9 @@ export function createAgentStep(deps: AgentStepDeps): GateStep {
           feedback: latest.artifacts.agent?.feedback ?? '',
         },
         budget,
-        { turns: latest.artifacts.agent?.turns ?? 0, usage: latest.usage },
+        spent,
         signal,
+        resumed,
       );
       made = {
         text: outcome.text,
@@ -367,6 +442,8 @@ export function createAgentStep(deps: AgentStepDeps): GateStep {
               artifacts: patchArtifacts(r.artifacts, 'deploy', { redGate: { ...red, diagnosis: stored } }),
             };
       });
+      // Stored in the run now: the conversation that made it is never resumed.
+      await checkpoint?.clear();
       log.info(
         { stage: redGate.stage, reads: outcome.calls.length, turns: outcome.spend.turns },
         'red deploy gate diagnosed',

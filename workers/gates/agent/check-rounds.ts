@@ -15,6 +15,14 @@ export interface CheckRoundsDeps {
   maxCheckRounds: number;
   log: Logger;
   signal: AbortSignal;
+  /** Told whenever the round or the follow-ups given change (the step persists them with the conversation). */
+  onProgress?: ((progress: CheckRoundsProgress) => void) | undefined;
+}
+
+/** Where the rounds stand: the round under way and every follow-up the conversation has been given. */
+export interface CheckRoundsProgress {
+  round: number;
+  followUps: string[];
 }
 
 export type CheckRoundsOutcome =
@@ -42,9 +50,16 @@ export function formatFailures(results: readonly CheckResult[]): string {
  * times. Follow-ups that arrived while the agent worked are given to it before
  * any check runs, and do not use up a round.
  */
-export async function runCheckRounds(deps: CheckRoundsDeps, conversation: AgentConversation, alreadyGiven: readonly string[]): Promise<CheckRoundsOutcome> {
+export async function runCheckRounds(
+  deps: CheckRoundsDeps,
+  conversation: AgentConversation,
+  alreadyGiven: readonly string[],
+  // A conversation resumed after a restart goes on in the round it was in: rounds are a budget too.
+  firstRound = 1,
+): Promise<CheckRoundsOutcome> {
   let followUps = [...alreadyGiven];
-  for (let round = 1; ; round++) {
+  for (let round = firstRound; ; round++) {
+    deps.onProgress?.({ round, followUps });
     const summary = await deps.agent(conversation);
     // Instructions that arrived while the agent worked are handled before anything is committed.
     const arrived = (await deps.pendingFollowUps()).slice(followUps.length);

@@ -1,0 +1,186 @@
+import { Redis } from 'ioredis';
+import { afterAll, beforeAll, describe, expect, inject, it } from 'vitest';
+import {
+  CONVERSATION_TTL_SECONDS,
+  createAgentConversationStore,
+  parseStoredConversation,
+  type AgentConversations,
+  type StoredConversation,
+} from '../../src/store/agent-conversation-store.js';
+import { testPrefix } from '../helpers/ids.js';
+import { createMemoryAgentConversations } from '../helpers/memory-agent-conversations.js';
+
+/**
+ * The agent's conversation records (src/store/agent-conversation-store.ts, issue 14): one contract
+ * against Redis and the in-memory store the step tests use, then the parser on hostile text, then
+ * what only Redis shows — the key a record lives under and its expiry.
+ */
+
+let redis: Redis;
+beforeAll(() => {
+  redis = new Redis(inject('redisUrl'));
+});
+afterAll(() => {
+  redis.disconnect();
+});
+
+const HEAD = 'a'.repeat(40);
+const ZERO = { inputTokens: 0, outputTokens: 0, cacheReadTokens: 0, cacheWriteTokens: 0, costUsd: 0 };
+
+function agentRecord(overrides: Partial<Extract<StoredConversation, { phase: 'agent' }>> = {}): StoredConversation {
+  return {
+    phase: 'agent',
+    iteration: '1',
+    head: HEAD,
+    messages: [
+      { role: 'user', content: 'Add a /healthz endpoint.' },
+      {
+        role: 'assistant',
+        content: [
+          { type: 'text', text: 'Looking.' },
+          {
+            type: 'tool_use',
+            id: 'u1',
+            name: 'str_replace_based_edit_tool',
+            input: { command: 'view', path: '/repo' },
+          },
+        ],
+      },
+      { role: 'user', content: [{ type: 'tool_result', tool_use_id: 'u1', content: 'src/', is_error: false }] },
+    ],
+    tree: [
+      { path: 'src/server.js', base64: Buffer.from('ok\n').toString('base64') },
+      { path: 'old.js', deleted: true },
+    ],
+    round: 2,
+    followUps: ['also /ready'],
+    spend: { turns: 3, usage: { ...ZERO, inputTokens: 300 } },
+    savedAt: '2026-01-01T00:00:00.000Z',
+    ...overrides,
+  };
+}
+
+const diagnosisRecord: StoredConversation = {
+  phase: 'diagnosis',
+  fix: 1,
+  messages: [{ role: 'user', content: 'The deploy gate of stage dev went red.' }],
+  turnsAtStart: 2,
+  spend: { turns: 2, usage: ZERO },
+  savedAt: '2026-01-01T00:00:00.000Z',
+};
+
+const implementations: Array<[string, () => AgentConversations]> = [
+  ['redis', () => createAgentConversationStore({ redis, prefix: testPrefix('conversations') })],
+  ['memory', () => createMemoryAgentConversations()],
+];
+
+describe.each(implementations)('agent conversation store contract (%s)', (_name, make) => {
+  it('gives back what was saved for its own key, per run and phase', async () => {
+    const store = make();
+    const key = { phase: 'agent', iteration: '1', head: HEAD } as const;
+    expect(await store.load('sg-a', key)).toEqual({ kind: 'none' });
+    await store.save('sg-a', agentRecord());
+    await store.save('sg-a', diagnosisRecord);
+    expect(await store.load('sg-a', key)).toEqual({ kind: 'found', conversation: agentRecord() });
+    expect(await store.load('sg-a', { phase: 'diagnosis', fix: 1 })).toEqual({
+      kind: 'found',
+      conversation: diagnosisRecord,
+    });
+    expect(await store.load('sg-b', key)).toEqual({ kind: 'none' });
+  });
+
+  it('a later save replaces the record; another iteration, base commit or fix is stale', async () => {
+    const store = make();
+    await store.save('sg-a', agentRecord());
+    await store.save('sg-a', agentRecord({ iteration: 'fix1.1' }));
+    expect(await store.load('sg-a', { phase: 'agent', iteration: '1', head: HEAD })).toMatchObject({ kind: 'stale' });
+    expect(await store.load('sg-a', { phase: 'agent', iteration: 'fix1.1', head: 'b'.repeat(40) })).toMatchObject({
+      kind: 'stale',
+    });
+    expect(await store.load('sg-a', { phase: 'agent', iteration: 'fix1.1', head: HEAD })).toMatchObject({
+      kind: 'found',
+    });
+    await store.save('sg-a', diagnosisRecord);
+    expect(await store.load('sg-a', { phase: 'diagnosis', fix: 2 })).toMatchObject({ kind: 'stale' });
+  });
+
+  it('clear removes one phase or every phase of the run', async () => {
+    const store = make();
+    await store.save('sg-a', agentRecord());
+    await store.save('sg-a', diagnosisRecord);
+    await store.clear('sg-a', 'diagnosis');
+    expect(await store.load('sg-a', { phase: 'diagnosis', fix: 1 })).toEqual({ kind: 'none' });
+    expect(await store.load('sg-a', { phase: 'agent', iteration: '1', head: HEAD })).toMatchObject({ kind: 'found' });
+    await store.save('sg-a', diagnosisRecord);
+    await store.clear('sg-a');
+    expect(await store.load('sg-a', { phase: 'diagnosis', fix: 1 })).toEqual({ kind: 'none' });
+    expect(await store.load('sg-a', { phase: 'agent', iteration: '1', head: HEAD })).toEqual({ kind: 'none' });
+  });
+});
+
+describe('a stored record is untrusted', () => {
+  const key = { phase: 'agent', iteration: '1', head: HEAD } as const;
+  const parse = (record: unknown) => parseStoredConversation(JSON.stringify(record), key);
+  const base = agentRecord();
+  const messages = base.messages;
+
+  it.each<[string, unknown]>([
+    ['not JSON', '{'],
+    [
+      'an unknown block kind',
+      { ...base, messages: [...messages.slice(0, 2), { role: 'user', content: [{ type: 'image', source: {} }] }] },
+    ],
+    ['a tool_use without its results at the end', { ...base, messages: messages.slice(0, 2) }],
+    [
+      'results for calls nobody made',
+      { ...base, messages: [messages[0], { role: 'assistant', content: [{ type: 'text', text: 'hi' }] }, messages[2]] },
+    ],
+    [
+      'a result missing',
+      {
+        ...base,
+        messages: [...messages.slice(0, 2), { role: 'user', content: [{ type: 'text', text: 'no results' }] }],
+      },
+    ],
+    ['two user messages in a row', { ...base, messages: [messages[0], messages[0]] }],
+    ['an assistant first', { ...base, messages: messages.slice(1) }],
+    ['a head that is not a commit', { ...base, head: '--upload-pack=x' }],
+    ['file bytes that are not base64', { ...base, tree: [{ path: 'a.js', base64: '%%%' }] }],
+    [
+      'a path twice',
+      {
+        ...base,
+        tree: [
+          { path: 'a.js', deleted: true },
+          { path: 'a.js', deleted: true },
+        ],
+      },
+    ],
+    ['a negative spend', { ...base, spend: { turns: -1, usage: ZERO } }],
+  ])('%s is refused', (_why, record) => {
+    const loaded = typeof record === 'string' ? parseStoredConversation(record, key) : parse(record);
+    expect(loaded.kind).toBe('invalid');
+  });
+
+  it('a well-formed record is read, and only the fields the loop writes are kept', () => {
+    const loaded = parse({
+      ...base,
+      extra: 'ignored',
+      messages: [{ ...messages[0], cache_control: { type: 'ephemeral' } }, ...messages.slice(1)],
+    });
+    expect(loaded).toEqual({ kind: 'found', conversation: base });
+  });
+});
+
+describe('the Redis record', () => {
+  it('lives under the run and phase and expires on its own', async () => {
+    const prefix = testPrefix('conversations-ttl');
+    const store = createAgentConversationStore({ redis, prefix });
+    await store.save('sg-a', agentRecord());
+    const ttl = await redis.ttl(`${prefix}:agent-conversation:sg-a:agent`);
+    expect(ttl).toBeGreaterThan(CONVERSATION_TTL_SECONDS - 60);
+    expect(ttl).toBeLessThanOrEqual(CONVERSATION_TTL_SECONDS);
+    await store.clear('sg-a');
+    expect(await redis.exists(`${prefix}:agent-conversation:sg-a:agent`)).toBe(0);
+  });
+});
