@@ -261,7 +261,19 @@ export function createRunProcessor(deps: RunProcessorDeps): (job: Job<AdvanceJob
         }
         const attemptKey = started.gates.find((g) => g.name === gate.name)?.startedAt ?? '';
         const timer = deps.metrics?.gateTimer(gate.kind);
-        const outcome = await evaluate(started, gate.name, signal, log);
+        let outcome: GateOutcome;
+        try {
+          outcome = await evaluate(started, gate.name, signal, log);
+        } catch (error) {
+          // A step stopped by the run's cancel throws on its way out (a forge call's CancelledError):
+          // not the step's failure nor an outage, so no failed attempt and no BullMQ backoff before
+          // the cancel is finished — look at the run again now, it is cancelling.
+          if (registration.signal.aborted && !shuttingDown()) {
+            const latest = await store.get(runId);
+            if (latest === undefined || isStopping(latest)) continue;
+          }
+          throw error;
+        }
         if (registration.signal.aborted) continue;
         // The run may have moved on while the step ran (a follow-up rewound it, a retry took over):
         // then this verdict is stale and must leave no trace, not even an audit event or a reply.

@@ -19,15 +19,16 @@ export function routeForge(local: LocalForge | undefined, github: (() => Forge) 
       );
     return github();
   };
+  // Every call passes its options (the step's signal) on to the forge that serves the repository.
   return {
-    getRepository: (owner, repo) => pick(owner, repo).getRepository(owner, repo),
-    findOpenPullRequest: (owner, repo, branch) => pick(owner, repo).findOpenPullRequest(owner, repo, branch),
-    createPullRequest: (input) => pick(input.owner, input.repo).createPullRequest(input),
-    pushCredentials: (owner, repo) => pick(owner, repo).pushCredentials(owner, repo),
-    ciSnapshot: (owner, repo, sha) => pick(owner, repo).ciSnapshot(owner, repo, sha),
-    requiredChecks: (owner, repo, branch) => pick(owner, repo).requiredChecks(owner, repo, branch),
-    checkRunAnnotations: (owner, repo, id) => pick(owner, repo).checkRunAnnotations(owner, repo, id),
-    actionsJobLogTail: (owner, repo, id, maxBytes) => pick(owner, repo).actionsJobLogTail(owner, repo, id, maxBytes),
-    getPullRequest: (owner, repo, number) => pick(owner, repo).getPullRequest(owner, repo, number),
+    getRepository: (owner, repo, options) => pick(owner, repo).getRepository(owner, repo, options),
+    findOpenPullRequest: (owner, repo, branch, options) => pick(owner, repo).findOpenPullRequest(owner, repo, branch, options),
+    createPullRequest: (input, options) => pick(input.owner, input.repo).createPullRequest(input, options),
+    pushCredentials: (owner, repo, options) => pick(owner, repo).pushCredentials(owner, repo, options),
+    ciSnapshot: (owner, repo, sha, options) => pick(owner, repo).ciSnapshot(owner, repo, sha, options),
+    requiredChecks: (owner, repo, branch, options) => pick(owner, repo).requiredChecks(owner, repo, branch, options),
+    checkRunAnnotations: (owner, repo, id, options) => pick(owner, repo).checkRunAnnotations(owner, repo, id, options),
+    actionsJobLogTail: (owner, repo, id, maxBytes, options) => pick(owner, repo).actionsJobLogTail(owner, repo, id, maxBytes, options),
+    getPullRequest: (owner, repo, number, options) => pick(owner, repo).getPullRequest(owner, repo, number, options),
   };
 }

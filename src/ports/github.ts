@@ -23,13 +23,25 @@ export interface PullRequestRef {
   review?: string | undefined;
 }
 
+/**
+ * What every forge call of a gate step may carry: the step's signal (its run's cancel, the worker's
+ * shutdown). Once it aborts the call settles at once with `CancelledError` (src/errors.ts), also
+ * while the adapter sits in a retry or rate-limit wait, and no further request is sent for it.
+ */
+export interface ForgeCallOptions {
+  signal?: AbortSignal | undefined;
+}
+
 export interface GitHubPort {
-  getRepository(owner: string, repo: string): Promise<RepositoryInfo>;
+  getRepository(owner: string, repo: string, options?: ForgeCallOptions): Promise<RepositoryInfo>;
   /** The open PR whose head is `branch` in the same repository, if any (makes PR creation idempotent). */
-  findOpenPullRequest(owner: string, repo: string, branch: string): Promise<PullRequestRef | undefined>;
-  createPullRequest(input: { owner: string; repo: string; head: string; base: string; title: string; body: string }): Promise<PullRequestRef>;
+  findOpenPullRequest(owner: string, repo: string, branch: string, options?: ForgeCallOptions): Promise<PullRequestRef | undefined>;
+  createPullRequest(
+    input: { owner: string; repo: string; head: string; base: string; title: string; body: string },
+    options?: ForgeCallOptions,
+  ): Promise<PullRequestRef>;
   /** Credentials for one git push to this repository; never stored on disk or passed to checks. */
-  pushCredentials(owner: string, repo: string): Promise<{ username: string; password: string }>;
+  pushCredentials(owner: string, repo: string, options?: ForgeCallOptions): Promise<{ username: string; password: string }>;
 }
 
 /** The app slug of the local forge's CI (SPEC §8): its failed checks' logs come through `actionsJobLogTail` too. */
@@ -103,13 +115,13 @@ export interface MergeClickPort {
 /** What the CI and merge gates ask of GitHub (issue 4). Reads use conditional requests where GitHub supports them. */
 export interface GitHubCiPort {
   /** Every check run and commit status of `sha` (all pages); unchanged answers are served from the ETag cache (304s). */
-  ciSnapshot(owner: string, repo: string, sha: string): Promise<CiSnapshot>;
+  ciSnapshot(owner: string, repo: string, sha: string, options?: ForgeCallOptions): Promise<CiSnapshot>;
   /** Required status check names from branch protection; undefined when not readable (no protection, or no permission). */
-  requiredChecks(owner: string, repo: string, branch: string): Promise<string[] | undefined>;
-  checkRunAnnotations(owner: string, repo: string, checkRunId: number): Promise<CheckAnnotation[]>;
+  requiredChecks(owner: string, repo: string, branch: string, options?: ForgeCallOptions): Promise<string[] | undefined>;
+  checkRunAnnotations(owner: string, repo: string, checkRunId: number, options?: ForgeCallOptions): Promise<CheckAnnotation[]>;
   /** The tail of a GitHub Actions job's log (the job id is the check run id), or undefined when unavailable. */
-  actionsJobLogTail(owner: string, repo: string, jobId: number, maxBytes: number): Promise<string | undefined>;
-  getPullRequest(owner: string, repo: string, number: number): Promise<PullRequestState>;
+  actionsJobLogTail(owner: string, repo: string, jobId: number, maxBytes: number, options?: ForgeCallOptions): Promise<string | undefined>;
+  getPullRequest(owner: string, repo: string, number: number, options?: ForgeCallOptions): Promise<PullRequestState>;
 }
 
 /** Remembers GitHub answers by URL so that a repeated GET can be sent with If-None-Match (SPEC §5). Shared by all workers. */

@@ -1,3 +1,5 @@
+import { randomBytes } from 'node:crypto';
+import type { Result } from 'ioredis';
 import { z } from 'zod';
 import type { Redis } from '../redis.js';
 
@@ -42,6 +44,15 @@ export interface LocalCheckResult {
 export type LocalCiRecord =
   { state: 'running'; startedAt: string } | { state: 'completed'; results: LocalCheckResult[] };
 
+/** A worker's hold on running CI of one commit (`claimCi`); only its holder may record the results. */
+export interface CiLease {
+  readonly token: string;
+  readonly startedAt: string;
+}
+
+/** What a Merge click did to the pull's record (`approveMerge`). */
+export type MergeApproval = 'approved' | 'already' | 'not-open';
+
 const pullSchema = z.object({
   number: z.number().int().positive(),
   repo: z.string(),
@@ -60,7 +71,7 @@ const pullSchema = z.object({
 });
 
 const ciSchema = z.discriminatedUnion('state', [
-  z.object({ state: z.literal('running'), startedAt: z.string() }),
+  z.object({ state: z.literal('running'), startedAt: z.string(), lease: z.string().optional() }),
   z.object({
     state: z.literal('completed'),
     results: z.array(
@@ -86,18 +97,79 @@ export interface LocalForgeStore {
   /** Opens the pull of `head` once: a second call for the same open head returns the first. */
   open(fields: Omit<LocalPull, 'number' | 'state' | 'merged'>): Promise<LocalPull>;
   save(pull: LocalPull): Promise<void>;
-  ci(repo: string, sha: string): Promise<LocalCiRecord | undefined>;
-  /** Takes the run of CI for this commit; false when another worker holds it (its lease ends with `leaseMs`). */
-  claimCi(repo: string, sha: string, startedAt: string, leaseMs: number): Promise<boolean>;
   /**
-   * Records CI of `sha` as finished. Each result gets an id unique in the repository (a counter),
-   * under which `checkResult` finds it again (the CI gate asks for a failed check's log by id).
+   * Records `by`'s Merge click for head `sha` of pull `number`, atomically: of simultaneous clicks
+   * for one commit exactly one answers `approved`, the others `already`; `not-open` once the pull
+   * is merged or closed (or unknown).
    */
-  finishCi(repo: string, sha: string, results: ReadonlyArray<Omit<LocalCheckResult, 'id'>>): Promise<LocalCheckResult[]>;
+  approveMerge(repo: string, number: number, by: string, sha: string): Promise<MergeApproval>;
+  ci(repo: string, sha: string): Promise<LocalCiRecord | undefined>;
+  /**
+   * Takes the run of CI for this commit: the lease to finish it with, or undefined when another
+   * worker holds it or CI already finished (the lease ends by itself after `leaseMs`).
+   */
+  claimCi(repo: string, sha: string, startedAt: string, leaseMs: number): Promise<CiLease | undefined>;
+  /**
+   * Records CI of `sha` as finished, only while `lease` is still the commit's: a worker whose lease
+   * ran out and was taken over (it was slow) records nothing and gets undefined, so it never
+   * overwrites the result of the worker that took over. A lease that ran out with nobody taking
+   * over still records (no one else's result is there to lose). Each result gets an id unique in
+   * the repository (a counter), under which `checkResult` finds it again (the CI gate asks for a
+   * failed check's log by id).
+   */
+  finishCi(
+    repo: string,
+    sha: string,
+    lease: CiLease,
+    results: ReadonlyArray<Omit<LocalCheckResult, 'id'>>,
+  ): Promise<LocalCheckResult[] | undefined>;
   checkResult(repo: string, id: number): Promise<LocalCheckResult | undefined>;
 }
 
+// Compare-and-set of one hash field: the pull record is written only over the text it was read as,
+// so of two clicks that read the same record only the first writes; the other reads again.
+const SWAP_FIELD_SCRIPT = `
+if redis.call('HGET', KEYS[1], ARGV[1]) ~= ARGV[2] then
+  return 0
+end
+redis.call('HSET', KEYS[1], ARGV[1], ARGV[3])
+return 1
+`;
+
+// KEYS: the commit's CI record, the repository's check-id index. ARGV: the running record of the
+// finishing lease, the completed record, its lifetime, the sha, then the result ids. Anything but
+// that lease's own running record (another worker's lease, a finished record) is left alone; an
+// expired lease nobody took (no record) is not someone else's result.
+const FINISH_CI_SCRIPT = `
+local current = redis.call('GET', KEYS[1])
+if current and current ~= ARGV[1] then
+  return 0
+end
+redis.call('SET', KEYS[1], ARGV[2], 'EX', ARGV[3])
+for i = 5, #ARGV do
+  redis.call('HSET', KEYS[2], ARGV[i], ARGV[4])
+end
+return 1
+`;
+
+declare module 'ioredis' {
+  interface RedisCommander<Context> {
+    shipgateLocalForgeSwapField(key: string, field: string, expected: string, next: string): Result<number, Context>;
+    shipgateLocalForgeFinishCi(ciKey: string, checkIdsKey: string, ...args: string[]): Result<number, Context>;
+  }
+}
+
+/** A Merge click retries its compare-and-set this often before giving up (only other writes of the same pull make it retry). */
+const APPROVE_ATTEMPTS = 20;
+
+/** The running record a lease writes, byte for byte: finishing compares the stored text with it. */
+function runningRecord(lease: CiLease): string {
+  return JSON.stringify({ state: 'running', startedAt: lease.startedAt, lease: lease.token });
+}
+
 export function createLocalForgeStore({ redis, prefix }: { redis: Redis; prefix: string }): LocalForgeStore {
+  redis.defineCommand('shipgateLocalForgeSwapField', { numberOfKeys: 1, lua: SWAP_FIELD_SCRIPT });
+  redis.defineCommand('shipgateLocalForgeFinishCi', { numberOfKeys: 2, lua: FINISH_CI_SCRIPT });
   const base = (repo: string) => `${prefix}:localforge:${repo}`;
   const pullsKey = (repo: string) => `${base(repo)}:pulls`;
   const headsKey = (repo: string) => `${base(repo)}:heads`;
@@ -152,21 +224,44 @@ export function createLocalForgeStore({ redis, prefix }: { redis: Redis; prefix:
     async save(pull) {
       await redis.hset(pullsKey(pull.repo), String(pull.number), JSON.stringify(pull));
     },
+    async approveMerge(repo, number, by, sha) {
+      const field = String(number);
+      for (let attempt = 0; attempt < APPROVE_ATTEMPTS; attempt += 1) {
+        const raw = await redis.hget(pullsKey(repo), field);
+        const pull = parsePull(raw);
+        if (raw === null || pull === undefined || pull.state !== 'open') return 'not-open';
+        if (pull.approvedSha === sha) return 'already';
+        const next = JSON.stringify({ ...pull, mergeApprovedBy: by, approvedSha: sha });
+        if ((await redis.shipgateLocalForgeSwapField(pullsKey(repo), field, raw, next)) === 1) return 'approved';
+      }
+      throw new Error(`local pull ${repo}#${number} kept changing while a Merge click was recorded`);
+    },
     async ci(repo, sha) {
       return parseCi(await redis.get(ciKey(repo, sha)));
     },
     async claimCi(repo, sha, startedAt, leaseMs) {
-      const record: LocalCiRecord = { state: 'running', startedAt };
-      return (await redis.set(ciKey(repo, sha), JSON.stringify(record), 'PX', leaseMs, 'NX')) === 'OK';
+      const lease: CiLease = { token: randomBytes(12).toString('hex'), startedAt };
+      const taken = await redis.set(ciKey(repo, sha), runningRecord(lease), 'PX', leaseMs, 'NX');
+      return taken === 'OK' ? lease : undefined;
     },
-    async finishCi(repo, sha, results) {
-      const numbered: LocalCheckResult[] = [];
-      for (const result of results) numbered.push({ ...result, id: await redis.incr(checkCounterKey(repo)) });
+    async finishCi(repo, sha, lease, results) {
+      // Ids are taken first, in one step; a finish refused below only leaves a gap in the numbers.
+      const last = results.length === 0 ? 0 : await redis.incrby(checkCounterKey(repo), results.length);
+      const numbered: LocalCheckResult[] = results.map((result, index) => ({
+        ...result,
+        id: last - results.length + index + 1,
+      }));
       const record: LocalCiRecord = { state: 'completed', results: numbered };
-      const multi = redis.multi().set(ciKey(repo, sha), JSON.stringify(record), 'EX', KEEP_SECONDS);
-      for (const result of numbered) multi.hset(checkIdsKey(repo), String(result.id), sha);
-      await multi.exec();
-      return numbered;
+      const recorded = await redis.shipgateLocalForgeFinishCi(
+        ciKey(repo, sha),
+        checkIdsKey(repo),
+        runningRecord(lease),
+        JSON.stringify(record),
+        String(KEEP_SECONDS),
+        sha,
+        ...numbered.map((result) => String(result.id)),
+      );
+      return recorded === 1 ? numbered : undefined;
     },
     async checkResult(repo, id) {
       const sha = await redis.hget(checkIdsKey(repo), String(id));

@@ -194,6 +194,8 @@ export interface GitHubServer {
   setHeadShaResolver(resolver: HeadShaResolver): void;
   /** Queues one injected answer for the next request matching method and path (FIFO per match). */
   failNext(method: string, path: string | RegExp, spec: FailSpec): void;
+  /** Holds the next request matching method and path without an answer (before `failNext` answers apply). */
+  holdNext(method: string, path: string | RegExp): HeldRequest;
   /** Recorded requests matching the filter. */
   requestsTo(filter: RequestFilter): RecordedRequest[];
   /** Answers by status for the matching requests, e.g. `{ 200: 3, 304: 7 }`. */
@@ -219,6 +221,16 @@ export interface GitHubServer {
   /** Requests to the log download URLs (outside the API; no rate limit, no auth). */
   readonly logDownloads: readonly LogDownload[];
   close(): Promise<void>;
+}
+
+/** A request `holdNext` keeps waiting: no answer until released, so a test can abort it in flight. */
+export interface HeldRequest {
+  /** Resolves once the matching request arrived (and is being held). */
+  readonly arrived: Promise<void>;
+  /** Resolves once the client closed the connection before any answer was sent (an aborted fetch). */
+  readonly clientGone: Promise<void>;
+  /** Ends the hold: answers `spec`, or as the routes would without one. */
+  release(spec?: FailSpec): void;
 }
 
 /** `repo`: token or installation token when required; `app`: an App JWT, always required. */
@@ -410,6 +422,13 @@ export async function startGitHubServer(options: GitHubServerOptions = {}): Prom
   const unexpected: UnexpectedRequest[] = [];
   const issuedTokens: IssuedToken[] = [];
   const failures: Array<{ method: string; path: string | RegExp; spec: FailSpec }> = [];
+  const holds: Array<{
+    method: string;
+    path: string | RegExp;
+    arrive: () => void;
+    gone: () => void;
+    released: Promise<FailSpec | undefined>;
+  }> = [];
   const repositories = new Map<string, Repository>();
   const routes: Route[] = [];
   let resolveHeadSha: HeadShaResolver =
@@ -1174,6 +1193,31 @@ export async function startGitHubServer(options: GitHubServerOptions = {}): Prom
       return;
     }
 
+    const holdIndex = holds.findIndex((h) => h.method === method && pathMatches(h.path, path));
+    let releasedWith: FailSpec | undefined;
+    if (holdIndex >= 0) {
+      const [hold] = holds.splice(holdIndex, 1);
+      if (hold !== undefined) {
+        const clientGone = new Promise<'gone'>((resolve) =>
+          response.on('close', () => {
+            if (!response.writableFinished) resolve('gone');
+          }),
+        );
+        hold.arrive();
+        const outcome = await Promise.race([hold.released.then((spec) => ({ spec })), clientGone]);
+        if (outcome === 'gone') {
+          hold.gone();
+          return;
+        }
+        releasedWith = outcome.spec;
+      }
+    }
+    if (releasedWith !== undefined) {
+      record.injected = true;
+      send({ status: releasedWith.status, body: releasedWith.body ?? errorBody(releasedWith.status, 'Injected failure'), headers: releasedWith.headers }, false);
+      return;
+    }
+
     const failureIndex = failures.findIndex((f) => f.method === method && pathMatches(f.path, path));
     if (failureIndex >= 0) {
       const [failure] = failures.splice(failureIndex, 1);
@@ -1271,6 +1315,16 @@ export async function startGitHubServer(options: GitHubServerOptions = {}): Prom
     },
     failNext(method, path, spec) {
       failures.push({ method: method.toUpperCase(), path, spec });
+    },
+    holdNext(method, path) {
+      let arrive = (): void => undefined;
+      let gone = (): void => undefined;
+      let release = (_spec?: FailSpec): void => undefined;
+      const arrived = new Promise<void>((resolve) => (arrive = resolve));
+      const clientGone = new Promise<void>((resolve) => (gone = resolve));
+      const released = new Promise<FailSpec | undefined>((resolve) => (release = resolve));
+      holds.push({ method: method.toUpperCase(), path, arrive, gone, released });
+      return { arrived, clientGone, release: (spec) => release(spec) };
     },
     requestsTo,
     countStatuses(filter = {}) {

@@ -18,7 +18,8 @@ export function createCheckAnnotations(ctx: GitHubRestContext): Pick<GitHubCiPor
   const { call, clientFor } = ctx;
   const { conditionalGet } = ctx.reads;
   return {
-    async checkRunAnnotations(owner, repo, checkRunId): Promise<CheckAnnotation[]> {
+    async checkRunAnnotations(owner, repo, checkRunId, options): Promise<CheckAnnotation[]> {
+      const signal = options?.signal;
       return call(`reading annotations of check run ${checkRunId} in ${owner}/${repo}`, async () => {
         const client = await clientFor(owner, repo);
         // The first 50 are plenty for a failure summary; a run with thousands is summarised by its count.
@@ -28,7 +29,7 @@ export function createCheckAnnotations(ctx: GitHubRestContext): Pick<GitHubCiPor
           check_run_id: checkRunId,
           per_page: 50,
         }).url;
-        const { data } = await conditionalGet(client, url);
+        const { data } = await conditionalGet(client, url, signal);
         return z
           .array(annotationSchema)
           .parse(data)
@@ -40,7 +41,7 @@ export function createCheckAnnotations(ctx: GitHubRestContext): Pick<GitHubCiPor
             message: a.message ?? '',
             title: a.title ?? null,
           }));
-      });
+      }, signal);
     },
 
   };

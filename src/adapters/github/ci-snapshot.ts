@@ -40,7 +40,8 @@ export function createCiSnapshot(ctx: GitHubRestContext): Pick<GitHubCiPort, 'ci
   const { call, clientFor } = ctx;
   const { allPages } = ctx.reads;
   return {
-    async ciSnapshot(owner, repo, sha): Promise<CiSnapshot> {
+    async ciSnapshot(owner, repo, sha, options): Promise<CiSnapshot> {
+      const signal = options?.signal;
       return call(`reading checks and statuses of ${owner}/${repo}@${sha}`, async () => {
         const client = await clientFor(owner, repo);
         const checkRunsUrl = client.request.endpoint('GET /repos/{owner}/{repo}/commits/{ref}/check-runs', {
@@ -59,8 +60,8 @@ export function createCiSnapshot(ctx: GitHubRestContext): Pick<GitHubCiPort, 'ci
           per_page: 100,
         }).url;
         const [checkPages, statusPages] = await Promise.all([
-          allPages(client, checkRunsUrl),
-          allPages(client, statusesUrl),
+          allPages(client, checkRunsUrl, signal),
+          allPages(client, statusesUrl, signal),
         ]);
 
         // A run that moved from one page to the next between the two requests is seen once.
@@ -102,7 +103,7 @@ export function createCiSnapshot(ctx: GitHubRestContext): Pick<GitHubCiPort, 'ci
           }
         }
         return { checkRuns: [...checkRuns.values()], statuses: [...statuses.values()] };
-      });
+      }, signal);
     },
 
   };

@@ -4,7 +4,7 @@ import { retry } from '@octokit/plugin-retry';
 import { throttling } from '@octokit/plugin-throttling';
 import { Octokit } from '@octokit/rest';
 import { z } from 'zod';
-import { RefusedError } from '../../errors.js';
+import { cancelledBy, RefusedError } from '../../errors.js';
 import type { Logger } from '../../log.js';
 import type { Scrub } from '../../security/scrubber.js';
 import type { GitHubRestOptions } from './options.js';
@@ -16,8 +16,42 @@ import { requestErrorSchema } from './port-errors.js';
  * goes through one fetch that times out, counts the call and tells the scrubber of minted tokens.
  */
 
-const GitHubOctokit = Octokit.plugin(throttling, retry);
-export type Client = InstanceType<typeof GitHubOctokit>;
+/** Octokit core as plugins see it (named through plugin-retry's own signature: core is not a direct dependency). */
+type CoreOctokit = Parameters<typeof retry>[0];
+
+/**
+ * Stops every HTTP attempt of a call whose signal (`request: { signal }`) aborted. Registered before
+ * throttling and retry, so their wrappers sit outside it and each attempt they start passes through
+ * it: one started after the abort is refused before it is sent, and the failure of one aborted in
+ * flight (Octokit makes fetch's abort a status 500, which plugin-retry would retry) leaves as a
+ * `CancelledError`, which neither plugin retries — plugin-retry only retries errors that carry a
+ * request, plugin-throttling only 403, 429 and GraphQL answers.
+ */
+function stopOnAbort(log: Logger): (octokit: CoreOctokit) => void {
+  return (octokit) => {
+    octokit.hook.wrap('request', async (request, options) => {
+      const signal = options.request.signal;
+      if (signal === undefined) return request(options);
+      const what = `${options.method} ${options.url}`;
+      if (signal.aborted) {
+        log.debug({ method: options.method, url: options.url }, 'GitHub attempt not sent: its call was stopped');
+        throw cancelledBy(signal, what);
+      }
+      try {
+        return await request(options);
+      } catch (error) {
+        if (!signal.aborted) throw error;
+        log.debug({ method: options.method, url: options.url }, 'GitHub attempt aborted in flight');
+        throw cancelledBy(signal, what);
+      }
+    });
+  };
+}
+
+function createOctokitClass(log: Logger) {
+  return Octokit.plugin(stopOnAbort(log), throttling, retry);
+}
+export type Client = InstanceType<ReturnType<typeof createOctokitClass>>;
 
 const PRIMARY_RATE_LIMIT_RETRIES = 2;
 const SECONDARY_RATE_LIMIT_RETRIES = 1;
@@ -41,6 +75,7 @@ export function createGitHubClients(options: GitHubRestOptions, log: Logger, scr
   const retryAfterBaseMs = options.retry?.retryAfterBaseMs ?? 1000;
   const maxRetryAfterSeconds = options.retry?.maxRetryAfterSeconds ?? 120;
   const requestTimeoutMs = options.requestTimeoutMs ?? 30_000;
+  const GitHubOctokit = createOctokitClass(log);
 
   if (options.auth.kind === 'app') {
     // Fail at start-up (SPEC §3) rather than on the first gate: a bad key would otherwise surface

@@ -26,9 +26,15 @@ export function nextLink(link: string | undefined): string | undefined {
 }
 
 /** Function-valued fields, not methods: the reads are closures handed to each concern unbound. */
+/** `signal` stops the read (see ForgeCallOptions); it goes with every request of it. */
 export interface ConditionalReads {
-  conditionalGet: (client: Client, url: string) => Promise<Page>;
-  allPages: (client: Client, firstUrl: string) => Promise<unknown[]>;
+  conditionalGet: (client: Client, url: string, signal?: AbortSignal) => Promise<Page>;
+  allPages: (client: Client, firstUrl: string, signal?: AbortSignal) => Promise<unknown[]>;
+}
+
+/** Octokit's per-request options carrying the call's signal (fetch and the abort hook in clients.ts read it). */
+export function signalOption(signal: AbortSignal | undefined): { request?: { signal: AbortSignal } } {
+  return signal === undefined ? {} : { request: { signal } };
 }
 
 export function createConditionalReads(etagCache: EtagCache, log: Logger): ConditionalReads {
@@ -60,13 +66,14 @@ export function createConditionalReads(etagCache: EtagCache, log: Logger): Condi
    * RequestError with status 304 for "not modified": the cached body is the answer. The cache key
    * is the full URL with its query (page and per_page included), as the request went out.
    */
-  async function conditionalGet(client: Client, url: string): Promise<Page> {
+  async function conditionalGet(client: Client, url: string, signal?: AbortSignal): Promise<Page> {
     const cached = await cachedPage(url);
     try {
       const response = await client.request<unknown>({
         method: 'GET',
         url,
         headers: cached === undefined ? {} : { 'if-none-match': cached.etag },
+        ...signalOption(signal),
       });
       const page: Page = { data: response.data, next: nextLink(response.headers.link) };
       const etag = response.headers.etag;
@@ -85,7 +92,7 @@ export function createConditionalReads(etagCache: EtagCache, log: Logger): Condi
   }
 
   /** Every page of a list, each page conditional on its own, following GitHub's `Link: rel="next"`. */
-  async function allPages(client: Client, firstUrl: string): Promise<unknown[]> {
+  async function allPages(client: Client, firstUrl: string, signal?: AbortSignal): Promise<unknown[]> {
     const pages: unknown[] = [];
     let url: string | undefined = firstUrl;
     while (url !== undefined) {
@@ -93,7 +100,7 @@ export function createConditionalReads(etagCache: EtagCache, log: Logger): Condi
         log.warn({ url: firstUrl, pages: pages.length }, 'GitHub list has too many pages; reading no further');
         break;
       }
-      const page: Page = await conditionalGet(client, url);
+      const page: Page = await conditionalGet(client, url, signal);
       pages.push(page.data);
       url = page.next;
     }

@@ -70,11 +70,11 @@ export function createJobLogs(ctx: GitHubRestContext): Pick<GitHubCiPort, 'actio
    * across origins), and GitHub Enterprise may serve downloads from the API's own host. The token
    * must go to the API only; the download URL carries its own short-lived signature.
    */
-  async function downloadTail(url: URL, maxBytes: number): Promise<string | undefined> {
+  async function downloadTail(url: URL, maxBytes: number, signal: AbortSignal | undefined): Promise<string | undefined> {
     if (url.protocol !== 'https:' && url.protocol !== 'http:') {
       throw new ExternalOutageError('github', `job log download has an unexpected scheme ${url.protocol}`);
     }
-    const response = await ctx.fetch(url, { headers: { 'user-agent': 'shipgate' }, redirect: 'follow' });
+    const response = await ctx.fetch(url, { headers: { 'user-agent': 'shipgate' }, redirect: 'follow', signal: signal ?? null });
     if (LOG_GONE.includes(response.status)) {
       // The signed URL expired or the blob was deleted between the 302 and now.
       await response.body?.cancel();
@@ -89,7 +89,8 @@ export function createJobLogs(ctx: GitHubRestContext): Pick<GitHubCiPort, 'actio
   }
 
   return {
-    async actionsJobLogTail(owner, repo, jobId, maxBytes) {
+    async actionsJobLogTail(owner, repo, jobId, maxBytes, options) {
+      const signal = options?.signal;
       return call(`reading the log of job ${jobId} in ${owner}/${repo}`, async () => {
         const client = await clientFor(owner, repo);
         let response;
@@ -99,7 +100,7 @@ export function createJobLogs(ctx: GitHubRestContext): Pick<GitHubCiPort, 'actio
             owner,
             repo,
             job_id: jobId,
-            request: { redirect: 'manual' },
+            request: { redirect: 'manual', ...(signal === undefined ? {} : { signal }) },
           });
         } catch (error) {
           // 404: not an Actions job or no such job; 410: logs deleted by retention; 403: no actions:read.
@@ -107,12 +108,12 @@ export function createJobLogs(ctx: GitHubRestContext): Pick<GitHubCiPort, 'actio
           throw error;
         }
         const redirect = redirectHeadersSchema.safeParse(response.headers);
-        if (redirect.success) return downloadTail(new URL(redirect.data.location, response.url), maxBytes);
+        if (redirect.success) return downloadTail(new URL(redirect.data.location, response.url), maxBytes, signal);
         // A server that answers with the log itself (no redirect).
         const data: unknown = response.data;
         if (typeof data === 'string') return readTail(new Blob([data]).stream(), maxBytes);
         throw new ExternalOutageError('github', `job ${jobId} logs: neither a redirect nor a text answer`);
-      });
+      }, signal);
     },
 
   };

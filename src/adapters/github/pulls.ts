@@ -2,6 +2,7 @@ import { z } from 'zod';
 import type { GitHubCiPort, GitHubPort, PullRequestRef, PullRequestState } from '../../ports/github.js';
 import type { Client } from './clients.js';
 import type { GitHubRestContext } from './context.js';
+import { signalOption } from './conditional-get.js';
 import { requestErrorSchema } from './port-errors.js';
 
 /** Pull requests: finding, opening (idempotently) and reading the run's one pull request. */
@@ -54,6 +55,7 @@ export function createPulls(ctx: GitHubRestContext): Pick<GitHubPort, 'findOpenP
     owner: string,
     repo: string,
     branch: string,
+    signal: AbortSignal | undefined,
   ): Promise<PullRequestRef | undefined> {
     // GitHub ignores a `head` filter without the `owner:` part and would list every open PR.
     const { data } = await client.request('GET /repos/{owner}/{repo}/pulls', {
@@ -61,20 +63,25 @@ export function createPulls(ctx: GitHubRestContext): Pick<GitHubPort, 'findOpenP
       repo,
       state: 'open',
       head: `${owner}:${branch}`,
+      ...signalOption(signal),
     });
     const first: unknown = z.array(z.unknown()).parse(data)[0];
     return first === undefined ? undefined : toPullRequestRef(first);
   }
 
   return {
-    async findOpenPullRequest(owner, repo, branch) {
-      return call(`listing open pull requests of ${owner}/${repo} for ${branch}`, async () =>
-        findOpen(await clientFor(owner, repo), owner, repo, branch),
+    async findOpenPullRequest(owner, repo, branch, options) {
+      const signal = options?.signal;
+      return call(
+        `listing open pull requests of ${owner}/${repo} for ${branch}`,
+        async () => findOpen(await clientFor(owner, repo), owner, repo, branch, signal),
+        signal,
       );
     },
 
-    async createPullRequest(input) {
+    async createPullRequest(input, options) {
       const { owner, repo, head, base } = input;
+      const signal = options?.signal;
       // The body carries the task and the agent's summary: nothing secret reaches the pull request.
       const title = scrub(input.title);
       const body = scrub(input.body);
@@ -88,6 +95,7 @@ export function createPulls(ctx: GitHubRestContext): Pick<GitHubPort, 'findOpenP
             base,
             title,
             body,
+            ...signalOption(signal),
           });
           const pull = toPullRequestRef(data);
           log.info({ owner, repo, head, number: pull.number }, 'pull request opened');
@@ -97,15 +105,16 @@ export function createPulls(ctx: GitHubRestContext): Pick<GitHubPort, 'findOpenP
           // already: answer with that one, so opening is idempotent.
           if (!isAlreadyExists(error)) throw error;
           const branch = head.includes(':') ? head.slice(head.indexOf(':') + 1) : head;
-          const existing = await findOpen(client, owner, repo, branch);
+          const existing = await findOpen(client, owner, repo, branch, signal);
           if (existing === undefined) throw error;
           log.info({ owner, repo, head, number: existing.number }, 'pull request already open; reusing it');
           return existing;
         }
-      });
+      }, signal);
     },
 
-    async getPullRequest(owner, repo, number): Promise<PullRequestState> {
+    async getPullRequest(owner, repo, number, options): Promise<PullRequestState> {
+      const signal = options?.signal;
       return call(`reading pull request #${number} of ${owner}/${repo}`, async () => {
         const client = await clientFor(owner, repo);
         const url = client.request.endpoint('GET /repos/{owner}/{repo}/pulls/{pull_number}', {
@@ -113,7 +122,7 @@ export function createPulls(ctx: GitHubRestContext): Pick<GitHubPort, 'findOpenP
           repo,
           pull_number: number,
         }).url;
-        const { data } = await conditionalGet(client, url);
+        const { data } = await conditionalGet(client, url, signal);
         const pull = pullStateSchema.parse(data);
         const merged = pull.merged ?? (pull.merged_at !== null && pull.merged_at !== undefined);
         return {
@@ -122,7 +131,7 @@ export function createPulls(ctx: GitHubRestContext): Pick<GitHubPort, 'findOpenP
           // An unmerged PR's merge_commit_sha is GitHub's test merge, which is on no branch.
           mergeCommitSha: merged ? (pull.merge_commit_sha ?? null) : null,
         };
-      });
+      }, signal);
     },
   };
 }

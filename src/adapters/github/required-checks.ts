@@ -38,7 +38,8 @@ export function createRequiredChecks(ctx: GitHubRestContext): Pick<GitHubCiPort,
   }
 
   return {
-    async requiredChecks(owner, repo, branch) {
+    async requiredChecks(owner, repo, branch, options) {
+      const signal = options?.signal;
       return call(`reading required checks of ${owner}/${repo} branch ${branch}`, async () => {
         const client = await clientFor(owner, repo);
         const protectionUrl = client.request.endpoint(
@@ -56,10 +57,10 @@ export function createRequiredChecks(ctx: GitHubRestContext): Pick<GitHubCiPort,
         // it (it needs administration:read); GHES without rulesets answers 404 on the rules.
         const [protection, rules] = await Promise.all([
           unlessUnreadable(async () =>
-            requiredStatusChecksSchema.parse((await conditionalGet(client, protectionUrl)).data),
+            requiredStatusChecksSchema.parse((await conditionalGet(client, protectionUrl, signal)).data),
           ),
           unlessUnreadable(async () =>
-            (await allPages(client, rulesUrl)).flatMap((page) => z.array(branchRuleSchema).parse(page)),
+            (await allPages(client, rulesUrl, signal)).flatMap((page) => z.array(branchRuleSchema).parse(page)),
           ),
         ]);
 
@@ -78,7 +79,7 @@ export function createRequiredChecks(ctx: GitHubRestContext): Pick<GitHubCiPort,
               );
         if (fromProtection === undefined && fromRules === undefined) return undefined;
         return [...new Set([...(fromProtection ?? []), ...(fromRules ?? [])])];
-      });
+      }, signal);
     },
 
   };

@@ -3,7 +3,7 @@ import { join } from 'node:path';
 import { pathToFileURL } from 'node:url';
 import { createCheckRunner } from '../../agent/check-runner.js';
 import type { LocalRepoPolicy } from '../../config/policy.js';
-import { RefusedError } from '../../errors.js';
+import { RefusedError, throwIfCancelled } from '../../errors.js';
 import type { Git } from '../../git/git.js';
 import type { Logger } from '../../log.js';
 import {
@@ -18,7 +18,7 @@ import {
 } from '../../ports/github.js';
 import type { SandboxPort } from '../../ports/sandbox.js';
 import type { Scrub } from '../../security/scrubber.js';
-import type { LocalCheckResult, LocalForgeStore, LocalPull } from '../../store/local-forge-store.js';
+import type { CiLease, LocalCheckResult, LocalForgeStore, LocalPull } from '../../store/local-forge-store.js';
 
 /**
  * The local forge (SPEC §8, issue 12): the GitHub ports for repositories given by `path:`, so the
@@ -35,6 +35,9 @@ import type { LocalCheckResult, LocalForgeStore, LocalPull } from '../../store/l
  * - Merge follows the local rule: without `merge: { requireApproval: true }` a pull whose head has
  *   green CI is fast-forwarded into the default branch when the merge gate looks; with it, only
  *   after someone other than the requester clicked Merge (`approveMerge`).
+ * - A call's signal (ForgeCallOptions) is looked at on entry and before each write: a cancelled
+ *   step neither opens a pull request nor merges. Each call is a few local reads, so it is not
+ *   raced; CI runs on in the background (it belongs to the commit, not to one run).
  */
 
 export interface LocalForgeOptions {
@@ -165,7 +168,7 @@ export function createLocalForge(options: LocalForgeOptions): LocalForge {
   }
 
   /** Runs CI for `sha` on a clean checkout of the open pull whose branch points at it. */
-  async function runCi(full: string, policy: LocalRepoPolicy, sha: string): Promise<void> {
+  async function runCi(full: string, policy: LocalRepoPolicy, sha: string, lease: CiLease): Promise<void> {
     const startedAt = clock().toISOString();
     const commands = ciCommands(policy);
     const names = Object.keys(commands);
@@ -182,12 +185,19 @@ export function createLocalForge(options: LocalForgeOptions): LocalForge {
         startedAt,
         completedAt: clock().toISOString(),
       }));
+    /** Records the results under this worker's lease; false when the lease was taken over meanwhile. */
+    const finish = async (finished: ReadonlyArray<Omit<LocalCheckResult, 'id'>>): Promise<boolean> => {
+      if ((await store.finishCi(full, sha, lease, finished)) !== undefined) return true;
+      log.warn({ repo: full, sha }, 'local CI: results dropped, the lease ran out and another worker took the run over');
+      return false;
+    };
+    let finished: boolean;
     try {
       const pulls = await store.openPulls(full);
       let branch: string | undefined;
       for (const pull of pulls) if ((await git.local.branchSha(policy.path, pull.head)) === sha) branch = pull.head;
       if (branch === undefined) {
-        await store.finishCi(full, sha, cancelled(`no open pull request has ${sha.slice(0, 12)} as its head any more`));
+        await finish(cancelled(`no open pull request has ${sha.slice(0, 12)} as its head any more`));
         return;
       }
       const prepared = await git.prepareWorkspace({
@@ -197,9 +207,7 @@ export function createLocalForge(options: LocalForgeOptions): LocalForge {
         branch,
       });
       if (prepared.head !== sha) {
-        await store.finishCi(
-          full,
-          sha,
+        await finish(
           cancelled(`the branch moved on to ${prepared.head.slice(0, 12)} before CI of ${sha.slice(0, 12)} started`),
         );
         return;
@@ -223,23 +231,26 @@ export function createLocalForge(options: LocalForgeOptions): LocalForge {
           completedAt: clock().toISOString(),
         });
       }
-      await store.finishCi(full, sha, results);
-      log.info(
-        { repo: full, sha, failed: results.filter((r) => r.conclusion !== 'success').map((r) => r.name) },
-        'local CI finished',
-      );
+      finished = await finish(results);
+      if (finished)
+        log.info(
+          { repo: full, sha, failed: results.filter((r) => r.conclusion !== 'success').map((r) => r.name) },
+          'local CI finished',
+        );
     } finally {
       await git
         .removeWorkspace(dir)
         .catch((error: unknown) => log.warn({ err: error, dir }, 'local CI: removing the checkout failed'));
     }
+    // Results that were not recorded wake nobody: the worker that took the lease over wakes them.
+    if (!finished) return;
     await options
       .onCiFinished?.(full, sha)
       .catch((error: unknown) => log.warn({ err: error, repo: full, sha }, 'local CI: waking the runs failed'));
   }
 
-  function startCi(full: string, policy: LocalRepoPolicy, sha: string): void {
-    const work = runCi(full, policy, sha).catch((error: unknown) => {
+  function startCi(full: string, policy: LocalRepoPolicy, sha: string, lease: CiLease): void {
+    const work = runCi(full, policy, sha, lease).catch((error: unknown) => {
       // The lease runs out and the next look runs it again; the error is the machine's, not the change's.
       log.error({ err: error, repo: full, sha }, 'local CI could not run');
     });
@@ -254,13 +265,21 @@ export function createLocalForge(options: LocalForgeOptions): LocalForge {
   }
 
   /** The local rule (SPEC §8): fast-forward a pull with green CI, after a Merge click where one is required. */
-  async function mergeIfAllowed(full: string, policy: LocalRepoPolicy, pull: LocalPull, head: string | undefined): Promise<LocalPull> {
+  async function mergeIfAllowed(
+    full: string,
+    policy: LocalRepoPolicy,
+    pull: LocalPull,
+    head: string | undefined,
+    signal: AbortSignal | undefined,
+  ): Promise<LocalPull> {
     if (pull.state !== 'open' || head === undefined) return pull;
     // The click approved one commit: anything pushed after it needs a click of its own.
     if (policy.merge?.requireApproval === true && pull.approvedSha !== head) return pull;
     if (!(await isGreen(full, head))) return pull;
     const baseSha = await git.local.branchSha(policy.path, pull.base);
     if (baseSha === undefined) return pull;
+    // A cancelled run's merge gate must not merge on its way out.
+    throwIfCancelled(signal, `merging local pull #${pull.number} of ${full}`);
     const outcome = await git.local.fastForward(policy.path, pull.base, baseSha, head);
     if (outcome !== 'merged') {
       log.info(
@@ -286,7 +305,8 @@ export function createLocalForge(options: LocalForgeOptions): LocalForge {
     mergesOnClick: (repo) => repos[repo]?.merge?.requireApproval === true,
     pull: async (repo, number) => store.get(repo, number),
 
-    async getRepository(owner, name) {
+    async getRepository(owner, name, options) {
+      throwIfCancelled(options?.signal, `reading local repository ${owner}/${name}`);
       const { policy } = repoOf(owner, name);
       if (!(await git.local.exists(policy.path)))
         throw new RefusedError(`the local repository ${policy.path} does not exist (repos.${owner}/${name}.path)`);
@@ -294,61 +314,76 @@ export function createLocalForge(options: LocalForgeOptions): LocalForge {
       return { cloneUrl: url, defaultBranch: await git.local.defaultBranch(policy.path), htmlUrl: url };
     },
 
-    async findOpenPullRequest(owner, name, branch) {
+    async findOpenPullRequest(owner, name, branch, options) {
+      throwIfCancelled(options?.signal, `looking up the local pull request of ${branch}`);
       const { full, policy } = repoOf(owner, name);
       const pull = await store.findOpenByHead(full, branch);
       return pull === undefined ? undefined : asRef(policy, pull);
     },
 
-    async createPullRequest({ owner, repo: name, head, base, title, body }) {
+    async createPullRequest({ owner, repo: name, head, base, title, body }, options) {
+      const what = `opening a local pull request ${head} → ${base} in ${owner}/${name}`;
+      throwIfCancelled(options?.signal, what);
       const { full, policy } = repoOf(owner, name);
       const headSha = await git.local.branchSha(policy.path, head);
       const baseSha = await git.local.branchSha(policy.path, base);
       if (headSha === undefined || baseSha === undefined)
         throw new RefusedError(`the local repository has no branch ${headSha === undefined ? head : base}`);
       const diff = scrub(await git.local.diff(policy.path, baseSha, headSha, DIFF_MAX_BYTES));
+      throwIfCancelled(options?.signal, what);
       const pull = await store.open({ repo: full, head, base, title, body, diff, createdAt: clock().toISOString() });
       return asRef(policy, pull);
     },
 
     // file:// needs none; a fresh random value keeps the git layer's scrubbing meaningless but harmless.
-    async pushCredentials() {
+    async pushCredentials(owner, name, options) {
+      throwIfCancelled(options?.signal, `getting push credentials for ${owner}/${name}`);
       return { username: 'shipgate-local', password: randomBytes(16).toString('hex') };
     },
 
-    async ciSnapshot(owner, name, sha): Promise<CiSnapshot> {
+    async ciSnapshot(owner, name, sha, options): Promise<CiSnapshot> {
+      const what = `reading local CI of ${owner}/${name}@${sha}`;
+      throwIfCancelled(options?.signal, what);
       const { full, policy } = repoOf(owner, name);
       let record = await store.ci(full, sha);
       if (record === undefined) {
-        const lease = ciTimeoutMs * Math.max(1, Object.keys(ciCommands(policy)).length) + LEASE_MARGIN_MS;
-        if (await store.claimCi(full, sha, clock().toISOString(), lease)) startCi(full, policy, sha);
+        // Starting CI is a write: a cancelled look leaves it to the next run that looks.
+        throwIfCancelled(options?.signal, what);
+        const ttl = ciTimeoutMs * Math.max(1, Object.keys(ciCommands(policy)).length) + LEASE_MARGIN_MS;
+        const lease = await store.claimCi(full, sha, clock().toISOString(), ttl);
+        if (lease !== undefined) startCi(full, policy, sha, lease);
         record = await store.ci(full, sha);
       }
       return { checkRuns: asCheckRuns(policy, sha, record), statuses: [] };
     },
 
-    async requiredChecks(owner, name) {
+    async requiredChecks(owner, name, _branch, options) {
+      throwIfCancelled(options?.signal, `reading the checks of local repository ${owner}/${name}`);
       return Object.keys(ciCommands(repoOf(owner, name).policy));
     },
 
-    async checkRunAnnotations() {
+    async checkRunAnnotations(_owner, _name, _id, options) {
+      throwIfCancelled(options?.signal, 'reading local check annotations');
       return [];
     },
 
-    async actionsJobLogTail(owner, name, jobId, maxBytes) {
+    async actionsJobLogTail(owner, name, jobId, maxBytes, options) {
+      throwIfCancelled(options?.signal, `reading the log of local check ${jobId}`);
       const { full } = repoOf(owner, name);
       // The CI gate asks for the log of a failed check: that check's output, found by its own id.
       const result = await store.checkResult(full, jobId);
       return result === undefined ? undefined : Buffer.from(result.output, 'utf8').subarray(-maxBytes).toString('utf8');
     },
 
-    async getPullRequest(owner, name, number): Promise<PullRequestState> {
+    async getPullRequest(owner, name, number, options): Promise<PullRequestState> {
+      const signal = options?.signal;
+      throwIfCancelled(signal, `reading local pull request #${number} of ${owner}/${name}`);
       const { full, policy } = repoOf(owner, name);
       const stored = await store.get(full, number);
       if (stored === undefined) throw new RefusedError(`${full} has no local pull request #${number}`);
       // The branch is read once per look: the merge rule, the Merge button and the record all see one head.
       const head = stored.state === 'open' ? await git.local.branchSha(policy.path, stored.head) : undefined;
-      const pull = await mergeIfAllowed(full, policy, stored, head);
+      const pull = await mergeIfAllowed(full, policy, stored, head, signal);
       const awaitingMergeClick =
         pull.state === 'open' && policy.merge?.requireApproval === true && pull.approvedSha !== head && (await isGreen(full, head));
       return {
@@ -366,9 +401,8 @@ export function createLocalForge(options: LocalForgeOptions): LocalForge {
       if (pull === undefined || pull.state !== 'open') return 'not-open';
       // The clicker saw the run at `sha`; a branch that moved since is not what they approved.
       if ((await git.local.branchSha(policy.path, pull.head)) !== sha) return 'moved';
-      if (pull.approvedSha === sha) return 'already';
-      await store.save({ ...pull, mergeApprovedBy: by, approvedSha: sha });
-      return 'approved';
+      // Recorded atomically in the store: of simultaneous clicks exactly one is the approval.
+      return store.approveMerge(repo, number, by, sha);
     },
 
     async idle() {

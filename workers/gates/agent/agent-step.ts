@@ -111,7 +111,7 @@ export function createAgentStep(deps: AgentStepDeps): GateStep {
     if (owner === undefined || repo === undefined || repoPolicy === undefined)
       throw new RefusedError(`${run.repo} is not configured`);
 
-    const workspace = await prepareAgentWorkspace(deps, run, repoPolicy, owner, repo);
+    const workspace = await prepareAgentWorkspace(deps, run, repoPolicy, owner, repo, signal);
     const { dir, credentials, pushTarget, prepared } = workspace;
     const latest = await record((r) => ({
       artifacts: patchArtifacts(r.artifacts, 'agent', { branch: workspace.branch }),

@@ -37,12 +37,20 @@ export function workspaceDir(workRoot: string, runId: string): string {
 /**
  * Clones (or resumes) the run's workspace on its branch. Idempotent, like the
  * git layer under it: after a crash it picks up the tree, or the pushed branch.
+ * `signal` (the step's) stops the forge calls at once.
  */
-export async function prepareAgentWorkspace(deps: AgentWorkspaceDeps, run: Run, repoPolicy: RepoPolicy, owner: string, repo: string): Promise<AgentWorkspace> {
-  const info = await deps.github.getRepository(owner, repo);
+export async function prepareAgentWorkspace(
+  deps: AgentWorkspaceDeps,
+  run: Run,
+  repoPolicy: RepoPolicy,
+  owner: string,
+  repo: string,
+  signal?: AbortSignal,
+): Promise<AgentWorkspace> {
+  const info = await deps.github.getRepository(owner, repo, { signal });
   const branch = run.artifacts.agent?.branch ?? runBranch(run);
   const dir = workspaceDir(deps.workRoot, run.id);
-  const credentials = await deps.github.pushCredentials(owner, repo);
+  const credentials = await deps.github.pushCredentials(owner, repo, { signal });
   const prepared = await deps.git.prepareWorkspace({ dir, cloneUrl: info.cloneUrl, defaultBranch: info.defaultBranch, branch, credentials });
   // Diffs are taken from where the run branch forked, not from today's default branch: after a
   // re-clone origin/<default> may have moved on, and upstream changes are not the agent's.

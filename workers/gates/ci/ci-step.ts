@@ -46,20 +46,20 @@ export function createCiStep(deps: CiStepDeps): GateStep {
   const command = deps.command ?? deps.policy.command;
   const { scrub } = deps;
 
-  async function requiredChecks(owner: string, repo: string, branch: string): Promise<string[] | undefined> {
+  async function requiredChecks(owner: string, repo: string, branch: string, signal: AbortSignal): Promise<string[] | undefined> {
     const key = `required-checks:${owner}/${repo}:${branch}`;
     const cached = await deps.requiredChecksCache?.get(key);
     if (cached !== undefined) {
       const parsed: unknown = JSON.parse(cached);
       return Array.isArray(parsed) ? parsed.filter((name): name is string => typeof name === 'string') : undefined;
     }
-    const fresh = await deps.github.requiredChecks(owner, repo, branch);
+    const fresh = await deps.github.requiredChecks(owner, repo, branch, { signal });
     await deps.requiredChecksCache?.set(key, JSON.stringify(fresh ?? null));
     return fresh;
   }
 
   return {
-    async run({ run, gate, record, log, audit }) {
+    async run({ run, gate, record, log, audit, signal }) {
       const [owner, repo] = run.repo.split('/');
       const sha = run.artifacts.agent?.commitSha;
       const prNumber = run.artifacts.pr?.number;
@@ -77,10 +77,10 @@ export function createCiStep(deps: CiStepDeps): GateStep {
       await deps.index.link({ kind: 'commit', repo: run.repo, sha }, run.id);
       await deps.index.link({ kind: 'pull', repo: run.repo, number: prNumber }, run.id);
 
-      const pr = await deps.github.getPullRequest(owner, repo, prNumber);
+      const pr = await deps.github.getPullRequest(owner, repo, prNumber, { signal });
       if (pr.state === 'closed' && !pr.merged) return { kind: 'failed', summary: `pull request #${prNumber} was closed without merging` };
-      const snapshot = await deps.github.ciSnapshot(owner, repo, sha);
-      const required = (await requiredChecks(owner, repo, pr.base)) ?? deps.policy.repos[run.repo]?.requiredChecks;
+      const snapshot = await deps.github.ciSnapshot(owner, repo, sha, { signal });
+      const required = (await requiredChecks(owner, repo, pr.base, signal)) ?? deps.policy.repos[run.repo]?.requiredChecks;
       const verdict = evaluateCi({ snapshot, required });
       await record((r) => ({ links: { ...r.links, ci: `${pr.url}/checks` }, activity: `CI: ${verdict.summary}` }));
 
@@ -100,10 +100,10 @@ export function createCiStep(deps: CiStepDeps): GateStep {
 
       const fetched: FailureDetail[] = [];
       for (const failure of verdict.failed.slice(0, MAX_DETAILED_FAILURES)) {
-        const annotations = failure.checkRunId === null ? [] : await deps.github.checkRunAnnotations(owner, repo, failure.checkRunId);
+        const annotations = failure.checkRunId === null ? [] : await deps.github.checkRunAnnotations(owner, repo, failure.checkRunId, { signal });
         const logTail =
           failure.checkRunId !== null && failure.appSlug !== null && LOG_TAIL_APPS.has(failure.appSlug)
-            ? await deps.github.actionsJobLogTail(owner, repo, failure.checkRunId, LOG_TAIL_BYTES)
+            ? await deps.github.actionsJobLogTail(owner, repo, failure.checkRunId, LOG_TAIL_BYTES, { signal })
             : undefined;
         fetched.push({ ...failure, annotations, logTail });
       }

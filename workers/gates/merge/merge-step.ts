@@ -20,11 +20,11 @@ export function createMergeStep(deps: MergeStepDeps): GateStep {
   const firstPoll = deps.firstPollMs ?? 15_000;
   const maxPoll = deps.maxPollMs ?? 5 * 60_000;
   return {
-    async run({ run, gate, record, audit }) {
+    async run({ run, gate, record, audit, signal }) {
       const [owner, repo] = run.repo.split('/');
       const number = run.artifacts.pr?.number;
       if (owner === undefined || repo === undefined || number === undefined) throw new RefusedError('no pull request to watch');
-      const pr = await deps.github.getPullRequest(owner, repo, number);
+      const pr = await deps.github.getPullRequest(owner, repo, number, { signal });
       if (pr.merged) {
         const sha = pr.mergeCommitSha ?? 'unknown';
         // The chain of custody's merge link (src/audit/evidence.ts): which commit the pipeline will deploy.

@@ -50,13 +50,13 @@ export function pullRequestBody(run: Run, threadUrl: string | undefined): string
 export function createPrStep(deps: PrStepDeps): GateStep {
   const { scrub } = deps;
   return {
-    async run({ run, record, log, audit }) {
+    async run({ run, record, log, audit, signal }) {
       const [owner, repo] = run.repo.split('/');
       const { branch, commitSha } = run.artifacts.agent ?? {};
       if (owner === undefined || repo === undefined) throw new RefusedError(`bad repository name ${run.repo}`);
       if (branch === undefined || commitSha === undefined) throw new RefusedError('the agent gate recorded no pushed branch');
-      const info = await deps.github.getRepository(owner, repo);
-      let pr = await deps.github.findOpenPullRequest(owner, repo, branch);
+      const info = await deps.github.getRepository(owner, repo, { signal });
+      let pr = await deps.github.findOpenPullRequest(owner, repo, branch, { signal });
       if (pr === undefined) {
         const threadUrl = run.chat.card === undefined ? undefined : await deps.chat.permalink({ channel: run.chat.channel, ref: run.chat.card }).catch(() => undefined);
         pr = await deps.github.createPullRequest({
@@ -66,7 +66,7 @@ export function createPrStep(deps: PrStepDeps): GateStep {
           base: info.defaultBranch,
           title: scrub(taskTitle(run.task)),
           body: scrub(pullRequestBody(run, threadUrl)),
-        });
+        }, { signal });
         log.info({ pr: pr.number }, 'pull request opened');
       } else {
         log.info({ pr: pr.number }, 'pull request already open; adopted');
