@@ -112,6 +112,8 @@ export interface DiscordServer {
   newInteraction(): { id: string; token: string };
   /** The next bot request matching `method path` (path with :params, e.g. `POST /channels/:id/messages`) takes effect but its answer is lost (502). */
   loseNextAnswer(route: string): void;
+  /** The next `count` successful answers on `route` are lost alike (each request still takes effect). */
+  loseAnswers(route: string, count: number): void;
   waitFor<T>(
     predicate: (server: DiscordServer) => T | undefined | false,
     timeoutMs?: number,
@@ -308,7 +310,8 @@ export async function startDiscordServer(options: DiscordServerOptions): Promise
   const unexpected: UnexpectedRequest[] = [];
   const webhookCalls: WebhookCall[] = [];
   const commands = new Map<string, z.infer<typeof commandsBody>>();
-  const lose = new Set<string>();
+  /** Route → how many more successful answers to lose. */
+  const lose = new Map<string, number>();
   let botRequests = 0;
 
   const list = (channelId: string) => {
@@ -594,8 +597,10 @@ export async function startDiscordServer(options: DiscordServerOptions): Promise
         unexpected.push({ method, path, body: text, reason: JSON.stringify(result.body).slice(0, 1000) });
       }
       const routeKey = found.route;
-      if (lose.has(routeKey) && result.status < 300) {
-        lose.delete(routeKey);
+      const losing = lose.get(routeKey) ?? 0;
+      if (losing > 0 && result.status < 300) {
+        if (losing === 1) lose.delete(routeKey);
+        else lose.set(routeKey, losing - 1);
         answer(502, { message: 'Bad Gateway' });
         return;
       }
@@ -674,7 +679,10 @@ export async function startDiscordServer(options: DiscordServerOptions): Promise
       return { id: nextId(), token };
     },
     loseNextAnswer(route) {
-      lose.add(route);
+      lose.set(route, 1);
+    },
+    loseAnswers(route, count) {
+      lose.set(route, count);
     },
     async waitFor(predicate, timeoutMs = 10_000, description = 'condition') {
       const deadline = Date.now() + timeoutMs;
