@@ -31,7 +31,21 @@ export function createRunActions(deps: RunActionDeps): (event: ActionEvent) => P
     return { ephemeral: reason };
   }
 
+  /**
+   * Every button's value starts with its run's id. A click counts only where the run's card and
+   * thread are: the same button shown or replayed in another channel (where other people, or other
+   * roles, see it) is refused.
+   */
+  async function elsewhere(event: ActionEvent): Promise<CommandReply | undefined> {
+    const runId = event.value.split('|')[0] ?? '';
+    const run = runId === '' ? undefined : await deps.store.get(runId);
+    if (run === undefined || run.chat.channel === event.channelId) return undefined;
+    return refuse(event, run.id, rich`This button belongs to run ${run.id}, which lives in another channel; use the buttons on its card or in its thread there.`);
+  }
+
   return async function handleAction(event) {
+    const refused = await elsewhere(event);
+    if (refused !== undefined) return refused;
     if ((event.actionId === APPROVE_ACTION_ID || event.actionId === REJECT_ACTION_ID) && deps.approvalClicks !== undefined) return deps.approvalClicks(event);
     if (event.actionId === MERGE_ACTION_ID && deps.mergeClicks !== undefined) return deps.mergeClicks(event);
     if (event.actionId !== CANCEL_ACTION_ID) {

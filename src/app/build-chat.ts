@@ -51,7 +51,7 @@ function slackChat(
 function discordChat({ config, log, metrics }: BuildChatDeps): ChatAdapter {
   const discord = config.discord;
   if (discord === undefined) throw new ConfigError(['DISCORD_BOT_TOKEN: the Discord chat needs DISCORD_PUBLIC_KEY, DISCORD_BOT_TOKEN and DISCORD_APPLICATION_ID.']);
-  return createDiscordChat({ publicKey: discord.publicKey, botToken: discord.botToken, applicationId: discord.applicationId, apiUrl: discord.apiUrl, command: config.policy.command, log, metrics });
+  return createDiscordChat({ publicKey: discord.publicKey, botToken: discord.botToken, applicationId: discord.applicationId, apiUrl: discord.apiUrl, command: config.policy.command, log, metrics, gateway: discord.gateway });
 }
 
 /** Chat mode → adapter (loadConfig picks the mode). A new chat is one row here. */

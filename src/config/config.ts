@@ -33,6 +33,8 @@ const ENV_FIXES: Record<string, string> = {
   DISCORD_APPLICATION_ID: "set it to the Application ID (a numeric snowflake) from the Discord application's General Information page",
   DISCORD_API_URL: 'set it to the REST base URL with its version, e.g. https://discord.com/api/v10',
   DISCORD_GUILD_ID: 'set it to the numeric id of the server to register /ship in (instant), or unset it to register globally',
+  DISCORD_GATEWAY:
+    "set it to 1 to take mentions of the bot in a run's thread as follow-ups (the web role connects to Discord's Gateway; needs DISCORD_BOT_TOKEN and the other DISCORD_* keys), or to 0 or unset for `/ship reply` only",
   SHIPGATE_MODEL: 'set it to a Claude model id, e.g. claude-sonnet-4-6',
   GITHUB_API_URL: 'set it to the REST base URL, e.g. https://api.github.com or https://ghe.example.com/api/v3',
   GITHUB_APP_ID: 'set it to the numeric App ID, together with GITHUB_APP_PRIVATE_KEY',
@@ -76,6 +78,8 @@ const envSchema = z
     DISCORD_APPLICATION_ID: optionalText.pipe(z.string().regex(/^\d{5,20}$/, 'must be a numeric snowflake').optional()),
     // Read by `npm run discord:register` only: a guild command is usable at once, a global one everywhere.
     DISCORD_GUILD_ID: optionalText.pipe(z.string().regex(/^\d{5,20}$/, 'must be a numeric snowflake').optional()),
+    // Thread mentions need a Gateway connection (the interactions endpoint never sees messages).
+    DISCORD_GATEWAY: optionalText.pipe(z.enum(['0', '1'], { message: 'must be 1 or 0' }).optional()),
     DISCORD_API_URL: optionalText.pipe(
       z
         .url({ message: 'must be an absolute URL' })
@@ -145,6 +149,9 @@ const envSchema = z
         ctx.addIssue({ code: 'custom', path: [key], message: `is required when ${discordSet.join(' and ')} ${discordSet.length === 1 ? 'is' : 'are'} set (Discord needs all three)` });
       }
     }
+    if (env.DISCORD_GATEWAY === '1' && discordSet.length === 0) {
+      ctx.addIssue({ code: 'custom', path: ['DISCORD_GATEWAY'], message: 'is 1, but Discord is not configured (DISCORD_PUBLIC_KEY, DISCORD_BOT_TOKEN, DISCORD_APPLICATION_ID)' });
+    }
     if (env.DISCORD_BOT_TOKEN !== undefined && env.SLACK_BOT_TOKEN === undefined && env.SHIPGATE_AUDIT_KEY === undefined) {
       ctx.addIssue({
         code: 'custom',
@@ -183,6 +190,8 @@ export interface DiscordConfig {
   apiUrl: string;
   /** DISCORD_GUILD_ID: where `npm run discord:register` puts the command (unset: globally). */
   guildId: string | undefined;
+  /** DISCORD_GATEWAY=1: the web role connects to the Gateway for thread mentions. */
+  gateway: boolean;
 }
 
 /**
@@ -332,7 +341,7 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env, options: LoadCo
 
   const discord: DiscordConfig | undefined =
     e.DISCORD_PUBLIC_KEY !== undefined && e.DISCORD_BOT_TOKEN !== undefined && e.DISCORD_APPLICATION_ID !== undefined
-      ? { publicKey: e.DISCORD_PUBLIC_KEY, botToken: e.DISCORD_BOT_TOKEN, applicationId: e.DISCORD_APPLICATION_ID, apiUrl: e.DISCORD_API_URL, guildId: e.DISCORD_GUILD_ID }
+      ? { publicKey: e.DISCORD_PUBLIC_KEY, botToken: e.DISCORD_BOT_TOKEN, applicationId: e.DISCORD_APPLICATION_ID, apiUrl: e.DISCORD_API_URL, guildId: e.DISCORD_GUILD_ID, gateway: e.DISCORD_GATEWAY === '1' }
       : undefined;
   const chat: ChatMode =
     e.SLACK_BOT_TOKEN === undefined

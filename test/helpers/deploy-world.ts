@@ -6,6 +6,7 @@ import type { Run } from '../../src/domain/run.js';
 import { eventually } from './eventually.js';
 import { createShopGitOps, type GitOpsController, type GitOpsStage, type StageScript } from './gitops-controller.js';
 import { startKubernetesServer, type KubernetesServer } from './kubernetes-server.js';
+import type { TestChat } from './bot.js';
 import { startWorld, type World } from './world.js';
 
 /**
@@ -33,6 +34,8 @@ export async function startDeployWorld(options: {
   scripts?: Record<string, StageScript>;
   stages?: GitOpsStage[];
   env?: Record<string, string>;
+  /** Which chat the people use (default Slack). */
+  chat?: TestChat;
 }): Promise<DeployWorld> {
   // TLS and the built-in kinds: the real kubernetes-mcp-server of a red gate's diagnosis speaks only
   // HTTPS with a bearer token, and reads Pods, their logs and Events.
@@ -45,6 +48,7 @@ export async function startDeployWorld(options: {
     name: options.name,
     policy: options.policy,
     files: SHOP_FILES,
+    chat: options.chat,
     env: { KUBECONFIG: k8s.writeKubeconfig(dir), KARGO_URL, ARGOCD_URL, ...options.env },
     // Far beyond every wait of the tests: a deploy gate that moves in time was woken by an informer event.
     tuning: { firstPollMs: 100, deployPollMs: 120_000 },

@@ -73,15 +73,42 @@ export interface Actor {
   roles?: string[];
 }
 
-interface Where {
+export interface Where {
   channelId: string;
   /** Set when the interaction happens in a thread of `channelId` (a button on a thread reply). */
   threadId?: string | undefined;
+  /** A direct message with the bot: no guild, the person as `user` instead of `member` (channel type 1). */
+  dm?: boolean | undefined;
 }
 
 function base(discord: DiscordServer, applicationId: string, type: number, actor: Actor, where: Where) {
   const { id, token } = discord.newInteraction();
   const inThread = where.threadId !== undefined;
+  if (where.dm === true) {
+    // Discord's DM interaction: no guild_id, no member, `user` and a DM channel.
+    return {
+      id,
+      token,
+      type,
+      version: 1,
+      application_id: applicationId,
+      channel_id: where.channelId,
+      channel: { id: where.channelId, type: 1, recipients: [] },
+      user: {
+        id: actor.userId,
+        username: actor.username ?? `user${actor.userId.slice(-4)}`,
+        global_name: null,
+        discriminator: '0',
+        avatar: null,
+      },
+      app_permissions: '2248473465835073',
+      locale: 'en-US',
+      entitlements: [],
+      authorizing_integration_owners: { '1': actor.userId },
+      context: 1,
+      attachment_size_limit: 10485760,
+    };
+  }
   return {
     id,
     token,

@@ -1,12 +1,15 @@
 import { createServer, type IncomingMessage } from 'node:http';
 import { randomBytes } from 'node:crypto';
 import { z } from 'zod';
+import { attachDiscordGateway, type DiscordGateway } from './discord-gateway.js';
 
 /**
  * A local stand-in for Discord's REST API v10 (SPEC §9), for the endpoints shipgate uses: channel
- * messages (create with nonce + enforce_nonce, edit), threads started from a message, a channel
- * read, interaction follow-ups (webhook execute, edit @original) and application command
- * registration. Request bodies are checked with zod against Discord's documented shapes and limits
+ * messages (create with nonce + enforce_nonce, multipart uploads with files, edit, list), threads
+ * started from a message, a channel read, interaction follow-ups (webhook execute, edit @original),
+ * application command registration and GET /gateway/bot, whose URL is the fake Gateway on the same
+ * port (discord-gateway.ts): every message created here, by the bot or by `postUserMessage`, is
+ * also dispatched there as MESSAGE_CREATE. Request bodies are checked with zod against Discord's documented shapes and limits
  * (https://discord.com/developers/docs/resources/message#create-message); a body Discord would
  * refuse is answered 400 Invalid Form Body and recorded in `unexpected`, like any request to an
  * endpoint not served here, so tests fail on it.
@@ -14,6 +17,11 @@ import { z } from 'zod';
  * Every answer carries Discord's rate-limit headers (X-RateLimit-Limit/Remaining/Reset/Reset-After/
  * Bucket), and `rateLimitEvery: n` answers every n-th bot request with a real-looking 429
  * (`retry_after`, Retry-After), which the real @discordjs/rest must wait out and retry.
+ *
+ * A message's `nonce` is answered as Discord answers it: in the create's response (and the
+ * Gateway's MESSAGE_CREATE) only, never by a later read (GET messages, an edit's answer), as the
+ * message object's documentation says (discord-api-types: "You will not receive this from further
+ * fetches").
  */
 
 export type JsonValue = z.core.util.JSONType;
@@ -21,12 +29,14 @@ export type JsonValue = z.core.util.JSONType;
 export interface DiscordMessage {
   id: string;
   channel_id: string;
-  author: { id: string; username: string; bot: true };
+  author: { id: string; username: string; bot?: boolean };
   content: string;
   embeds: DiscordEmbed[];
   components: DiscordActionRow[];
   attachments: Array<{ id: string; filename: string; size: number; content: string }>;
   nonce: string | undefined;
+  /** Set on a reply: the message it answers. */
+  message_reference?: { message_id: string; channel_id: string } | undefined;
   timestamp: string;
   edited_timestamp: string | null;
   /** Not Discord's: how many edits touched it, for assertions. */
@@ -39,6 +49,8 @@ export interface DiscordChannel {
   guild_id: string;
   name: string;
   parent_id?: string;
+  /** Threads: who started it. */
+  owner_id?: string;
 }
 
 export interface WebhookCall {
@@ -74,6 +86,8 @@ export interface DiscordServer {
   readonly apiUrl: string;
   readonly botUserId: string;
   readonly guildId: string;
+  /** The fake Gateway on the same port (GET /gateway/bot hands out its URL). */
+  readonly gateway: DiscordGateway;
   readonly requests: readonly RecordedRequest[];
   readonly unexpected: readonly UnexpectedRequest[];
   readonly webhookCalls: readonly WebhookCall[];
@@ -81,6 +95,16 @@ export interface DiscordServer {
   readonly commands: ReadonlyMap<string, z.infer<typeof commandsBody>>;
   /** A text channel of the test guild. */
   addChannel(id: string, name?: string): void;
+  /**
+   * A person writes in a channel or thread (what the Gateway then dispatches as MESSAGE_CREATE).
+   * `mentions` are user ids the message pings; `replyTo` makes it a reply to that message.
+   */
+  postUserMessage(
+    channelId: string,
+    author: { id: string; username?: string; bot?: boolean },
+    content: string,
+    options?: { mentions?: string[]; replyTo?: string },
+  ): DiscordMessage;
   /** Messages of a channel or thread, oldest first; live objects. */
   messages(channelId: string): DiscordMessage[];
   channel(id: string): DiscordChannel | undefined;
@@ -88,6 +112,8 @@ export interface DiscordServer {
   newInteraction(): { id: string; token: string };
   /** The next bot request matching `method path` (path with :params, e.g. `POST /channels/:id/messages`) takes effect but its answer is lost (502). */
   loseNextAnswer(route: string): void;
+  /** The next `count` successful answers on `route` are lost alike (each request still takes effect). */
+  loseAnswers(route: string, count: number): void;
   waitFor<T>(
     predicate: (server: DiscordServer) => T | undefined | false,
     timeoutMs?: number,
@@ -145,6 +171,12 @@ const attachmentMeta = z.strictObject({
   filename: z.string().min(1),
   description: z.string().optional(),
 });
+const messageReference = z.strictObject({
+  message_id: snowflake,
+  channel_id: snowflake.optional(),
+  guild_id: snowflake.optional(),
+  fail_if_not_exists: z.boolean().optional(),
+});
 const createMessageBody = z.strictObject({
   content: z.string().max(2000).optional(),
   embeds: z.array(embed).max(10).optional(),
@@ -154,15 +186,16 @@ const createMessageBody = z.strictObject({
   enforce_nonce: z.boolean().optional(),
   attachments: z.array(attachmentMeta).optional(),
   flags: z.number().int().optional(),
+  message_reference: messageReference.optional(),
 });
-const editMessageBody = createMessageBody.omit({ nonce: true, enforce_nonce: true });
+const editMessageBody = createMessageBody.omit({ nonce: true, enforce_nonce: true, message_reference: true });
 const startThreadBody = z.strictObject({
   name: z.string().min(1).max(100),
   auto_archive_duration: z.union([z.literal(60), z.literal(1440), z.literal(4320), z.literal(10080)]).optional(),
   rate_limit_per_user: z.number().int().optional(),
 });
 const webhookBody = createMessageBody
-  .omit({ nonce: true, enforce_nonce: true })
+  .omit({ nonce: true, enforce_nonce: true, message_reference: true })
   .extend({ flags: z.number().int().optional() });
 const commandsBody = z.array(
   z.looseObject({
@@ -194,6 +227,8 @@ interface Answer {
 }
 
 const ROUTES = [
+  'GET /gateway/bot',
+  'GET /channels/:channel/messages',
   'POST /channels/:channel/messages',
   'PATCH /channels/:channel/messages/:message',
   'POST /channels/:channel/messages/:message/threads',
@@ -275,7 +310,8 @@ export async function startDiscordServer(options: DiscordServerOptions): Promise
   const unexpected: UnexpectedRequest[] = [];
   const webhookCalls: WebhookCall[] = [];
   const commands = new Map<string, z.infer<typeof commandsBody>>();
-  const lose = new Set<string>();
+  /** Route → how many more successful answers to lose. */
+  const lose = new Map<string, number>();
   let botRequests = 0;
 
   const list = (channelId: string) => {
@@ -289,13 +325,16 @@ export async function startDiscordServer(options: DiscordServerOptions): Promise
   const unknownChannel: Answer = { status: 404, body: { code: 10003, message: 'Unknown Channel' } };
   const unknownMessage: Answer = { status: 404, body: { code: 10008, message: 'Unknown Message' } };
   const unknownWebhook: Answer = { status: 404, body: { code: 10015, message: 'Unknown Webhook' } };
-  const wire = (m: DiscordMessage) => {
-    const { editCount: _editCount, attachments, ...rest } = m;
+  /** A message as Discord sends it; `withNonce` only for the create's own answer and its dispatch. */
+  const wire = (m: DiscordMessage, withNonce = false) => {
+    const { editCount: _editCount, attachments, nonce, ...rest } = m;
     return {
       ...rest,
-      type: 0,
+      ...(withNonce && nonce !== undefined ? { nonce } : {}),
+      guild_id: guildId,
+      type: m.message_reference === undefined ? 0 : 19,
       attachments: attachments.map(({ content: _content, ...a }) => a),
-      mentions: [],
+      mentions: [] as Array<{ id: string; username: string; bot?: boolean }>,
       mention_roles: [],
       pinned: false,
       tts: false,
@@ -315,8 +354,16 @@ export async function startDiscordServer(options: DiscordServerOptions): Promise
       if (parts === undefined || payload === undefined)
         return { status: 400, body: { code: 50035, message: 'multipart without payload_json' } };
       json = JSON.parse(payload.data.toString('utf8'));
+      const declared = z
+        .object({ attachments: z.array(z.object({ id: z.union([z.number(), z.string()]) })).optional() })
+        .safeParse(json);
+      const ids = new Set((declared.success ? (declared.data.attachments ?? []) : []).map((a) => String(a.id)));
       for (const [name, part] of parts) {
-        if (!/^files\[\d+\]$/.test(name)) continue;
+        const index = /^files\[(\d+)\]$/.exec(name)?.[1];
+        if (index === undefined) continue;
+        // Discord links each files[n] to the payload's attachment with id n; a file without one is refused.
+        if (!ids.has(index))
+          return { status: 400, body: { code: 50035, message: `files[${index}] has no attachment with id ${index}` } };
         files.push({
           id: nextId(),
           filename: part.filename ?? 'file',
@@ -340,8 +387,11 @@ export async function startDiscordServer(options: DiscordServerOptions): Promise
     // enforce_nonce: a second message with the same nonce from the same author returns the first.
     if (nonce !== undefined && b.enforce_nonce === true) {
       const existing = list(channelId).find((m) => m.nonce === nonce);
-      if (existing !== undefined) return { status: 200, body: wire(existing) };
+      if (existing !== undefined) return { status: 200, body: wire(existing, true) };
     }
+    const reference = b.message_reference;
+    if (reference !== undefined && !list(channelId).some((m) => m.id === reference.message_id) && reference.fail_if_not_exists !== false)
+      return { status: 400, body: { code: 50035, message: 'Unknown message in message_reference' } };
     const message: DiscordMessage = {
       id: nextId(),
       channel_id: channelId,
@@ -351,17 +401,42 @@ export async function startDiscordServer(options: DiscordServerOptions): Promise
       components: b.components ?? [],
       attachments: files,
       nonce,
+      ...(reference === undefined ? {} : { message_reference: { message_id: reference.message_id, channel_id: channelId } }),
       timestamp: new Date().toISOString(),
       edited_timestamp: null,
       editCount: 0,
     };
     list(channelId).push(message);
-    return { status: 200, body: wire(message) };
+    gateway.messageCreated({ ...wire(message, true), mentions: [] });
+    return { status: 200, body: wire(message, true) };
   }
 
-  function handle(route: Route, params: Record<string, string>, contentType: string, raw: Buffer): Answer {
+  function handle(
+    route: Route,
+    params: Record<string, string>,
+    query: URLSearchParams,
+    contentType: string,
+    raw: Buffer,
+  ): Answer {
     const json = (): unknown => (raw.length === 0 ? {} : JSON.parse(raw.toString('utf8')));
     switch (route) {
+      case 'GET /gateway/bot':
+        return {
+          status: 200,
+          body: {
+            url: gateway.url,
+            shards: 1,
+            session_start_limit: { total: 1000, remaining: 999, reset_after: 14_400_000, max_concurrency: 1 },
+          },
+        };
+      case 'GET /channels/:channel/messages': {
+        if (!channels.has(params['channel'] ?? '')) return unknownChannel;
+        const limit = Number(query.get('limit') ?? '50');
+        if (!Number.isInteger(limit) || limit < 1 || limit > 100)
+          return { status: 400, body: { code: 50035, message: 'limit must be 1 to 100' } };
+        // Newest first, as Discord lists them, and without nonces (see the header).
+        return { status: 200, body: [...list(params['channel'] ?? '')].reverse().slice(0, limit).map((m) => wire(m)) };
+      }
       case 'POST /channels/:channel/messages':
         return createMessage(params['channel'] ?? '', contentType, raw);
       case 'PATCH /channels/:channel/messages/:message': {
@@ -396,6 +471,7 @@ export async function startDiscordServer(options: DiscordServerOptions): Promise
           guild_id: guildId,
           name: body.data.name,
           parent_id: parent.id,
+          owner_id: botUserId,
         };
         channels.set(thread.id, thread);
         return {
@@ -510,7 +586,7 @@ export async function startDiscordServer(options: DiscordServerOptions): Promise
       }
       let result: Answer;
       try {
-        result = handle(found.route, found.params, req.headers['content-type'] ?? '', raw);
+        result = handle(found.route, found.params, url.searchParams, req.headers['content-type'] ?? '', raw);
       } catch (error) {
         result = {
           status: 400,
@@ -521,8 +597,10 @@ export async function startDiscordServer(options: DiscordServerOptions): Promise
         unexpected.push({ method, path, body: text, reason: JSON.stringify(result.body).slice(0, 1000) });
       }
       const routeKey = found.route;
-      if (lose.has(routeKey) && result.status < 300) {
-        lose.delete(routeKey);
+      const losing = lose.get(routeKey) ?? 0;
+      if (losing > 0 && result.status < 300) {
+        if (losing === 1) lose.delete(routeKey);
+        else lose.set(routeKey, losing - 1);
         answer(502, { message: 'Bad Gateway' });
         return;
       }
@@ -540,17 +618,58 @@ export async function startDiscordServer(options: DiscordServerOptions): Promise
   await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
   const address = server.address();
   const port = typeof address === 'object' && address !== null ? address.port : 0;
+  // Mounted once the server listens (it needs the port), before any request can arrive.
+  const gateway = attachDiscordGateway(server, {
+    port,
+    token: options.token,
+    botUser: { id: botUserId, username: 'shipgate' },
+    applicationId: options.applicationId,
+    guildId,
+  });
 
   const self: DiscordServer = {
     apiUrl: `http://127.0.0.1:${port}/api/v10`,
     botUserId,
     guildId,
+    gateway,
     requests,
     unexpected,
     webhookCalls,
     commands,
     addChannel(id, name = 'general') {
       channels.set(id, { id, type: 0, guild_id: guildId, name });
+    },
+    postUserMessage(channelId, author, content, extra = {}) {
+      const channel = channels.get(channelId);
+      if (channel === undefined) throw new Error(`discord fake: no channel ${channelId}`);
+      const replied = extra.replyTo === undefined ? undefined : list(channelId).find((m) => m.id === extra.replyTo);
+      const message: DiscordMessage = {
+        id: nextId(),
+        channel_id: channelId,
+        author: { id: author.id, username: author.username ?? `user${author.id.slice(-4)}`, ...(author.bot === true ? { bot: true } : {}) },
+        content,
+        embeds: [],
+        components: [],
+        attachments: [],
+        nonce: undefined,
+        ...(replied === undefined ? {} : { message_reference: { message_id: replied.id, channel_id: channelId } }),
+        timestamp: new Date().toISOString(),
+        edited_timestamp: null,
+        editCount: 0,
+      };
+      list(channelId).push(message);
+      const mentioned = (extra.mentions ?? []).map((id) => ({
+        id,
+        username: id === botUserId ? 'shipgate' : `user${id.slice(-4)}`,
+        ...(id === botUserId ? { bot: true } : {}),
+      }));
+      gateway.messageCreated({
+        ...wire(message),
+        member: { roles: [], joined_at: '2024-01-01T00:00:00.000000+00:00', deaf: false, mute: false, flags: 0 },
+        mentions: mentioned,
+        repliesToBot: replied?.author.id === botUserId,
+      });
+      return message;
     },
     messages: (channelId) => list(channelId),
     channel: (id) => channels.get(id),
@@ -560,7 +679,10 @@ export async function startDiscordServer(options: DiscordServerOptions): Promise
       return { id: nextId(), token };
     },
     loseNextAnswer(route) {
-      lose.add(route);
+      lose.set(route, 1);
+    },
+    loseAnswers(route, count) {
+      lose.set(route, count);
     },
     async waitFor(predicate, timeoutMs = 10_000, description = 'condition') {
       const deadline = Date.now() + timeoutMs;
@@ -577,7 +699,11 @@ export async function startDiscordServer(options: DiscordServerOptions): Promise
       }
     },
     async close() {
-      await new Promise<void>((resolve) => server.close(() => resolve()));
+      gateway.close();
+      await new Promise<void>((resolve) => {
+        server.close(() => resolve());
+        server.closeAllConnections();
+      });
     },
   };
   return self;

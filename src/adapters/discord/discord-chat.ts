@@ -4,20 +4,32 @@ import { Routes } from 'discord-api-types/v10';
 import { z } from 'zod';
 import type { Logger } from '../../log.js';
 import type { Metrics } from '../../metrics.js';
-import type { ActionEvent, ChatHandlers, ChatPort, CommandReply } from '../../ports/chat.js';
+import type { ActionEvent, ChatHandlers, ChatPort, CommandReply, MentionEvent } from '../../ports/chat.js';
 import type { HttpRoute } from '../../ports/http.js';
+import { startDiscordGateway, type DiscordGateway, type GatewayMessage } from './discord-gateway.js';
 import { escapeMarkdown } from './discord-markdown.js';
-import { NO_PINGS, nonceOf, toDiscordContent, toDiscordMessage, encodeCustomId } from './discord-message.js';
 import {
+  FOOTER,
+  keyFooter,
+  NO_PINGS,
+  nonceOf,
+  toDiscordContent,
+  toDiscordMessage,
+  encodeCustomId,
+  withFooter,
+} from './discord-message.js';
+import {
+  flattenDiscordText,
   InteractionKind,
   interactionSchema,
   mapAction,
   mapCommand,
   REASON_INPUT_ID,
   REASON_MODAL_PREFIX,
+  THREAD_TYPES,
   type Interaction,
 } from './discord-interactions.js';
-import { channelSnowflake, createDiscordPrincipals } from './discord-principals.js';
+import { channelSnowflake, createDiscordPrincipals, discordChannel, discordUser } from './discord-principals.js';
 import { discordPublicKey, verifyDiscordSignature } from './discord-signature.js';
 
 /** Where Discord delivers interactions (the application's Interactions Endpoint URL). */
@@ -32,9 +44,23 @@ const MAX_BODY_BYTES = 256 * 1024;
 const THREAD_ALREADY_CREATED = 160004;
 /** A week: threads of runs that wait on an approval stay open for the approvers. */
 const THREAD_ARCHIVE_MINUTES = 10080;
+/** Discord's error code for "unknown channel" (a thread never created, or deleted). */
+const UNKNOWN_CHANNEL = 10003;
+/**
+ * How far back findMessageByKey reads (Discord's page of at most 100; 50 covers a run's thread
+ * between a crash and the retry). Older posts are not found, and are then repeated under the same
+ * nonce, which Discord still dedupes within its nonce window.
+ */
+const FIND_WINDOW = 50;
+/** Threads remembered as a run's or not (gateway mentions); beyond this the oldest are forgotten. */
+const THREAD_CACHE = 1000;
+/** What a button or modal outside a server is answered: runs live in a server's channels. */
+const OUTSIDE_SERVER =
+  'shipgate works in server channels only: use the buttons on the run’s card or in its thread.';
 
 // Interaction response types (https://discord.com/developers/docs/interactions/receiving-and-responding#interaction-response-object-interaction-callback-type).
 const PONG = 1;
+const CHANNEL_MESSAGE = 4;
 const DEFERRED_CHANNEL_MESSAGE = 5;
 const DEFERRED_UPDATE_MESSAGE = 6;
 const AUTOCOMPLETE_RESULT = 8;
@@ -54,6 +80,8 @@ export interface DiscordChatOptions {
   nowSeconds?: (() => number) | undefined;
   /** @discordjs/rest retries of a failed request (5xx, timeouts); 429s are waited out apart from these. */
   retries?: number | undefined;
+  /** DISCORD_GATEWAY=1: connect to the Gateway on start, for mentions of the bot in a run's thread. */
+  gateway?: boolean | undefined;
 }
 
 export interface DiscordChat {
@@ -65,7 +93,19 @@ export interface DiscordChat {
 }
 
 const messageSchema = z.object({ id: z.string(), channel_id: z.string().optional() });
-const channelSchema = z.object({ id: z.string(), guild_id: z.string().optional() });
+const channelSchema = z.object({
+  id: z.string(),
+  type: z.number().int().optional(),
+  guild_id: z.string().optional(),
+  parent_id: z.string().nullish(),
+  owner_id: z.string().optional(),
+});
+/** A message as GET /channels/{id}/messages lists it: only what findMessageByKey compares. */
+const listedMessageSchema = z.object({
+  id: z.string(),
+  author: z.object({ id: z.string(), bot: z.boolean().optional() }),
+  embeds: z.array(z.object({ footer: z.object({ text: z.string() }).optional() })).default([]),
+});
 
 /** `https://discord.com/api/v10` → @discordjs/rest's `api` and `version` options. */
 export function restBase(apiUrl: string): { api: string; version: string } {
@@ -134,6 +174,11 @@ export function createDiscordChat(options: DiscordChatOptions): DiscordChat {
 
   /** Threads known to exist (created here or found existing); a miss only costs one create call. */
   const threads = new Set<string>();
+  /**
+   * Gateway mentions: thread id → the channel it was started in when it is a thread this bot started
+   * (a run's card thread), or null when it is not. Filled by ensureThread and by one channel read.
+   */
+  const threadParents = new Map<string, string | null>();
   /** The guild of each channel seen, for permalinks. */
   const guilds = new Map<string, string>();
   /** The latest interaction token per `<channel>|<user>`, for postEphemeral. */
@@ -175,7 +220,16 @@ export function createDiscordChat(options: DiscordChatOptions): DiscordChat {
       if (!(error instanceof DiscordAPIError && error.code === THREAD_ALREADY_CREATED)) throw error;
     }
     threads.add(card);
+    rememberThread(card, channel);
     return card;
+  }
+
+  function rememberThread(thread: string, parent: string | null): void {
+    if (threadParents.size >= THREAD_CACHE) {
+      const oldest = threadParents.keys().next().value;
+      if (oldest !== undefined) threadParents.delete(oldest);
+    }
+    threadParents.set(thread, parent);
   }
 
   async function sendMessage(
@@ -233,7 +287,8 @@ export function createDiscordChat(options: DiscordChatOptions): DiscordChat {
   const port: ChatPort = {
     async postMessage({ channel, thread, view, key }) {
       const parent = snowflake(channel);
-      const body = toDiscordMessage(view);
+      // The key goes into the footer too: it is what findMessageByKey can read back (the nonce is not).
+      const body = withFooter(toDiscordMessage(view), keyFooter(key));
       if (thread === undefined) {
         const id = await sendMessage(parent, { ...body }, key);
         // The thread starts with the card, named after it, so the channel shows where the run talks.
@@ -246,7 +301,11 @@ export function createDiscordChat(options: DiscordChatOptions): DiscordChat {
     async updateMessage({ channel, ref, view }) {
       const where = located(snowflake(channel), ref);
       await call('messages.edit', () =>
-        rest.patch(Routes.channelMessage(where.channel, where.message), { body: toDiscordMessage(view) }),
+        // An edit replaces the embed and its footer. The key's marker is only ever looked for while a
+        // post's reference is unknown, which is before anything can edit it, so the plain footer does.
+        rest.patch(Routes.channelMessage(where.channel, where.message), {
+          body: withFooter(toDiscordMessage(view), FOOTER),
+        }),
       );
     },
     async postEphemeral({ channel, user, text }) {
@@ -260,12 +319,28 @@ export function createDiscordChat(options: DiscordChatOptions): DiscordChat {
       }
       await followUp(remembered.token, toDiscordContent(text));
     },
-    async findMessageByKey() {
-      // Discord does not return a message's nonce when reading history, so an interrupted post
-      // cannot be found by its key. It need not be: postMessage sends the same nonce with
-      // enforce_nonce, and Discord answers a repeat (within its nonce window of minutes) with the
-      // message that landed, so the outbox's second post is that first message.
-      return undefined;
+    async findMessageByKey({ channel, thread, key }) {
+      // Discord never returns a message's nonce on a read, so the post is recognised by the footer
+      // postMessage wrote (keyFooter), among the bot's recent messages where it would be.
+      const parent = snowflake(channel);
+      const where = thread === undefined ? parent : located(channel, thread).message;
+      let raw: unknown;
+      try {
+        raw = await call('messages.list', () =>
+          rest.get(Routes.channelMessages(where), { query: new URLSearchParams({ limit: String(FIND_WINDOW) }) }),
+        );
+      } catch (error) {
+        // The card's thread was never started (the post died first): nothing can be in it.
+        if (thread !== undefined && error instanceof DiscordAPIError && error.code === UNKNOWN_CHANNEL) return undefined;
+        throw error;
+      }
+      const footer = keyFooter(key);
+      const found = z
+        .array(listedMessageSchema)
+        .parse(raw)
+        .find((message) => message.author.bot === true && message.embeds.some((embed) => embed.footer?.text === footer));
+      if (found === undefined) return undefined;
+      return { ref: thread === undefined ? found.id : `${where}/${found.id}` };
     },
     async uploadFile({ channel, thread, filename, title, content, key }) {
       const threadId = await ensureThread(snowflake(channel), located(channel, thread).message, undefined);
@@ -335,6 +410,15 @@ export function createDiscordChat(options: DiscordChatOptions): DiscordChat {
 
   /** A click (or a reason modal's submit): answered within the 3 s, the ephemeral refusal as a follow-up. */
   async function onAction(res: ServerResponse, interaction: Interaction, active: ChatHandlers): Promise<void> {
+    // Outside a server there is no run channel and no member roles to judge the click by.
+    if (interaction.guild_id === undefined) {
+      reply(res, 200, {
+        type: CHANNEL_MESSAGE,
+        data: { content: OUTSIDE_SERVER, flags: EPHEMERAL, allowed_mentions: NO_PINGS },
+      });
+      log.info({ type: interaction.type }, 'interaction outside a server refused');
+      return;
+    }
     const event = mapAction(interaction);
     if (event === undefined) {
       reply(res, 200, { type: DEFERRED_UPDATE_MESSAGE });
@@ -391,6 +475,87 @@ export function createDiscordChat(options: DiscordChatOptions): DiscordChat {
       if (answer.ephemeral !== undefined) await followUp(interaction.token, toDiscordContent(answer.ephemeral));
     });
   }
+
+  /**
+   * The channel a thread was started in, when the thread is one this bot started (a run's card
+   * thread); undefined for any other channel. One channel read per thread, then remembered.
+   */
+  async function runThreadParent(channelId: string, botUserId: string): Promise<string | undefined> {
+    const known = threadParents.get(channelId);
+    if (known !== undefined) return known ?? undefined;
+    let parent: string | null = null;
+    try {
+      const channel = channelSchema.parse(await call('channels.get', () => rest.get(Routes.channel(channelId))));
+      if (
+        channel.type !== undefined &&
+        THREAD_TYPES.includes(channel.type) &&
+        channel.owner_id === botUserId &&
+        channel.parent_id != null
+      )
+        parent = channel.parent_id;
+      if (channel.guild_id !== undefined && parent !== null) guilds.set(parent, channel.guild_id);
+    } catch (error) {
+      // Unreadable (no access, deleted): not a thread shipgate can act in.
+      log.info({ err: error, channel: channelId }, 'mention in an unreadable channel ignored');
+    }
+    rememberThread(channelId, parent);
+    return parent ?? undefined;
+  }
+
+  /**
+   * A MESSAGE_CREATE from the Gateway: a person's message in a run's thread that mentions the bot
+   * becomes a follow-up (SPEC §2), as a Slack thread mention does. Everything else is ignored:
+   * bots and webhooks (shipgate's own posts included, so it never answers itself), DMs, other
+   * channels, and messages that do not mention the bot. Who may instruct the run is the follow-up
+   * handler's decision (the requester only), so a refusal is audited there like on Slack.
+   *
+   * The answer is a reply to the mention in the thread: Discord has ephemeral messages only as
+   * answers to interactions, and the mention itself is public in that thread.
+   */
+  async function onGatewayMessage(message: GatewayMessage, botUserId: string): Promise<void> {
+    if (message.guild_id === undefined) return;
+    if (message.author.bot === true || message.webhook_id != null || message.author.id === botUserId) return;
+    if (!message.mentions.some((user) => user.id === botUserId)) return;
+    const active = handlers;
+    if (active?.onMention === undefined) return;
+    const parent = await runThreadParent(message.channel_id, botUserId);
+    if (parent === undefined) {
+      log.debug({ channel: message.channel_id }, 'mention outside a run thread ignored');
+      return;
+    }
+    const mention = new RegExp(`<@!?${botUserId}>`, 'g');
+    const said = flattenDiscordText(message.content.replace(mention, ' '));
+    const event: MentionEvent = {
+      text: said.text,
+      mentions: said.mentions.filter((id) => id !== discordUser(botUserId)),
+      userId: discordUser(message.author.id),
+      channelId: discordChannel(parent),
+      // The thread was started from the card, so its id is the card's reference.
+      thread: message.channel_id,
+      message: `${message.channel_id}/${message.id}`,
+      deliveryId: `discord.message.${message.id}`,
+    };
+    let answer: CommandReply;
+    try {
+      answer = await active.onMention(event);
+    } catch (error) {
+      log.error({ err: error, message: message.id }, 'mention handler failed');
+      answer = { ephemeral: [{ kind: 'text', text: 'shipgate hit an internal error with this message; please try again.' }] };
+    }
+    if (answer.ephemeral === undefined) return;
+    await sendMessage(
+      message.channel_id,
+      {
+        content: toDiscordContent(answer.ephemeral),
+        allowed_mentions: NO_PINGS,
+        message_reference: { message_id: message.id, fail_if_not_exists: false },
+      },
+      // One answer per mention, whichever replica's Gateway session delivered it.
+      `mention.${message.id}`,
+    );
+  }
+
+  let gateway: DiscordGateway | undefined;
 
   async function listener(req: IncomingMessage, res: ServerResponse): Promise<void> {
     const body = await readBody(req);
@@ -458,9 +623,21 @@ export function createDiscordChat(options: DiscordChatOptions): DiscordChat {
     ],
     async start(next) {
       handlers = next;
+      if (options.gateway === true && gateway === undefined) {
+        gateway = startDiscordGateway({
+          rest,
+          token: options.botToken,
+          log,
+          // Tracked like interaction follow-ups, so stop() waits for a mention being answered.
+          onMessage: async (message, botUserId) => background(() => onGatewayMessage(message, botUserId)),
+        });
+      }
     },
     async stop() {
       handlers = undefined;
+      const open = gateway;
+      gateway = undefined;
+      await open?.stop();
       await Promise.allSettled([...inFlight]);
       rest.clearHashSweeper();
       rest.clearHandlerSweeper();

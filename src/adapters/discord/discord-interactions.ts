@@ -11,7 +11,7 @@ import { discordChannel, discordRole, discordUser } from './discord-principals.j
 
 export const InteractionKind = { ping: 1, command: 2, component: 3, autocomplete: 4, modalSubmit: 5 } as const;
 /** Thread channel types (announcement, public, private): a run lives in the thread's parent channel. */
-const THREAD_TYPES: readonly number[] = [10, 11, 12];
+export const THREAD_TYPES: readonly number[] = [10, 11, 12];
 
 const userSchema = z.object({ id: z.string(), username: z.string().optional(), global_name: z.string().nullish() });
 

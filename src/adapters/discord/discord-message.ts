@@ -62,6 +62,26 @@ export function nonceOf(key: string): string {
   return createHash('sha256').update(key).digest('base64url').slice(0, DISCORD_LIMITS.nonce);
 }
 
+/** The footer every shipgate embed carries; a post adds its key's marker (see `keyFooter`). */
+export const FOOTER = 'shipgate';
+
+/**
+ * The footer that names a post's idempotency key. Discord returns a message's `nonce` only in the
+ * answer to the create (and the Gateway's MESSAGE_CREATE), never when the message is read later,
+ * so an interrupted post cannot be found by its nonce. The embed footer is returned on every read:
+ * it carries 12 characters (72 bits) of the key's digest, enough to tell the posts of one channel
+ * apart, short enough to read as a small reference.
+ */
+export function keyFooter(key: string): string {
+  return `${FOOTER} · ${nonceOf(key).slice(0, 12)}`;
+}
+
+/** `body` with its (first) embed's footer set; a body without embeds is returned as it is. */
+export function withFooter(body: DiscordMessageBody, text: string): DiscordMessageBody {
+  const [first, ...rest] = body.embeds;
+  return first === undefined ? body : { ...body, embeds: [{ ...first, footer: { text } }, ...rest] };
+}
+
 function plain(text: string, max: number): string {
   const flat = text.replace(/\s+/g, ' ').trim();
   return flat.length <= max ? flat : `${flat.slice(0, max - 1).trimEnd()}…`;
