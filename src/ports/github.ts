@@ -98,6 +98,11 @@ export interface PullRequestState extends PullRequestRef {
    * ready for one (the local forge with `merge: { requireApproval: true }` and green CI).
    */
   awaitingMergeClick?: boolean | undefined;
+  /**
+   * Why this pull can never merge as it stands, where the forge knows (the local forge: its default
+   * branch moved on, and only fast-forwards merge); the merge gate fails with it instead of waiting.
+   */
+  cannotMerge?: string | undefined;
 }
 
 /** The Merge click of a forge that merges on one (the local forge, SPEC §8). */

@@ -122,4 +122,27 @@ describe('the local forge with a cancelled signal', () => {
     expect(merged).toMatchObject({ merged: true, mergeCommitSha: headSha });
     expect(await git.local.branchSha(bare, 'main')).toBe(headSha);
   });
+
+  it('a default branch that moved on since the branch was cut is reported as never mergeable, and nothing merges', async () => {
+    const pull = await forge.createPullRequest(input);
+    const lease = await store.claimCi('demo/shop', headSha, new Date().toISOString(), 60_000);
+    if (lease === undefined) throw new Error('CI could not be claimed');
+    await store.finishCi('demo/shop', headSha, lease, [
+      { name: 'test', conclusion: 'success', output: 'ok', startedAt: 't0', completedAt: 't1' },
+    ]);
+    // Someone else's commit lands on main first: the run's branch is no longer a fast-forward.
+    const other = join(dir, 'other');
+    gitIn(dir, 'clone', bare, other);
+    writeFileSync(join(other, 'CHANGELOG.md'), 'someone else\n');
+    gitIn(other, 'add', '-A');
+    gitIn(other, 'commit', '-m', 'another change');
+    gitIn(other, 'push', 'origin', 'main');
+    const movedMain = gitIn(other, 'rev-parse', 'HEAD').trim();
+
+    const state = await forge.getPullRequest('demo', 'shop', pull.number);
+    expect(state).toMatchObject({ state: 'open', merged: false });
+    expect(state.cannotMerge).toContain(`main moved on to ${movedMain.slice(0, 12)}`);
+    expect(await git.local.branchSha(bare, 'main')).toBe(movedMain);
+    expect((await store.get('demo/shop', pull.number))?.state).toBe('open');
+  });
 });

@@ -271,22 +271,29 @@ export function createLocalForge(options: LocalForgeOptions): LocalForge {
     pull: LocalPull,
     head: string | undefined,
     signal: AbortSignal | undefined,
-  ): Promise<LocalPull> {
-    if (pull.state !== 'open' || head === undefined) return pull;
+  ): Promise<{ pull: LocalPull; cannotMerge?: string }> {
+    if (pull.state !== 'open' || head === undefined) return { pull };
     // The click approved one commit: anything pushed after it needs a click of its own.
-    if (policy.merge?.requireApproval === true && pull.approvedSha !== head) return pull;
-    if (!(await isGreen(full, head))) return pull;
+    if (policy.merge?.requireApproval === true && pull.approvedSha !== head) return { pull };
+    if (!(await isGreen(full, head))) return { pull };
     const baseSha = await git.local.branchSha(policy.path, pull.base);
-    if (baseSha === undefined) return pull;
+    if (baseSha === undefined) return { pull };
     // A cancelled run's merge gate must not merge on its way out.
     throwIfCancelled(signal, `merging local pull #${pull.number} of ${full}`);
     const outcome = await git.local.fastForward(policy.path, pull.base, baseSha, head);
-    if (outcome !== 'merged') {
-      log.info(
-        { repo: full, pull: pull.number, outcome },
-        'local forge: not merged (the default branch moved on; only fast-forwards merge)',
-      );
-      return pull;
+    if (outcome === 'moved') {
+      // Someone moved the default branch between the read and the swap: the next look decides.
+      log.info({ repo: full, pull: pull.number }, 'local forge: not merged yet (the default branch moved during the merge)');
+      return { pull };
+    }
+    if (outcome === 'not-fast-forward') {
+      // Only fast-forwards merge, so that what lands is byte for byte the commit CI checked: a
+      // default branch that moved on since the branch was cut never becomes mergeable by waiting.
+      log.info({ repo: full, pull: pull.number, base: baseSha }, 'local forge: cannot merge (the default branch moved on; only fast-forwards merge)');
+      return {
+        pull,
+        cannotMerge: `${pull.base} moved on to ${baseSha.slice(0, 12)} since the branch was cut, and local repositories merge only fast-forwards (so that what lands is the commit CI checked)`,
+      };
     }
     const merged: LocalPull = {
       ...pull,
@@ -297,7 +304,7 @@ export function createLocalForge(options: LocalForgeOptions): LocalForge {
     };
     await store.save(merged);
     log.info({ repo: full, pull: pull.number, sha: head }, 'local forge: merged (fast-forward)');
-    return merged;
+    return { pull: merged };
   }
 
   return {
@@ -383,7 +390,7 @@ export function createLocalForge(options: LocalForgeOptions): LocalForge {
       if (stored === undefined) throw new RefusedError(`${full} has no local pull request #${number}`);
       // The branch is read once per look: the merge rule, the Merge button and the record all see one head.
       const head = stored.state === 'open' ? await git.local.branchSha(policy.path, stored.head) : undefined;
-      const pull = await mergeIfAllowed(full, policy, stored, head, signal);
+      const { pull, cannotMerge } = await mergeIfAllowed(full, policy, stored, head, signal);
       const awaitingMergeClick =
         pull.state === 'open' && policy.merge?.requireApproval === true && pull.approvedSha !== head && (await isGreen(full, head));
       return {
@@ -391,6 +398,7 @@ export function createLocalForge(options: LocalForgeOptions): LocalForge {
         mergeCommitSha: pull.mergeCommitSha ?? null,
         base: pull.base,
         awaitingMergeClick,
+        cannotMerge,
       };
     },
 

@@ -46,4 +46,11 @@ describe('merge gate step', () => {
     const { step, ctx } = setUp({ state: 'closed' });
     expect(await step.run(ctx)).toMatchObject({ kind: 'failed' });
   });
+
+  it('fails, saying why, when the forge says the PR can never merge as it stands', async () => {
+    const { step, ctx } = setUp({ state: 'open', cannotMerge: 'main moved on to 0123456789ab since the branch was cut' });
+    const outcome = await step.run(ctx);
+    expect(outcome.kind).toBe('failed');
+    expect(outcome.summary).toContain('main moved on to 0123456789ab');
+  });
 });

@@ -36,6 +36,9 @@ export function createMergeStep(deps: MergeStepDeps): GateStep {
       if (pr.state === 'closed') {
         return { kind: 'failed', summary: `pull request #${number} was closed without merging; the run ends here` };
       }
+      if (pr.cannotMerge !== undefined) {
+        return { kind: 'failed', summary: `pull request #${number} cannot be merged: ${pr.cannotMerge}; ask again to work from the current ${pr.base}` };
+      }
       if (pr.awaitingMergeClick === true) {
         // The card shows a Merge button while this is recorded (render/card.ts); the click only records who, the forge merges.
         await record((r) => ({ artifacts: patchArtifacts(r.artifacts, 'merge', { awaitingClick: true }), activity: `CI is green; waiting for a Merge click on #${number}` }));
