@@ -23,7 +23,7 @@ export interface SetupLine {
 export type SetupSummary = readonly SetupLine[];
 
 export interface SetupFacts {
-  config: Pick<Config, 'chat' | 'github' | 'anthropic' | 'policy' | 'kubeconfig' | 'kubernetesService'>;
+  config: Pick<Config, 'chat' | 'discord' | 'github' | 'anthropic' | 'policy' | 'kubeconfig' | 'kubernetesService'>;
   /** Whether a cluster configuration was found (build-kubernetes.ts); undefined when none was looked for. */
   cluster: boolean | undefined;
   sandbox: Pick<SandboxPort, 'kind' | 'isolated'>;
@@ -31,7 +31,17 @@ export interface SetupFacts {
   diagnosisServer?: { found: true; path: string } | { found: false; reason: string } | undefined;
 }
 
-function chatLine({ chat }: SetupFacts['config']): SetupLine {
+function chatLine(config: SetupFacts['config']): SetupLine {
+  const line = primaryChatLine(config);
+  const { discord } = config;
+  if (discord === undefined) return line;
+  const gateway = discord.gateway ? ', with the Gateway for thread mentions (DISCORD_GATEWAY=1)' : ' (thread mentions off: DISCORD_GATEWAY=1 turns them on)';
+  // Slack and Discord at once: the Slack line names Discord too, so the summary tells the whole truth.
+  const both = config.chat.kind === 'discord' ? '' : '; and Discord interactions at POST /discord/interactions';
+  return { ...line, detail: `${line.detail}${both}${gateway}` };
+}
+
+function primaryChatLine({ chat }: SetupFacts['config']): SetupLine {
   switch (chat.kind) {
     case 'console':
       return { part: 'chat', state: 'configured', detail: 'console, this terminal (set SLACK_BOT_TOKEN for Slack)' };

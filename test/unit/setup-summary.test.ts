@@ -48,4 +48,24 @@ describe('the start-up summary', () => {
       'red-deploy diagnosis without cluster reads: kubernetes-mcp-server ships no binary for aix/ppc64',
     );
   });
+
+  it('names both chats when Slack and Discord are configured, and whether Discord thread mentions are on', () => {
+    const discord = {
+      DISCORD_PUBLIC_KEY: 'a'.repeat(64),
+      DISCORD_BOT_TOKEN: 'discord-bot-token',
+      DISCORD_APPLICATION_ID: '123456789012345678',
+      SHIPGATE_AUDIT_KEY: 'k'.repeat(64),
+    };
+    const policy = 'repos:\n  acme/shop: {}\n';
+    const alone = describeSetup({ config: config(discord, policy), cluster: false, sandbox });
+    expect(alone.find((l) => l.part === 'chat')?.detail).toContain('thread mentions off: DISCORD_GATEWAY=1 turns them on');
+    const both = describeSetup({
+      config: config({ ...discord, DISCORD_GATEWAY: '1', SLACK_BOT_TOKEN: 'xoxb-test', SLACK_SIGNING_SECRET: 'signing-secret' }, policy),
+      cluster: false,
+      sandbox,
+    });
+    const line = both.find((l) => l.part === 'chat')?.detail ?? '';
+    expect(line).toContain('Slack over HTTP');
+    expect(line).toContain('and Discord interactions at POST /discord/interactions, with the Gateway for thread mentions (DISCORD_GATEWAY=1)');
+  });
 });
