@@ -23,12 +23,53 @@ import { wakeRunsOnKubernetesChange } from './wake-runs.js';
 /** The chat worker's ceiling on job starts per second (all workers together); see its limiter. */
 const CHAT_JOB_STARTS_PER_SECOND = 200;
 
+/** BullMQ's lock and stalled-job settings, the same for the run, chat and maintenance workers. */
+export interface RecoverySettings {
+  lockDuration: number;
+  stalledInterval: number;
+  /** Stalls a job survives (BullMQ's default is 1). */
+  maxStalledCount: number;
+}
+
 /**
- * A job whose worker was killed is re-run once its lock expires. Locks are
- * renewed every lockDuration/2 while a job runs, so a shorter lock only
- * shortens recovery after a crash (default 30 s) without cutting live jobs short.
+ * Crash recovery (issue 14). A killed worker's job comes back once its lock lapses: the lock had
+ * 3/4 to all of `lockDuration` left at the kill (see below), and the next stalled check (one per
+ * `stalledInterval` across all workers: BullMQ guards it with a shared key) moves the job back
+ * to wait, where an idle worker takes it at once. Kill → moving again: 3–5 s (with 15 s / 5 s it
+ * was 11–20 s). `npm run bench` measures both.
+ *
+ * Why a 4 s lock does not cut live jobs short: BullMQ 5.81's lock manager ticks every
+ * lockDuration/4 and extends every lock it has not extended for as long, so a lock is renewed
+ * about every second (the first time 2 s after the pick-up), one EVALSHA per worker and tick. A
+ * live job loses its lock only when its process cannot run that timer (or reach Redis) for 3 s
+ * (2 s right after the pick-up). Nothing in a worker holds the event loop that long: git, checks,
+ * the sandbox and the model are child processes and sockets; the longest synchronous stretches
+ * are a page of 1,000 audit rows hashed (verify, export), a card rendered, a GC pause — tens to a
+ * few hundred ms. Redis round trips are well under a millisecond here and a few on a network;
+ * a dropped connection is retried after 200 ms, 400 ms, … (src/redis.ts), so a blip of a second
+ * or so is absorbed too.
+ *
+ * When a renewal is missed anyway (a Redis failover, a frozen VM), a second worker may advance the
+ * run while the first still does: double work, never a double effect. Each job re-reads the run
+ * and stores a verdict only by compare-and-set while it still owns the gate (run-processor.ts: a
+ * stale verdict leaves no trace), audit events and replies are keyed, pushes never force, a second
+ * pull request for the branch is refused and the open one reused, and the Promotion's
+ * look-then-create holds a claim (src/store/claims.ts). What it wastes is a second model
+ * conversation, which is why the margins above are seconds and not milliseconds.
+ *
+ * maxStalledCount: a kill is a stall, and BullMQ counts a job's stalls for its whole life (never
+ * reset). Past the count it fails the job on its next pick-up ("job stalled more than allowable
+ * limit") without retrying it, and the failure policy ends the run failed. The default, 1, failed
+ * a run whose long agent step lived through two crashes; 5 lets a job survive a few crashes or
+ * missed renewals, and still stops a poison job that crashes every worker taking it, at the sixth.
+ *
+ * The worst case, 5 s, also stays well inside the reply order's patience
+ * (REPLY_ORDER_PATIENCE_MS, 15 s): a killed reply job is back before the replies behind it
+ * give up waiting for it, so a crash does not reorder a thread (with 15 s / 5 s it could take 20 s).
+ * The price is small: every worker runs the stalled check script once a second per queue (all but
+ * one return at once), and one lock renewal per second while it holds jobs.
  */
-const RECOVERY = { lockDuration: 15_000, stalledInterval: 5_000 } as const;
+export const RECOVERY: RecoverySettings = { lockDuration: 4_000, stalledInterval: 1_000, maxStalledCount: 5 };
 
 export interface WorkerRoleDeps {
   policy: Policy;
@@ -56,6 +97,8 @@ export interface WorkerRoleDeps {
   kubernetes?: (KubernetesInformers & Pick<KubernetesPort, 'get' | 'subscribe'>) | undefined;
   /** false: informer events wake no run (the benchmark's polling baseline only; see ShipgateOptions). */
   kubernetesWakeUps?: boolean | undefined;
+  /** Lock and stall settings (default RECOVERY); only the recovery benchmark passes others, for its baseline. */
+  recovery?: RecoverySettings | undefined;
 }
 
 export interface WorkerRole {
@@ -69,6 +112,7 @@ export interface WorkerRole {
 export function createWorkerRole(deps: WorkerRoleDeps): WorkerRole {
   const { stores, log, clock, scrub, prefix, bullmq, sandbox } = deps;
   const { store, audit, queues } = stores;
+  const recovery = deps.recovery ?? RECOVERY;
   const workers: Worker[] = [];
   let maintenance: Queue | undefined;
   let unsubscribe: (() => void) | undefined;
@@ -100,7 +144,7 @@ export function createWorkerRole(deps: WorkerRoleDeps): WorkerRole {
         connection: bullmq,
         prefix: `${prefix}:bull`,
         concurrency: deps.concurrency ?? 8,
-        ...RECOVERY,
+        ...recovery,
       });
       const onRunJobFailed = runFailurePolicy({
         log,
@@ -133,7 +177,7 @@ export function createWorkerRole(deps: WorkerRoleDeps): WorkerRole {
         // (jobs that wait their turn start again) well above the write budget, so it never binds
         // real writes; the write budget itself is counted by `stores.chatWrites`.
         limiter: { max: CHAT_JOB_STARTS_PER_SECOND, duration: 1_000 },
-        ...RECOVERY,
+        ...recovery,
       });
       chatWorker.on('failed', (job, error) => {
         log.warn(
@@ -152,7 +196,7 @@ export function createWorkerRole(deps: WorkerRoleDeps): WorkerRole {
         async () => {
           await recoverRuns({ store, queues });
         },
-        { connection: bullmq, prefix: `${prefix}:bull`, concurrency: 1, ...RECOVERY },
+        { connection: bullmq, prefix: `${prefix}:bull`, concurrency: 1, ...recovery },
       );
       maintenanceWorker.on('failed', (_job, error) => log.warn({ err: error }, 'reconcile of runs failed'));
       workers.push(runWorker, chatWorker, maintenanceWorker);
