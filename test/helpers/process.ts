@@ -105,8 +105,8 @@ export function spawnShipgate(env: Record<string, string>, options: SpawnOptions
   };
 }
 
-/** Polls GET /healthz until the process serves HTTP. */
-export async function waitForHealthy(port: number, timeoutMs = 20_000): Promise<void> {
+/** Polls GET /healthz until the process serves HTTP (a cold tsx start on a loaded 2-core machine can take 20 s). */
+export async function waitForHealthy(port: number, timeoutMs = 40_000): Promise<void> {
   const deadline = Date.now() + timeoutMs;
   for (;;) {
     try {

@@ -157,7 +157,7 @@ describe(
   },
 );
 
-describe('graceful shutdown', { timeout: 45_000 }, () => {
+describe('graceful shutdown', { timeout: 75_000 }, () => {
   it.each(['SIGTERM', 'SIGINT'] as const)(
     '%s stops a Slack HTTP process with exit 0, keeps its run and frees the port',
     async (signal) => {
