@@ -26,7 +26,7 @@ import { usedMemory } from './store-bench.js';
  * burst per server per round, the order rotating, so that a change in the machine's load touches
  * all three alike; the table shows the median over the rounds. The Redis work per `/ship` is
  * counted exactly (INFO commandstats, in-script commands included) over the web role's sequential
- * warm-up, before any other Redis client exists. Section 2's burst is timed too, as the ack with a
+ * warm-up, while no other process talks to Redis. Section 2's burst is timed too, as the ack with a
  * busy worker role beside the web role.
  */
 
@@ -37,6 +37,7 @@ export const ACK_P99_TARGET_MS = 300;
 export const ACK_BOLT_RATIO_TARGET = 1.5;
 const SEQUENTIAL_WARM = 10;
 const CONCURRENT_WARM = 40;
+const WRITES_CONCURRENT_WARM = 20;
 const CARD_WINDOW_MS = 3_000;
 const WRITES_PER_SECOND_LIMIT = 10;
 const CHANNEL = 'CDOCS';
@@ -216,12 +217,16 @@ function overRounds(rounds: BurstResult[]): TargetResult {
  * The same warm-up for every server: sequential commands (`sequential: false` when they were just
  * sent, for the exact Redis count), then a small concurrent burst, all answered "Queued".
  */
-async function warmUp(server: AckServer, name: string, { sequential }: { sequential: boolean }): Promise<void> {
+async function warmUp(
+  server: AckServer,
+  name: string,
+  { sequential, concurrent = CONCURRENT_WARM }: { sequential: boolean; concurrent?: number },
+): Promise<void> {
   for (let i = 0; sequential && i < SEQUENTIAL_WARM; i++) {
     const r = await sendSlashCommand(server.url, SIGNING_SECRET, commandFields(i, WARM_CHANNEL, 'US'));
     if (!queuedOk(r)) throw new Error(`${name} warm-up answered ${r.status}: ${r.body}`);
   }
-  const warm = await burstAt(server, WARM_CHANNEL, 'UW', CONCURRENT_WARM);
+  const warm = await burstAt(server, WARM_CHANNEL, 'UW', concurrent);
   const bad = warm.report.results.find((r) => !queuedOk(r));
   if (bad !== undefined) throw new Error(`${name} warm-up burst answered ${bad.status}: ${bad.body}`);
 }
@@ -241,20 +246,22 @@ export async function benchAck(redisUrl: string, hooks: AckHooks): Promise<AckBe
     await probe.quit();
   });
 
-  progress('ack: starting the bare node:http server, the bare Bolt app and shipgate (web role), each in its process');
-  // A fresh prefix per bench run, so a fresh audit key is fine; a prefix's roles write one chain with it.
-  const shipgate = (prefix: string) =>
-    ({
-      kind: 'shipgate',
-      redisUrl,
-      prefix,
-      slackApiUrl: slack.apiUrl,
-      auditKey: randomBytes(32).toString('hex'),
-    }) as const;
-  const [http, bolt, web] = await Promise.all([
+  progress(
+    'ack: starting the bare node:http server, the bare Bolt app and two shipgate web roles, each in its process',
+  );
+  // A fresh prefix per bench run, so a fresh audit key is fine; a prefix's roles share it (one chain).
+  const keys = new Map<string, string>();
+  const shipgate = (prefix: string) => {
+    const auditKey = keys.get(prefix) ?? randomBytes(32).toString('hex');
+    keys.set(prefix, auditKey);
+    return { kind: 'shipgate', redisUrl, prefix, slackApiUrl: slack.apiUrl, auditKey } as const;
+  };
+  // Section 2's web role starts now too, and idles (an idle web role sends Redis nothing) until its turn.
+  const [http, bolt, web, writesWeb] = await Promise.all([
     owned(hooks, startAckServer({ kind: 'http' })),
     owned(hooks, startAckServer({ kind: 'bolt', slackApiUrl: slack.apiUrl })),
     owned(hooks, startAckServer({ ...shipgate(PREFIX), role: 'web' })),
+    owned(hooks, startAckServer({ ...shipgate(WRITES_PREFIX), role: 'web' })),
   ]);
 
   // The first command loads the create script into Redis (EVAL on a fresh connection): not counted.
@@ -303,13 +310,11 @@ export async function benchAck(redisUrl: string, hooks: AckHooks): Promise<AckBe
   const runsCreated = (await store.listActive()).filter((r) => r.chat.channel === CHANNEL).length;
   await Promise.all([http.stop(), bolt.stop(), web.stop()]);
 
-  progress('writes: starting shipgate again (web and worker roles, a prefix of their own), warming up');
-  const [writesWeb, worker] = await Promise.all([
-    owned(hooks, startAckServer({ ...shipgate(WRITES_PREFIX), role: 'web' })),
-    owned(hooks, startAckServer({ ...shipgate(WRITES_PREFIX), role: 'worker' })),
-  ]);
-  await warmUp(writesWeb, 'shipgate (section 2)', { sequential: true });
-  const warmRuns = SEQUENTIAL_WARM + CONCURRENT_WARM;
+  progress('writes: starting a worker role beside the second web role (a prefix of their own), warming up');
+  const worker = await owned(hooks, startAckServer({ ...shipgate(WRITES_PREFIX), role: 'worker' }));
+  // A smaller concurrent warm-up than section 1's: its cards must be posted (10 a second) before the burst.
+  await warmUp(writesWeb, 'shipgate (section 2)', { sequential: true, concurrent: WRITES_CONCURRENT_WARM });
+  const warmRuns = SEQUENTIAL_WARM + WRITES_CONCURRENT_WARM;
   await waitUntil(
     () => rootMessages(slack, WARM_CHANNEL).length >= warmRuns,
     60_000,
@@ -469,7 +474,7 @@ export function ackNotes(r: AckBenchResult, out: (line?: string) => void): void 
   );
   out(`burst to each (order rotating); figures are the medians of the rounds. Server CPU is the process's CPU time`);
   out('(user + system) during the burst, which other load on the machine disturbs less than latency.');
-  out('Section 2: a second web role with a worker role beside it (as deployed), its own prefix, one burst.');
+  out(`Section 2: a second web role with a worker role beside it (as deployed), its own prefix; warm-up ${SEQUENTIAL_WARM} + ${WRITES_CONCURRENT_WARM}, one burst.`);
   const perRound = (t: TargetResult) => t.rounds.map((round) => ms(round.latency.p99)).join(', ');
   out(`p99 per round: shipgate ${perRound(r.shipgate)}; bare Bolt ${perRound(r.bolt)}; bare http ${perRound(r.http)}`);
   out(`Redis per /ship (web role alone, ${SEQUENTIAL_WARM} sequential): ${r.perShip.top}`);
