@@ -104,18 +104,17 @@ export function createShipCommand(deps: ShipCommandDeps): (event: CommandEvent) 
     const decision = await authoriseRunRequest(policy, { repo, channelId: event.channelId, userId: event.userId }, withVouchedGroups(deps.groups, event.userId, event.groups));
     if (!decision.allowed) return refuse(event, decision.reason, { repo });
 
-    const now = clock();
     const run = newRun(policy, {
       id: newRunId(),
       repo,
       task,
       requester: { userId: event.userId, name: event.userName },
       channel: event.channelId,
-      now,
+      now: clock(),
     });
     // The run, its indexes, its card job and its first job in one Redis script: the one round trip
     // before the ack, and no later step whose loss could leave a run without its card or its job.
-    const created = await store.create(run, `command.${event.deliveryId}`, policy.limits, [queues.cardJob(run.id, 0, now), queues.runJob(run.id, run.jobSeq, now)]);
+    const created = await store.create(run, `command.${event.deliveryId}`, policy.limits, [queues.cardJob(run.id, run.version), queues.runJob(run.id, run.jobSeq)]);
     if (!created.created && created.reason === 'user-limit') {
       const limit = policy.limits.activeRunsPerUser;
       const reason = activeRunLimitReason({ kind: 'per-user', limit, activeRunIds: created.activeRunIds }, policy.command);

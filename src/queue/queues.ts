@@ -61,13 +61,13 @@ export interface Queues {
    * The run's job number `jobSeq`, due now, as `scheduleRun` would add it, for a store script to add
    * in the same step as it stores the run (`/ship`: one Redis round trip before the ack).
    */
-  runJob(runId: string, jobSeq: number, now: Date): ScriptedJob;
+  runJob(runId: string, jobSeq: number): ScriptedJob;
   /**
    * The card job `refreshCard(runId, version)` adds, as data for a store script: `/ship` stores its
    * run's first card job with the run. Built from refreshCard's own name, id and options, so the two
    * add the same job (test/integration/ship-redis-work.test.ts compares them).
    */
-  cardJob(runId: string, version: number, now: Date): ScriptedJob;
+  cardJob(runId: string, version: number): ScriptedJob;
   refreshCard(runId: string, version: number): Promise<void>;
   reply(runId: string, key: string, content: ReplyContent): Promise<void>;
   /**
@@ -155,17 +155,17 @@ export function createQueues({ connection, prefix, replyOrder }: { connection: R
     async scheduleRun(runId, jobSeq, delayMs = 0) {
       await runs.add('advance', { runId }, { ...RUN_JOB_OPTIONS, jobId: advanceJobId(runId, jobSeq), delay: delayMs });
     },
-    runJob(runId, jobSeq, now) {
+    runJob(runId, jobSeq) {
       const jobId = advanceJobId(runId, jobSeq);
       // Name, data and options exactly as scheduleRun hands them to BullMQ (which stores them as JSON).
       const opts = jsonWith(RUN_JOB_OPTIONS_JSON, { jobId, delay: 0 });
-      return { keys: runKeys(jobId), args: [jobId, 'advance', JSON.stringify({ runId } satisfies AdvanceJob), opts, String(now.getTime())] };
+      return { keys: runKeys(jobId), args: [jobId, 'advance', JSON.stringify({ runId } satisfies AdvanceJob), opts, String(Date.now())] };
     },
-    cardJob(runId, version, now) {
+    cardJob(runId, version) {
       // Name, data, id and options exactly as refreshCard hands them to BullMQ.
       const jobId = `${runId}.card.${version}`;
       const opts = jsonWith(CHAT_JOB_OPTIONS_JSON, { jobId });
-      return { keys: chatKeys(jobId), args: [jobId, 'card', JSON.stringify({ kind: 'card', runId, version } satisfies ChatJob), opts, String(now.getTime())] };
+      return { keys: chatKeys(jobId), args: [jobId, 'card', JSON.stringify({ kind: 'card', runId, version } satisfies ChatJob), opts, String(Date.now())] };
     },
     async refreshCard(runId, version) {
       await chat.add(

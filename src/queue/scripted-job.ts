@@ -6,7 +6,7 @@
 export interface ScriptedJob {
   /** The job's hash, then the queue's wait, paused, meta, active, events and marker keys. */
   keys: [string, string, string, string, string, string, string];
-  /** Job id, name, data (JSON), options (JSON), timestamp (ms). */
+  /** Job id, name, data (JSON), options (JSON), timestamp (ms, Date.now() as BullMQ takes it). */
   args: [string, string, string, string, string];
 }
 
