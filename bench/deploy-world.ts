@@ -246,8 +246,6 @@ export function deployRun(policy: Policy, spec: DeployRunSpec, now: Date): Run {
 
 /** Stores the run and queues its card and first job exactly as `/ship` does (commands/ship-command.ts). */
 export async function enqueueDeployRun(app: Pick<Shipgate, 'store' | 'queues'>, policy: Policy, run: Run): Promise<void> {
-  const created = await app.store.create(run, `bench.${run.id}`, policy.limits);
+  const created = await app.store.create(run, `bench.${run.id}`, policy.limits, [app.queues.cardJob(run.id, run.version), app.queues.runJob(run.id, run.jobSeq)]);
   if (!created.created) throw new Error(`bench: run ${run.id} was not created (${created.reason})`);
-  await app.queues.refreshCard(run.id, 0);
-  await app.queues.scheduleRun(run.id, 0);
 }

@@ -1,5 +1,6 @@
 import { Queue } from 'bullmq';
 import type { RedisOptions } from 'ioredis';
+import type { ScriptedJob } from './scripted-job.js';
 
 /**
  * BullMQ queues and their typed jobs. Job ids are deterministic so that a
@@ -56,6 +57,17 @@ export interface Queues {
   ensureRunJob(runId: string, jobSeq: number): Promise<void>;
   /** Schedules the run's job number `jobSeq`, optionally after a delay. */
   scheduleRun(runId: string, jobSeq: number, delayMs?: number): Promise<void>;
+  /**
+   * The run's job number `jobSeq`, due now, as `scheduleRun` would add it, for a store script to add
+   * in the same step as it stores the run (`/ship`: one Redis round trip before the ack).
+   */
+  runJob(runId: string, jobSeq: number): ScriptedJob;
+  /**
+   * The run's first card job as data for a store script: `/ship` stores it with the run. The card
+   * job's name, data and options with its own id and no deduplication key (a script cannot set one);
+   * test/integration/ship-redis-work.test.ts compares it with the same Queue.add.
+   */
+  cardJob(runId: string, version: number): ScriptedJob;
   refreshCard(runId: string, version: number): Promise<void>;
   reply(runId: string, key: string, content: ReplyContent): Promise<void>;
   /**
@@ -80,7 +92,7 @@ const RUN_JOB_OPTIONS = {
   removeOnFail: { age: 7 * 24 * 3600 },
 } as const;
 
-const CHAT_JOB_OPTIONS = {
+export const CHAT_JOB_OPTIONS = {
   attempts: 10,
   backoff: { type: 'exponential', delay: 1_000 },
   removeOnComplete: { age: 3600 },
@@ -92,10 +104,28 @@ export interface ReplyOrder {
   enqueueReply(runId: string, key: string): Promise<void>;
 }
 
+/**
+ * `base` (a JSON object's text) with `fields` (keys base lacks) added at its end: the job options as
+ * JSON without spreading and stringifying the constant part again for every `/ship`.
+ */
+function jsonWith(base: string, fields: Record<string, string | number>): string {
+  return `${base.slice(0, -1)},${JSON.stringify(fields).slice(1)}`;
+}
+const RUN_JOB_OPTIONS_JSON = JSON.stringify(RUN_JOB_OPTIONS);
+const CHAT_JOB_OPTIONS_JSON = JSON.stringify(CHAT_JOB_OPTIONS);
+
+/** A job's keys for ADD_STANDARD_JOB_LUA in `queue`: its hash, then the queue's own keys (computed once). */
+function scriptedJobKeys(queue: { toKey(type: string): string }): (jobId: string) => ScriptedJob['keys'] {
+  const own = [queue.toKey('wait'), queue.toKey('paused'), queue.toKey('meta'), queue.toKey('active'), queue.toKey('events'), queue.toKey('marker')] as const;
+  return (jobId) => [queue.toKey(jobId), ...own];
+}
+
 export function createQueues({ connection, prefix, replyOrder }: { connection: RedisOptions; prefix: string; replyOrder?: ReplyOrder | undefined }): Queues {
   const bullPrefix = `${prefix}:bull`;
   const runs = new Queue<AdvanceJob>(RUN_QUEUE, { connection, prefix: bullPrefix });
   const chat = new Queue<ChatJob>(CHAT_QUEUE, { connection, prefix: bullPrefix });
+  const runKeys = scriptedJobKeys(runs);
+  const chatKeys = scriptedJobKeys(chat);
 
   return {
     runs,
@@ -124,6 +154,20 @@ export function createQueues({ connection, prefix, replyOrder }: { connection: R
     },
     async scheduleRun(runId, jobSeq, delayMs = 0) {
       await runs.add('advance', { runId }, { ...RUN_JOB_OPTIONS, jobId: advanceJobId(runId, jobSeq), delay: delayMs });
+    },
+    runJob(runId, jobSeq) {
+      const jobId = advanceJobId(runId, jobSeq);
+      // Name, data and options exactly as scheduleRun hands them to BullMQ (which stores them as JSON).
+      const opts = jsonWith(RUN_JOB_OPTIONS_JSON, { jobId, delay: 0 });
+      return { keys: runKeys(jobId), args: [jobId, 'advance', JSON.stringify({ runId } satisfies AdvanceJob), opts, String(Date.now())] };
+    },
+    cardJob(runId, version) {
+      // The run's first card job: a plain job with its own id, since a script cannot set BullMQ's
+      // deduplication key; refreshCard's deduplicated job may then run beside it, which the outbox
+      // makes harmless (one root post under its lease, and only a newer stored version renders).
+      const jobId = `${runId}.card.${version}`;
+      const opts = jsonWith(CHAT_JOB_OPTIONS_JSON, { jobId });
+      return { keys: chatKeys(jobId), args: [jobId, 'card', JSON.stringify({ kind: 'card', runId, version } satisfies ChatJob), opts, String(Date.now())] };
     },
     async refreshCard(runId, version) {
       // One card job per run at a time (BullMQ's deduplication): a change while the run's card job

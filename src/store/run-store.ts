@@ -1,13 +1,14 @@
 import type { Result } from 'ioredis';
 import { z } from 'zod';
 import { isTerminal, type Run } from '../domain/run.js';
+import { ADD_STANDARD_JOB_LUA, type ScriptedJob } from '../queue/scripted-job.js';
 import type { Redis } from '../redis.js';
 
 /**
  * Run state in Redis (SPEC §1: survives restarts of any process). Each run is
  * a hash {json, version}; writes are compare-and-set on the version so two
- * processes never overwrite each other's changes. Indexes: all runs, the
- * active ones and each requester's active ones, by creation time. A run
+ * processes never overwrite each other's changes. Indexes: the active runs
+ * and each requester's active ones, by creation time. A run
  * leaves the active indexes in the same script that stores its terminal
  * state, so the active-run limits (SPEC §1) count exactly the runs not yet ended.
  */
@@ -15,20 +16,8 @@ import type { Redis } from '../redis.js';
 // The scripts below, as ioredis commands (defineCommand: EVALSHA, loaded again after a Redis restart).
 declare module 'ioredis' {
   interface RedisCommander<Context> {
-    /** CREATE_SCRIPT, defined by createRunStore. */
-    shipgateCreateRun(
-      dedupeKey: string,
-      runKey: string,
-      activeKey: string,
-      allKey: string,
-      userActiveKey: string,
-      runId: string,
-      json: string,
-      score: string,
-      dedupeTtlSeconds: string,
-      perUserLimit: string,
-      globalLimit: string,
-    ): Result<unknown, Context>;
+    /** CREATE_SCRIPT, defined by createRunStore: 4 keys, and 7 more per job added with the run. */
+    shipgateCreateRun(numberOfKeys: number, ...keysThenArgs: string[]): Result<unknown, Context>;
     /** UPDATE_SCRIPT, defined by createRunStore. */
     shipgateUpdateRun(
       runKey: string,
@@ -197,17 +186,18 @@ export class RunStoreError extends Error {
   override name = 'RunStoreError';
 }
 
-// KEYS: dedupe, run, active index, all index, requester's active index.
-// ARGV: run id, json, score, dedupe ttl seconds, per-user limit, global limit (0: no limit).
-// One script, so the limit check and the create cannot interleave with another replica's create.
+// KEYS: dedupe, run, active index, requester's active index, then 7 per job (ScriptedJob.keys).
+// ARGV: run id, json, score, dedupe ttl seconds, per-user limit, global limit (0: no limit), then 5 per job.
+// One script, so the limit check and the create cannot interleave with another replica's create,
+// and the run exists exactly when its jobs do (for /ship: one Redis round trip before the ack).
 // A redelivered command answers with its run before any limit is looked at (it adds nothing).
-const CREATE_SCRIPT = `
+// The requester's run ids are read only to name them in a refusal.
+const CREATE_SCRIPT = `${ADD_STANDARD_JOB_LUA}
 local existing = redis.call('GET', KEYS[1])
 if existing then return {0, existing} end
 local perUser = tonumber(ARGV[5])
-if perUser > 0 then
-  local mine = redis.call('ZRANGE', KEYS[5], 0, -1)
-  if #mine >= perUser then return {2, table.concat(mine, ' ')} end
+if perUser > 0 and redis.call('ZCARD', KEYS[4]) >= perUser then
+  return {2, table.concat(redis.call('ZRANGE', KEYS[4], 0, -1), ' ')}
 end
 local total = tonumber(ARGV[6])
 if total > 0 then
@@ -218,7 +208,10 @@ redis.call('SET', KEYS[1], ARGV[1], 'EX', tonumber(ARGV[4]))
 redis.call('HSET', KEYS[2], 'json', ARGV[2], 'version', '0')
 redis.call('ZADD', KEYS[3], ARGV[3], ARGV[1])
 redis.call('ZADD', KEYS[4], ARGV[3], ARGV[1])
-redis.call('ZADD', KEYS[5], ARGV[3], ARGV[1])
+for job = 0, (#KEYS - 4) / 7 - 1 do
+  local k, a = 4 + 7 * job, 6 + 5 * job
+  addStandardJob({KEYS[k + 1], KEYS[k + 2], KEYS[k + 3], KEYS[k + 4], KEYS[k + 5], KEYS[k + 6], KEYS[k + 7]}, {ARGV[a + 1], ARGV[a + 2], ARGV[a + 3], ARGV[a + 4], ARGV[a + 5]})
+end
 return {1, ARGV[1]}
 `;
 
@@ -238,6 +231,9 @@ else
 end
 return 1
 `;
+
+// [status, detail] from CREATE_SCRIPT; built once, not per call (the ack path is hot).
+const createReplySchema = z.tuple([z.number(), z.string()]);
 
 // 1: stored; 0: the version moved on since the read (another writer won), read again.
 const updateReplySchema = z.union([z.literal(0), z.literal(1)]);
@@ -266,9 +262,10 @@ export interface RunStore {
   /**
    * Creates the run unless `deliveryId` was seen before (a redelivered command), then returns that
    * run's id, or unless `limits` are reached. Check and create are one atomic step in Redis, so
-   * concurrent requests on any number of processes never exceed a limit.
+   * concurrent requests on any number of processes never exceed a limit. `jobs` (Queues.cardJob,
+   * Queues.runJob) are added in that same step, in order, when the run is created, and only then.
    */
-  create(run: Run, deliveryId: string, limits?: ActiveRunLimits): Promise<CreateResult>;
+  create(run: Run, deliveryId: string, limits?: ActiveRunLimits, jobs?: readonly ScriptedJob[]): Promise<CreateResult>;
   get(id: string): Promise<Run | undefined>;
   /**
    * Applies `mutate` to the latest stored run and stores the result atomically,
@@ -292,9 +289,9 @@ const MAX_CAS_ATTEMPTS = 20;
 export function createRunStore({ redis, prefix, clock, onChanged }: RunStoreDeps): RunStore {
   const runKey = (id: string) => `${prefix}:run:${id}`;
   const activeKey = `${prefix}:runs:active`;
-  const allKey = `${prefix}:runs:all`;
   const userActiveKey = (userId: string) => `${prefix}:runs:active:user:${userId}`;
-  redis.defineCommand('shipgateCreateRun', { numberOfKeys: 5, lua: CREATE_SCRIPT });
+  // No numberOfKeys: each call says how many keys it passes (it depends on the jobs added with the run).
+  redis.defineCommand('shipgateCreateRun', { lua: CREATE_SCRIPT });
   redis.defineCommand('shipgateUpdateRun', { numberOfKeys: 3, lua: UPDATE_SCRIPT });
 
   async function read(id: string): Promise<{ run: Run; version: string } | undefined> {
@@ -306,21 +303,20 @@ export function createRunStore({ redis, prefix, clock, onChanged }: RunStoreDeps
   }
 
   return {
-    async create(run, deliveryId, limits) {
-      const result = await redis.shipgateCreateRun(
-        `${prefix}:dedupe:${deliveryId}`,
-        runKey(run.id),
-        activeKey,
-        allKey,
-        userActiveKey(run.requester.userId),
+    async create(run, deliveryId, limits, jobs = []) {
+      const keys = [`${prefix}:dedupe:${deliveryId}`, runKey(run.id), activeKey, userActiveKey(run.requester.userId)];
+      const args = [
         run.id,
         JSON.stringify(run),
         String(Date.parse(run.createdAt)),
         String(DEDUPE_TTL_SECONDS),
         String(limits?.activeRunsPerUser ?? 0),
         String(limits?.activeRuns ?? 0),
-      );
-      const [status, detail] = z.tuple([z.number(), z.string()]).parse(result);
+      ];
+      for (const job of jobs) keys.push(...job.keys);
+      for (const job of jobs) args.push(...job.args);
+      const result = await redis.shipgateCreateRun(keys.length, ...keys, ...args);
+      const [status, detail] = createReplySchema.parse(result);
       switch (status) {
         case 1:
           return { created: true, run };
