@@ -156,7 +156,9 @@ describe('the gate steps pass their signal to every forge call', () => {
         'actionsJobLogTail',
       ]),
     );
-    expect(calls.filter((call) => !call.signalled)).toEqual([]);
+    // Every read carries the signal; the pull request create does not, so that a cancel cannot cut
+    // it off after the forge took it (an unrecorded, unaudited PR).
+    expect(calls.filter((call) => !call.signalled)).toEqual([{ method: 'createPullRequest', signalled: false }]);
   });
 
   it("the agent's workspace (repository look-up and push credentials)", async () => {

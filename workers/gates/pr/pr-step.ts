@@ -66,7 +66,10 @@ export function createPrStep(deps: PrStepDeps): GateStep {
           base: info.defaultBranch,
           title: scrub(taskTitle(run.task)),
           body: scrub(pullRequestBody(run, threadUrl)),
-        }, { signal });
+          // No signal here, on purpose: a create cut off by a cancel may still land on the forge,
+          // and then the run would end without the PR recorded or audited. It finishes, is
+          // recorded, and the cancel is honoured after it.
+        });
         log.info({ pr: pr.number }, 'pull request opened');
       } else {
         log.info({ pr: pr.number }, 'pull request already open; adopted');
