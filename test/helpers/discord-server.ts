@@ -35,6 +35,8 @@ export interface DiscordMessage {
   components: DiscordActionRow[];
   attachments: Array<{ id: string; filename: string; size: number; content: string }>;
   nonce: string | undefined;
+  /** Set on a message a webhook posted. */
+  webhook_id?: string | undefined;
   /** Set on a reply: the message it answers. */
   message_reference?: { message_id: string; channel_id: string } | undefined;
   timestamp: string;
@@ -97,13 +99,14 @@ export interface DiscordServer {
   addChannel(id: string, name?: string): void;
   /**
    * A person writes in a channel or thread (what the Gateway then dispatches as MESSAGE_CREATE).
-   * `mentions` are user ids the message pings; `replyTo` makes it a reply to that message.
+   * `mentions` are user ids the message pings; `replyTo` makes it a reply to that message; `embeds`
+   * and `webhookId` let another bot or a webhook write what shipgate's own posts carry.
    */
   postUserMessage(
     channelId: string,
     author: { id: string; username?: string; bot?: boolean },
     content: string,
-    options?: { mentions?: string[]; replyTo?: string },
+    options?: { mentions?: string[]; replyTo?: string; embeds?: DiscordEmbed[]; webhookId?: string },
   ): DiscordMessage;
   /** Messages of a channel or thread, oldest first; live objects. */
   messages(channelId: string): DiscordMessage[];
@@ -228,6 +231,7 @@ interface Answer {
 
 const ROUTES = [
   'GET /gateway/bot',
+  'GET /users/@me',
   'GET /channels/:channel/messages',
   'POST /channels/:channel/messages',
   'PATCH /channels/:channel/messages/:message',
@@ -245,12 +249,13 @@ function match(method: string, path: string): { route: Route; params: Record<str
     const [routeMethod, pattern = ''] = route.split(' ');
     if (routeMethod !== method) continue;
     const want = pattern.split('/');
-    const got = path.split('/');
+    // Clients percent-encode segments (@discordjs/rest sends /users/%40me), so compare them decoded.
+    const got = path.split('/').map((part) => decodeURIComponent(part));
     if (want.length !== got.length) continue;
     const params: Record<string, string> = {};
     if (
       want.every((part, i) =>
-        part.startsWith(':') ? ((params[part.slice(1)] = decodeURIComponent(got[i] ?? '')), true) : part === got[i],
+        part.startsWith(':') ? ((params[part.slice(1)] = got[i] ?? ''), true) : part === got[i],
       )
     )
       return { route, params };
@@ -428,6 +433,11 @@ export async function startDiscordServer(options: DiscordServerOptions): Promise
             shards: 1,
             session_start_limit: { total: 1000, remaining: 999, reset_after: 14_400_000, max_concurrency: 1 },
           },
+        };
+      case 'GET /users/@me':
+        return {
+          status: 200,
+          body: { id: botUserId, username: 'shipgate', discriminator: '0', global_name: null, avatar: null, bot: true },
         };
       case 'GET /channels/:channel/messages': {
         if (!channels.has(params['channel'] ?? '')) return unknownChannel;
@@ -648,10 +658,11 @@ export async function startDiscordServer(options: DiscordServerOptions): Promise
         channel_id: channelId,
         author: { id: author.id, username: author.username ?? `user${author.id.slice(-4)}`, ...(author.bot === true ? { bot: true } : {}) },
         content,
-        embeds: [],
+        embeds: extra.embeds ?? [],
         components: [],
         attachments: [],
         nonce: undefined,
+        ...(extra.webhookId === undefined ? {} : { webhook_id: extra.webhookId }),
         ...(replied === undefined ? {} : { message_reference: { message_id: replied.id, channel_id: channelId } }),
         timestamp: new Date().toISOString(),
         edited_timestamp: null,

@@ -2,6 +2,7 @@ import { PassThrough } from 'node:stream';
 import { afterEach, describe, expect, it } from 'vitest';
 import { z } from 'zod';
 import { createDiscordChat, type DiscordChat } from '../../src/adapters/discord/discord-chat.js';
+import { keyFooter } from '../../src/adapters/discord/discord-message.js';
 import type { GateOutcome } from '../../src/domain/run.js';
 import { createLogger } from '../../src/log.js';
 import type { MessageView } from '../../src/render/view.js';
@@ -226,6 +227,36 @@ describe('Discord: an interrupted post is found by its key', { timeout: 60_000 }
     expect(server.messages(DISCORD_SHOP)[0]?.embeds[0]?.footer?.text).toMatch(/^shipgate · [A-Za-z0-9_-]{12}$/);
   });
 
+  it('counts only its own messages: a footer another bot or a webhook wrote is never taken for a post', async () => {
+    server = await startDiscordServer({ token: DISCORD_TOKEN, applicationId: DISCORD_APP_ID });
+    server.addChannel(DISCORD_SHOP, 'shop');
+    chat = createDiscordChat({
+      publicKey: testKeys().publicKeyHex,
+      botToken: DISCORD_TOKEN,
+      applicationId: DISCORD_APP_ID,
+      apiUrl: server.apiUrl,
+      command: '/ship',
+      log: createLogger({ level: 'silent', destination: new PassThrough() }),
+    });
+    const { port } = chat;
+    const forged = (key: string) => [{ title: 'Run', footer: { text: keyFooter(key) } }];
+    const mallory = { id: '1310000000000000999', username: 'mallory-bot', bot: true };
+    // A card shipgate has not posted yet: a forged footer would have the outbox adopt the forgery and never post it.
+    server.postUserMessage(DISCORD_SHOP, mallory, '', { embeds: forged('sg-00000003.root') });
+    server.postUserMessage(DISCORD_SHOP, { id: '1310000000000000998', username: 'hook' }, '', {
+      embeds: forged('sg-00000003.root'),
+      webhookId: '1310000000000000997',
+    });
+    expect(await port.findMessageByKey({ channel: SHOP, key: 'sg-00000003.root' })).toBeUndefined();
+    // A posted card copied by another bot afterwards: still the bot's own post, not the newer copy.
+    const root = await port.postMessage({ channel: SHOP, view: view('Run sg-00000004'), key: 'sg-00000004.root' });
+    server.postUserMessage(DISCORD_SHOP, mallory, '', { embeds: forged('sg-00000004.root') });
+    expect(await port.findMessageByKey({ channel: SHOP, key: 'sg-00000004.root' })).toEqual(root);
+    // The bot's own id is read once, not per look-up.
+    expect(server.requests.filter((r) => decodeURIComponent(r.path) === '/users/@me')).toHaveLength(1);
+    expect(server.unexpected).toEqual([]);
+  });
+
   it('after a card post whose answers were all lost, the outbox finds the card that landed and never posts it again', async () => {
     const { b, fake } = await stubBot('discord-find');
     // Every attempt of @discordjs/rest (the first and its 3 retries) lands or is deduped, and loses its answer: the chat job fails.
@@ -246,5 +277,75 @@ describe('Discord: an interrupted post is found by its key', { timeout: 60_000 }
     ).toBe(true);
     const posts = fake.requests.filter((r) => r.method === 'POST' && r.path === `/channels/${DISCORD_SHOP}/messages`);
     expect(posts.map((r) => r.status)).toEqual([502, 502, 502, 502]);
+  });
+});
+
+describe('Discord Gateway mentions: bounded answers, and a failed channel read not remembered', { timeout: 60_000 }, () => {
+  it('asks again after an outage, and answers one person at most 3 times a minute in a thread while every mention still reaches the handler', async () => {
+    server = await startDiscordServer({ token: DISCORD_TOKEN, applicationId: DISCORD_APP_ID });
+    server.addChannel(DISCORD_SHOP, 'shop');
+    const common = {
+      publicKey: testKeys().publicKeyHex,
+      botToken: DISCORD_TOKEN,
+      applicationId: DISCORD_APP_ID,
+      apiUrl: server.apiUrl,
+      command: '/ship',
+      log: createLogger({ level: 'silent', destination: new PassThrough() }),
+      retries: 0,
+    };
+    // Another replica posted the card and started its thread: this one has never seen that thread.
+    const poster = createDiscordChat(common);
+    const card = await poster.port.postMessage({
+      channel: SHOP,
+      view: { text: 'Run sg-00000005', blocks: [{ type: 'header', text: 'Run sg-00000005' }] },
+      key: 'sg-00000005.root',
+    });
+    await poster.port.postMessage({
+      channel: SHOP,
+      thread: card.ref,
+      view: { text: 'agent passed', blocks: [{ type: 'section', text: rich`agent passed` }] },
+      key: 'sg-00000005.reply.agent',
+    });
+    await poster.stop();
+    const thread = card.ref;
+    const heard: string[] = [];
+    chat = createDiscordChat({ ...common, gateway: true });
+    await chat.start({
+      onCommand: async () => ({}),
+      onAction: async () => ({}),
+      onMention: async (event) => {
+        heard.push(event.text);
+        return { ephemeral: [{ kind: 'text', text: 'Only the requester can instruct this run.' }] };
+      },
+    });
+    const live = server;
+    await live.waitFor((s) => s.gateway.sessions.find((x) => x.identify !== undefined), 30_000, 'a Gateway session');
+    const mallory = { id: DISCORD_ALICE, username: 'mallory' };
+    const ping = `<@${live.botUserId}>`;
+    const mention = (text: string) =>
+      live.postUserMessage(thread, mallory, `${ping} ${text}`, { mentions: [live.botUserId] });
+    const answers = () =>
+      live.messages(thread).filter((m) => m.author.id === live.botUserId && m.message_reference !== undefined);
+    const channelReads = () =>
+      live.requests.filter((r) => r.method === 'GET' && r.path === `/channels/${thread}`).length;
+
+    // The thread's channel read fails (an outage): that mention is dropped, but nothing is remembered...
+    live.loseNextAnswer('GET /channels/:channel');
+    mention('first');
+    await eventually(async () => (channelReads() === 1 ? true : undefined), 'the failed channel read');
+    // ...so the next mention reads the channel again and is handled.
+    mention('second');
+    await eventually(async () => (answers().length === 1 ? true : undefined), 'the answer to the second mention');
+    expect(heard).toEqual(['second']);
+    expect(channelReads()).toBe(2);
+
+    // A flood: every mention reaches the handler (which decides and audits each), only 3 answers in the minute.
+    for (const n of [3, 4, 5, 6]) mention(`try ${n}`);
+    await eventually(async () => (heard.length === 5 ? true : undefined), 'every mention handled');
+    await chat.stop();
+    chat = undefined;
+    expect(answers()).toHaveLength(3);
+    // Known to be a run thread now: read once more only.
+    expect(channelReads()).toBe(2);
   });
 });

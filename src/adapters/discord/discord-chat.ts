@@ -8,6 +8,7 @@ import type { ActionEvent, ChatHandlers, ChatPort, CommandReply, MentionEvent } 
 import type { HttpRoute } from '../../ports/http.js';
 import { startDiscordGateway, type DiscordGateway, type GatewayMessage } from './discord-gateway.js';
 import { escapeMarkdown } from './discord-markdown.js';
+import { createMentionAnswers } from './mention-answers.js';
 import {
   FOOTER,
   keyFooter,
@@ -54,6 +55,8 @@ const UNKNOWN_CHANNEL = 10003;
 const FIND_WINDOW = 50;
 /** Threads remembered as a run's or not (gateway mentions); beyond this the oldest are forgotten. */
 const THREAD_CACHE = 1000;
+/** Public answers one person's mentions get per thread per minute; the requester's real follow-ups need far fewer. */
+const MENTION_ANSWERS_PER_MINUTE = 3;
 /** What a button or modal outside a server is answered: runs live in a server's channels. */
 const OUTSIDE_SERVER =
   'shipgate works in server channels only: use the buttons on the run’s card or in its thread.';
@@ -103,9 +106,12 @@ const channelSchema = z.object({
 /** A message as GET /channels/{id}/messages lists it: only what findMessageByKey compares. */
 const listedMessageSchema = z.object({
   id: z.string(),
-  author: z.object({ id: z.string(), bot: z.boolean().optional() }),
+  author: z.object({ id: z.string() }),
+  webhook_id: z.string().nullish(),
   embeds: z.array(z.object({ footer: z.object({ text: z.string() }).optional() })).default([]),
 });
+/** GET /users/@me: the bot's own user, the only author whose key footers count. */
+const selfSchema = z.object({ id: z.string() });
 
 /** `https://discord.com/api/v10` → @discordjs/rest's `api` and `version` options. */
 export function restBase(apiUrl: string): { api: string; version: string } {
@@ -179,6 +185,8 @@ export function createDiscordChat(options: DiscordChatOptions): DiscordChat {
    * (a run's card thread), or null when it is not. Filled by ensureThread and by one channel read.
    */
   const threadParents = new Map<string, string | null>();
+  /** Public answers to mentions, bounded per person and thread (see mention-answers.ts). */
+  const mentionAnswers = createMentionAnswers({ max: MENTION_ANSWERS_PER_MINUTE, windowMs: 60_000, capacity: THREAD_CACHE });
   /** The guild of each channel seen, for permalinks. */
   const guilds = new Map<string, string>();
   /** The latest interaction token per `<channel>|<user>`, for postEphemeral. */
@@ -196,6 +204,13 @@ export function createDiscordChat(options: DiscordChatOptions): DiscordChat {
       log.warn({ method, err: error }, 'discord call failed');
       throw error;
     }
+  }
+
+  /** The bot's own user id, read once (GET /users/@me) and kept; a failed read is tried again next time. */
+  let selfUserId: string | undefined;
+  async function selfId(): Promise<string> {
+    selfUserId ??= selfSchema.parse(await call('users.me', () => rest.get(Routes.user('@me')))).id;
+    return selfUserId;
   }
 
   function snowflake(channel: string): string {
@@ -335,10 +350,20 @@ export function createDiscordChat(options: DiscordChatOptions): DiscordChat {
         throw error;
       }
       const footer = keyFooter(key);
+      const author = await selfId();
+      // Only this bot's own messages count: another bot or a webhook in the channel can write any footer,
+      // and a forged one found here would make the outbox adopt it as the card and never post the real one.
+      // Discord lists newest first; should the key ever be on two messages, the first one posted is the one.
       const found = z
         .array(listedMessageSchema)
         .parse(raw)
-        .find((message) => message.author.bot === true && message.embeds.some((embed) => embed.footer?.text === footer));
+        .filter(
+          (message) =>
+            message.author.id === author &&
+            message.webhook_id == null &&
+            message.embeds.some((embed) => embed.footer?.text === footer),
+        )
+        .at(-1);
       if (found === undefined) return undefined;
       return { ref: thread === undefined ? found.id : `${where}/${found.id}` };
     },
@@ -495,8 +520,16 @@ export function createDiscordChat(options: DiscordChatOptions): DiscordChat {
         parent = channel.parent_id;
       if (channel.guild_id !== undefined && parent !== null) guilds.set(parent, channel.guild_id);
     } catch (error) {
-      // Unreadable (no access, deleted): not a thread shipgate can act in.
-      log.info({ err: error, channel: channelId }, 'mention in an unreadable channel ignored');
+      // No access, or gone: not a thread shipgate can act in, for good.
+      if (error instanceof DiscordAPIError && (error.status === 403 || error.status === 404)) {
+        log.info({ err: error, channel: channelId }, 'mention in an unreadable channel ignored');
+        rememberThread(channelId, null);
+        return undefined;
+      }
+      // Anything else (an outage, a 429 past the retries, a malformed answer) says nothing about the
+      // channel: not remembered, so the next mention there asks again instead of being ignored for good.
+      log.warn({ err: error, channel: channelId }, 'mention ignored: its channel could not be read');
+      return undefined;
     }
     rememberThread(channelId, parent);
     return parent ?? undefined;
@@ -543,6 +576,13 @@ export function createDiscordChat(options: DiscordChatOptions): DiscordChat {
       answer = { ephemeral: [{ kind: 'text', text: 'shipgate hit an internal error with this message; please try again.' }] };
     }
     if (answer.ephemeral === undefined) return;
+    if (!mentionAnswers.take(message.channel_id, message.author.id)) {
+      log.info(
+        { channel: message.channel_id, user: message.author.id },
+        'mention answer not sent: that person had enough answers in this thread for now',
+      );
+      return;
+    }
     await sendMessage(
       message.channel_id,
       {
