@@ -157,6 +157,11 @@ export interface SlackServer {
   failNext(method: string, spec: FailSpec): void;
   /** Posts a message as a person (e.g. a reply in a run's thread); returns its ts. */
   addUserMessage(channel: string, message: { user: string; text: string; thread_ts?: string }): string;
+  /** Posts a message as another app's bot, with the metadata it chose; returns its ts. */
+  addAppMessage(
+    channel: string,
+    message: { botId: string; appId: string; text: string; metadata: SlackMetadata; thread_ts?: string },
+  ): string;
   /** A URL on this server to use as a slash command's / action's `response_url`; posts land in `responseUrlPosts`. */
   newResponseUrl(): string;
   close(): Promise<void>;
@@ -900,6 +905,20 @@ export async function startSlackServer(options: SlackServerOptions = {}): Promis
       const stored = store(channel, {
         user: message.user,
         text: message.text,
+        ...(message.thread_ts !== undefined && { thread_ts: message.thread_ts }),
+      });
+      if (stored === 'thread_not_found')
+        throw new Error(`slack fake: no message ${message.thread_ts ?? ''} in ${channel} to reply to`);
+      changed();
+      return stored.ts;
+    },
+    addAppMessage(channel, message) {
+      const stored = store(channel, {
+        user: `U${message.botId}`,
+        bot_id: message.botId,
+        app_id: message.appId,
+        text: message.text,
+        metadata: message.metadata,
         ...(message.thread_ts !== undefined && { thread_ts: message.thread_ts }),
       });
       if (stored === 'thread_not_found')

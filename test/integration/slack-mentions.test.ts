@@ -2,7 +2,7 @@ import { randomUUID } from 'node:crypto';
 import { createServer, type Server } from 'node:http';
 import { PassThrough } from 'node:stream';
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
-import { createSlackChat, type SlackChat } from '../../src/adapters/slack/slack-chat.js';
+import { createSlackChat, MESSAGE_KEY_EVENT, type SlackChat } from '../../src/adapters/slack/slack-chat.js';
 import { createLogger } from '../../src/log.js';
 import type { CommandReply, MentionEvent } from '../../src/ports/chat.js';
 import { rich } from '../../src/render/view.js';
@@ -254,5 +254,39 @@ describe('Slack mentions (follow-ups, SPEC §2)', () => {
     expect(result.status).toBe(200);
     expect(result.json).toEqual({ challenge: '3eZbrw1aBm2rZgRNFdxV2595E9CY3gmdALWMmHkvFXO7tYXAYM8P' });
     expect(mentions).toEqual([]);
+  });
+});
+
+describe('Slack: a post interrupted by a crash is found by its key (the outbox)', () => {
+  const view = (title: string) => ({ text: title, blocks: [{ type: 'section' as const, text: rich`${title}` }] });
+
+  it("finds the bot's own card and reply by their metadata, and never another app's message carrying the same key", async () => {
+    const forged = (key: string) => ({ event_type: MESSAGE_KEY_EVENT, event_payload: { key } });
+    const other = { botId: 'B999MALLORY', appId: 'A999MALLORY' };
+    // Another app posts the key of a card shipgate has not posted yet: adopting it would lose the real card.
+    slack.addAppMessage('CSHOP', { ...other, text: 'Run sg-00000001', metadata: forged('sg-00000001.root') });
+    expect(await chat.port.findMessageByKey({ channel: 'CSHOP', key: 'sg-00000001.root' })).toBeUndefined();
+    const identityReads = slack.callsOf('auth.test').length;
+
+    const root = await chat.port.postMessage({ channel: 'CSHOP', view: view('Run sg-00000001'), key: 'sg-00000001.root' });
+    const reply = await chat.port.postMessage({
+      channel: 'CSHOP',
+      thread: root.ref,
+      view: view('agent passed'),
+      key: 'sg-00000001.reply.agent',
+    });
+    // A copy in the thread after the real reply: the bot's own reply is still the one found.
+    slack.addAppMessage('CSHOP', {
+      ...other,
+      text: 'agent passed',
+      metadata: forged('sg-00000001.reply.agent'),
+      thread_ts: root.ref,
+    });
+    expect(await chat.port.findMessageByKey({ channel: 'CSHOP', key: 'sg-00000001.root' })).toEqual(root);
+    expect(
+      await chat.port.findMessageByKey({ channel: 'CSHOP', thread: root.ref, key: 'sg-00000001.reply.agent' }),
+    ).toEqual(reply);
+    // The bot's own id was read by the first look-up and kept.
+    expect(slack.callsOf('auth.test')).toHaveLength(identityReads);
   });
 });

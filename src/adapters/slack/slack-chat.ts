@@ -130,6 +130,7 @@ const historySchema = z.object({
     .array(
       z.object({
         ts: z.string(),
+        bot_id: z.string().optional(),
         metadata: z.object({ event_type: z.string(), event_payload: z.record(z.string(), z.unknown()).optional() }).optional(),
       }),
     )
@@ -137,6 +138,8 @@ const historySchema = z.object({
   response_metadata: z.object({ next_cursor: z.string().optional() }).optional(),
 });
 const permalinkSchema = z.object({ permalink: z.string().optional() });
+/** auth.test: the bot's own id, which every message it posts carries as `bot_id`. */
+const selfSchema = z.object({ bot_id: z.string() });
 const groupUsersSchema = z.object({ users: z.array(z.string()).default([]) });
 /** files.uploadV2 answers with each files.completeUploadExternal result; the file id is in there. */
 const uploadResultSchema = z.object({ files: z.array(z.object({ files: z.array(z.object({ id: z.string() })).default([]) })).default([]) });
@@ -174,6 +177,13 @@ export function createSlackChat(options: SlackChatOptions): SlackChat {
     }
   }
 
+  /** The bot's own id, read once (auth.test) and kept; a failed read is tried again next time. */
+  let botId: string | undefined;
+  async function ownBotId(): Promise<string> {
+    botId ??= selfSchema.parse(await call('auth.test', () => client.auth.test())).bot_id;
+    return botId;
+  }
+
   // A message ref is the message's ts (unique within its channel, which every call names); a thread is its root's ts.
   const port: ChatPort = {
     async postMessage({ channel, thread, view, key }) {
@@ -196,6 +206,7 @@ export function createSlackChat(options: SlackChatOptions): SlackChat {
       await call('chat.postEphemeral', () => client.chat.postEphemeral({ channel, user, text: toMrkdwn(text), thread_ts: thread }));
     },
     async findMessageByKey({ channel, thread, key }) {
+      const self = await ownBotId();
       let cursor: string | undefined;
       for (let page = 0; page < FIND_PAGES; page++) {
         const raw = await call('conversations.history', () =>
@@ -204,7 +215,11 @@ export function createSlackChat(options: SlackChatOptions): SlackChat {
             : client.conversations.replies({ channel, ts: thread, limit: 100, cursor, include_all_metadata: true }),
         );
         const parsed = historySchema.parse(raw);
-        const found = parsed.messages.find((m) => m.metadata?.event_type === MESSAGE_KEY_EVENT && m.metadata.event_payload?.key === key);
+        // Only this bot's own posts: any other app in the channel can post the same metadata, and a
+        // forgery adopted here would stand in for the card or reply, which would then never be posted.
+        const found = parsed.messages.find(
+          (m) => m.bot_id === self && m.metadata?.event_type === MESSAGE_KEY_EVENT && m.metadata.event_payload?.key === key,
+        );
         if (found !== undefined) return { ref: found.ts };
         cursor = parsed.response_metadata?.next_cursor;
         if (cursor === undefined || cursor === '') return undefined;
