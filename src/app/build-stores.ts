@@ -72,7 +72,7 @@ export function buildStores({
 }: BuildStoresDeps): Stores {
   const { redis, bullmq } = connections;
   const outbox = createOutboxStore({ redis, prefix });
-  const queues = createQueues({ connection: bullmq, prefix, replyOrder: outbox });
+  const queues = createQueues({ connection: bullmq, prefix, replyOrder: outbox, log });
   // Every stored change refreshes the run's card (coalesced by the chat outbox).
   const store = createRunStore({
     redis,

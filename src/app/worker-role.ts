@@ -185,9 +185,6 @@ export function createWorkerRole(deps: WorkerRoleDeps): WorkerRole {
           'chat job failed',
         );
       });
-      for (const worker of [runWorker, chatWorker]) {
-        worker.on('error', (error) => log.error({ err: error }, 'worker error'));
-      }
       // The periodic reconcile (issue 14): one job per interval across every worker (a BullMQ job
       // scheduler, upserted by each: the same id), which gives every run without a job its job.
       maintenance = new Queue(MAINTENANCE_QUEUE, { connection: bullmq, prefix: `${prefix}:bull` });
@@ -199,6 +196,12 @@ export function createWorkerRole(deps: WorkerRoleDeps): WorkerRole {
         { connection: bullmq, prefix: `${prefix}:bull`, concurrency: 1, ...recovery },
       );
       maintenanceWorker.on('failed', (_job, error) => log.warn({ err: error }, 'reconcile of runs failed'));
+      // Without a listener BullMQ writes a worker's errors (a lost lock, a Redis error) to the console,
+      // past pino's redaction and out of the structured log.
+      for (const [queue, worker] of [['runs', runWorker], ['chat', chatWorker], ['maintenance', maintenanceWorker]] as const) {
+        worker.on('error', (error) => log.error({ queue, err: error }, 'worker error'));
+      }
+      maintenance.on('error', (error) => log.error({ queue: 'maintenance', err: error }, 'queue error'));
       workers.push(runWorker, chatWorker, maintenanceWorker);
       // Started means connected: a stop right after start (the console at end of input) must not close
       // a connection whose handshake is still in flight (see settleInit).

@@ -1,5 +1,6 @@
 import { Queue } from 'bullmq';
 import type { RedisOptions } from 'ioredis';
+import type { Logger } from '../log.js';
 import type { ScriptedJob } from './scripted-job.js';
 
 /**
@@ -120,10 +121,26 @@ function scriptedJobKeys(queue: { toKey(type: string): string }): (jobId: string
   return (jobId) => [queue.toKey(jobId), ...own];
 }
 
-export function createQueues({ connection, prefix, replyOrder }: { connection: RedisOptions; prefix: string; replyOrder?: ReplyOrder | undefined }): Queues {
+export function createQueues({
+  connection,
+  prefix,
+  replyOrder,
+  log,
+}: {
+  connection: RedisOptions;
+  prefix: string;
+  replyOrder?: ReplyOrder | undefined;
+  /** Where the queues' connection errors go; without it BullMQ writes them to the console. */
+  log?: Logger | undefined;
+}): Queues {
   const bullPrefix = `${prefix}:bull`;
   const runs = new Queue<AdvanceJob>(RUN_QUEUE, { connection, prefix: bullPrefix });
   const chat = new Queue<ChatJob>(CHAT_QUEUE, { connection, prefix: bullPrefix });
+  if (log !== undefined) {
+    for (const [name, queue] of [['runs', runs], ['chat', chat]] as const) {
+      queue.on('error', (error) => log.error({ queue: name, err: error }, 'queue error'));
+    }
+  }
   const runKeys = scriptedJobKeys(runs);
   const chatKeys = scriptedJobKeys(chat);
 
