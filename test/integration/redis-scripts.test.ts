@@ -9,6 +9,7 @@ import { createClaims } from '../../src/store/claims.js';
 import { createOutboxStore } from '../../src/store/outbox-store.js';
 import { createPromotionQueue } from '../../src/store/promotion-queue.js';
 import { createRunStore } from '../../src/store/run-store.js';
+import { createWriteLimiter } from '../../src/store/write-limiter.js';
 import { TEST_AUDIT_KEY_BYTES } from '../helpers/audit-key.js';
 import { spawnRedis, type SpawnedRedis } from '../helpers/global-redis.js';
 import { testPrefix } from '../helpers/ids.js';
@@ -119,5 +120,14 @@ describe('store scripts after Redis lost its script cache', () => {
     await redis.script('FLUSH');
     await queue.leave(key, 'sg-a');
     expect(woken).toEqual(['sg-b']);
+  });
+
+  it('the chat write limiter takes slots', async () => {
+    const limiter = createWriteLimiter({ redis, prefix: testPrefix('scripts-writes'), perSecond: 2 });
+    await redis.script('FLUSH');
+    expect((await limiter.take()).taken).toBe(true);
+    await redis.script('FLUSH');
+    expect((await limiter.take()).taken).toBe(true);
+    expect((await limiter.take()).taken).toBe(false);
   });
 });
