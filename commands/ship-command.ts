@@ -19,7 +19,7 @@ import type { Cancellation } from '../src/queue/cancellation.js';
 import type { Queues } from '../src/queue/queues.js';
 import { renderHelp, renderRunStatus, renderStatusList } from '../src/render/card.js';
 import { code, plainText, rich, type RichText } from '../src/render/view.js';
-import type { RunStore } from '../src/store/run-store.js';
+import { ActiveRunLimitError, type RunStore } from '../src/store/run-store.js';
 
 export interface ShipCommandDeps {
   policy: Policy;
@@ -77,6 +77,22 @@ export function createShipCommand(deps: ShipCommandDeps): (event: CommandEvent) 
     return { ephemeral: reason };
   }
 
+  /** A run that would exceed the policy's active-run limits: refused, saying which limit and how to make room. */
+  function refuseOverLimit(
+    event: CommandEvent,
+    refusal: ActiveRunLimitError['refusal'],
+    data: Record<string, unknown>,
+  ): Promise<CommandReply> {
+    if (refusal.reason === 'user-limit') {
+      const limit = policy.limits.activeRunsPerUser;
+      const reason = activeRunLimitReason({ kind: 'per-user', limit, activeRunIds: refusal.activeRunIds }, policy.command);
+      return refuse(event, reason, { ...data, limit: 'activeRunsPerUser', max: limit, activeRuns: refusal.activeRunIds });
+    }
+    const limit = policy.limits.activeRuns;
+    const reason = activeRunLimitReason({ kind: 'global', limit, active: refusal.active }, policy.command);
+    return refuse(event, reason, { ...data, limit: 'activeRuns', max: limit, active: refusal.active });
+  }
+
   /**
    * The run, if it exists and the asker may see it (SPEC §6); otherwise undefined, and the caller
    * answers as for an unknown id. A refused look at an existing run is audited on that run.
@@ -115,16 +131,7 @@ export function createShipCommand(deps: ShipCommandDeps): (event: CommandEvent) 
     // The run, its indexes, its card job and its first job in one Redis script: the one round trip
     // before the ack, and no later step whose loss could leave a run without its card or its job.
     const created = await store.create(run, `command.${event.deliveryId}`, policy.limits, [queues.cardJob(run.id, run.version), queues.runJob(run.id, run.jobSeq)]);
-    if (!created.created && created.reason === 'user-limit') {
-      const limit = policy.limits.activeRunsPerUser;
-      const reason = activeRunLimitReason({ kind: 'per-user', limit, activeRunIds: created.activeRunIds }, policy.command);
-      return refuse(event, reason, { repo, limit: 'activeRunsPerUser', max: limit, activeRuns: created.activeRunIds });
-    }
-    if (!created.created && created.reason === 'global-limit') {
-      const limit = policy.limits.activeRuns;
-      const reason = activeRunLimitReason({ kind: 'global', limit, active: created.active }, policy.command);
-      return refuse(event, reason, { repo, limit: 'activeRuns', max: limit, active: created.active });
-    }
+    if (!created.created && created.reason !== 'duplicate') return refuseOverLimit(event, created, { repo });
     if (!created.created) {
       // A redelivery of a command we already took: its run and jobs were stored together, so
       // there is nothing to finish; the answer needs only the run's id.
@@ -154,7 +161,14 @@ export function createShipCommand(deps: ShipCommandDeps): (event: CommandEvent) 
     }
     const decision = await authoriseCancel(policy, { repo: run.repo, requesterId: run.requester.userId }, event.userId, withVouchedGroups(deps.groups, event.userId, event.groups), 'retry');
     if (!decision.allowed) return refuse(event, decision.reason, { runId });
-    const change = await store.update(runId, retryRun);
+    let change: Awaited<ReturnType<typeof store.update>>;
+    try {
+      // Active again, the run counts against the limits as a new one would (SPEC §1).
+      change = await store.update(runId, retryRun, { limits: policy.limits });
+    } catch (error) {
+      if (!(error instanceof ActiveRunLimitError)) throw error;
+      return refuseOverLimit(event, error.refusal, { runId });
+    }
     if (change === undefined || change.before === change.after) return { ephemeral: rich`Run ${runId} is no longer failed.` };
     await audit.append({ type: 'run.retried', actor: event.userId, runId, data: { fromGate: currentGate(change.after)?.name ?? null }, key: `${runId}.retried.${change.after.jobSeq}` });
     await queues.scheduleRun(runId, change.after.jobSeq);

@@ -29,6 +29,8 @@ declare module 'ioredis' {
       runId: string,
       terminal: '1' | '0',
       score: string,
+      perUserLimit: string,
+      globalLimit: string,
     ): Result<unknown, Context>;
   }
 }
@@ -186,6 +188,14 @@ export class RunStoreError extends Error {
   override name = 'RunStoreError';
 }
 
+/** An update would make an ended run active again (a retry) while the policy's limits leave no room. */
+export class ActiveRunLimitError extends Error {
+  override name = 'ActiveRunLimitError';
+  constructor(readonly refusal: Extract<CreateResult, { reason: 'user-limit' | 'global-limit' }>) {
+    super(`no room for another active run (${refusal.reason})`);
+  }
+}
+
 // KEYS: dedupe, run, active index, requester's active index, then 7 per job (ScriptedJob.keys).
 // ARGV: run id, json, score, dedupe ttl seconds, per-user limit, global limit (0: no limit), then 5 per job.
 // One script, so the limit check and the create cannot interleave with another replica's create,
@@ -216,11 +226,24 @@ return {1, ARGV[1]}
 `;
 
 // KEYS: run, active index, requester's active index.
-// ARGV: expected version, new version, json, run id, '1' when terminal, score (creation time).
-// A run that is active again (retry) goes back into the active indexes.
+// ARGV: expected version, new version, json, run id, '1' when terminal, score (creation time),
+// per-user limit, global limit (0: no limit).
+// A run that is active again (retry) goes back into the active indexes, within the limits as a new
+// run would be, checked in the same step (the same answers as CREATE_SCRIPT's refusals).
 const UPDATE_SCRIPT = `
 local current = redis.call('HGET', KEYS[1], 'version')
 if current ~= ARGV[1] then return 0 end
+if ARGV[5] ~= '1' and not redis.call('ZSCORE', KEYS[2], ARGV[4]) then
+  local perUser = tonumber(ARGV[7])
+  if perUser > 0 and redis.call('ZCARD', KEYS[3]) >= perUser then
+    return {2, table.concat(redis.call('ZRANGE', KEYS[3], 0, -1), ' ')}
+  end
+  local total = tonumber(ARGV[8])
+  if total > 0 then
+    local active = redis.call('ZCARD', KEYS[2])
+    if active >= total then return {3, tostring(active)} end
+  end
+end
 redis.call('HSET', KEYS[1], 'json', ARGV[3], 'version', ARGV[2])
 if ARGV[5] == '1' then
   redis.call('ZREM', KEYS[2], ARGV[4])
@@ -235,8 +258,9 @@ return 1
 // [status, detail] from CREATE_SCRIPT; built once, not per call (the ack path is hot).
 const createReplySchema = z.tuple([z.number(), z.string()]);
 
-// 1: stored; 0: the version moved on since the read (another writer won), read again.
-const updateReplySchema = z.union([z.literal(0), z.literal(1)]);
+// 1: stored; 0: the version moved on since the read (another writer won), read again; [2, ids] or
+// [3, count]: not stored, a limit left no room for the run to be active again.
+const updateReplySchema = z.union([z.literal(0), z.literal(1), z.tuple([z.union([z.literal(2), z.literal(3)]), z.string()])]);
 
 /** The policy's `limits` (SPEC §1); a run is created only while both leave room. */
 export interface ActiveRunLimits {
@@ -271,7 +295,15 @@ export interface RunStore {
    * Applies `mutate` to the latest stored run and stores the result atomically,
    * retrying on concurrent changes. `mutate` returning undefined means "no change".
    */
-  update(id: string, mutate: (run: Run) => Run | undefined, options?: { silent?: boolean }): Promise<RunChange | undefined>;
+  update(
+    id: string,
+    mutate: (run: Run) => Run | undefined,
+    options?: {
+      silent?: boolean;
+      /** When the change makes an ended run active again, it must fit these, or ActiveRunLimitError. */
+      limits?: ActiveRunLimits | undefined;
+    },
+  ): Promise<RunChange | undefined>;
   listActive(): Promise<Run[]>;
 }
 
@@ -353,8 +385,18 @@ export function createRunStore({ redis, prefix, clock, onChanged }: RunStoreDeps
             id,
             isTerminal(after.state) ? '1' : '0',
             String(Date.parse(after.createdAt)),
+            String(options.limits?.activeRunsPerUser ?? 0),
+            String(options.limits?.activeRuns ?? 0),
           ),
         );
+        if (Array.isArray(stored)) {
+          const [reason, detail] = stored;
+          throw new ActiveRunLimitError(
+            reason === 2
+              ? { created: false, reason: 'user-limit', activeRunIds: detail.split(' ').filter((runId) => runId !== '') }
+              : { created: false, reason: 'global-limit', active: Number(detail) },
+          );
+        }
         if (stored === 1) {
           const change = { before: current.run, after };
           if (options.silent !== true) await onChanged?.(change);

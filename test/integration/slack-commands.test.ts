@@ -231,6 +231,41 @@ describe('active-run limits (policy limits)', () => {
     expect(refusal).toMatchObject({ actor: 'UCAROL', data: { repo: 'acme/docs', limit: 'activeRuns', max: 2, active: 2 } });
   });
 
+  it('counts a retried run against the limits as a new one: refused while the person is at the limit, accepted once there is room', async () => {
+    // The agent gate fails the first run and keeps every other one waiting.
+    const agent = {
+      run: async ({ run }: { run: { task: string } }) =>
+        run.task.includes('doomed')
+          ? { kind: 'failed' as const, summary: 'the agent gave up' }
+          : { kind: 'pending' as const, summary: 'working', recheckAfterMs: 60_000 },
+    };
+    bot = await startTestBot({
+      name: 'limit-retry',
+      policy: `${TEST_POLICY}limits: { activeRunsPerUser: 1, activeRuns: 10 }\n`,
+      steps: { agent },
+    });
+    const b = bot;
+    const doomed = await shipRun(b, 'acme/shop a doomed task', 'UALICE', 'CSHOP');
+    await eventually(async () => (await b.app.store.get(doomed))?.state === 'failed', 'the first run failed', 10_000);
+    const busy = await shipRun(b, 'acme/shop another task', 'UALICE', 'CSHOP');
+
+    const refused = ackText(await ship(b, `retry ${doomed}`, 'UALICE', 'CSHOP'));
+    expect(refused).toBe(
+      `You already have 1 active run (${busy}); the limit is 1 (policy limits.activeRunsPerUser). Cancel one with \`/ship cancel &lt;run-id&gt;\` or wait until one ends.`,
+    );
+    expect((await b.app.store.get(doomed))?.state).toBe('failed');
+    expect((await b.app.store.listActive()).map((run) => run.id)).toEqual([busy]);
+    const refusal = (await allAuditEvents(b)).find((e) => e.type === 'command.refused');
+    expect(refusal).toMatchObject({ actor: 'UALICE', data: { runId: doomed, limit: 'activeRunsPerUser', max: 1, activeRuns: [busy] } });
+    expect((await allAuditEvents(b)).some((e) => e.type === 'run.retried')).toBe(false);
+
+    // With the other run ended, the retry goes ahead.
+    expect(ackText(await ship(b, `cancel ${busy}`))).toContain('Cancelling');
+    await eventually(async () => (await b.app.store.get(busy))?.state === 'cancelled', 'run cancelled', 10_000);
+    expect(ackText(await ship(b, `retry ${doomed}`, 'UALICE', 'CSHOP'))).toContain(`Retrying run ${doomed}`);
+    expect((await b.app.store.listActive()).map((run) => run.id)).toEqual([doomed]);
+  });
+
   it('lets only one of concurrent requests at the limit edge win, across two web replicas', async () => {
     bot = await startTestBot({ name: 'limit-race' });
     replica = await startTestBot({ name: 'limit-race-web', env: { SHIPGATE_REDIS_PREFIX: bot.config.redisPrefix, SHIPGATE_ROLE: 'web' } });
