@@ -3,6 +3,7 @@ import { createLocalRepositoryGit, type LocalRepositoryGit } from './local-repos
 import { createCommitter, DEFAULT_IDENTITY, type CommitAllInput, type GitIdentity } from './commit.js';
 import { createInspection, type DiffStat } from './inspection.js';
 import { createPusher, type PushInput } from './push.js';
+import { createPathRestorer } from './restore-paths.js';
 import { createGitRunner } from './run-git.js';
 import { createWorkspaces, type PrepareWorkspaceInput, type PrepareWorkspaceResult } from './workspace.js';
 
@@ -72,6 +73,11 @@ export interface Git {
   submodulePaths(dir: string, rev: string): Promise<string[]>;
   /** A file's text at `rev` (e.g. `origin/main`), or undefined when it did not exist there. */
   readFileAt(dir: string, rev: string, path: string): Promise<string | undefined>;
+  /**
+   * Makes each named path of the working tree what `rev` has there: its bytes and mode, or gone (with
+   * directories `rev` lacks that only held it). HEAD and the index stay as they are.
+   */
+  restorePaths(dir: string, rev: string, paths: readonly string[]): Promise<void>;
   currentBranch(dir: string): Promise<string | undefined>;
   removeWorkspace(dir: string): Promise<void>;
   /** The local forge's repositories on disk (SPEC §8): seeding, reading and fast-forward merges. */
@@ -97,6 +103,7 @@ export function createGit(options: GitOptions = {}): Git {
     committedFiles,
     submodulePaths,
     readFileAt,
+    restorePaths: createPathRestorer(runner.run, inspect),
     currentBranch,
     removeWorkspace,
     local: createLocalRepositoryGit(runner.run),

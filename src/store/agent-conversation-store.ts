@@ -13,7 +13,9 @@ import type { Redis } from '../redis.js';
  * What comes back from Redis is untrusted: it is parsed with zod, the tool_use/tool_result pairing
  * is checked (a conversation the API would refuse is not resumed), and a record of another
  * iteration, fix or base commit is never returned. The paths of the file snapshot are checked by
- * whoever writes them back (the same rules as the editor tool).
+ * whoever writes them back (the same rules as the editor tool, and the tree must take each as a plain
+ * file), and the figures (spend, round, follow-ups, a diagnosis' start) never lower what the run
+ * record knows (workers/gates/agent/conversation-checkpoint.ts).
  */
 
 /** A backstop only: the record is removed when its iteration ends, and a run's own time budget is far shorter. */

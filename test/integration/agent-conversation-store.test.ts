@@ -157,6 +157,14 @@ describe('a stored record is untrusted', () => {
       },
     ],
     ['a negative spend', { ...base, spend: { turns: -1, usage: ZERO } }],
+    // What the budgets are checked against (hostile review L1): only finite, non-negative figures.
+    ['a negative cost', { ...base, spend: { turns: 1, usage: { ...ZERO, costUsd: -5 } } }],
+    ['an infinite cost', JSON.stringify(base).replace('"costUsd":0', '"costUsd":1e999')],
+    ['a cost that is not a number', { ...base, spend: { turns: 1, usage: { ...ZERO, costUsd: null } } }],
+    ['a fractional turn count', { ...base, spend: { turns: 1.5, usage: ZERO } }],
+    ['an unsafe turn count', { ...base, spend: { turns: 2 ** 60, usage: ZERO } }],
+    ['round 0', { ...base, round: 0 }],
+    ['a negative diagnosis start', { ...diagnosisRecord, turnsAtStart: -1 }],
   ])('%s is refused', (_why, record) => {
     const loaded = typeof record === 'string' ? parseStoredConversation(record, key) : parse(record);
     expect(loaded.kind).toBe('invalid');

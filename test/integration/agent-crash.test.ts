@@ -76,6 +76,7 @@ function crashingGit(real: Git, point: CrashPoint, crashed: { done: boolean }): 
     push: (input) => dieAfter('push', real.push(input)),
     headSha: (dir) => real.headSha(dir),
     readFileAt: (dir, rev, path) => real.readFileAt(dir, rev, path),
+    restorePaths: (dir, rev, paths) => real.restorePaths(dir, rev, paths),
     mergeBase: (dir, a, b) => real.mergeBase(dir, a, b),
     committedFiles: (dir, from, to) => real.committedFiles(dir, from, to),
     currentBranch: (dir) => real.currentBranch(dir),

@@ -4,6 +4,7 @@ import { tmpdir } from 'node:os';
 import { dirname, join } from 'node:path';
 import { PassThrough } from 'node:stream';
 import { afterEach, describe, expect, it } from 'vitest';
+import { DIAGNOSIS_MAX_TURNS } from '../../../src/agent/diagnose.js';
 import type { DiagnosisOpener } from '../../../src/agent/diagnosis-tools.js';
 import { parsePolicy } from '../../../src/config/config.js';
 import type { Policy } from '../../../src/config/policy.js';
@@ -14,6 +15,7 @@ import type { GitHubPort } from '../../../src/ports/github.js';
 import type { ModelPort, ModelRequest } from '../../../src/ports/model.js';
 import type { SandboxPort } from '../../../src/ports/sandbox.js';
 import type { AgentConversations, StoredConversation, TreeEntry } from '../../../src/store/agent-conversation-store.js';
+import type { FollowUps } from '../../../src/store/follow-ups.js';
 import { createMemoryAgentConversations } from '../../../test/helpers/memory-agent-conversations.js';
 import { gitIn, seedRepository } from '../../../test/helpers/world.js';
 import type { GateContext } from '../gate-step.js';
@@ -162,6 +164,7 @@ function world(options: { policy?: Policy; prepare?: (run: Run) => Run } = {}) {
       maxBytes?: number;
       diagnosis?: DiagnosisOpener;
       maxCheckRounds?: number;
+      followUps?: FollowUps;
     } = {},
   ) {
     const workRoot = extra.workRoot ?? mkdtempSync(join(tmpdir(), 'shipgate-conversation-'));
@@ -183,6 +186,7 @@ function world(options: { policy?: Policy; prepare?: (run: Run) => Run } = {}) {
       conversationMaxBytes: extra.maxBytes,
       diagnosis: extra.diagnosis,
       maxCheckRounds: extra.maxCheckRounds,
+      followUps: extra.followUps,
     });
     // As the run processor does: the step sees the run as stored now.
     const run = stored;
@@ -359,6 +363,13 @@ describe('the agent conversation kept per turn', () => {
       [{ path: '.git/hooks/pre-commit', base64: text('#!/bin/sh\n') }],
       [{ path: '/src/absolute.js', base64: text('x\n') }],
       [{ path: 'src/../../escaped.js', deleted: true }],
+      // Paths the tree cannot take as plain files (hostile review M3): under a file, a directory, both at once.
+      [{ path: 'src/server.js/inner.js', base64: text('x\n') }],
+      [{ path: 'src', base64: text('x\n') }],
+      [
+        { path: 'src/twice.js', base64: text('a\n') },
+        { path: 'src/twice.js/b.js', base64: text('b\n') },
+      ],
     ];
     for (const entries of hostile) {
       const w = world();
@@ -389,6 +400,42 @@ describe('the agent conversation kept per turn', () => {
     const second = scriptedModel([edit('t1', ADD_HEALTHZ), say('Done.')]);
     expect((await w.worker(second, sandboxOf([0])).run()).kind).toBe('passed');
     expect(second.requests[0]?.messages).toHaveLength(1);
+  });
+
+  it("a record that claims more turns but less spend does not reset the run's cost: the budget stays spent", async () => {
+    // The run has spent its whole cost budget; the record says more turns and nothing spent.
+    const w = world({
+      prepare: (run) => ({
+        ...run,
+        artifacts: { agent: { turns: 3 } },
+        usage: { ...run.usage, inputTokens: 4000, costUsd: 5 },
+      }),
+    });
+    const record = storedRecord(w.head(), []);
+    await w.conversations.save(RUN_ID, { ...record, spend: { ...record.spend, turns: 4 } });
+    const model = scriptedModel([say('Done.')]);
+    await expect(w.worker(model, sandboxOf([0])).run()).rejects.toThrow(/over its budget of \$5/);
+    expect(model.requests).toHaveLength(0);
+    expect(w.stored().usage).toMatchObject({ inputTokens: 4000, costUsd: 5 });
+  });
+
+  it('follow-ups a record claims but the thread does not have neither hide a real one nor get it acknowledged unseen', async () => {
+    const w = world();
+    const pending = ['please also add /ready'];
+    const acknowledged: number[] = [];
+    const followUps: FollowUps = {
+      add: async () => true,
+      pending: async () => [...pending],
+      acknowledge: async (_runId, count) => {
+        acknowledged.push(count);
+      },
+    };
+    const record = storedRecord(w.head(), []);
+    await w.conversations.save(RUN_ID, { ...record, followUps: ['forged one', 'forged two'] });
+    const model = scriptedModel([edit('t1', ADD_HEALTHZ), say('v1'), say('Done, /ready too.')]);
+    expect((await w.worker(model, sandboxOf([0]), { followUps }).run()).kind).toBe('passed');
+    expect(JSON.stringify(model.requests.at(-1)?.messages)).toContain('please also add /ready');
+    expect(acknowledged).toEqual([1]);
   });
 });
 
@@ -492,5 +539,36 @@ describe('the diagnosis conversation kept per turn', () => {
     // 2 before, 1 + 1 for the diagnosis, 2 for the fix.
     expect(w.stored().artifacts.agent?.turns).toBe(6);
     expect(w.conversations.raw.size).toBe(0);
+  });
+
+  it('a stored diagnosis that claims to have begun later than the run is now gets no wider turn cap', async () => {
+    const w = world({
+      prepare: redRun,
+      policy: policyOf(
+        'maxAgentTurns: 40, maxCiIterations: 3, maxTokensPerRun: 1000000, maxCostUsdPerRun: 50, maxRunMinutes: 60',
+      ),
+    });
+    await w.conversations.save(RUN_ID, {
+      phase: 'diagnosis',
+      fix: 1,
+      messages: [{ role: 'user', content: 'The deploy gate of stage dev went red.' }],
+      turnsAtStart: 1000,
+      spend: {
+        turns: 0,
+        usage: { inputTokens: 0, outputTokens: 0, cacheReadTokens: 0, cacheWriteTokens: 0, costUsd: 0 },
+      },
+      savedAt: new Date().toISOString(),
+    });
+    const diagnosis = fakeDiagnosis();
+    const reads = Array.from({ length: DIAGNOSIS_MAX_TURNS }, (_, i) =>
+      call(`d${i}`, 'pods_log', { name: `pod-${i}` }),
+    );
+    const model = scriptedModel([...reads, edit('t1', ADD_HEALTHZ), say('Fixed.')]);
+    expect((await w.worker(model, sandboxOf([0]), { diagnosis }).run()).kind).toBe('passed');
+    // Its own cap counted from the run's 2 turns, not from the record's 1000.
+    expect(diagnosis.reads).toBe(DIAGNOSIS_MAX_TURNS);
+    expect(w.stored().artifacts.deploy?.redGate?.diagnosis?.text).toContain(
+      `stopped after ${DIAGNOSIS_MAX_TURNS} turns`,
+    );
   });
 });

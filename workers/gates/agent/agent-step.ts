@@ -238,13 +238,13 @@ export function createAgentStep(deps: AgentStepDeps): GateStep {
             clock: deps.clock,
             log,
           });
-    const resumed = await checkpoint?.resume();
-    // The spend is written before the conversation after each call, so the run's is never the smaller;
-    // the stored one is taken only if that order was ever broken.
-    if (resumed !== undefined && resumed.spend.turns > spend.turns) spend = resumed.spend;
-
     // Later iterations: what CI said, the diagnosis of a red deploy, and what the requester asked for in the thread.
-    const followUps = resumed?.progress.followUps ?? (await deps.followUps?.pending(run.id)) ?? [];
+    const pending = (await deps.followUps?.pending(run.id)) ?? [];
+    // The stored record lowers none of what the run knows (its spend field by field, the thread's
+    // follow-ups): a record from Redis saying nothing was spent does not reset the budgets.
+    const resumed = await checkpoint?.resume({ spend, budget, maxCheckRounds, pendingFollowUps: pending });
+    if (resumed !== undefined) spend = resumed.spend;
+    const followUps = resumed?.progress.followUps ?? pending;
     const conversation: AgentConversation = {
       system: SYSTEM_PROMPT,
       messages: resumed?.messages ?? [{ role: 'user', content: iterationOpening(latest, checks.names, followUps) }],
@@ -400,7 +400,8 @@ export function createAgentStep(deps: AgentStepDeps): GateStep {
     if (made === undefined) {
       await record(() => ({ activity: `diagnosing the red ${redGate.stage} gate` }));
       const spent = { turns: latest.artifacts.agent?.turns ?? 0, usage: latest.usage };
-      const resumed = await checkpoint?.resume();
+      // The diagnosis' own turn cap counts from where it began, never from later than the run is now.
+      const resumed = await checkpoint?.resume({ turns: spent.turns });
       const turnsAtStart = resumed?.turnsAtStart ?? spent.turns;
       const outcome = await diagnose(
         {

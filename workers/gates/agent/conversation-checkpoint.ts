@@ -1,8 +1,9 @@
 import { lstat, mkdir, readFile, rm, writeFile } from 'node:fs/promises';
 import { dirname, join } from 'node:path';
-import type { AgentConversation, AgentSpend } from '../../../src/agent/agent-loop.js';
+import type { AgentBudget, AgentConversation, AgentSpend } from '../../../src/agent/agent-loop.js';
 import { normaliseRelativePath } from '../../../src/agent/protected-paths.js';
 import { ToolRefusal, type RepoFiles } from '../../../src/agent/repo-files.js';
+import { ExternalOutageError } from '../../../src/errors.js';
 import type { Git } from '../../../src/git/git.js';
 import type { Logger } from '../../../src/log.js';
 import type {
@@ -26,7 +27,7 @@ export const MAX_CHECKPOINT_BYTES = 4 * 1024 * 1024;
 
 export interface IterationCheckpointDeps {
   store: AgentConversations;
-  git: Pick<Git, 'changedFiles' | 'readFileAt'>;
+  git: Pick<Git, 'changedFiles' | 'restorePaths'>;
   /** The editor's view of the workspace: stored paths are written back under its rules. */
   files: RepoFiles;
   dir: string;
@@ -37,6 +38,20 @@ export interface IterationCheckpointDeps {
   log: Logger;
 }
 
+/**
+ * What the run itself knows when a stored conversation is resumed. The record comes from Redis and
+ * is not trusted to lower any of it: a record saying nothing was spent must not hand the budgets
+ * back to a restarted agent.
+ */
+export interface RunFigures {
+  /** The spend in the run record (every earlier worker's model calls included). */
+  spend: AgentSpend;
+  budget: Pick<AgentBudget, 'maxTurns' | 'maxTokens' | 'maxCostUsd'>;
+  maxCheckRounds: number;
+  /** The follow-ups pending in the run's thread, oldest first (the ones given are acknowledged only after the push). */
+  pendingFollowUps: readonly string[];
+}
+
 export interface ResumedIteration {
   messages: AgentConversation['messages'];
   progress: CheckRoundsProgress;
@@ -44,8 +59,12 @@ export interface ResumedIteration {
 }
 
 export interface IterationCheckpoint {
-  /** The stored conversation of this iteration with its files written back, or undefined to start afresh. */
-  resume(): Promise<ResumedIteration | undefined>;
+  /**
+   * The stored conversation of this iteration with its files written back, or undefined to start
+   * afresh on the tree as it was (or, if writing back had begun, on exactly the head). Throws
+   * ExternalOutageError when the tree could be put back to neither.
+   */
+  resume(known: RunFigures): Promise<ResumedIteration | undefined>;
   save(conversation: AgentConversation, spend: AgentSpend, progress: CheckRoundsProgress): Promise<void>;
 }
 
@@ -63,6 +82,48 @@ function sameTree(a: readonly TreeEntry[], b: readonly TreeEntry[]): boolean {
         .map((entry) => ('deleted' in entry ? [entry.path] : [entry.path, entry.base64])),
     );
   return text(a) === text(b);
+}
+
+/** At least what the run knows; from the record at most the budget (over it means spent, not more). */
+function figure(stored: number, known: number, budget: number): number {
+  return Math.max(known, Math.min(stored, budget));
+}
+
+/**
+ * The figures to go on with: field by field the larger of the record's and the run's, the record's
+ * capped at the budget; the check round within the rounds there are; and of the follow-ups only those
+ * the thread really has, in its order (one the record claims but the thread lacks would otherwise hide
+ * a real one from the agent, and be acknowledged without being given).
+ */
+export function resumedFigures(
+  stored: Pick<ResumedIteration, 'spend' | 'progress'>,
+  known: RunFigures,
+): Pick<ResumedIteration, 'spend' | 'progress'> {
+  const { budget } = known;
+  const { usage } = stored.spend;
+  const knownUsage = known.spend.usage;
+  const given: string[] = [];
+  for (const [index, text] of stored.progress.followUps.entries()) {
+    if (known.pendingFollowUps[index] !== text) break;
+    given.push(text);
+  }
+  return {
+    spend: {
+      turns: figure(stored.spend.turns, known.spend.turns, budget.maxTurns),
+      usage: {
+        inputTokens: figure(usage.inputTokens, knownUsage.inputTokens, budget.maxTokens),
+        outputTokens: figure(usage.outputTokens, knownUsage.outputTokens, budget.maxTokens),
+        cacheReadTokens: figure(usage.cacheReadTokens, knownUsage.cacheReadTokens, budget.maxTokens),
+        cacheWriteTokens: figure(usage.cacheWriteTokens, knownUsage.cacheWriteTokens, budget.maxTokens),
+        costUsd: figure(usage.costUsd, knownUsage.costUsd, budget.maxCostUsd),
+      },
+    },
+    progress: {
+      // The run record does not keep the round: the record's is only kept within the rounds there are.
+      round: Math.max(1, Math.min(stored.progress.round, known.maxCheckRounds)),
+      followUps: given,
+    },
+  };
 }
 
 export function createIterationCheckpoint(deps: IterationCheckpointDeps): IterationCheckpoint {
@@ -96,9 +157,43 @@ export function createIterationCheckpoint(deps: IterationCheckpointDeps): Iterat
     return (await files.resolve(files.toVirtual(path), 'write')).realPath;
   }
 
-  async function put(path: string, entry: TreeEntry | undefined): Promise<void> {
-    const real = await writable(path);
-    if (entry === undefined || 'deleted' in entry) {
+  /**
+   * Why the stored paths cannot all be written back as they are, or undefined — decided before
+   * anything is written. Each must be writable under the editor's rules, and the tree must take it
+   * as a plain file: every directory on the way a real directory (not a file, not a link) or not there
+   * yet, the path itself a regular file or nothing. The editor writes only regular files and cannot
+   * turn a file into a directory, so a record of its own never asks for anything else.
+   */
+  async function refusal(stored: readonly TreeEntry[]): Promise<string | undefined> {
+    const paths = new Set(stored.map((entry) => entry.path));
+    for (const { path } of stored) {
+      await writable(path);
+      const segments = path.split('/');
+      for (let depth = 1; depth < segments.length; depth++) {
+        const parent = segments.slice(0, depth).join('/');
+        if (paths.has(parent)) return `${parent} is both a file and a directory in the snapshot`;
+      }
+      let real = files.realRoot;
+      for (const [index, segment] of segments.entries()) {
+        real = join(real, segment);
+        const stats = await lstat(real).catch((error: unknown) => {
+          if (errorCode(error) === 'ENOENT') return undefined;
+          throw error;
+        });
+        // Nothing there: the rest of the path is made by the write.
+        if (stats === undefined) break;
+        const last = index === segments.length - 1;
+        if (last && !stats.isFile()) return `${path} is not a regular file in the tree`;
+        if (!last && !stats.isDirectory())
+          return `${segments.slice(0, index + 1).join('/')} is not a directory in the tree`;
+      }
+    }
+    return undefined;
+  }
+
+  async function put(entry: TreeEntry): Promise<void> {
+    const real = await writable(entry.path);
+    if ('deleted' in entry) {
       await rm(real, { force: true });
       return;
     }
@@ -106,36 +201,74 @@ export function createIterationCheckpoint(deps: IterationCheckpointDeps): Iterat
     await writeFile(real, Buffer.from(entry.base64, 'base64'));
   }
 
+  /**
+   * After a failed write-back: the tree exactly at the head again — every path written and every path
+   * git sees changed — so the fresh start works on the head and on nothing that came from the record.
+   * If even that fails the step stops as an outage: going on would run the agent and the checks on a
+   * tree that is neither the head nor the snapshot. The record is kept, so the retry tries again.
+   */
+  async function backToHead(touched: ReadonlySet<string>, cause: unknown): Promise<void> {
+    try {
+      await git.restorePaths(dir, key.head, [...new Set([...touched, ...(await git.changedFiles(dir, key.head))])]);
+      const left = await git.changedFiles(dir, key.head);
+      if (left.length > 0) throw new Error(`still changed: ${left.slice(0, 5).join(', ')}`);
+    } catch (error) {
+      log.error(
+        { err: error, failure: cause instanceof Error ? cause.message : cause, iteration: key.iteration },
+        'the tree could not be put back to the head after a failed conversation restore',
+      );
+      throw new ExternalOutageError(
+        'workspace',
+        `the tree could not be put back to ${key.head.slice(0, 12)} after a failed conversation restore: ${
+          error instanceof Error ? error.message : String(error)
+        }`,
+        { cause: error },
+      );
+    }
+  }
+
   /** Makes the tree exactly `stored` (relative to the head); a string says why it could not. */
   async function restore(stored: readonly TreeEntry[]): Promise<string | undefined> {
     // Every stored path is checked before anything is written: a hostile record changes nothing.
-    for (const entry of stored) await writable(entry.path);
+    const refused = await refusal(stored);
+    if (refused !== undefined) return refused;
     const current = await snapshot();
     if (typeof current === 'string') return current;
     if (sameTree(current, stored)) return undefined;
-    const wanted = new Map(stored.map((entry) => [entry.path, entry]));
-    // Changes no persisted turn made (a tool ran, the worker died before the turn was stored) go back to the head.
-    for (const entry of current) {
-      if (wanted.has(entry.path)) continue;
-      const original = await git.readFileAt(dir, key.head, entry.path);
-      // git's text of a binary file is not its bytes: such a file cannot be put back from here.
-      if (original !== undefined && original.includes('\uFFFD')) return `${entry.path} cannot be put back as it was`;
-      await put(
-        entry.path,
-        original === undefined
-          ? undefined
-          : { path: entry.path, base64: Buffer.from(original, 'utf8').toString('base64') },
-      );
+    const wanted = new Set(stored.map((entry) => entry.path));
+    const touched = new Set<string>();
+    let problem: string | undefined;
+    try {
+      // Changes no persisted turn made (a tool ran, the worker died before the turn was stored) go back to the head.
+      const strays = current.filter((entry) => !wanted.has(entry.path)).map((entry) => entry.path);
+      for (const path of strays) touched.add(path);
+      await git.restorePaths(dir, key.head, strays);
+      for (const entry of stored) {
+        touched.add(entry.path);
+        await put(entry);
+      }
+      // What counts is the tree git sees, the one the checks and the commit get.
+      const after = await snapshot();
+      problem =
+        typeof after === 'string'
+          ? after
+          : sameTree(after, stored)
+            ? undefined
+            : 'the tree differs from the snapshot after writing it back';
+    } catch (error) {
+      await backToHead(touched, error);
+      // A refusal or a filesystem error: the record cannot be written back, and the tree is the head again.
+      if (error instanceof ToolRefusal || (error instanceof Error && errorCode(error) !== undefined)) {
+        return error.message;
+      }
+      throw error;
     }
-    for (const entry of stored) await put(entry.path, entry);
-    // What counts is the tree git sees, the one the checks and the commit get.
-    const after = await snapshot();
-    if (typeof after === 'string') return after;
-    return sameTree(after, stored) ? undefined : 'the tree differs from the snapshot after writing it back';
+    if (problem !== undefined) await backToHead(touched, problem);
+    return problem;
   }
 
   return {
-    async resume() {
+    async resume(known) {
       const loaded = await store.load(runId, key);
       if (loaded.kind === 'none') return undefined;
       if (loaded.kind === 'stale') {
@@ -153,6 +286,8 @@ export function createIterationCheckpoint(deps: IterationCheckpointDeps): Iterat
       try {
         problem = await restore(stored.tree);
       } catch (error) {
+        // Only a refusal or a filesystem error means the record cannot be used; anything else (an outage
+        // putting the tree back included) is the step's, and the record stays for its retry.
         if (!(error instanceof ToolRefusal) && errorCode(error) === undefined) throw error;
         problem = error instanceof Error ? error.message : 'the files could not be written back';
       }
@@ -164,15 +299,23 @@ export function createIterationCheckpoint(deps: IterationCheckpointDeps): Iterat
         await store.clear(runId, 'agent');
         return undefined;
       }
+      const figures = resumedFigures(
+        { spend: stored.spend, progress: { round: stored.round, followUps: stored.followUps } },
+        known,
+      );
       log.info(
-        { iteration: key.iteration, messages: stored.messages.length, files: stored.tree.length, round: stored.round },
+        {
+          iteration: key.iteration,
+          messages: stored.messages.length,
+          files: stored.tree.length,
+          round: figures.progress.round,
+          ...(figures.progress.followUps.length === stored.followUps.length
+            ? {}
+            : { followUpsStored: stored.followUps.length, followUpsKept: figures.progress.followUps.length }),
+        },
         'agent conversation resumed',
       );
-      return {
-        messages: stored.messages,
-        progress: { round: stored.round, followUps: stored.followUps },
-        spend: stored.spend,
-      };
+      return { messages: stored.messages, ...figures };
     },
 
     async save(conversation, spend, progress) {
@@ -219,8 +362,13 @@ export interface DiagnosisCheckpointDeps {
 }
 
 export interface DiagnosisCheckpoint {
-  /** The stored diagnosis conversation of this fix, or undefined to start afresh. */
-  resume(): Promise<{ messages: AgentConversation['messages']; turnsAtStart: number } | undefined>;
+  /**
+   * The stored diagnosis conversation of this fix, or undefined to start afresh. `known.turns` is the
+   * run's: the stored start of the diagnosis is never later (a later one would widen its own turn cap).
+   */
+  resume(known: {
+    turns: number;
+  }): Promise<{ messages: AgentConversation['messages']; turnsAtStart: number } | undefined>;
   save(conversation: AgentConversation, spend: AgentSpend, turnsAtStart: number): Promise<void>;
   clear(): Promise<void>;
 }
@@ -236,7 +384,7 @@ export function createDiagnosisCheckpoint(deps: DiagnosisCheckpointDeps): Diagno
   const maxBytes = deps.maxBytes ?? MAX_CHECKPOINT_BYTES;
   let overCapLogged = false;
   return {
-    async resume() {
+    async resume(known) {
       const loaded = await store.load(runId, key);
       if (loaded.kind === 'stale')
         log.info({ stored: loaded.stored }, 'stored diagnosis is of another fix: starting afresh');
@@ -247,7 +395,7 @@ export function createDiagnosisCheckpoint(deps: DiagnosisCheckpointDeps): Diagno
       if (loaded.kind !== 'found' || loaded.conversation.phase !== 'diagnosis') return undefined;
       const { conversation } = loaded;
       log.info({ fix: deps.fix, messages: conversation.messages.length }, 'diagnosis conversation resumed');
-      return { messages: conversation.messages, turnsAtStart: conversation.turnsAtStart };
+      return { messages: conversation.messages, turnsAtStart: Math.min(conversation.turnsAtStart, known.turns) };
     },
     async save(conversation, spend, turnsAtStart) {
       const record: StoredConversation = {

@@ -1,0 +1,292 @@
+import { existsSync, mkdirSync, mkdtempSync, readFileSync, rmSync, symlinkSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { PassThrough } from 'node:stream';
+import { afterEach, describe, expect, it } from 'vitest';
+import type { AgentSpend } from '../../../src/agent/agent-loop.js';
+import { createProtectedPaths } from '../../../src/agent/protected-paths.js';
+import { createRepoFiles, type RepoFiles } from '../../../src/agent/repo-files.js';
+import { ExternalOutageError } from '../../../src/errors.js';
+import { branchName, createGit, type Git } from '../../../src/git/git.js';
+import { createLogger } from '../../../src/log.js';
+import type { StoredConversation, TreeEntry } from '../../../src/store/agent-conversation-store.js';
+import { createMemoryAgentConversations } from '../../../test/helpers/memory-agent-conversations.js';
+import { gitIn } from '../../../test/helpers/world.js';
+import { createIterationCheckpoint, resumedFigures, type RunFigures } from './conversation-checkpoint.js';
+
+/**
+ * The iteration checkpoint's write-back of a stored file snapshot (hostile review M3) and the figures
+ * it resumes with (L1), against a real workspace cloned by the bot's git layer. The record comes from
+ * Redis and is untrusted: whatever it holds, a restore either makes the tree exactly the snapshot,
+ * or leaves it as it was (refused before writing), or puts it back exactly at the head (failed part
+ * way) — never a mix of the head and bytes from the record.
+ */
+
+const RUN_ID = 'sg-ckpt0001';
+// Not UTF-8 and with NUL bytes: git's text of it is not its bytes, so only git itself can put it back.
+const LOGO = Buffer.from([0x89, 0x50, 0x4e, 0x47, 0x00, 0xff, 0xfe, 0x00, 0x80, 0x81]);
+const SERVER = "module.exports = { '/': () => 'hello' };\n";
+const text = (value: string) => Buffer.from(value).toString('base64');
+const ZERO = { inputTokens: 0, outputTokens: 0, cacheReadTokens: 0, cacheWriteTokens: 0, costUsd: 0 };
+
+const cleanup: Array<() => void> = [];
+afterEach(() => {
+  for (const fn of cleanup.splice(0)) fn();
+});
+
+/** A bare remote whose main has text, a binary file, a file link and a directory link; cloned as a run workspace. */
+async function workspace() {
+  const root = mkdtempSync(join(tmpdir(), 'shipgate-checkpoint-'));
+  cleanup.push(() => rmSync(root, { recursive: true, force: true }));
+  const bare = join(root, 'shop.git');
+  const seed = join(root, 'seed');
+  gitIn(root, 'init', '--bare', '--initial-branch=main', bare);
+  gitIn(root, 'clone', '-q', bare, seed);
+  mkdirSync(join(seed, 'src'));
+  writeFileSync(join(seed, 'src/server.js'), SERVER);
+  writeFileSync(join(seed, 'README.md'), '# shop\n');
+  writeFileSync(join(seed, 'logo.png'), LOGO);
+  symlinkSync('src/server.js', join(seed, 'link.js'));
+  symlinkSync('src', join(seed, 'linkdir'));
+  gitIn(seed, 'add', '-A');
+  gitIn(seed, 'commit', '-m', 'initial');
+  gitIn(seed, 'push', '-q', 'origin', 'main');
+
+  const git = createGit();
+  cleanup.push(() => void git.close());
+  const dir = join(root, 'work', RUN_ID);
+  const prepared = await git.prepareWorkspace({
+    dir,
+    cloneUrl: `file://${bare}`,
+    defaultBranch: 'main',
+    branch: branchName(RUN_ID, 'restore test'),
+  });
+  const files = createRepoFiles({ root: dir, protectedPaths: createProtectedPaths([]) });
+  const store = createMemoryAgentConversations();
+  const logs: string[] = [];
+  const destination = new PassThrough();
+  destination.on('data', (chunk: Buffer) => logs.push(...chunk.toString().split('\n').filter(Boolean)));
+  const log = createLogger({ level: 'info', destination });
+  const head = prepared.head;
+  const key = { phase: 'agent', iteration: '1', head } as const;
+
+  const checkpoint = (overrides: { git?: Pick<Git, 'changedFiles' | 'restorePaths'>; files?: RepoFiles } = {}) =>
+    createIterationCheckpoint({
+      store,
+      git: overrides.git ?? git,
+      files: overrides.files ?? files,
+      dir,
+      runId: RUN_ID,
+      key,
+      clock: () => new Date(),
+      log,
+    });
+
+  const record = (tree: TreeEntry[], extra: Partial<Extract<StoredConversation, { phase: 'agent' }>> = {}) =>
+    store.save(RUN_ID, {
+      ...key,
+      messages: [
+        { role: 'user', content: 'Add a /healthz endpoint.' },
+        {
+          role: 'assistant',
+          content: [
+            {
+              type: 'tool_use',
+              id: 'old1',
+              name: 'str_replace_based_edit_tool',
+              input: { command: 'view', path: '/repo' },
+            },
+          ],
+        },
+        { role: 'user', content: [{ type: 'tool_result', tool_use_id: 'old1', content: 'src/', is_error: false }] },
+      ],
+      tree,
+      round: 1,
+      followUps: [],
+      spend: { turns: 0, usage: ZERO },
+      savedAt: new Date().toISOString(),
+      ...extra,
+    });
+
+  return {
+    git,
+    dir,
+    head,
+    files,
+    store,
+    checkpoint,
+    record,
+    /** What git sees changed against the head: nothing means the tree is exactly the head. */
+    changed: () => git.changedFiles(dir, head),
+    read: (path: string) => readFileSync(join(dir, path)),
+    logged: (msg: string) => logs.some((line) => line.includes(`"msg":"${msg}`)),
+  };
+}
+
+const KNOWN: RunFigures = {
+  spend: { turns: 0, usage: ZERO },
+  budget: { maxTurns: 10, maxTokens: 100_000, maxCostUsd: 5 },
+  maxCheckRounds: 3,
+  pendingFollowUps: [],
+};
+
+/** The tree is the head, byte for byte, the binary file and the links included. */
+async function expectAtHead(w: Awaited<ReturnType<typeof workspace>>): Promise<void> {
+  expect(await w.changed()).toEqual([]);
+  expect(w.read('logo.png').equals(LOGO)).toBe(true);
+  expect(w.read('src/server.js').toString()).toBe(SERVER);
+  expect(gitIn(w.dir, '--git-dir', `${w.dir}.git`, 'status', '--porcelain', '--ignored')).toBe('');
+}
+
+describe('writing a stored snapshot back', () => {
+  it('a snapshot that fits the tree is written back and resumed', async () => {
+    const w = await workspace();
+    await w.record([
+      { path: 'src/server.js', base64: text("module.exports = { '/healthz': () => 'ok' };\n") },
+      { path: 'src/new/deep.js', base64: text('deep\n') },
+    ]);
+    const resumed = await w.checkpoint().resume(KNOWN);
+    expect(resumed?.messages).toHaveLength(3);
+    expect(await w.changed()).toEqual(['src/new/deep.js', 'src/server.js']);
+    expect(w.read('src/server.js').toString()).toContain('/healthz');
+  });
+
+  it.each<[string, TreeEntry[]]>([
+    ['a path under a file of the tree', [{ path: 'README.md/inner.md', base64: text('x\n') }]],
+    ['a path that is a directory in the tree', [{ path: 'src', base64: text('x\n') }]],
+    ['a path that is a link in the tree (writing would go through it)', [{ path: 'link.js', base64: text('x\n') }]],
+    ['a path through a linked directory', [{ path: 'linkdir/new.js', base64: text('x\n') }]],
+    [
+      'a path that is both a file and a directory in the snapshot',
+      [
+        { path: 'a.js', base64: text('a\n') },
+        { path: 'a.js/b.js', base64: text('b\n') },
+      ],
+    ],
+    ['a deletion of a directory', [{ path: 'src', deleted: true }]],
+  ])('%s: refused before anything is written, the tree stays the head', async (_why, entries) => {
+    const w = await workspace();
+    // Harmless entries first, the binary file among them: none of them may be written either.
+    await w.record([
+      { path: 'logo.png', base64: text('not a png\n') },
+      { path: 'planted/first.js', base64: text('planted\n') },
+      ...entries,
+    ]);
+    expect(await w.checkpoint().resume(KNOWN)).toBeUndefined();
+    await expectAtHead(w);
+    expect(existsSync(join(w.dir, 'planted'))).toBe(false);
+    expect(w.logged('stored agent conversation not resumed')).toBe(true);
+    expect(w.store.raw.size).toBe(0);
+  });
+
+  it('a write that fails part way: the tree goes back to exactly the head, unpersisted edits included', async () => {
+    const w = await workspace();
+    // The dead worker's unpersisted turn left an edit and a new file in the old workspace.
+    writeFileSync(join(w.dir, 'src/server.js'), 'an unpersisted edit\n');
+    writeFileSync(join(w.dir, 'stray.js'), 'stray\n');
+    await w.record([
+      { path: 'logo.png', base64: text('not a png\n') },
+      { path: 'planted/deep/first.js', base64: text('planted\n') },
+      { path: 'src/server.js', base64: text('from the record\n') },
+    ]);
+    // The disk fails on the third write (after the checks, which resolve every path once first).
+    let writes = 0;
+    const failing: RepoFiles = {
+      ...w.files,
+      resolve: async (path, intent) => {
+        if (intent === 'write' && ++writes === 6) {
+          throw Object.assign(new Error('EIO: i/o error, write'), { code: 'EIO' });
+        }
+        return w.files.resolve(path, intent);
+      },
+    };
+    expect(await w.checkpoint({ files: failing }).resume(KNOWN)).toBeUndefined();
+    expect(writes).toBe(6);
+    await expectAtHead(w);
+    // The directories the write-back made are gone too: a check copying the tree would see them.
+    expect(existsSync(join(w.dir, 'planted'))).toBe(false);
+    expect(existsSync(join(w.dir, 'stray.js'))).toBe(false);
+    expect(w.store.raw.size).toBe(0);
+  });
+
+  it('a snapshot git does not see once written (an entry equal to the head): the tree goes back to the head', async () => {
+    const w = await workspace();
+    await w.record([
+      { path: 'logo.png', base64: text('not a png\n') },
+      { path: 'planted/first.js', base64: text('planted\n') },
+      { path: 'src/server.js', base64: text(SERVER) },
+    ]);
+    expect(await w.checkpoint().resume(KNOWN)).toBeUndefined();
+    await expectAtHead(w);
+    expect(existsSync(join(w.dir, 'planted'))).toBe(false);
+    expect(w.logged('stored agent conversation not resumed')).toBe(true);
+  });
+
+  it('when the tree cannot be put back either, the step fails as an outage and the record stays for the retry', async () => {
+    const w = await workspace();
+    await w.record([
+      { path: 'planted.js', base64: text('planted\n') },
+      { path: 'src/server.js', base64: text(SERVER) },
+    ]);
+    const broken: Pick<Git, 'changedFiles' | 'restorePaths'> = {
+      changedFiles: (dir, base) => w.git.changedFiles(dir, base),
+      restorePaths: async (dir, rev, paths) => {
+        if (paths.length > 0) throw new Error('git is gone');
+      },
+    };
+    await expect(w.checkpoint({ git: broken }).resume(KNOWN)).rejects.toThrow(ExternalOutageError);
+    expect(w.logged('the tree could not be put back to the head after a failed conversation restore')).toBe(true);
+    expect(w.store.raw.size).toBe(1);
+    // The retry, with git back, gets a tree at the head.
+    expect(await w.checkpoint().resume(KNOWN)).toBeUndefined();
+    await expectAtHead(w);
+  });
+});
+
+describe('the figures a stored conversation resumes with', () => {
+  const spend = (turns: number, usage: Partial<AgentSpend['usage']> = {}): AgentSpend => ({
+    turns,
+    usage: { ...ZERO, ...usage },
+  });
+
+  it('never lower than the run knows, field by field', () => {
+    const known = { ...KNOWN, spend: spend(3, { inputTokens: 900, costUsd: 4.5 }) };
+    // More turns than the run, but nothing spent: neither resets what the run has counted.
+    const figures = resumedFigures({ spend: spend(5), progress: { round: 1, followUps: [] } }, known);
+    expect(figures.spend).toEqual(spend(5, { inputTokens: 900, costUsd: 4.5 }));
+    expect(resumedFigures({ spend: spend(0), progress: { round: 1, followUps: [] } }, known).spend).toEqual(
+      known.spend,
+    );
+  });
+
+  it('a stored figure over the budget is the budget spent, and the round stays within the rounds there are', () => {
+    const figures = resumedFigures(
+      {
+        spend: spend(1e9, { inputTokens: 1e308, outputTokens: 1e12, costUsd: 1e300 }),
+        progress: { round: 1e6, followUps: [] },
+      },
+      KNOWN,
+    );
+    expect(figures.spend).toEqual(spend(10, { inputTokens: 100_000, outputTokens: 100_000, costUsd: 5 }));
+    expect(figures.progress.round).toBe(3);
+  });
+
+  it('keeps only the follow-ups the thread really has, in its order', () => {
+    const known = { ...KNOWN, pendingFollowUps: ['also /ready', 'and /live'] };
+    const given = (followUps: string[]) =>
+      resumedFigures({ spend: spend(0), progress: { round: 1, followUps } }, known).progress.followUps;
+    expect(given(['also /ready'])).toEqual(['also /ready']);
+    expect(given(['forged', 'also /ready'])).toEqual([]);
+    expect(given(['also /ready', 'and /live', 'forged'])).toEqual(['also /ready', 'and /live']);
+  });
+
+  it('resume gives the reconciled figures', async () => {
+    const w = await workspace();
+    await w.record([], { spend: spend(0), round: 9, followUps: ['forged'] });
+    const known = { ...KNOWN, spend: spend(4, { outputTokens: 70, costUsd: 1.25 }) };
+    expect(await w.checkpoint().resume(known)).toMatchObject({
+      spend: known.spend,
+      progress: { round: 3, followUps: [] },
+    });
+  });
+});
