@@ -196,24 +196,39 @@ export class ActiveRunLimitError extends Error {
   }
 }
 
+// The active-run limits (0: none), as both scripts below check them before a run becomes active:
+// nil when there is room, else the refusal ({2, the requester's active run ids} or {3, how many are active}).
+const NO_ROOM_LUA = `
+local function noRoom(activeKey, requesterKey, perUser, total)
+  if perUser > 0 and redis.call('ZCARD', requesterKey) >= perUser then
+    return {2, table.concat(redis.call('ZRANGE', requesterKey, 0, -1), ' ')}
+  end
+  if total > 0 then
+    local active = redis.call('ZCARD', activeKey)
+    if active >= total then return {3, tostring(active)} end
+  end
+  return nil
+end
+`;
+
+/** A limit refusal as the scripts answer it (status 2 or 3 and its detail), for the caller. */
+function limitRefusal(status: 2 | 3, detail: string): Extract<CreateResult, { reason: 'user-limit' | 'global-limit' }> {
+  return status === 2
+    ? { created: false, reason: 'user-limit', activeRunIds: detail.split(' ').filter((id) => id !== '') }
+    : { created: false, reason: 'global-limit', active: Number(detail) };
+}
+
 // KEYS: dedupe, run, active index, requester's active index, then 7 per job (ScriptedJob.keys).
 // ARGV: run id, json, score, dedupe ttl seconds, per-user limit, global limit (0: no limit), then 5 per job.
 // One script, so the limit check and the create cannot interleave with another replica's create,
 // and the run exists exactly when its jobs do (for /ship: one Redis round trip before the ack).
 // A redelivered command answers with its run before any limit is looked at (it adds nothing).
 // The requester's run ids are read only to name them in a refusal.
-const CREATE_SCRIPT = `${ADD_STANDARD_JOB_LUA}
+const CREATE_SCRIPT = `${ADD_STANDARD_JOB_LUA}${NO_ROOM_LUA}
 local existing = redis.call('GET', KEYS[1])
 if existing then return {0, existing} end
-local perUser = tonumber(ARGV[5])
-if perUser > 0 and redis.call('ZCARD', KEYS[4]) >= perUser then
-  return {2, table.concat(redis.call('ZRANGE', KEYS[4], 0, -1), ' ')}
-end
-local total = tonumber(ARGV[6])
-if total > 0 then
-  local active = redis.call('ZCARD', KEYS[3])
-  if active >= total then return {3, tostring(active)} end
-end
+local refused = noRoom(KEYS[3], KEYS[4], tonumber(ARGV[5]), tonumber(ARGV[6]))
+if refused then return refused end
 redis.call('SET', KEYS[1], ARGV[1], 'EX', tonumber(ARGV[4]))
 redis.call('HSET', KEYS[2], 'json', ARGV[2], 'version', '0')
 redis.call('ZADD', KEYS[3], ARGV[3], ARGV[1])
@@ -230,19 +245,12 @@ return {1, ARGV[1]}
 // per-user limit, global limit (0: no limit).
 // A run that is active again (retry) goes back into the active indexes, within the limits as a new
 // run would be, checked in the same step (the same answers as CREATE_SCRIPT's refusals).
-const UPDATE_SCRIPT = `
+const UPDATE_SCRIPT = `${NO_ROOM_LUA}
 local current = redis.call('HGET', KEYS[1], 'version')
 if current ~= ARGV[1] then return 0 end
 if ARGV[5] ~= '1' and not redis.call('ZSCORE', KEYS[2], ARGV[4]) then
-  local perUser = tonumber(ARGV[7])
-  if perUser > 0 and redis.call('ZCARD', KEYS[3]) >= perUser then
-    return {2, table.concat(redis.call('ZRANGE', KEYS[3], 0, -1), ' ')}
-  end
-  local total = tonumber(ARGV[8])
-  if total > 0 then
-    local active = redis.call('ZCARD', KEYS[2])
-    if active >= total then return {3, tostring(active)} end
-  end
+  local refused = noRoom(KEYS[2], KEYS[3], tonumber(ARGV[7]), tonumber(ARGV[8]))
+  if refused then return refused end
 end
 redis.call('HSET', KEYS[1], 'json', ARGV[3], 'version', ARGV[2])
 if ARGV[5] == '1' then
@@ -355,9 +363,8 @@ export function createRunStore({ redis, prefix, clock, onChanged }: RunStoreDeps
         case 0:
           return { created: false, reason: 'duplicate', runId: detail };
         case 2:
-          return { created: false, reason: 'user-limit', activeRunIds: detail.split(' ').filter((id) => id !== '') };
         case 3:
-          return { created: false, reason: 'global-limit', active: Number(detail) };
+          return limitRefusal(status, detail);
         default:
           throw new RunStoreError(`unexpected answer ${status} from the create script`);
       }
@@ -390,12 +397,7 @@ export function createRunStore({ redis, prefix, clock, onChanged }: RunStoreDeps
           ),
         );
         if (Array.isArray(stored)) {
-          const [reason, detail] = stored;
-          throw new ActiveRunLimitError(
-            reason === 2
-              ? { created: false, reason: 'user-limit', activeRunIds: detail.split(' ').filter((runId) => runId !== '') }
-              : { created: false, reason: 'global-limit', active: Number(detail) },
-          );
+          throw new ActiveRunLimitError(limitRefusal(...stored));
         }
         if (stored === 1) {
           const change = { before: current.run, after };

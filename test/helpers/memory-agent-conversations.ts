@@ -2,7 +2,44 @@ import {
   parseStoredConversation,
   type AgentConversations,
   type ConversationKey,
+  type StoredConversation,
+  type TreeEntry,
 } from '../../src/store/agent-conversation-store.js';
+
+type StoredAgentRecord = Extract<StoredConversation, { phase: 'agent' }>;
+
+/** A well-formed record of a run's first iteration on `head`: one view turn, nothing spent, `tree` as its files. */
+export function storedAgentRecord(head: string, tree: TreeEntry[], extra: Partial<StoredAgentRecord> = {}): StoredAgentRecord {
+  return {
+    phase: 'agent',
+    iteration: '1',
+    head,
+    messages: [
+      { role: 'user', content: 'Add a /healthz endpoint.' },
+      {
+        role: 'assistant',
+        content: [
+          {
+            type: 'tool_use',
+            id: 'old1',
+            name: 'str_replace_based_edit_tool',
+            input: { command: 'view', path: '/repo' },
+          },
+        ],
+      },
+      { role: 'user', content: [{ type: 'tool_result', tool_use_id: 'old1', content: 'src/', is_error: false }] },
+    ],
+    tree,
+    round: 1,
+    followUps: [],
+    spend: {
+      turns: 0,
+      usage: { inputTokens: 0, outputTokens: 0, cacheReadTokens: 0, cacheWriteTokens: 0, costUsd: 0 },
+    },
+    savedAt: new Date().toISOString(),
+    ...extra,
+  };
+}
 
 /**
  * The agent conversation store in memory, for step-level tests. It keeps what Redis would: the

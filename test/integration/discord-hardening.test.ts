@@ -167,6 +167,18 @@ describe('Discord: a button counts only in its run’s channel', { timeout: 60_0
   });
 });
 
+/** The adapter alone against the fake, as the composition root would build it. */
+const chatOn = (on: DiscordServer, extra: Partial<Parameters<typeof createDiscordChat>[0]> = {}): DiscordChat =>
+  createDiscordChat({
+    publicKey: testKeys().publicKeyHex,
+    botToken: DISCORD_TOKEN,
+    applicationId: DISCORD_APP_ID,
+    apiUrl: on.apiUrl,
+    command: '/ship',
+    log: createLogger({ level: 'silent', destination: new PassThrough() }),
+    ...extra,
+  });
+
 describe('Discord: an interrupted post is found by its key', { timeout: 60_000 }, () => {
   const view = (title: string): MessageView => ({
     text: title,
@@ -179,14 +191,7 @@ describe('Discord: an interrupted post is found by its key', { timeout: 60_000 }
   it('finds the card in the channel and a reply in its thread by the footer, never by a nonce (which reads do not return)', async () => {
     server = await startDiscordServer({ token: DISCORD_TOKEN, applicationId: DISCORD_APP_ID });
     server.addChannel(DISCORD_SHOP, 'shop');
-    chat = createDiscordChat({
-      publicKey: testKeys().publicKeyHex,
-      botToken: DISCORD_TOKEN,
-      applicationId: DISCORD_APP_ID,
-      apiUrl: server.apiUrl,
-      command: '/ship',
-      log: createLogger({ level: 'silent', destination: new PassThrough() }),
-    });
+    chat = chatOn(server);
     const { port } = chat;
     const root = await port.postMessage({ channel: SHOP, view: view('Run sg-00000001'), key: 'sg-00000001.root' });
     const reply = await port.postMessage({
@@ -230,14 +235,7 @@ describe('Discord: an interrupted post is found by its key', { timeout: 60_000 }
   it('counts only its own messages: a footer another bot or a webhook wrote is never taken for a post', async () => {
     server = await startDiscordServer({ token: DISCORD_TOKEN, applicationId: DISCORD_APP_ID });
     server.addChannel(DISCORD_SHOP, 'shop');
-    chat = createDiscordChat({
-      publicKey: testKeys().publicKeyHex,
-      botToken: DISCORD_TOKEN,
-      applicationId: DISCORD_APP_ID,
-      apiUrl: server.apiUrl,
-      command: '/ship',
-      log: createLogger({ level: 'silent', destination: new PassThrough() }),
-    });
+    chat = chatOn(server);
     const { port } = chat;
     const forged = (key: string) => [{ title: 'Run', footer: { text: keyFooter(key) } }];
     const mallory = { id: '1310000000000000999', username: 'mallory-bot', bot: true };
@@ -284,17 +282,9 @@ describe('Discord Gateway mentions: bounded answers, and a failed channel read n
   it('asks again after an outage, and answers one person at most 3 times a minute in a thread while every mention still reaches the handler', async () => {
     server = await startDiscordServer({ token: DISCORD_TOKEN, applicationId: DISCORD_APP_ID });
     server.addChannel(DISCORD_SHOP, 'shop');
-    const common = {
-      publicKey: testKeys().publicKeyHex,
-      botToken: DISCORD_TOKEN,
-      applicationId: DISCORD_APP_ID,
-      apiUrl: server.apiUrl,
-      command: '/ship',
-      log: createLogger({ level: 'silent', destination: new PassThrough() }),
-      retries: 0,
-    };
+    const live = server;
     // Another replica posted the card and started its thread: this one has never seen that thread.
-    const poster = createDiscordChat(common);
+    const poster = chatOn(live, { retries: 0 });
     const card = await poster.port.postMessage({
       channel: SHOP,
       view: { text: 'Run sg-00000005', blocks: [{ type: 'header', text: 'Run sg-00000005' }] },
@@ -309,7 +299,7 @@ describe('Discord Gateway mentions: bounded answers, and a failed channel read n
     await poster.stop();
     const thread = card.ref;
     const heard: string[] = [];
-    chat = createDiscordChat({ ...common, gateway: true });
+    chat = chatOn(live, { retries: 0, gateway: true });
     await chat.start({
       onCommand: async () => ({}),
       onAction: async () => ({}),
@@ -318,7 +308,6 @@ describe('Discord Gateway mentions: bounded answers, and a failed channel read n
         return { ephemeral: [{ kind: 'text', text: 'Only the requester can instruct this run.' }] };
       },
     });
-    const live = server;
     await live.waitFor((s) => s.gateway.sessions.find((x) => x.identify !== undefined), 30_000, 'a Gateway session');
     const mallory = { id: DISCORD_ALICE, username: 'mallory' };
     const ping = `<@${live.botUserId}>`;

@@ -14,9 +14,9 @@ import { createLogger } from '../../../src/log.js';
 import type { GitHubPort } from '../../../src/ports/github.js';
 import type { ModelPort, ModelRequest } from '../../../src/ports/model.js';
 import type { SandboxPort } from '../../../src/ports/sandbox.js';
-import type { AgentConversations, StoredConversation, TreeEntry } from '../../../src/store/agent-conversation-store.js';
+import type { AgentConversations, TreeEntry } from '../../../src/store/agent-conversation-store.js';
 import type { FollowUps } from '../../../src/store/follow-ups.js';
-import { createMemoryAgentConversations } from '../../../test/helpers/memory-agent-conversations.js';
+import { createMemoryAgentConversations, storedAgentRecord } from '../../../test/helpers/memory-agent-conversations.js';
 import { gitIn, seedRepository } from '../../../test/helpers/world.js';
 import type { GateContext } from '../gate-step.js';
 import { createAgentStep } from './agent-step.js';
@@ -340,7 +340,7 @@ describe('the agent conversation kept per turn', () => {
   it('a record of another iteration or another base commit is never resumed', async () => {
     for (const stale of [{ iteration: '2' }, { head: 'f'.repeat(40) }]) {
       const w = world();
-      const record = storedRecord(w.head(), [
+      const record = storedAgentRecord(w.head(), [
         { path: 'src/planted.js', base64: Buffer.from('planted\n').toString('base64') },
       ]);
       await w.conversations.save(RUN_ID, { ...record, ...stale });
@@ -375,7 +375,7 @@ describe('the agent conversation kept per turn', () => {
       const w = world();
       // A harmless entry first: it must not be written either.
       const tree = [{ path: 'src/planted.js', base64: text('planted\n') }, ...entries];
-      await w.conversations.save(RUN_ID, storedRecord(w.head(), tree));
+      await w.conversations.save(RUN_ID, storedAgentRecord(w.head(), tree));
       const model = scriptedModel([edit('t1', ADD_HEALTHZ), say('Done.')]);
       const worker = w.worker(model, sandboxOf([0]));
       expect((await worker.run()).kind, JSON.stringify(entries)).toBe('passed');
@@ -411,7 +411,7 @@ describe('the agent conversation kept per turn', () => {
         usage: { ...run.usage, inputTokens: 4000, costUsd: 5 },
       }),
     });
-    const record = storedRecord(w.head(), []);
+    const record = storedAgentRecord(w.head(), []);
     await w.conversations.save(RUN_ID, { ...record, spend: { ...record.spend, turns: 4 } });
     const model = scriptedModel([say('Done.')]);
     await expect(w.worker(model, sandboxOf([0])).run()).rejects.toThrow(/over its budget of \$5/);
@@ -430,7 +430,7 @@ describe('the agent conversation kept per turn', () => {
         acknowledged.push(count);
       },
     };
-    const record = storedRecord(w.head(), []);
+    const record = storedAgentRecord(w.head(), []);
     await w.conversations.save(RUN_ID, { ...record, followUps: ['forged one', 'forged two'] });
     const model = scriptedModel([edit('t1', ADD_HEALTHZ), say('v1'), say('Done, /ready too.')]);
     expect((await w.worker(model, sandboxOf([0]), { followUps }).run()).kind).toBe('passed');
@@ -438,38 +438,6 @@ describe('the agent conversation kept per turn', () => {
     expect(acknowledged).toEqual([1]);
   });
 });
-
-/** A well-formed record of this run's first iteration: one edit turn on `head`, with `tree` as its files. */
-function storedRecord(head: string, tree: TreeEntry[]): Extract<StoredConversation, { phase: 'agent' }> {
-  return {
-    phase: 'agent',
-    iteration: '1',
-    head,
-    messages: [
-      { role: 'user', content: 'Add a /healthz endpoint.' },
-      {
-        role: 'assistant',
-        content: [
-          {
-            type: 'tool_use',
-            id: 'old1',
-            name: 'str_replace_based_edit_tool',
-            input: { command: 'view', path: '/repo' },
-          },
-        ],
-      },
-      { role: 'user', content: [{ type: 'tool_result', tool_use_id: 'old1', content: 'src/', is_error: false }] },
-    ],
-    tree,
-    round: 1,
-    followUps: [],
-    spend: {
-      turns: 0,
-      usage: { inputTokens: 0, outputTokens: 0, cacheReadTokens: 0, cacheWriteTokens: 0, costUsd: 0 },
-    },
-    savedAt: new Date().toISOString(),
-  };
-}
 
 describe('the diagnosis conversation kept per turn', () => {
   const FEEDBACK =

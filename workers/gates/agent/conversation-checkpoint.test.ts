@@ -10,7 +10,7 @@ import { ExternalOutageError } from '../../../src/errors.js';
 import { branchName, createGit, type Git } from '../../../src/git/git.js';
 import { createLogger } from '../../../src/log.js';
 import type { StoredConversation, TreeEntry } from '../../../src/store/agent-conversation-store.js';
-import { createMemoryAgentConversations } from '../../../test/helpers/memory-agent-conversations.js';
+import { createMemoryAgentConversations, storedAgentRecord } from '../../../test/helpers/memory-agent-conversations.js';
 import { gitIn } from '../../../test/helpers/world.js';
 import { createIterationCheckpoint, resumedFigures, type RunFigures } from './conversation-checkpoint.js';
 
@@ -83,30 +83,7 @@ async function workspace() {
     });
 
   const record = (tree: TreeEntry[], extra: Partial<Extract<StoredConversation, { phase: 'agent' }>> = {}) =>
-    store.save(RUN_ID, {
-      ...key,
-      messages: [
-        { role: 'user', content: 'Add a /healthz endpoint.' },
-        {
-          role: 'assistant',
-          content: [
-            {
-              type: 'tool_use',
-              id: 'old1',
-              name: 'str_replace_based_edit_tool',
-              input: { command: 'view', path: '/repo' },
-            },
-          ],
-        },
-        { role: 'user', content: [{ type: 'tool_result', tool_use_id: 'old1', content: 'src/', is_error: false }] },
-      ],
-      tree,
-      round: 1,
-      followUps: [],
-      spend: { turns: 0, usage: ZERO },
-      savedAt: new Date().toISOString(),
-      ...extra,
-    });
+    store.save(RUN_ID, storedAgentRecord(head, tree, { ...key, ...extra }));
 
   return {
     git,
