@@ -14,7 +14,7 @@ import { withVouchedGroups, type Groups } from '../src/domain/principals.js';
 import { cannotContinue, currentGate, isTerminal, newRun, requestCancellation, retryRun, type Run } from '../src/domain/run.js';
 import type { Logger } from '../src/log.js';
 import type { Metrics } from '../src/metrics.js';
-import type { CommandEvent, CommandReply } from '../src/ports/chat.js';
+import type { CommandEvent, CommandReply, PrincipalId } from '../src/ports/chat.js';
 import type { Cancellation } from '../src/queue/cancellation.js';
 import type { Queues } from '../src/queue/queues.js';
 import { renderHelp, renderRunStatus, renderStatusList } from '../src/render/card.js';
@@ -82,10 +82,12 @@ export function createShipCommand(deps: ShipCommandDeps): (event: CommandEvent) 
     event: CommandEvent,
     refusal: ActiveRunLimitError['refusal'],
     data: Record<string, unknown>,
+    requester: PrincipalId = event.userId,
   ): Promise<CommandReply> {
     if (refusal.reason === 'user-limit') {
       const limit = policy.limits.activeRunsPerUser;
-      const reason = activeRunLimitReason({ kind: 'per-user', limit, activeRunIds: refusal.activeRunIds }, policy.command);
+      const hit = { kind: 'per-user', limit, activeRunIds: refusal.activeRunIds, for: requester === event.userId ? undefined : requester } as const;
+      const reason = activeRunLimitReason(hit, policy.command);
       return refuse(event, reason, { ...data, limit: 'activeRunsPerUser', max: limit, activeRuns: refusal.activeRunIds });
     }
     const limit = policy.limits.activeRuns;
@@ -167,7 +169,7 @@ export function createShipCommand(deps: ShipCommandDeps): (event: CommandEvent) 
       change = await store.update(runId, retryRun, { limits: policy.limits });
     } catch (error) {
       if (!(error instanceof ActiveRunLimitError)) throw error;
-      return refuseOverLimit(event, error.refusal, { runId });
+      return refuseOverLimit(event, error.refusal, { runId }, run.requester.userId);
     }
     if (change === undefined || change.before === change.after) return { ephemeral: rich`Run ${runId} is no longer failed.` };
     await audit.append({ type: 'run.retried', actor: event.userId, runId, data: { fromGate: currentGate(change.after)?.name ?? null }, key: `${runId}.retried.${change.after.jobSeq}` });

@@ -122,13 +122,18 @@ export function unknownRunReason(runId: string, command: string): RichText {
 
 /** Which active-run limit (SPEC §1, policy `limits`) a new run would exceed. */
 export type ActiveRunLimitHit =
-  | { kind: 'per-user'; limit: number; activeRunIds: readonly string[] }
+  /** `for`: the person whose limit it is, when not the one asking (a retry by an approver); their runs are not listed. */
+  | { kind: 'per-user'; limit: number; activeRunIds: readonly string[]; for?: string | undefined }
   | { kind: 'global'; limit: number; active: number };
 
 const LISTED_RUN_IDS = 10;
 
 /** The refusal for a run request over an active-run limit: what the limit is, where it is set, and what to do. */
 export function activeRunLimitReason(hit: ActiveRunLimitHit, command: string): RichText {
+  if (hit.kind === 'per-user' && hit.for !== undefined) {
+    const runs = hit.activeRunIds.length === 1 ? 'run' : 'runs';
+    return rich`The requester (${principal(hit.for)}) already has ${hit.activeRunIds.length} active ${runs}; the limit is ${hit.limit} (policy limits.activeRunsPerUser). This run can be retried once one of theirs has ended.`;
+  }
   if (hit.kind === 'per-user') {
     const ids = hit.activeRunIds.slice(0, LISTED_RUN_IDS).join(', ');
     const more = hit.activeRunIds.length > LISTED_RUN_IDS ? `, and ${hit.activeRunIds.length - LISTED_RUN_IDS} more` : '';

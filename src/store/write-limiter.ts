@@ -24,12 +24,15 @@ export interface WriteLimiter {
 /**
  * KEYS: the window (a sorted set of the slots taken, scored by Redis time in ms), a counter that
  * names the slots. ARGV: perSecond. Answers {1, 0} when taken, else {0, ms until the oldest slot
- * leaves the window}.
+ * leaves the window} (1 to 1000: a slot never holds writes back longer than the window).
  */
 const TAKE_SCRIPT = `
 local time = redis.call('TIME')
 local now = tonumber(time[1]) * 1000 + math.floor(tonumber(time[2]) / 1000)
 redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', now - 1000)
+-- Slots "from the future" (Redis' clock stepped back, a failover to a server whose clock lags) would
+-- otherwise never leave the window and hold every chat write for as long as the step was.
+redis.call('ZREMRANGEBYSCORE', KEYS[1], '(' .. now, '+inf')
 if redis.call('ZCARD', KEYS[1]) < tonumber(ARGV[1]) then
   local slot = redis.call('INCR', KEYS[2])
   redis.call('ZADD', KEYS[1], now, tostring(slot))
@@ -38,7 +41,7 @@ if redis.call('ZCARD', KEYS[1]) < tonumber(ARGV[1]) then
   return {1, 0}
 end
 local oldest = redis.call('ZRANGE', KEYS[1], 0, 0, 'WITHSCORES')
-return {0, tonumber(oldest[2]) + 1000 - now + 1}
+return {0, math.max(1, math.min(1000, tonumber(oldest[2]) + 1000 - now + 1))}
 `;
 
 declare module 'ioredis' {
@@ -59,6 +62,8 @@ export function createWriteLimiter({
   prefix: string;
   perSecond: number;
 }): WriteLimiter {
+  if (!Number.isInteger(perSecond) || perSecond < 1)
+    throw new Error(`chat writes per second must be a whole number from 1, not ${perSecond}`);
   redis.defineCommand('shipgateTakeWriteSlot', { numberOfKeys: 2, lua: TAKE_SCRIPT });
   const windowKey = `${prefix}:chat-writes:window`;
   const slotKey = `${prefix}:chat-writes:slot`;

@@ -61,4 +61,24 @@ describe('chat write limiter', () => {
     expect(taken.length).toBeGreaterThanOrEqual(10);
     for (const start of taken) expect(taken.filter((t) => t >= start && t < start + 990).length).toBeLessThanOrEqual(5);
   });
+
+  it('is not held by slots from the future: a clock that stepped back frees the window, and no hold is longer than a second', async () => {
+    const prefix = testPrefix('write-limiter-clock');
+    const limiter = createWriteLimiter({ redis, prefix, perSecond: 2 });
+    // What a clock an hour ahead (before a step back, or another server before a failover) left behind.
+    const later = (await redisNow()) + 3_600_000;
+    await redis.zadd(`${prefix}:chat-writes:window`, later, 'a', later, 'b');
+    expect(await limiter.take()).toEqual({ taken: true, retryInMs: 0 });
+    expect((await limiter.take()).taken).toBe(true);
+    const full = await limiter.take();
+    expect(full.taken).toBe(false);
+    expect(full.retryInMs).toBeGreaterThanOrEqual(1);
+    expect(full.retryInMs).toBeLessThanOrEqual(1000);
+  });
+
+  it('refuses a budget that could never let a write through', () => {
+    expect(() => createWriteLimiter({ redis, prefix: testPrefix('write-limiter-zero'), perSecond: 0 })).toThrow(
+      /from 1, not 0/,
+    );
+  });
 });

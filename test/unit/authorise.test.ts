@@ -277,6 +277,15 @@ describe('activeRunLimitReason', () => {
     );
   });
 
+  it('names the requester, not the asker, when someone else (an approver retrying) meets the requester’s limit, without listing their runs', () => {
+    const text = plainText(
+      activeRunLimitReason({ kind: 'per-user', limit: 1, activeRunIds: ['sg-00000001'], for: 'UALICE' }, '/ship'),
+    );
+    expect(text).toMatch(/^The requester \(.*UALICE.*\) already has 1 active run; the limit is 1 \(policy limits\.activeRunsPerUser\)\./);
+    expect(text).not.toContain('sg-00000001');
+    expect(text).not.toContain('You already');
+  });
+
   it('lists at most ten run ids and says how many more there are', () => {
     const activeRunIds = Array.from({ length: 12 }, (_, i) => `sg-${String(i).padStart(8, '0')}`);
     const text = plainText(activeRunLimitReason({ kind: 'per-user', limit: 2, activeRunIds }, '/ship'));

@@ -520,14 +520,14 @@ export function createDiscordChat(options: DiscordChatOptions): DiscordChat {
         parent = channel.parent_id;
       if (channel.guild_id !== undefined && parent !== null) guilds.set(parent, channel.guild_id);
     } catch (error) {
-      // No access, or gone: not a thread shipgate can act in, for good.
-      if (error instanceof DiscordAPIError && (error.status === 403 || error.status === 404)) {
-        log.info({ err: error, channel: channelId }, 'mention in an unreadable channel ignored');
+      // Gone: not a thread shipgate can act in, for good.
+      if (error instanceof DiscordAPIError && error.status === 404) {
+        log.info({ err: error, channel: channelId }, 'mention in an unknown channel ignored');
         rememberThread(channelId, null);
         return undefined;
       }
-      // Anything else (an outage, a 429 past the retries, a malformed answer) says nothing about the
-      // channel: not remembered, so the next mention there asks again instead of being ignored for good.
+      // Anything else (no access yet, an outage, a 429 past the retries, a malformed answer) may change:
+      // not remembered, so the next mention there asks again instead of being ignored until a restart.
       log.warn({ err: error, channel: channelId }, 'mention ignored: its channel could not be read');
       return undefined;
     }
