@@ -18,6 +18,8 @@ const METHOD_SCOPES: Record<string, string | null> = {
   'chat.postEphemeral': 'chat:write',
   'chat.getPermalink': null,
   'views.open': null,
+  // The bot's own id, so that only its own messages count when a post is looked for by its key.
+  'auth.test': null,
   // conversations.history and conversations.replies, in public and private channels.
   'conversations.history': 'channels:history groups:history',
   'files.uploadV2': 'files:write',
