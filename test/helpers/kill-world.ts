@@ -223,6 +223,35 @@ export const SECOND_APPROVER = 'UCAROL';
 export const CHANNEL = 'CSHOP';
 export const TASK = 'add a health module';
 
+/**
+ * The pipeline of the approval tests, as the policy says it and as the scripted controller runs it:
+ * dev (Kargo's to promote, or the bot's with `promote: bot`), then prod behind an approval by
+ * APPROVER or SECOND_APPROVER, promoted only ever by the bot's Promotion once approved.
+ */
+export function approvalPipeline(devPromotedBy: 'kargo' | 'bot'): { policy: string; stages: GitOpsStage[] } {
+  const bot = devPromotedBy === 'bot';
+  return {
+    policy: `
+repos:
+  acme/shop: { pipeline: shop, channels: [${CHANNEL}] }
+pipelines:
+  shop:
+    kargo: { project: shop, warehouse: shop }
+    stages:
+      - { name: dev, kargoStage: dev, argocdApps: [shop-dev]${bot ? ', promote: bot' : ''} }
+      - name: prod
+        kargoStage: prod
+        argocdApps: [shop-prod]
+        approval: { approvers: [${APPROVER}, ${SECOND_APPROVER}], minApprovals: 1, expiresAfter: 1h }
+budgets: { maxRunMinutes: 30 }
+`,
+    stages: [
+      { name: 'dev', apps: ['shop-dev'], ...(bot ? { autoPromote: false } : {}) },
+      { name: 'prod', apps: ['shop-prod'], autoPromote: false },
+    ],
+  };
+}
+
 export interface GateWorldOptions {
   /** The Redis prefix's name. */
   name: string;

@@ -3,6 +3,7 @@ import { eventually } from '../helpers/eventually.js';
 import {
   answersTo,
   APPROVER,
+  approvalPipeline,
   approvalPosts,
   approvalRequest,
   approveButtonOf,
@@ -30,21 +31,6 @@ import {
  * dev stage, the approval gate and the bot-promoted prod stage all run for real.
  */
 
-const POLICY = `
-repos:
-  acme/shop: { pipeline: shop, channels: [${CHANNEL}] }
-pipelines:
-  shop:
-    kargo: { project: shop, warehouse: shop }
-    stages:
-      - { name: dev, kargoStage: dev, argocdApps: [shop-dev] }
-      - name: prod
-        kargoStage: prod
-        argocdApps: [shop-prod]
-        approval: { approvers: [${APPROVER}, ${SECOND_APPROVER}], minApprovals: 1, expiresAfter: 1h }
-budgets: { maxRunMinutes: 30 }
-`;
-
 /** One world for the file's tests (each with a run, a Freight and a kill of its own): process start-up is most of the time. */
 const scope = processScope('file');
 /** While set, the API server holds its answers to Promotion creates until this settles (see the second test). */
@@ -54,12 +40,8 @@ let world: GateWorld;
 beforeAll(async () => {
   world = await createGateWorld(scope, {
     name: 'approval-restart',
-    policy: POLICY,
     // dev is Kargo's to promote; prod only ever by the bot's Promotion, after the approval.
-    stages: [
-      { name: 'dev', apps: ['shop-dev'] },
-      { name: 'prod', apps: ['shop-prod'], autoPromote: false },
-    ],
+    ...approvalPipeline('kargo'),
     beforeAnswer: (request) =>
       request.verb === 'create' && request.kind === 'Promotion' ? holdPromotionCreates : undefined,
     roles: 'split',

@@ -6,13 +6,12 @@ import {
   approvalPosts,
   approvalRequest,
   APPROVER,
-  CHANNEL,
+  approvalPipeline,
   click,
   createGateWorld,
   expectPromotedOnce,
   processScope,
   runPromotions,
-  SECOND_APPROVER,
   seedMergedRun,
   sigterm,
   waitDone,
@@ -34,20 +33,6 @@ import {
  * stage run for real.
  */
 
-const POLICY = `
-repos:
-  acme/shop: { pipeline: shop, channels: [${CHANNEL}] }
-pipelines:
-  shop:
-    kargo: { project: shop, warehouse: shop }
-    stages:
-      - { name: dev, kargoStage: dev, argocdApps: [shop-dev], promote: bot }
-      - name: prod
-        kargoStage: prod
-        argocdApps: [shop-prod]
-        approval: { approvers: [${APPROVER}, ${SECOND_APPROVER}], minApprovals: 1, expiresAfter: 1h }
-budgets: { maxRunMinutes: 30 }
-`;
 /** How long a stop may take, from the signal to the exit (issue 14). */
 const STOP_MS = 5_000;
 
@@ -57,12 +42,8 @@ let world: GateWorld;
 beforeAll(async () => {
   world = await createGateWorld(scope, {
     name: 'deploy-stop',
-    policy: POLICY,
     // Both stages are the bot's to promote; slow enough that a Promotion is still running at the signal.
-    stages: [
-      { name: 'dev', apps: ['shop-dev'], autoPromote: false },
-      { name: 'prod', apps: ['shop-prod'], autoPromote: false },
-    ],
+    ...approvalPipeline('bot'),
     stepDelayMs: 400,
     roles: 'split',
   });
