@@ -17,7 +17,7 @@ import type { AnthropicServer } from './anthropic-server.js';
 import { TEST_AUDIT_KEY_BYTES } from './audit-key.js';
 import { SIGNING_SECRET, testEnv } from './bot.js';
 import { eventually } from './eventually.js';
-import { createShopGitOps, type GitOpsController, type GitOpsStage } from './gitops-controller.js';
+import { createShopGitOps, type GitOpsController, type GitOpsStage, type StageScript } from './gitops-controller.js';
 import { freePort } from './global-redis.js';
 import { testPrefix } from './ids.js';
 import {
@@ -259,10 +259,14 @@ export interface GateWorldOptions {
   policy: string;
   /** The scripted Kargo/Argo CD stages. */
   stages: GitOpsStage[];
+  /** What a stage's Promotions and apps do (default: they succeed, healthy). */
+  scripts?: Record<string, StageScript>;
   /** Between two controller writes (default the controller's). */
   stepDelayMs?: number;
-  /** The API server's hook before it answers a request (to hold one). */
-  beforeAnswer?: KubernetesServerOptions['beforeAnswer'];
+  /** The local API server's options (TLS and the built-in kinds for a diagnosis, a hook that holds an answer). */
+  kubernetes?: KubernetesServerOptions;
+  /** More environment for every process (a model, a forge). */
+  env?: Record<string, string>;
   /** `split`: a web process takes the clicks and a worker runs the gates (production's shape); `one`: one process does both. */
   roles: 'split' | 'one';
 }
@@ -273,6 +277,8 @@ export interface GateWorld {
   slack: SlackServer;
   k8s: KubernetesServer;
   gitops: GitOpsController;
+  /** The Redis key prefix of the processes and the stores. */
+  prefix: string;
   policy: Policy;
   store: RunStore;
   approvals: ApprovalStore;
@@ -295,9 +301,7 @@ export interface GateWorld {
  */
 export async function createGateWorld(scope: ProcessScope, options: GateWorldOptions): Promise<GateWorld> {
   const slack = await startSlackServer({ token: 'xoxb-test-token-not-real' });
-  const k8s = await startKubernetesServer(
-    options.beforeAnswer === undefined ? {} : { beforeAnswer: options.beforeAnswer },
-  );
+  const k8s = await startKubernetesServer(options.kubernetes ?? {});
   // Registered first, so it runs last: after the processes are gone and the fakes are closed.
   scope.defer(() => expect([...k8s.unexpected, ...slack.unexpected]).toEqual([]));
   scope.defer(() => slack.close());
@@ -305,6 +309,7 @@ export async function createGateWorld(scope: ProcessScope, options: GateWorldOpt
   const dir = scope.tempDir(options.name);
   const gitops = createShopGitOps(k8s, {
     stages: options.stages,
+    ...(options.scripts === undefined ? {} : { scripts: options.scripts }),
     ...(options.stepDelayMs === undefined ? {} : { stepDelayMs: options.stepDelayMs }),
   });
   scope.defer(() => gitops.stop());
@@ -322,7 +327,11 @@ export async function createGateWorld(scope: ProcessScope, options: GateWorldOpt
 
   const [webPort, workerPort] = [await freePort(), await freePort()];
   // At info, so that a failure's message can quote what the worker did.
-  const common = testEnv(slack, prefix, { SHIPGATE_CONFIG: scope.policyFile(options.policy), LOG_LEVEL: 'info' });
+  const common = testEnv(slack, prefix, {
+    SHIPGATE_CONFIG: scope.policyFile(options.policy),
+    LOG_LEVEL: 'info',
+    ...options.env,
+  });
   const kubeconfig = k8s.writeKubeconfig(dir);
   const split = options.roles === 'split';
   const envs: Record<GateRole, Record<string, string>> = {
@@ -344,6 +353,7 @@ export async function createGateWorld(scope: ProcessScope, options: GateWorldOpt
     slack,
     k8s,
     gitops,
+    prefix,
     policy: parsePolicy(options.policy, 'policy'),
     store: createRunStore({ redis, prefix, clock }),
     approvals: createApprovalStore({ redis, prefix }),

@@ -42,8 +42,10 @@ beforeAll(async () => {
     name: 'approval-restart',
     // dev is Kargo's to promote; prod only ever by the bot's Promotion, after the approval.
     ...approvalPipeline('kargo'),
-    beforeAnswer: (request) =>
-      request.verb === 'create' && request.kind === 'Promotion' ? holdPromotionCreates : undefined,
+    kubernetes: {
+      beforeAnswer: (request) =>
+        request.verb === 'create' && request.kind === 'Promotion' ? holdPromotionCreates : undefined,
+    },
     roles: 'split',
   });
   await world.start();
