@@ -1,20 +1,20 @@
 import { execFileSync } from 'node:child_process';
-import { chmodSync, mkdtempSync, rmSync } from 'node:fs';
-import { tmpdir } from 'node:os';
+import { chmodSync } from 'node:fs';
 import { dirname, join } from 'node:path';
-import { Redis } from 'ioredis';
-import { afterEach, describe, expect, inject, it } from 'vitest';
+import { describe, expect, it } from 'vitest';
 import { isTerminal } from '../../src/domain/run.js';
-import { createRunStore } from '../../src/store/run-store.js';
-import {
-  startAnthropicServer,
-  toolResultsOf,
-  type AnthropicServer,
-  type ModelRequest,
-} from '../helpers/anthropic-server.js';
+import { startAnthropicServer, toolResultsOf, type ModelRequest } from '../helpers/anthropic-server.js';
 import { eventually } from '../helpers/eventually.js';
-import { testPrefix } from '../helpers/ids.js';
-import { killAll, removePolicyFile, spawnShipgate, writePolicyFile, type ShipgateProcess } from '../helpers/process.js';
+import {
+  addHealthz,
+  editorTurn,
+  localWorld,
+  modelAsked,
+  processScope,
+  saysDone,
+  shipFromConsole,
+  sigkill,
+} from '../helpers/kill-world.js';
 
 /**
  * Issue 14: SIGKILL mid-conversation. The scripted model holds its answer to the agent's second
@@ -25,34 +25,10 @@ import { killAll, removePolicyFile, spawnShipgate, writePolicyFile, type Shipgat
  * mode (the local forge, the real sandbox), real Redis.
  */
 
-const DEMO_POLICY =
-  'repos:\n  demo/shop:\n    path: ./repos/shop.git\n    sample: true\n    checks: { test: node --test }\n    ci: { test: node --test }\n';
-const processes: ShipgateProcess[] = [];
-const policies: string[] = [];
-const folders: string[] = [];
-let model: AnthropicServer | undefined;
-let redis: Redis | undefined;
+const scope = processScope();
 
-afterEach(async () => {
-  await killAll(processes.splice(0));
-  for (const path of policies.splice(0)) removePolicyFile(path);
-  for (const dir of folders.splice(0)) rmSync(dir, { recursive: true, force: true });
-  await model?.close();
-  model = undefined;
-  redis?.disconnect();
-});
-
-const editor = (id: string, input: Record<string, string>) => ({
-  content: [{ type: 'tool_use' as const, id, name: 'str_replace_based_edit_tool', input }],
-});
-const addHealthz = editor('t1', {
-  command: 'str_replace',
-  path: '/repo/src/app.js',
-  old_str: "  '/products':",
-  new_str: "  '/healthz': () => ({ status: 200, body: { ok: true } }),\n  '/products':",
-});
 // Applies only on top of the first edit: on a tree without it, it fails.
-const addReady = editor('t2', {
+const addReady = editorTurn('t2', {
   command: 'str_replace',
   path: '/repo/src/app.js',
   old_str: "  '/healthz': () => ({ status: 200, body: { ok: true } }),\n",
@@ -66,51 +42,36 @@ function messagesOf(request: ModelRequest | undefined): string {
 
 describe('SIGKILL mid-conversation', { timeout: 240_000 }, () => {
   it('the next process continues the conversation: no earlier turn resent, both edits in the pull request', async () => {
-    model = await startAnthropicServer({ apiKey: 'sk-ant-scripted' });
+    const model = await startAnthropicServer({ apiKey: 'sk-ant-scripted' });
+    scope.defer(() => model.close());
     const server = model;
     // The second answer is held for minutes: the kill lands while the bot waits for it.
-    model.script(addHealthz, { ...addReady, delayMs: 600_000 }, addReady, {
-      content: [{ type: 'text', text: 'Added GET /healthz and GET /ready.' }],
-    });
-    const policy = writePolicyFile(DEMO_POLICY);
-    policies.push(policy);
-    const prefix = testPrefix('conversation-kill');
-    const env = (machine: string) => ({
-      REDIS_URL: inject('redisUrl'),
-      PORT: '0',
-      SHIPGATE_CONFIG: policy,
-      SHIPGATE_REDIS_PREFIX: prefix,
-      ANTHROPIC_BASE_URL: server.baseUrl,
-      ANTHROPIC_API_KEY: 'sk-ant-scripted',
-      // Each process its own temp dir, so its own work root: the second never sees the first's workspace.
-      TMPDIR: machine,
-    });
-    const machine = () => {
-      const dir = mkdtempSync(join(tmpdir(), 'shipgate-machine-'));
-      folders.push(dir);
+    model.script(
+      addHealthz,
+      { ...addReady, delayMs: 600_000 },
+      addReady,
+      saysDone('Added GET /healthz and GET /ready.'),
+    );
+    const { env, policy, prefix, redis, store } = localWorld(scope, 'conversation-kill', model);
+    // Each process its own temp dir, so its own work root: the second never sees the first's workspace.
+    const onMachine = () => {
+      const dir = scope.tempDir('machine');
       // As /tmp is: the sandbox's files under it are read by the sandboxed user too.
       chmodSync(dir, 0o755);
-      return dir;
+      return { ...env, TMPDIR: dir };
     };
 
-    const first = spawnShipgate(env(machine()));
-    processes.push(first);
-    await first.waitForOutput(/console chat — you are ULOCAL/, 60_000);
-    first.child.stdin.write('/ship demo/shop add a /healthz endpoint\n');
-    const runId = (await first.waitForOutput(/Queued run (sg-[a-z0-9]{8})/, 30_000))[1] ?? '';
-    await eventually(async () => (server.requests.length >= 2 ? true : undefined), 'the held second request', 90_000);
-    redis = new Redis(inject('redisUrl'));
+    const first = scope.spawn(onMachine());
+    const runId = await shipFromConsole(first);
+    await modelAsked(model, 2, 'the held second request', 90_000);
     // The first turn was stored before the second request went out.
     expect(await redis.exists(`${prefix}:agent-conversation:${runId}:agent`)).toBe(1);
 
-    first.child.kill('SIGKILL');
-    await first.exited;
+    await sigkill(first);
     const beforeKill = server.requests.length;
     expect(beforeKill).toBe(2);
 
-    const second = spawnShipgate(env(machine()));
-    processes.push(second);
-    const store = createRunStore({ redis, prefix, clock: () => new Date() });
+    scope.spawn(onMachine());
     // Until the pull request is open, or the run went wrong in a way the assertions below explain.
     await eventually(
       async () => {

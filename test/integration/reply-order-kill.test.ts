@@ -1,25 +1,13 @@
 import { createServer, type IncomingMessage, type Server } from 'node:http';
-import { Redis } from 'ioredis';
-import { afterEach, describe, expect, inject, it } from 'vitest';
+import { describe, expect, it } from 'vitest';
 import { createRunStore } from '../../src/store/run-store.js';
-import {
-  startAnthropicServer,
-  toolResultsOf,
-  type AnthropicServer,
-  type ModelRequest,
-} from '../helpers/anthropic-server.js';
+import { startAnthropicServer, toolResultsOf, type ModelRequest } from '../helpers/anthropic-server.js';
 import { SIGNING_SECRET, testEnv } from '../helpers/bot.js';
 import { eventually } from '../helpers/eventually.js';
 import { freePort } from '../helpers/global-redis.js';
 import { testPrefix } from '../helpers/ids.js';
-import {
-  killAll,
-  removePolicyFile,
-  spawnShipgate,
-  waitForHealthy,
-  writePolicyFile,
-  type ShipgateProcess,
-} from '../helpers/process.js';
+import { addHealthz, DEMO_POLICY, healthy, processScope, runEnded, saysDone } from '../helpers/kill-world.js';
+import type { ShipgateProcess } from '../helpers/process.js';
 import { sendSlashCommand } from '../helpers/slack-requests.js';
 import { startSlackServer, type SlackMessage, type SlackServer } from '../helpers/slack-server.js';
 
@@ -36,42 +24,11 @@ import { startSlackServer, type SlackMessage, type SlackServer } from '../helper
  */
 
 const CHANNEL = 'CSHOP';
-const POLICY = `
-repos:
-  demo/shop:
-    path: ./repos/shop.git
-    sample: true
-    checks: { test: node --test }
-    ci: { test: node --test }
-`;
-
-const processes: ShipgateProcess[] = [];
-const cleanups: (() => Promise<void> | void)[] = [];
-
-afterEach(async () => {
-  await killAll(processes.splice(0));
-  for (const cleanup of cleanups.splice(0).reverse()) await cleanup();
-});
-
-const edit = {
-  content: [
-    {
-      type: 'tool_use' as const,
-      id: 't1',
-      name: 'str_replace_based_edit_tool',
-      input: {
-        command: 'str_replace',
-        path: '/repo/src/app.js',
-        old_str: "  '/products':",
-        new_str: "  '/healthz': () => ({ status: 200, body: { ok: true } }),\n  '/products':",
-      },
-    },
-  ],
-};
+const scope = processScope();
 
 /** Edit first, then say done: whichever process asks, and however often the kill made it ask again. */
 const agentTurn = (request: ModelRequest) =>
-  toolResultsOf(request).length === 0 ? edit : { content: [{ type: 'text' as const, text: 'Added GET /healthz.' }] };
+  toolResultsOf(request).length === 0 ? addHealthz : saysDone('Added GET /healthz.');
 
 async function bodyOf(request: IncomingMessage): Promise<Buffer> {
   const chunks: Buffer[] = [];
@@ -141,13 +98,6 @@ async function startKillingProxy(
   };
 }
 
-/** Waits for /healthz; on failure says what the process printed. */
-async function healthy(process: ShipgateProcess, port: number): Promise<void> {
-  await waitForHealthy(port, 60_000).catch((error: unknown) => {
-    throw new Error(`${String(error)}\n--- stdout ---\n${process.stdout()}\n--- stderr ---\n${process.stderr()}`);
-  });
-}
-
 const replyKey = (message: SlackMessage): string => {
   const key = message.metadata?.event_payload['key'];
   return typeof key === 'string' ? key : '';
@@ -156,18 +106,16 @@ const replyKey = (message: SlackMessage): string => {
 describe('SIGKILL right after the root post', { timeout: 240_000 }, () => {
   it("the thread still gets each gate's reply once, in gate order, under the one root card", async () => {
     const slack = await startSlackServer({ token: 'xoxb-test-token-not-real' });
-    cleanups.push(() => slack.close());
-    const model: AnthropicServer = await startAnthropicServer({ apiKey: 'sk-ant-scripted' });
-    cleanups.push(() => model.close());
+    scope.defer(() => slack.close());
+    const model = await startAnthropicServer({ apiKey: 'sk-ant-scripted' });
+    scope.defer(() => model.close());
     model.script(...Array.from({ length: 8 }, () => agentTurn));
     const workers = new Map<string, ShipgateProcess>();
     const proxy = await startKillingProxy(slack, (who) => workers.get(who)?.child.kill('SIGKILL'));
-    cleanups.push(() => proxy.close());
-    const policy = writePolicyFile(POLICY);
-    cleanups.push(() => removePolicyFile(policy));
+    scope.defer(() => proxy.close());
+    const policy = scope.policyFile(DEMO_POLICY);
     const prefix = testPrefix('reply-order-kill');
-    const redis = new Redis(inject('redisUrl'));
-    cleanups.push(() => redis.disconnect());
+    const redis = scope.redis();
     const store = createRunStore({ redis, prefix, clock: () => new Date() });
 
     const common = testEnv(slack, prefix, {
@@ -178,24 +126,22 @@ describe('SIGKILL right after the root post', { timeout: 240_000 }, () => {
     });
     const startWorker = async (who: string): Promise<void> => {
       const port = await freePort();
-      const p = spawnShipgate({
+      const p = scope.spawn({
         ...common,
         SHIPGATE_ROLE: 'worker',
         PORT: String(port),
         SLACK_API_URL: proxy.apiUrl(who),
       });
-      processes.push(p);
       workers.set(who, p);
       await healthy(p, port);
     };
     const webPort = await freePort();
-    const web = spawnShipgate({
+    const web = scope.spawn({
       ...common,
       SHIPGATE_ROLE: 'web',
       PORT: String(webPort),
       SLACK_API_URL: proxy.apiUrl('web'),
     });
-    processes.push(web);
     // One worker after the other: the first seeds the sample repository, the second finds it.
     await startWorker('worker1');
     await Promise.all([startWorker('worker2'), healthy(web, webPort)]);
@@ -211,14 +157,7 @@ describe('SIGKILL right after the root post', { timeout: 240_000 }, () => {
     await workers.get(killedWho)?.exited;
     const survivor = workers.get(killedWho === 'worker1' ? 'worker2' : 'worker1');
 
-    const ended = await eventually(
-      async () => {
-        const run = await store.get(runId);
-        return run?.state === 'done' || run?.state === 'failed' ? run : undefined;
-      },
-      'the run ended on the surviving worker',
-      180_000,
-    );
+    const ended = await runEnded(store, runId, 'the run ended on the surviving worker', 180_000);
     expect(ended.state, JSON.stringify(ended)).toBe('done');
     const roots = slack.messages(CHANNEL).filter((m) => m.thread_ts === undefined || m.thread_ts === m.ts);
     expect(roots).toHaveLength(1);
