@@ -125,6 +125,22 @@ export async function discordShip(
   return { answer: await discordAnswer(bot, token), ackMs: result.elapsedMs };
 }
 
+/** The fake GitHub serving acme/shop from the bare repository `bare`: a PR's head is whatever the repository's branch really points at. */
+export async function startShopGitHub(bare: string): Promise<GitHubServer> {
+  const github = await startGitHubServer({
+    token: GITHUB_TOKEN,
+    resolveHeadSha: (_repo, branch) => {
+      try {
+        return gitIn(bare, 'rev-parse', `refs/heads/${branch}`);
+      } catch {
+        return undefined;
+      }
+    },
+  });
+  github.setRepository('acme/shop', { cloneUrl: `file://${bare}`, defaultBranch: 'main' });
+  return github;
+}
+
 export async function startWorld(options: {
   name: string;
   policy: string;
@@ -138,18 +154,7 @@ export async function startWorld(options: {
 }): Promise<World> {
   const bare = seedRepository(options.files);
   const model = await startAnthropicServer({ apiKey: ANTHROPIC_KEY });
-  const github = await startGitHubServer({
-    token: GITHUB_TOKEN,
-    // A PR's head is whatever the bare repository's branch really points at.
-    resolveHeadSha: (_repo, branch) => {
-      try {
-        return gitIn(bare, 'rev-parse', `refs/heads/${branch}`);
-      } catch {
-        return undefined;
-      }
-    },
-  });
-  github.setRepository('acme/shop', { cloneUrl: `file://${bare}`, defaultBranch: 'main' });
+  const github = await startShopGitHub(bare);
   const workRoot = tempFolder('shipgate-work-');
   const bot = await startTestBot({
     name: options.name,

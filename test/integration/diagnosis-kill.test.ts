@@ -1,7 +1,6 @@
 import { describe, expect, it } from 'vitest';
 import { startAnthropicServer, type ModelRequest } from '../helpers/anthropic-server.js';
 import { eventually } from '../helpers/eventually.js';
-import { startGitHubServer } from '../helpers/github-server.js';
 import {
   createGateWorld,
   eventsOf,
@@ -11,7 +10,7 @@ import {
   seedMergedRun,
   sigkill,
 } from '../helpers/kill-world.js';
-import { GITHUB_TOKEN, gitIn, removeRepository, seedRepository, WEBHOOK_SECRET } from '../helpers/world.js';
+import { GITHUB_TOKEN, removeRepository, seedRepository, startShopGitHub, WEBHOOK_SECRET } from '../helpers/world.js';
 
 /**
  * Issue 14: SIGKILL mid-diagnosis. A red deploy (dev's app Degraded) sends the run back to the
@@ -67,20 +66,9 @@ describe('SIGKILL mid-diagnosis', { timeout: 300_000 }, () => {
     });
     const bare = seedRepository({ 'src/server.js': 'module.exports = {};\n' });
     scope.defer(() => removeRepository(bare));
-    const github = await startGitHubServer({
-      token: GITHUB_TOKEN,
-      // A PR's head is whatever the bare repository's branch really points at.
-      resolveHeadSha: (_repo, branch) => {
-        try {
-          return gitIn(bare, 'rev-parse', `refs/heads/${branch}`);
-        } catch {
-          return undefined;
-        }
-      },
-    });
+    const github = await startShopGitHub(bare);
     scope.defer(() => expect(github.unexpected).toEqual([]));
     scope.defer(() => github.close());
-    github.setRepository('acme/shop', { cloneUrl: `file://${bare}`, defaultBranch: 'main' });
 
     const world = await createGateWorld(scope, {
       name: 'diagnosis-kill',
