@@ -1,6 +1,7 @@
 import { lstat, realpath } from 'node:fs/promises';
 import { realpathSync } from 'node:fs';
 import { basename, dirname, join, posix, relative, sep } from 'node:path';
+import { isDotGitName } from '../git/dot-git-name.js';
 import type { ProtectedPaths } from './protected-paths.js';
 
 /** Where the model sees the repository (SPEC §4): stable across runs, so prompts cache and never leak worker paths. */
@@ -37,9 +38,10 @@ export interface RepoFiles {
 
 function isGitInternal(relativePath: string): boolean {
   // Any `.git` component, not just the top one: submodules and worktrees have their own, and
-  // hooks in any of them run on the bot's git commands. Case-insensitive because on a
-  // case-insensitive filesystem `.GIT/hooks` is the same directory.
-  return relativePath.split('/').some((segment) => segment.toLowerCase() === '.git');
+  // hooks in any of them run on the bot's git commands. Every spelling a filesystem may take for
+  // `.git` (`.GIT`, `.git.`, `git~1`, ...): on such a filesystem it is the same directory, and git
+  // refuses to add such a path, so a file written there would break every later commit of the tree.
+  return relativePath.split('/').some(isDotGitName);
 }
 
 function errorCode(error: unknown): string | undefined {

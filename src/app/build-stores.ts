@@ -95,7 +95,7 @@ export function buildStores({
     claims: createClaims({ redis, prefix }),
     approvals: createApprovalStore({ redis, prefix }),
     localForge: createLocalForgeStore({ redis, prefix }),
-    conversations: createAgentConversationStore({ redis, prefix }),
+    conversations: createAgentConversationStore({ redis, prefix, auditKey }),
     promotionQueue: createPromotionQueue({
       redis,
       prefix,

@@ -47,6 +47,11 @@ const SAFE_CONFIG = [
   'push.gpgSign=false',
 ];
 
+/**
+ * Most bytes of output taken from one command. Past it the command is stopped and fails: every
+ * caller parses the output (file lists, trees, diffs), and a list cut short would silently leave
+ * out the paths past the cut.
+ */
 const STDOUT_CAP = 64 * 1024 * 1024;
 const STDERR_TAIL = 8 * 1024;
 
@@ -114,8 +119,16 @@ export interface GitRunner {
 /** Where git and the few tools it runs are found when the composition root names no PATH. */
 const DEFAULT_PATH = '/usr/local/bin:/usr/bin:/bin';
 
-export function createGitRunner(options: { log?: Logger | undefined; gitPath: string; timeoutMs: number; path?: string | undefined }): GitRunner {
+export function createGitRunner(options: {
+  log?: Logger | undefined;
+  gitPath: string;
+  timeoutMs: number;
+  path?: string | undefined;
+  /** Only for tests: a smaller output cap than STDOUT_CAP. */
+  stdoutCapBytes?: number | undefined;
+}): GitRunner {
   const { log, gitPath, timeoutMs } = options;
+  const stdoutCap = options.stdoutCapBytes ?? STDOUT_CAP;
   const path = options.path ?? DEFAULT_PATH;
   let home: Promise<string> | undefined;
   const getHome = () => (home ??= mkdtemp(join(tmpdir(), 'shipgate-git-home-')));
@@ -149,7 +162,7 @@ export function createGitRunner(options: { log?: Logger | undefined; gitPath: st
     const shown = ['git', ...args.map((a) => scrubGitText(a, secrets))];
     const started = Date.now();
 
-    const result = await new Promise<RunResult & { timedOut: boolean }>((resolveRun, reject) => {
+    const result = await new Promise<RunResult & { timedOut: boolean; overflowed: boolean }>((resolveRun, reject) => {
       const child = spawn(gitPath, fullArgs, {
         cwd: opts.cwd ?? opts.workspace ?? tmpdir(),
         env,
@@ -159,13 +172,22 @@ export function createGitRunner(options: { log?: Logger | undefined; gitPath: st
       let outLength = 0;
       let err = '';
       let timedOut = false;
+      let overflowed = false;
       const timer = setTimeout(() => {
         timedOut = true;
         child.kill('SIGKILL');
       }, timeoutMs);
       child.stdout.on('data', (chunk: Buffer) => {
+        if (overflowed) return;
         outLength += chunk.length;
-        if (outLength <= STDOUT_CAP) out.push(chunk);
+        if (outLength <= stdoutCap) {
+          out.push(chunk);
+          return;
+        }
+        // Nothing past the cap is of use: stop the command now instead of reading the rest.
+        overflowed = true;
+        out.length = 0;
+        child.kill('SIGKILL');
       });
       child.stderr.setEncoding('utf8');
       child.stderr.on('data', (chunk: string) => {
@@ -177,7 +199,7 @@ export function createGitRunner(options: { log?: Logger | undefined; gitPath: st
       });
       child.on('close', (code) => {
         clearTimeout(timer);
-        resolveRun({ stdout: Buffer.concat(out).toString('utf8'), stderr: err, code: code ?? -1, timedOut });
+        resolveRun({ stdout: Buffer.concat(out).toString('utf8'), stderr: err, code: code ?? -1, timedOut, overflowed });
       });
       // stdin is always a pipe that is closed at once, so nothing can ever wait for a prompt answer.
       child.stdin.on('error', () => undefined);
@@ -200,6 +222,14 @@ export function createGitRunner(options: { log?: Logger | undefined; gitPath: st
         null,
         stderr,
         'timeout',
+      );
+    }
+    if (result.overflowed) {
+      throw new GitError(
+        `${shown.slice(0, 2).join(' ')} printed more than ${stdoutCap} bytes: its output is not used cut short`,
+        shown,
+        null,
+        stderr,
       );
     }
     if (result.code !== 0 && !(opts.okCodes ?? []).includes(result.code)) {

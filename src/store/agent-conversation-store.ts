@@ -1,3 +1,4 @@
+import { createHmac, timingSafeEqual } from 'node:crypto';
 import type Anthropic from '@anthropic-ai/sdk';
 import { z } from 'zod';
 import type { Usage } from '../domain/run.js';
@@ -10,10 +11,14 @@ import type { Redis } from '../redis.js';
  * and a fix forward's diagnosis — written after each turn (model answer plus tool results), removed
  * when the iteration ends, and expiring on its own as a backstop.
  *
- * What comes back from Redis is untrusted: it is parsed with zod, the tool_use/tool_result pairing
- * is checked (a conversation the API would refuse is not resumed), and a record of another
- * iteration, fix or base commit is never returned. The paths of the file snapshot are checked by
- * whoever writes them back (the same rules as the editor tool, and the tree must take each as a plain
+ * What comes back from Redis is untrusted. Every record is sealed with an HMAC-SHA256 over its exact
+ * stored text, the run id and the phase, keyed by a key derived from the audit key (SPEC §7: a secret
+ * Redis never holds); a record without the right seal — altered, written by someone who can only
+ * write Redis, or copied from another run — is `invalid` and never resumed (its bytes would otherwise
+ * be committed and pushed as the agent's work). Then it is parsed with zod, the tool_use/tool_result
+ * pairing is checked (a conversation the API would refuse is not resumed), and a record of another
+ * iteration, fix or base commit is never returned. The file snapshot is checked by whoever writes it
+ * back (the editor tool's rules for paths and contents, and the tree must take each path as a plain
  * file), and the figures (spend, round, follow-ups, a diagnosis' start) never lower what the run
  * record knows (workers/gates/agent/conversation-checkpoint.ts).
  */
@@ -214,24 +219,83 @@ export function parseStoredConversation(raw: string | null, key: ConversationKey
   return { kind: 'found', conversation: stored };
 }
 
+// --- the seal ------------------------------------------------------------------------------
+
+/**
+ * The label the sealing key is derived with: the audit key itself is never used for a second purpose,
+ * so no checkpoint MAC can ever pass as an audit hash or the other way round.
+ */
+const SEAL_KEY_LABEL = 'shipgate conversation checkpoint v1';
+/** What a sealed value starts with: the version, then the MAC in hex, then the record's JSON text. */
+const SEAL_PREFIX = 'v1.';
+const MAC_HEX_LENGTH = 64;
+
+/** Seals a record's stored text and opens sealed values, for one run at a time. */
+export interface ConversationSeal {
+  /** The value to store for `runId`: the record's JSON text with its MAC in front. */
+  seal(runId: string, conversation: StoredConversation): string;
+  /** A stored value (untrusted) read back: `invalid` unless its MAC is right for this run and phase. */
+  open(runId: string, key: ConversationKey, raw: string | null): LoadedConversation;
+}
+
+export function createConversationSeal(auditKey: Uint8Array): ConversationSeal {
+  const sealKey = createHmac('sha256', auditKey).update(SEAL_KEY_LABEL).digest();
+  // The run id and the phase are bound in, so a record moved to another run's (or phase's) key fails;
+  // JSON of the three strings keeps their boundaries unambiguous.
+  const mac = (runId: string, phase: ConversationKey['phase'], text: string) =>
+    createHmac('sha256', sealKey)
+      .update(JSON.stringify([runId, phase, text]))
+      .digest();
+  return {
+    seal(runId, conversation) {
+      const text = JSON.stringify(conversation);
+      return `${SEAL_PREFIX}${mac(runId, conversation.phase, text).toString('hex')}.${text}`;
+    },
+    open(runId, key, raw) {
+      if (raw === null) return { kind: 'none' };
+      const hex = raw.slice(SEAL_PREFIX.length, SEAL_PREFIX.length + MAC_HEX_LENGTH);
+      if (
+        !raw.startsWith(SEAL_PREFIX) ||
+        !/^[0-9a-f]{64}$/.test(hex) ||
+        raw[SEAL_PREFIX.length + MAC_HEX_LENGTH] !== '.'
+      ) {
+        return { kind: 'invalid', reason: 'the record is not sealed' };
+      }
+      const text = raw.slice(SEAL_PREFIX.length + MAC_HEX_LENGTH + 1);
+      // Constant time: how much of a forged MAC matched must not show in how long the check took.
+      if (!timingSafeEqual(Buffer.from(hex, 'hex'), mac(runId, key.phase, text))) {
+        return {
+          kind: 'invalid',
+          reason: 'the seal does not match (altered, or not written by this bot for this run)',
+        };
+      }
+      return parseStoredConversation(text, key);
+    },
+  };
+}
+
 export function createAgentConversationStore({
   redis,
   prefix,
+  auditKey,
   ttlSeconds = CONVERSATION_TTL_SECONDS,
 }: {
   redis: Redis;
   prefix: string;
+  /** SHIPGATE_AUDIT_KEY (resolved): the records are sealed with a key derived from it. */
+  auditKey: Uint8Array;
   ttlSeconds?: number;
 }): AgentConversations {
+  const sealing = createConversationSeal(auditKey);
   // One key per run and phase: a new iteration's first turn replaces the last one's record.
   const redisKey = (runId: string, phase: ConversationKey['phase']) => `${prefix}:agent-conversation:${runId}:${phase}`;
   return {
     async save(runId, conversation) {
       // One SET: a reader sees the previous turn's record or this one, never half of each.
-      await redis.set(redisKey(runId, conversation.phase), JSON.stringify(conversation), 'EX', ttlSeconds);
+      await redis.set(redisKey(runId, conversation.phase), sealing.seal(runId, conversation), 'EX', ttlSeconds);
     },
     async load(runId, key) {
-      return parseStoredConversation(await redis.get(redisKey(runId, key.phase)), key);
+      return sealing.open(runId, key, await redis.get(redisKey(runId, key.phase)));
     },
     async clear(runId, phase) {
       await redis.del(...(phase === undefined ? PHASES : [phase]).map((p) => redisKey(runId, p)));

@@ -1,10 +1,11 @@
 import {
-  parseStoredConversation,
+  createConversationSeal,
   type AgentConversations,
   type ConversationKey,
   type StoredConversation,
   type TreeEntry,
 } from '../../src/store/agent-conversation-store.js';
+import { TEST_AUDIT_KEY_BYTES } from './audit-key.js';
 
 type StoredAgentRecord = Extract<StoredConversation, { phase: 'agent' }>;
 
@@ -43,14 +44,15 @@ export function storedAgentRecord(head: string, tree: TreeEntry[], extra: Partia
 
 /**
  * The agent conversation store in memory, for step-level tests. It keeps what Redis would: the
- * record as JSON text, parsed with the Redis store's own parser on every read, so a test can put
- * hostile text in `raw` and see it treated as untrusted. The contract both share is
- * test/integration/agent-conversation-store.test.ts.
+ * record as sealed JSON text (the Redis store's own seal, keyed by the test audit key), opened and
+ * parsed with the Redis store's own code on every read, so a test can put hostile text in `raw` and
+ * see it treated as untrusted. The contract both share is test/integration/agent-conversation-store.test.ts.
  */
-export function createMemoryAgentConversations(): AgentConversations & {
+export function createMemoryAgentConversations(auditKey: Uint8Array = TEST_AUDIT_KEY_BYTES): AgentConversations & {
   raw: Map<string, string>;
   saves: number;
 } {
+  const sealing = createConversationSeal(auditKey);
   const raw = new Map<string, string>();
   const key = (runId: string, phase: ConversationKey['phase']) => `${runId}:${phase}`;
   const store = {
@@ -58,10 +60,10 @@ export function createMemoryAgentConversations(): AgentConversations & {
     saves: 0,
     async save(runId: string, conversation: Parameters<AgentConversations['save']>[1]) {
       store.saves += 1;
-      raw.set(key(runId, conversation.phase), JSON.stringify(conversation));
+      raw.set(key(runId, conversation.phase), sealing.seal(runId, conversation));
     },
     async load(runId: string, wanted: ConversationKey) {
-      return parseStoredConversation(raw.get(key(runId, wanted.phase)) ?? null, wanted);
+      return sealing.open(runId, wanted, raw.get(key(runId, wanted.phase)) ?? null);
     },
     async clear(runId: string, phase?: ConversationKey['phase']) {
       for (const p of phase === undefined ? (['agent', 'diagnosis'] as const) : [phase]) raw.delete(key(runId, p));

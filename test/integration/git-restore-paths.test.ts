@@ -15,6 +15,9 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterEach, describe, expect, it } from 'vitest';
 import { branchName, createGit } from '../../src/git/git.js';
+import { createInspection } from '../../src/git/inspection.js';
+import { createPathRestorer } from '../../src/git/restore-paths.js';
+import { createGitRunner } from '../../src/git/run-git.js';
 import { gitIn } from '../helpers/world.js';
 
 /**
@@ -105,6 +108,68 @@ describe('restorePaths', () => {
     for (const path of ['../x', '/abs', 'a//b', '.git/config', 'src/./x', 'a\0b']) {
       await expect(git.restorePaths(dir, head, [path]), path).rejects.toThrow(/not a repository path/);
     }
+    // Every spelling of .git git itself refuses (core.protectNTFS), or HFS+ reads as .git.
+    for (const path of [
+      '.git./x',
+      'src/.GIT /x',
+      'git~1/x',
+      '.git::$INDEX_ALLOCATION',
+      'a/.g\u200Dit/x',
+      '.GIT\u202E',
+    ]) {
+      await expect(git.restorePaths(dir, head, [path]), path).rejects.toThrow(/not a repository path/);
+    }
     await expect(git.restorePaths(dir, '--output=/tmp/x', ['src/server.js'])).rejects.toThrow();
+  });
+});
+
+describe('restorePaths on a large tree (hostile review L1, L2)', () => {
+  it('lists only the wanted paths: a tree whose full listing is over the output cap is still put back', async () => {
+    const { dir, root } = await workspace();
+    // A commit whose whole listing is far over a small output cap; the wanted path sorts last.
+    const seed = join(root, 'seed');
+    mkdirSync(join(seed, 'many'));
+    for (let i = 0; i < 200; i++) writeFileSync(join(seed, 'many', `a-rather-long-file-name-${i}.txt`), `${i}\n`);
+    mkdirSync(join(seed, 'zz/deep'), { recursive: true });
+    writeFileSync(join(seed, 'zz/deep/last.js'), 'last\n');
+    gitIn(seed, 'add', '-A');
+    gitIn(seed, 'commit', '-q', '-m', 'many');
+    const head = gitIn(seed, 'rev-parse', 'HEAD');
+    gitIn(seed, 'push', '-q', 'origin', 'main');
+    gitIn(dir, '--git-dir', `${dir}.git`, 'fetch', '-q', 'origin', 'main');
+    gitIn(dir, '--git-dir', `${dir}.git`, '--work-tree', dir, 'checkout', '-q', head, '--', '.');
+
+    const runner = createGitRunner({ gitPath: 'git', timeoutMs: 30_000, stdoutCapBytes: 4096 });
+    try {
+      const restorePaths = createPathRestorer(runner.run, createInspection(runner.run));
+      writeFileSync(join(dir, 'zz/deep/last.js'), 'changed\n');
+      mkdirSync(join(dir, 'zz/deep/new'));
+      writeFileSync(join(dir, 'zz/deep/new/file.js'), 'new\n');
+      // A wanted directory the commit has: it stays, and its contents are not listed.
+      await restorePaths(dir, head, ['zz/deep/last.js', 'zz/deep/new/file.js', 'many']);
+      expect(readFileSync(join(dir, 'zz/deep/last.js'), 'utf8')).toBe('last\n');
+      expect(existsSync(join(dir, 'zz/deep/new'))).toBe(false);
+      // The directories the commit has on the way stay.
+      expect(lstatSync(join(dir, 'zz/deep')).isDirectory()).toBe(true);
+      expect(existsSync(join(dir, 'many/a-rather-long-file-name-199.txt'))).toBe(true);
+      // A name that looks like a pattern is only itself.
+      writeFileSync(join(dir, 'many/*'), 'star\n');
+      await restorePaths(dir, head, ['many/*']);
+      expect(existsSync(join(dir, 'many/*'))).toBe(false);
+      expect(existsSync(join(dir, 'many/a-rather-long-file-name-0.txt'))).toBe(true);
+    } finally {
+      await runner.close();
+    }
+  });
+
+  it('removes the empty directories on the way to a path that is not there (a write that failed after mkdir)', async () => {
+    const { dir, head, git } = await workspace();
+    mkdirSync(join(dir, 'n1/n2'), { recursive: true });
+    mkdirSync(join(dir, 'src/made'), { recursive: true });
+    await git.restorePaths(dir, head, ['n1/n2/leaf.js', 'src/made/deeper/leaf.js']);
+    expect(existsSync(join(dir, 'n1'))).toBe(false);
+    expect(existsSync(join(dir, 'src/made'))).toBe(false);
+    // The commit's own directory stays.
+    expect(readFileSync(join(dir, 'src/server.js'), 'utf8')).toBe('server\n');
   });
 });

@@ -72,7 +72,7 @@ function deps(env: Record<string, string>, extra: Partial<BuildGatesDeps> = {}):
     git,
     sandbox: createUnsandboxed(),
     followUps: createFollowUps({ redis, prefix: 'test' }),
-    conversations: createAgentConversationStore({ redis, prefix: 'test' }),
+    conversations: createAgentConversationStore({ redis, prefix: 'test', auditKey: TEST_AUDIT_KEY_BYTES }),
     index: createRunIndex({ redis, prefix: 'test' }),
     claims: createClaims({ redis, prefix: 'test' }),
     promotionQueue: createPromotionQueue({ redis, prefix: 'test', clock: () => new Date(0), isActive: async () => true, wake: async () => undefined }),

@@ -2,7 +2,7 @@ import { lstat, mkdir, readFile, rm, writeFile } from 'node:fs/promises';
 import { dirname, join } from 'node:path';
 import type { AgentBudget, AgentConversation, AgentSpend } from '../../../src/agent/agent-loop.js';
 import { normaliseRelativePath } from '../../../src/agent/protected-paths.js';
-import { ToolRefusal, type RepoFiles } from '../../../src/agent/repo-files.js';
+import { decodeText, MAX_FILE_BYTES, ToolRefusal, type RepoFiles } from '../../../src/agent/repo-files.js';
 import { ExternalOutageError } from '../../../src/errors.js';
 import type { Git } from '../../../src/git/git.js';
 import type { Logger } from '../../../src/log.js';
@@ -72,6 +72,10 @@ function errorCode(error: unknown): string | undefined {
   return typeof error === 'object' && error !== null && 'code' in error && typeof error.code === 'string'
     ? error.code
     : undefined;
+}
+
+function messageOf(error: unknown): string {
+  return error instanceof Error ? error.message : String(error);
 }
 
 function sameTree(a: readonly TreeEntry[], b: readonly TreeEntry[]): boolean {
@@ -159,15 +163,23 @@ export function createIterationCheckpoint(deps: IterationCheckpointDeps): Iterat
 
   /**
    * Why the stored paths cannot all be written back as they are, or undefined — decided before
-   * anything is written. Each must be writable under the editor's rules, and the tree must take it
-   * as a plain file: every directory on the way a real directory (not a file, not a link) or not there
-   * yet, the path itself a regular file or nothing. The editor writes only regular files and cannot
-   * turn a file into a directory, so a record of its own never asks for anything else.
+   * anything is written. Each must be writable under the editor's rules, its bytes ones the editor
+   * could have written (text, within its size limit: only the editor writes the tree, the checks run
+   * on a copy), and the tree must take it as a plain file: every directory on the way a real directory
+   * (not a file, not a link) or not there yet, the path itself a regular file or nothing. The editor
+   * writes only regular files and cannot turn a file into a directory, so a record of its own never
+   * asks for anything else.
    */
   async function refusal(stored: readonly TreeEntry[]): Promise<string | undefined> {
     const paths = new Set(stored.map((entry) => entry.path));
-    for (const { path } of stored) {
+    for (const entry of stored) {
+      const { path } = entry;
       await writable(path);
+      if ('base64' in entry) {
+        const bytes = Buffer.from(entry.base64, 'base64');
+        if (bytes.length > MAX_FILE_BYTES) return `${path} is larger than the editor writes`;
+        if (decodeText(bytes) === undefined) return `${path} is not text the editor could have written`;
+      }
       const segments = path.split('/');
       for (let depth = 1; depth < segments.length; depth++) {
         const parent = segments.slice(0, depth).join('/');
@@ -208,23 +220,35 @@ export function createIterationCheckpoint(deps: IterationCheckpointDeps): Iterat
    * tree that is neither the head nor the snapshot. The record is kept, so the retry tries again.
    */
   async function backToHead(touched: ReadonlySet<string>, cause: unknown): Promise<void> {
+    let failure: unknown;
     try {
-      await git.restorePaths(dir, key.head, [...new Set([...touched, ...(await git.changedFiles(dir, key.head))])]);
+      // First every path the write-back touched, by name: taking away what the head lacks needs no
+      // listing of the tree, so even a tree git cannot list any more (a name git refuses to add makes
+      // changedFiles fail) loses what was written into it.
+      await git.restorePaths(dir, key.head, [...touched]);
+    } catch (error) {
+      failure = error;
+      // One path restorePaths refuses must not keep the others in the tree: each on its own.
+      for (const path of touched) await git.restorePaths(dir, key.head, [path]).catch(() => undefined);
+    }
+    try {
+      // Then whatever else git sees changed (an edit no persisted turn made), and a last look.
+      await git.restorePaths(dir, key.head, await git.changedFiles(dir, key.head));
       const left = await git.changedFiles(dir, key.head);
       if (left.length > 0) throw new Error(`still changed: ${left.slice(0, 5).join(', ')}`);
     } catch (error) {
-      log.error(
-        { err: error, failure: cause instanceof Error ? cause.message : cause, iteration: key.iteration },
-        'the tree could not be put back to the head after a failed conversation restore',
-      );
-      throw new ExternalOutageError(
-        'workspace',
-        `the tree could not be put back to ${key.head.slice(0, 12)} after a failed conversation restore: ${
-          error instanceof Error ? error.message : String(error)
-        }`,
-        { cause: error },
-      );
+      failure ??= error;
     }
+    if (failure === undefined) return;
+    log.error(
+      { err: failure, failure: cause instanceof Error ? cause.message : cause, iteration: key.iteration },
+      'the tree could not be put back to the head after a failed conversation restore',
+    );
+    throw new ExternalOutageError(
+      'workspace',
+      `the tree could not be put back to ${key.head.slice(0, 12)} after a failed conversation restore: ${messageOf(failure)}`,
+      { cause: failure },
+    );
   }
 
   /** Makes the tree exactly `stored` (relative to the head); a string says why it could not. */
@@ -238,6 +262,7 @@ export function createIterationCheckpoint(deps: IterationCheckpointDeps): Iterat
     const wanted = new Set(stored.map((entry) => entry.path));
     const touched = new Set<string>();
     let problem: string | undefined;
+    let written = false;
     try {
       // Changes no persisted turn made (a tool ran, the worker died before the turn was stored) go back to the head.
       const strays = current.filter((entry) => !wanted.has(entry.path)).map((entry) => entry.path);
@@ -247,6 +272,7 @@ export function createIterationCheckpoint(deps: IterationCheckpointDeps): Iterat
         touched.add(entry.path);
         await put(entry);
       }
+      written = true;
       // What counts is the tree git sees, the one the checks and the commit get.
       const after = await snapshot();
       problem =
@@ -261,6 +287,9 @@ export function createIterationCheckpoint(deps: IterationCheckpointDeps): Iterat
       if (error instanceof ToolRefusal || (error instanceof Error && errorCode(error) !== undefined)) {
         return error.message;
       }
+      // git could not read the tree as written back, yet read the head just now (backToHead listed it
+      // twice): what it failed on came from the record. Kept, the record would fail every retry the same way.
+      if (written) return `git cannot read the tree as written back: ${messageOf(error)}`;
       throw error;
     }
     if (problem !== undefined) await backToHead(touched, problem);
