@@ -118,6 +118,26 @@ async function expectAtHead(w: Awaited<ReturnType<typeof workspace>>): Promise<v
   expect(gitIn(w.dir, '--git-dir', `${w.dir}.git`, 'status', '--porcelain', '--ignored')).toBe('');
 }
 
+describe('starting afresh', () => {
+  it('without a record to continue, a reused workspace is put back to the head before the new conversation begins', async () => {
+    const w = await workspace();
+    // What a dead worker's unsaved turn left in the workspace this worker reuses.
+    writeFileSync(join(w.dir, 'src/server.js'), 'edited by a turn never saved\n');
+    writeFileSync(join(w.dir, 'src/extra.js'), 'new file of that turn\n');
+    expect(await w.changed()).toEqual(['src/extra.js', 'src/server.js']);
+    expect(await w.checkpoint().resume(KNOWN)).toBeUndefined();
+    await expectAtHead(w);
+    expect(w.logged('edits of a conversation not continued put back to the head')).toBe(true);
+  });
+
+  it('a clean tree without a record is left alone', async () => {
+    const w = await workspace();
+    expect(await w.checkpoint().resume(KNOWN)).toBeUndefined();
+    await expectAtHead(w);
+    expect(w.logged('edits of a conversation not continued put back to the head')).toBe(false);
+  });
+});
+
 describe('writing a stored snapshot back', () => {
   it('a snapshot that fits the tree is written back and resumed', async () => {
     const w = await workspace();
@@ -311,7 +331,7 @@ describe('writing a stored snapshot back', () => {
       },
     };
     await expect(w.checkpoint({ git: broken }).resume(KNOWN)).rejects.toThrow(ExternalOutageError);
-    expect(w.logged('the tree could not be put back to the head after a failed conversation restore')).toBe(true);
+    expect(w.logged('the tree could not be put back to the head')).toBe(true);
     expect(w.store.raw.size).toBe(1);
     // The retry, with git back, gets a tree at the head.
     expect(await w.checkpoint().resume(KNOWN)).toBeUndefined();

@@ -242,13 +242,30 @@ export function createIterationCheckpoint(deps: IterationCheckpointDeps): Iterat
     if (failure === undefined) return;
     log.error(
       { err: failure, failure: cause instanceof Error ? cause.message : cause, iteration: key.iteration },
-      'the tree could not be put back to the head after a failed conversation restore',
+      'the tree could not be put back to the head',
     );
     throw new ExternalOutageError(
       'workspace',
-      `the tree could not be put back to ${key.head.slice(0, 12)} after a failed conversation restore: ${messageOf(failure)}`,
+      `the tree could not be put back to ${key.head.slice(0, 12)} (${messageOf(cause)}): ${messageOf(failure)}`,
       { cause: failure },
     );
+  }
+
+  /**
+   * A fresh start begins on the head: a reused workspace may still hold edits of a conversation that
+   * is not continued (its record over the cap, refused or of no use), which the new one would neither
+   * know of nor have asked for, and would commit.
+   */
+  async function afresh(): Promise<undefined> {
+    const left = await git.changedFiles(dir, key.head);
+    if (left.length > 0) {
+      log.info(
+        { files: left.length, iteration: key.iteration },
+        'edits of a conversation not continued put back to the head',
+      );
+      await backToHead(new Set(left), 'a fresh start on a changed tree');
+    }
+    return undefined;
   }
 
   /** Makes the tree exactly `stored` (relative to the head); a string says why it could not. */
@@ -299,18 +316,18 @@ export function createIterationCheckpoint(deps: IterationCheckpointDeps): Iterat
   return {
     async resume(known) {
       const loaded = await store.load(runId, key);
-      if (loaded.kind === 'none') return undefined;
+      if (loaded.kind === 'none') return afresh();
       if (loaded.kind === 'stale') {
         log.info({ stored: loaded.stored }, 'stored agent conversation is of another iteration: starting afresh');
-        return undefined;
+        return afresh();
       }
       if (loaded.kind === 'invalid') {
         log.warn({ reason: loaded.reason }, 'stored agent conversation unreadable: starting afresh');
         await store.clear(runId, 'agent');
-        return undefined;
+        return afresh();
       }
       const stored = loaded.conversation;
-      if (stored.phase !== 'agent') return undefined;
+      if (stored.phase !== 'agent') return afresh();
       let problem: string | undefined;
       try {
         problem = await restore(stored.tree);
@@ -326,7 +343,7 @@ export function createIterationCheckpoint(deps: IterationCheckpointDeps): Iterat
           'stored agent conversation not resumed: starting afresh',
         );
         await store.clear(runId, 'agent');
-        return undefined;
+        return afresh();
       }
       const figures = resumedFigures(
         { spend: stored.spend, progress: { round: stored.round, followUps: stored.followUps } },
