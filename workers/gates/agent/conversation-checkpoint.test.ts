@@ -433,11 +433,22 @@ describe('the figures a stored conversation resumes with', () => {
 
   it('resume gives the reconciled figures', async () => {
     const w = await workspace();
-    await w.record([], { spend: spend(0), round: 9, followUps: ['forged'] });
+    // One call behind the run (the worker died between storing the spend and storing the turn).
+    await w.record([], { spend: spend(3), round: 9, followUps: ['forged'] });
     const known = { ...KNOWN, spend: spend(4, { outputTokens: 70, costUsd: 1.25 }) };
     expect(await w.checkpoint().resume(known)).toMatchObject({
       spend: known.spend,
       progress: { round: 3, followUps: [] },
     });
+  });
+
+  it('an older record of this run put back (a replay of its own sealed text) is not resumed', async () => {
+    const w = await workspace();
+    await w.record([{ path: 'src/server.js', base64: text('an earlier turn\n') }], { spend: spend(1), round: 1 });
+    const known = { ...KNOWN, spend: spend(4) };
+    expect(await w.checkpoint().resume(known)).toBeUndefined();
+    await expectAtHead(w);
+    expect(w.logged('stored agent conversation is older than the run')).toBe(true);
+    expect(w.store.raw.size).toBe(0);
   });
 });

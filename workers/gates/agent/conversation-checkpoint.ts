@@ -328,6 +328,17 @@ export function createIterationCheckpoint(deps: IterationCheckpointDeps): Iterat
       }
       const stored = loaded.conversation;
       if (stored.phase !== 'agent') return afresh();
+      // The run's spend is stored after each model call and the record after each turn, so the latest
+      // record is at most one call behind the run. One further behind is an older record put back (a
+      // replay of this bot's own sealed text): resuming it would hand back the check rounds spent since.
+      if (stored.spend.turns + 1 < known.spend.turns) {
+        log.warn(
+          { stored: stored.spend.turns, run: known.spend.turns, iteration: key.iteration },
+          'stored agent conversation is older than the run: starting afresh',
+        );
+        await store.clear(runId, 'agent');
+        return afresh();
+      }
       let problem: string | undefined;
       try {
         problem = await restore(stored.tree);
