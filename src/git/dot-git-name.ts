@@ -19,5 +19,10 @@ const HFS_IGNORABLE = /[\u200C-\u200F\u202A-\u202E\u206A-\u206F\uFEFF]/gu;
 const DOT_GIT_ALIAS = /^(?:\.git|git~[0-9]+)[. ]*(?::.*)?$/isu;
 
 export function isDotGitName(segment: string): boolean {
-  return DOT_GIT_ALIAS.test(segment.replace(HFS_IGNORABLE, ''));
+  // NTFS also ends a name at a backslash, and git (protectNTFS) checks each part between them:
+  // `a\.git` and `.git\x` are refused as surely as `.git` itself.
+  return segment
+    .replace(HFS_IGNORABLE, '')
+    .split('\\')
+    .some((part) => DOT_GIT_ALIAS.test(part));
 }

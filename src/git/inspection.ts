@@ -44,6 +44,9 @@ export interface GitInspection {
   diffStat: (dir: string, base?: string) => Promise<DiffStat>;
 }
 
+/** How much of `ls-tree -r` of a whole tree submodulePaths accepts (see there). */
+const SUBMODULE_LISTING_CAP = 256 * 1024 * 1024;
+
 export function createInspection(git: RunGit): GitInspection {
   async function revParse(dir: string, rev: string): Promise<string | undefined> {
     const { stdout, code } = await git(['rev-parse', '--verify', '--quiet', '--end-of-options', `${rev}^{commit}`], {
@@ -72,7 +75,12 @@ export function createInspection(git: RunGit): GitInspection {
 
   async function submodulePaths(dir: string, rev: string): Promise<string[]> {
     assertRev(rev);
-    const { stdout } = await git(['ls-tree', '-r', '-z', '--full-tree', '--end-of-options', rev], { workspace: resolve(dir) });
+    // The whole tree is listed (a gitlink has no other index), so a monorepo's listing passes the usual
+    // cap: 256 MiB is some two million paths, still well inside what one string may hold.
+    const { stdout } = await git(['ls-tree', '-r', '-z', '--full-tree', '--end-of-options', rev], {
+      workspace: resolve(dir),
+      maxOutputBytes: SUBMODULE_LISTING_CAP,
+    });
     const paths: string[] = [];
     for (const record of stdout.split('\0')) {
       // "<mode> <type> <object>\t<path>"

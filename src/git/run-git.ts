@@ -65,6 +65,8 @@ export interface RunOptions {
   env?: Record<string, string>;
   input?: string;
   config?: readonly string[];
+  /** A larger output cap than the runner's, for the one listing that grows with the whole tree. */
+  maxOutputBytes?: number;
 }
 
 export interface RunResult {
@@ -180,7 +182,7 @@ export function createGitRunner(options: {
       child.stdout.on('data', (chunk: Buffer) => {
         if (overflowed) return;
         outLength += chunk.length;
-        if (outLength <= stdoutCap) {
+        if (outLength <= (opts.maxOutputBytes ?? stdoutCap)) {
           out.push(chunk);
           return;
         }
@@ -226,7 +228,7 @@ export function createGitRunner(options: {
     }
     if (result.overflowed) {
       throw new GitError(
-        `${shown.slice(0, 2).join(' ')} printed more than ${stdoutCap} bytes: its output is not used cut short`,
+        `${shown.slice(0, 2).join(' ')} printed more than ${opts.maxOutputBytes ?? stdoutCap} bytes: its output is not used cut short`,
         shown,
         null,
         stderr,

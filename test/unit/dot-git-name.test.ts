@@ -39,6 +39,12 @@ const ALIASES = [
   '.git\u206F',
   '\uFEFF.git',
   '.G\u200CIT.',
+  // NTFS ends a name at a backslash too: each part counts (git 2.39 refuses all of these).
+  'a\\.git',
+  '.git\\x',
+  'x\\git~1',
+  'x\\.GIT.',
+  '.g\u200Cit\\x',
 ];
 
 const ORDINARY = [
@@ -58,6 +64,8 @@ const ORDINARY = [
   'gitx~1',
   '.git~1',
   'src',
+  'b\\c',
+  'a\\.gitignore',
 ];
 
 describe('isDotGitName', () => {
@@ -83,6 +91,8 @@ describe('the editor refuses every spelling of .git', () => {
     'git~1/config',
     'a/.g\u200Cit/hooks/x',
     '.git::$INDEX_ALLOCATION/x',
+    'src/a\\.git',
+    '.git\\hooks',
   ])('%j is refused for reading and writing', async (path) => {
     for (const intent of ['read', 'write'] as const) {
       await expect(files.resolve(`/repo/${path}`, intent)).rejects.toThrow(ToolRefusal);

@@ -39,4 +39,11 @@ describe('git output and its cap', () => {
     await expect(runner.run(['print', '1001'])).rejects.toThrow(GitError);
     await runner.close();
   });
+
+  it('a call may allow more (the whole-tree listing of a monorepo), and is held to that', async () => {
+    const runner = createGitRunner({ gitPath: fake, timeoutMs: 20_000, stdoutCapBytes: 1000 });
+    expect((await runner.run(['print', '5000'], { maxOutputBytes: 5000 })).stdout).toHaveLength(5000);
+    await expect(runner.run(['print', '5001'], { maxOutputBytes: 5000 })).rejects.toThrow(/more than 5000 bytes/);
+    await runner.close();
+  });
 });

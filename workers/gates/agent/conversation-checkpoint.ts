@@ -257,13 +257,19 @@ export function createIterationCheckpoint(deps: IterationCheckpointDeps): Iterat
    * know of nor have asked for, and would commit.
    */
   async function afresh(): Promise<undefined> {
-    const left = await git.changedFiles(dir, key.head);
-    if (left.length > 0) {
+    try {
+      const left = await git.changedFiles(dir, key.head);
+      if (left.length === 0) return undefined;
       log.info(
         { files: left.length, iteration: key.iteration },
         'edits of a conversation not continued put back to the head',
       );
       await backToHead(new Set(left), 'a fresh start on a changed tree');
+    } catch (error) {
+      // Best effort: nothing here came from Redis, and a tree git cannot make clean (case-colliding
+      // paths on a case-insensitive disk, say) must not fail every attempt of the run; the fresh
+      // conversation then starts on the tree as it is, as it did before this step existed.
+      log.warn({ err: error, iteration: key.iteration }, 'a fresh start could not put the tree back to the head');
     }
     return undefined;
   }
