@@ -198,6 +198,25 @@ describe('test weakening in the agent gate', () => {
     expect(warnings.join('\n')).toContain('test/a.test.ts');
   });
 
+  it('reads only what the detector looks at: a replaced data file or asset is never read, from the tree or from git', async () => {
+    dir = mkdtempSync(join(tmpdir(), 'shipgate-weakening-'));
+    mkdirSync(join(dir, 'test'));
+    writeFileSync(join(dir, 'test/a.test.ts'), "it.skip('works', () => {});\n");
+    writeFileSync(join(dir, 'package.json'), '{ "scripts": { "test": "true" } }\n');
+    writeFileSync(join(dir, 'data.bin'), 'replaced\n');
+    const read: string[] = [];
+    const git: Pick<Git, 'readFileAt'> = {
+      readFileAt: async (_dir, _rev, path) => {
+        read.push(path);
+        return path === 'package.json' ? '{ "scripts": { "test": "vitest run" } }\n' : "it('works', () => {});\n";
+      },
+    };
+    const warnings = await testWarningsOf(git, dir, 'base', ['data.bin', 'package.json', 'test/a.test.ts']);
+    expect(read.sort()).toEqual(['package.json', 'test/a.test.ts']);
+    expect(warnings.join('\n')).toContain('test/a.test.ts');
+    expect(warnings.join('\n')).toContain('package.json: test script changed');
+  });
+
   it('reads tree files without following links, and not too big ones', async () => {
     dir = mkdtempSync(join(tmpdir(), 'shipgate-weakening-'));
     writeFileSync(join(dir, 'host-secret'), 'secret');

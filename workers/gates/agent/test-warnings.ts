@@ -1,7 +1,7 @@
 import { constants } from 'node:fs';
 import { lstat, open } from 'node:fs/promises';
 import { join } from 'node:path';
-import { detectTestWeakening } from './test-weakening.js';
+import { concernsTests, detectTestWeakening } from './test-weakening.js';
 import type { Git } from '../../../src/git/git.js';
 
 /** Largest file the test-weakening check reads; bigger ones are not tests a person wrote. */
@@ -32,7 +32,9 @@ export async function readTreeText(dir: string, path: string): Promise<string | 
 export async function testWarningsOf(git: Pick<Git, 'readFileAt'>, dir: string, base: string, changed: readonly string[]): Promise<string[]> {
   return detectTestWeakening(
     await Promise.all(
-      changed.map(async (path) => {
+      // Only what the detector looks at is read: a large file the change replaced (a data file, an
+      // asset) is never loaded whole for nothing, nor its base version from git.
+      changed.filter(concernsTests).map(async (path) => {
         const before = await git.readFileAt(dir, base, path);
         const after = await readTreeText(dir, path);
         const status = before === undefined ? 'added' : after === undefined ? 'deleted' : 'modified';

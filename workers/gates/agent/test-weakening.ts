@@ -99,6 +99,12 @@ const RUNNER_CONFIG =
 /** General project files that may carry test runner settings; only the explicit keywords count there. */
 const SHARED_CONFIG = /^(?:package\.json|pyproject\.toml|setup\.cfg|tox\.ini)$/;
 
+/** Whether detectTestWeakening looks at this path at all (a test file or a configuration that can exclude tests). */
+export function concernsTests(path: string): boolean {
+  const base = baseName(path);
+  return isTestFile(path) || RUNNER_CONFIG.test(base) || SHARED_CONFIG.test(base);
+}
+
 export function isTestFile(path: string): boolean {
   const segments = path.split('/').filter((s) => s !== '');
   const base = segments.at(-1) ?? '';
