@@ -214,7 +214,11 @@ describe('the deploy gates', { timeout: 150_000 }, () => {
       return run.artifacts.deploy?.iterations === 1 && branch !== undefined && branch !== firstBranch ? branch : undefined;
     });
     expect(fixBranch).toMatch(/-fix-1-/);
-    const red = threadReplies(w, 'stage:dev ');
+    // The chat outbox posts the red reply on its own schedule, which may come after the fix has begun.
+    const red = await eventually(async () => {
+      const posted = threadReplies(w, 'stage:dev ');
+      return posted.length > 0 ? posted : undefined;
+    }, 'the red stage:dev reply');
     expect(red).toHaveLength(1);
     expect(red[0]).toContain('Degraded');
     expect(red[0]).toContain('exceeded its progress deadline');
