@@ -270,8 +270,12 @@ describe('production approval on Discord', () => {
     expect(events.filter((e) => e.type === 'promotion.created' && e.data['stage'] === 'prod')).toHaveLength(1);
 
     // The decided message is the same message: who approved, no buttons. The card shows the run done.
+    // Decided, not the "1 of 2" state before it (which says Approved too, with its buttons still on).
     await server.waitFor(
-      (s) => (text(approvalMessage(s) ?? request.message).includes('Approved') ? true : undefined),
+      (s) => {
+        const message = approvalMessage(s) ?? request.message;
+        return text(message).includes(`<@${DISCORD_APPROVER}>`) && buttonsOf(message).length === 0 ? true : undefined;
+      },
       30_000,
       'the approval message decided',
     );
