@@ -36,12 +36,18 @@ export async function startDeployWorld(options: {
   env?: Record<string, string>;
   /** Which chat the people use (default Slack). */
   chat?: TestChat;
+  /** The scripted controller's pause between transitions (its default: 20 ms). */
+  stepDelayMs?: number;
 }): Promise<DeployWorld> {
   // TLS and the built-in kinds: the real kubernetes-mcp-server of a red gate's diagnosis speaks only
   // HTTPS with a bearer token, and reads Pods, their logs and Events.
   const k8s = await startKubernetesServer({ tls: true, builtins: true });
   const dir = mkdtempSync(join(tmpdir(), 'shipgate-deploy-'));
-  const gitops = createShopGitOps(k8s, { scripts: options.scripts ?? {}, ...(options.stages === undefined ? {} : { stages: options.stages }) });
+  const gitops = createShopGitOps(k8s, {
+    scripts: options.scripts ?? {},
+    ...(options.stages === undefined ? {} : { stages: options.stages }),
+    ...(options.stepDelayMs === undefined ? {} : { stepDelayMs: options.stepDelayMs }),
+  });
   gitops.install();
   gitops.start();
   const w = await startWorld({

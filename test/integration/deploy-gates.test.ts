@@ -326,7 +326,11 @@ budgets: { maxAgentTurns: 20, maxCiIterations: 3, maxDeployIterations: 0, maxTok
   });
 
   it('a watch that expires (410) and a dropped watch mid-run lose nothing: the run still reaches done', async () => {
-    const { w, k8s, gitops } = await start('deploy-watch-trouble');
+    // A slower controller, so that stage:dev is still running when the test looks for it and drops the
+    // watches (at 20 ms a step the run once passed the whole stage between two looks).
+    const d = await startDeployWorld({ name: 'deploy-watch-trouble', policy: POLICY, stepDelayMs: 300 });
+    deployWorld = d;
+    const { w, k8s, gitops } = d;
     w.model.script(create('c1', "module.exports = () => 'ok';\n"), done('Added src/health.js.'));
     const runId = await w.ship('acme/shop add a health module');
     await mergeChange(w, runId, MERGE_SHA);
