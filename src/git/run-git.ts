@@ -163,6 +163,7 @@ export function createGitRunner(options: {
     const fullArgs = [...pin, ...[...SAFE_CONFIG, ...(opts.config ?? [])].flatMap((c) => ['-c', c]), ...args];
     const shown = ['git', ...args.map((a) => scrubGitText(a, secrets))];
     const started = Date.now();
+    const outputCap = opts.maxOutputBytes ?? stdoutCap;
 
     const result = await new Promise<RunResult & { timedOut: boolean; overflowed: boolean }>((resolveRun, reject) => {
       const child = spawn(gitPath, fullArgs, {
@@ -182,7 +183,7 @@ export function createGitRunner(options: {
       child.stdout.on('data', (chunk: Buffer) => {
         if (overflowed) return;
         outLength += chunk.length;
-        if (outLength <= (opts.maxOutputBytes ?? stdoutCap)) {
+        if (outLength <= outputCap) {
           out.push(chunk);
           return;
         }
@@ -228,7 +229,7 @@ export function createGitRunner(options: {
     }
     if (result.overflowed) {
       throw new GitError(
-        `${shown.slice(0, 2).join(' ')} printed more than ${opts.maxOutputBytes ?? stdoutCap} bytes: its output is not used cut short`,
+        `${shown.slice(0, 2).join(' ')} printed more than ${outputCap} bytes: its output is not used cut short`,
         shown,
         null,
         stderr,
